@@ -15,7 +15,7 @@ Writer = Callable[[str, Content], Path]
 
 @pytest.fixture
 def write(tmp_path: Path) -> Writer:
-    """Write a file under tmp_path: text, bytes, or a list of JSONL rows (a str row goes verbatim)."""
+    """Write a file under tmp_path: text, bytes, or JSONL rows (a str row is written as is)."""
 
     def _write(name: str, content: Content) -> Path:
         path = tmp_path / name

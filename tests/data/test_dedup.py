@@ -6,7 +6,13 @@ import random
 import string
 import time
 
-from mentor.data.dedup import find_duplicates, find_leakage, key_text, normalize_text
+from mentor.data.dedup import (
+    find_duplicates,
+    find_duplicates_and_leakage,
+    find_leakage,
+    key_text,
+    normalize_text,
+)
 from mentor.data.schemas import ChatRecord, CorpusRecord, QARecord
 
 LONG = (
@@ -66,6 +72,14 @@ def test_short_near_duplicates_use_character_shingles() -> None:
     assert [g.lines for g in groups] == [[1, 2]]
 
 
+def test_results_do_not_depend_on_input_size_or_order_of_calls() -> None:
+    texts = [LONG, *UNRELATED, LONG + " again", "How do I reset my password"]
+    full = find_duplicates(texts)
+    assert find_duplicates(texts) == full
+    assert find_duplicates(texts[:6]) == []
+    assert [g.lines for g in full] == [[1, 7], [2, 8]]
+
+
 def test_near_is_optional_and_threshold_matters() -> None:
     texts = [LONG, LONG.replace("twelve", "eleven")]
     assert find_duplicates(texts, near=False) == []
@@ -105,7 +119,21 @@ def test_deterministic_and_fast_on_10k_texts() -> None:
     first = find_duplicates(texts)
     elapsed = time.perf_counter() - start
     assert elapsed < 20  # about 2 s normally; generous for loaded CI machines
-    assert find_duplicates(texts[:2000]) == [g for g in first if g.lines[-1] <= 2000]
     lines = {tuple(g.lines) for g in first}
     assert (4, 9001) in lines
     assert any(41 in g.lines and 9002 in g.lines for g in first)
+
+
+def test_shared_index_gives_the_same_results_as_separate_calls() -> None:
+    train = [LONG, *UNRELATED, LONG + " again", "Bananas are an excellent source of potassium!"]
+    test = [UNRELATED[2], "A new one entirely", "Hello! " + LONG, "a new one, entirely"]
+    train_groups, test_groups, leaks = find_duplicates_and_leakage(train, test, 0.8)
+    assert train_groups == find_duplicates(train)
+    assert test_groups == find_duplicates(test)
+    assert leaks == find_leakage(train, test, 0.8)
+    assert [(p.train_line, p.test_line, p.kind) for p in leaks] == [
+        (4, 1, "exact"),
+        (1, 3, "near"),
+        (7, 3, "near"),
+    ]
+    assert [(g.kind, g.lines) for g in test_groups] == [("exact", [2, 4])]

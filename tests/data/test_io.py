@@ -91,7 +91,9 @@ def test_problem_str_without_line() -> None:
 
 
 def test_qrels_with_header_and_bad_rows(write: Writer) -> None:
-    path = write("qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\nq2\td3\thigh\nq3\td4\t0\n")
+    path = write(
+        "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\nq2\td3\thigh\nq3\td4\t0\n"
+    )
     result = read_qrels(path)
     assert [(p.line, p.message) for p in result.problems] == [
         (3, "expected 3 tab-separated columns (query-id, corpus-id, score), got 2"),
@@ -161,3 +163,29 @@ def test_write_jsonl_round_trips_and_replaces_atomically(tmp_path: Path) -> None
     assert target.read_text().count("\n") == 1
     assert [p.name for p in target.parent.iterdir()] == ["docs.jsonl"]  # no temp file left
     assert read_records(target).records[0].data.model_dump(by_alias=True)["_id"] == "d2"
+
+
+def test_empty_file_is_an_error(write: Writer) -> None:
+    for name, content in (
+        ("e.jsonl", ""),
+        ("b.jsonl", "\n\n"),
+        ("q.tsv", "query-id\tcorpus-id\tscore\n"),
+    ):
+        result = read_records(write(name, content))
+        assert [p.message for p in result.errors] == ["no records: the file is empty or blank"]
+
+
+def test_csv_without_a_column_for_a_required_field(write: Writer) -> None:
+    path = write("c.csv", "text,category\nhello,greeting\n")
+    result = read_records(path)  # .csv goes to read_csv_records; text -> classification
+    assert result.schema == "classification"
+    assert [str(p) for p in result.problems] == [
+        f"{path}:1: no column for required field 'label' (columns: text, category); "
+        "map one with --map label=COLUMN"
+    ]
+    assert read_records(path, mapping={"label": "category"}).records[0].line == 2
+
+
+def test_mapping_for_a_jsonl_file_is_refused(write: Writer) -> None:
+    with pytest.raises(ValueError, match="CSV files only"):
+        read_records(write("a.jsonl", [GOOD[0]]), mapping={"label": "x"})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from collections.abc import Mapping
+from typing import Any, get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mentor.data.commands import JsonlSchemaName, SchemaName
 from mentor.data.io import dump_record, format_validation_error
@@ -24,7 +25,7 @@ from mentor.data.schemas import (
 )
 
 
-def _error(model: type, data: dict[str, object]) -> str:
+def _error(model: type[BaseModel], data: Mapping[str, Any]) -> str:
     with pytest.raises(ValidationError) as info:
         model.model_validate(data)
     return format_validation_error(info.value)

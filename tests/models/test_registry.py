@@ -17,8 +17,11 @@ def test_the_issue_defaults_are_registered() -> None:
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_entry_pins_its_files(name: str) -> None:
     spec = REGISTRY[name]
-    pins = [spec.packaged.sha256] if isinstance(spec.packaged, PackagedFile | PackagedChunks) \
+    pins = (
+        [spec.packaged.sha256]
+        if isinstance(spec.packaged, PackagedFile | PackagedChunks)
         else list(getattr(spec.packaged, "sha256", {}).values())
+    )
     assert pins and all(re.fullmatch(r"[0-9a-f]{64}", pin) for pin in pins)
     assert spec.license and spec.upstream and spec.description
 

@@ -9,7 +9,7 @@ labels that contradict each other (the same normalised text with different label
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +18,7 @@ from mentor.data.dedup import (
     DuplicateGroup,
     LeakPair,
     find_duplicates,
-    find_leakage,
+    find_duplicates_and_leakage,
     key_text,
     normalize_text,
 )
@@ -144,48 +144,55 @@ def check_dataset(
     count_tokens: TokenCounter | None = None,
     near_threshold: float = 0.8,
     max_tokens: int | None = None,
+    mapping: Mapping[str, str] | None = None,
 ) -> CheckReport:
     """Validate ``path`` (and ``against``, a test set) and collect every finding into a report.
 
     ``schema`` is detected from the keys when ``None``; the test file is read with the training
     file's schema. ``count_tokens`` defaults to the approximate counter. ``near_threshold`` is the
     Jaccard similarity from which two texts count as near duplicates (``1.0`` = exact only).
+    ``mapping`` (field -> column) applies to CSV files.
     """
     if not 0.0 < near_threshold <= 1.0:
         raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
-    train = read_records(path, schema)
-    test = read_records(against, schema or train.schema) if against is not None else None
+    train = read_records(path, schema, mapping)
+    test = None
+    if against is not None:
+        test_mapping = mapping if Path(against).suffix.lower() == ".csv" else None
+        test = read_records(against, schema or train.schema, test_mapping)
     report = CheckReport(train, test, near_threshold, approximate_tokens=count_tokens is None)
     kind = train.schema or (test.schema if test else None)
     if kind is None:
         return report
-    ids = kind == "qrels"  # qrels rows are ids: compared verbatim, never "nearly"
-    options: dict[str, Any] = {
-        "near": not ids and near_threshold < 1.0,
-        "normalize": str.strip if ids else normalize_text,
-    }
-    texts, lines = _keys(train.records, kind)
-    report.duplicates = find_duplicates(texts, lines=lines, threshold=near_threshold, **options)
-    if kind != "qrels":
-        report.lengths["train"] = length_stats(
-            (full_text(r.data, kind) for r in train.records), count_tokens, max_tokens
-        )
-    if test is not None:
-        test_texts, test_lines = _keys(test.records, kind)
-        report.against_duplicates = find_duplicates(
-            test_texts, lines=test_lines, threshold=near_threshold, **options
-        )
-        report.leakage = find_leakage(
-            texts, test_texts, near_threshold, train_lines=lines, test_lines=test_lines, **options
-        )
-        if kind != "qrels":
-            report.lengths["test"] = length_stats(
-                (full_text(r.data, kind) for r in test.records), count_tokens, max_tokens
-            )
+    _find_duplicates(report, kind)
+    if kind != "qrels":  # qrels rows are ids and scores: no text to measure
+        for role, result in (("train", train), ("test", test)):
+            if result is not None:
+                texts = (full_text(r.data, kind) for r in result.records)
+                report.lengths[role] = length_stats(texts, count_tokens, max_tokens)
     if kind == "classification":
-        report.labels = label_balance(
-            [cast(ClassificationRecord, r.data).label for r in train.records],
-            [cast(ClassificationRecord, r.data).label for r in test.records] if test else None,
-        )
+        report.labels = label_balance(_labels(train), _labels(test) if test else None)
         report.conflicts = _conflicts(train) + (_conflicts(test) if test else [])
     return report
+
+
+def _find_duplicates(report: CheckReport, kind: str) -> None:
+    """Fill in duplicates within each file and leakage from train into test."""
+    ids = kind == "qrels"  # qrels rows are ids: compared verbatim, never "nearly"
+    options: dict[str, Any] = {
+        "near": not ids and report.near_threshold < 1.0,
+        "normalize": str.strip if ids else normalize_text,
+    }
+    threshold = report.near_threshold
+    texts, lines = _keys(report.train.records, kind)
+    if report.test is None:
+        report.duplicates = find_duplicates(texts, lines=lines, threshold=threshold, **options)
+        return
+    test_texts, test_lines = _keys(report.test.records, kind)
+    report.duplicates, report.against_duplicates, report.leakage = find_duplicates_and_leakage(
+        texts, test_texts, threshold, train_lines=lines, test_lines=test_lines, **options
+    )
+
+
+def _labels(result: LoadResult) -> list[str]:
+    return [cast(ClassificationRecord, r.data).label for r in result.records]

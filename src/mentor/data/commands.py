@@ -12,17 +12,16 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.table import Table
 
-from mentor.data.check import CheckReport, check_dataset
+from mentor.data.check import check_dataset
 from mentor.data.convert import convert_file
-from mentor.data.dedup import DuplicateGroup
 from mentor.data.io import Problem, read_records, write_jsonl
+from mentor.data.render import print_tables, summary_line, table
 from mentor.data.schemas import schema_docs
 from mentor.data.split import field_value, split_records
 from mentor.data.stats import TokenCounter
@@ -30,7 +29,6 @@ from mentor.data.stats import TokenCounter
 SchemaName = Literal["chat", "qa", "classification", "corpus", "query", "qrels"]
 JsonlSchemaName = Literal["chat", "qa", "classification", "corpus", "query"]
 SourceName = Literal["csv", "chat", "qa", "classification", "corpus", "query"]
-_MAX_ROWS = 50
 
 app = typer.Typer(
     name="data",
@@ -39,17 +37,41 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ExistingFile = Annotated[
-    Path, typer.Argument(help="Dataset file.", exists=True, dir_okay=False, readable=True)
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        help="CSV input only: field=column pairs, comma-separated or repeated, for columns not "
+        "named like the field, e.g. `--map label=category`.",
+    ),
 ]
+
+
+def _input_file(help_text: str) -> Any:
+    return typer.Argument(help=help_text, exists=True, dir_okay=False, readable=True)
+
+
 SchemaOption = Annotated[
     SchemaName | None,
     typer.Option(help="Record kind of the file; detected from its keys when omitted."),
 ]
 
 
+def _parse_map(items: list[str] | None) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in items or []:
+        for pair in item.split(","):
+            if not pair.strip():
+                continue
+            field, sep, column = pair.partition("=")
+            if not sep or not field.strip() or not column.strip():
+                raise typer.BadParameter(f"expected field=column, got {pair!r}", param_hint="--map")
+            mapping[field.strip()] = column.strip()
+    return mapping
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
-    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False)
+    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -74,119 +96,20 @@ def _token_counter(name: str | None) -> TokenCounter | None:
     return count
 
 
-def _lines(lines: list[int], limit: int = 12) -> str:
-    shown = ", ".join(map(str, lines[:limit]))
-    return shown + (f", … ({len(lines) - limit} more)" if len(lines) > limit else "")
-
-
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
-
-
-def _more(table: Table, total: int) -> Table:
-    if total > _MAX_ROWS:
-        table.caption = f"{total - _MAX_ROWS} more not shown (use --json for all)"
-    return table
-
-
-def _duplicates_table(title: str, groups: list[DuplicateGroup]) -> Table:
-    table = _table(title, "kind", "lines", "similarity", "text")
-    for g in groups[:_MAX_ROWS]:
-        table.add_row(g.kind, _lines(g.lines), f"{g.similarity:.2f}", g.text)
-    return _more(table, len(groups))
-
-
-def _print_tables(console: Console, report: CheckReport, tokenizer: str | None) -> None:
-    train, test = report.train, report.test
-    if report.duplicates:
-        console.print(_duplicates_table(f"Duplicates in {train.path}", report.duplicates))
-    if test is not None and report.against_duplicates:
-        console.print(_duplicates_table(f"Duplicates in {test.path}", report.against_duplicates))
-    if test is not None and report.leakage:
-        table = _table(
-            f"Leakage: examples of {test.path} also in {train.path}",
-            "test line",
-            "train line",
-            "kind",
-            "similarity",
-            "text",
-        )
-        for p in report.leakage[:_MAX_ROWS]:
-            table.add_row(
-                str(p.test_line), str(p.train_line), p.kind, f"{p.similarity:.2f}", p.text
-            )
-        console.print(_more(table, len(report.leakage)))
-    if report.conflicts:
-        table = _table(
-            "Conflicting labels (same text, different labels)", "file", "lines", "labels", "text"
-        )
-        for c in report.conflicts[:_MAX_ROWS]:
-            table.add_row(str(c.path), _lines(c.lines), ", ".join(c.labels), c.text)
-        console.print(_more(table, len(report.conflicts)))
-    if report.lengths:
-        unit = f"tokens, {tokenizer}" if tokenizer else "approximate tokens"
-        table = _table(
-            f"Lengths ({unit})", "file", "records", "min", "mean", "p50", "p95", "max", "over limit"
-        )
-        for role, s in report.lengths.items():
-            path = train.path if role == "train" or test is None else test.path
-            over = f"{s.over_limit} > {s.limit}" if s.limit is not None else "-"
-            table.add_row(
-                str(path),
-                str(s.count),
-                str(s.min),
-                f"{s.mean:.1f}",
-                f"{s.p50:.0f}",
-                f"{s.p95:.0f}",
-                str(s.max),
-                over,
-            )
-        console.print(table)
-    if report.labels is not None:
-        balance = report.labels
-        columns = ["label", "count", "share"] + (["test count"] if test is not None else [])
-        title = f"Labels (imbalance ratio {balance.imbalance_ratio:.2f})"
-        table = _table(title, *columns)
-        for label in [*balance.counts, *balance.missing_in_train]:
-            missing = label in balance.missing_in_train
-            count = "0 (missing)" if missing else str(balance.counts[label])
-            row = [label, count, f"{balance.shares.get(label, 0.0):.1%}"]
-            if test is not None:
-                row.append(str(balance.test_counts.get(label, 0)))
-            table.add_row(*row)
-        console.print(table)
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _summary(report: CheckReport) -> str:
-    files = [f"{len(report.train.records)} records in {report.train.path}"]
-    if report.test is not None:
-        files.append(f"{len(report.test.records)} in {report.test.path}")
-    errors = sum(p.severity == "error" for p in report.problems)
-    warnings = len(report.problems) - errors
-    dup_groups = len(report.duplicates) + len(report.against_duplicates)
-    parts = [
-        f"{', '.join(files)} ({report.schema or 'unknown schema'})",
-        f"{_n(errors, 'error')}, {_n(warnings, 'warning')}",
-        _n(dup_groups, "duplicate group"),
-    ]
-    if report.test is not None:
-        parts.append(_n(len(report.leaked_test_lines), "leaked test example"))
-    if report.labels is not None:
-        parts.append(_n(len(report.conflicts), "label conflict"))
-    verdict = "FAIL" if report.has_errors else ("WARN" if report.has_findings else "OK")
-    return f"{verdict}: " + "; ".join(parts)
-
-
-@app.command()
+@app.command(
+    help="Validate a dataset and report duplicates, train/test leakage, token lengths and label "
+    "balance. Every bad line is printed as `file:line: what is wrong`. Exit status 1 when a file "
+    "has validation errors (with --strict also on duplicates, leakage or conflicting labels), "
+    "2 on a usage error."
+)
 def check(
-    path: ExistingFile,
+    path: Annotated[
+        Path,
+        _input_file(
+            "Dataset file to check: JSONL, a CSV whose columns are named like the fields, or a "
+            "BEIR qrels .tsv."
+        ),
+    ],
     against: Annotated[
         Path | None,
         typer.Option(
@@ -198,6 +121,7 @@ def check(
         ),
     ] = None,
     schema: SchemaOption = None,
+    mapping: MapOption = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(
@@ -224,19 +148,18 @@ def check(
     strict: Annotated[
         bool,
         typer.Option(
+            "--strict",
             help="Also exit with status 1 when there are duplicates, leakage or conflicting labels "
-            "(validation errors always do)."
+            "(validation errors always do).",
         ),
     ] = False,
 ) -> None:
-    """Validate a dataset and report duplicates, train/test leakage, lengths and label balance.
-
-    Every bad line is printed as `file:line: what is wrong`. Exit status 1 when a file has
-    validation errors (with --strict also on duplicates, leakage or conflicting labels).
-    """
+    """Validate a dataset; report duplicates, train/test leakage, lengths and label balance."""
     counter = _token_counter(tokenizer)
     try:
-        report = check_dataset(path, against, schema, counter, near_threshold, max_tokens)
+        report = check_dataset(
+            path, against, schema, counter, near_threshold, max_tokens, _parse_map(mapping)
+        )
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     if as_json:
@@ -244,8 +167,8 @@ def check(
     else:
         console = Console()
         _print_problems(console, report.problems)
-        _print_tables(console, report, tokenizer)
-        console.print(_summary(report), markup=False, highlight=False, soft_wrap=True)
+        print_tables(console, report, tokenizer)
+        console.print(summary_line(report), markup=False, highlight=False, soft_wrap=True)
     if report.has_errors or (strict and report.has_findings):
         raise typer.Exit(1)
 
@@ -257,9 +180,15 @@ def _parse_ratios(text: str) -> list[float]:
         raise typer.BadParameter(f"expected numbers separated by commas, got {text!r}") from None
 
 
-@app.command()
+@app.command(
+    help="Split a dataset into train/validation/test JSONL files, deterministically from a seed, "
+    "optionally stratified by a field; duplicates stay in one part. Exit status 1 when the input "
+    "has bad lines (unless --skip-bad)."
+)
 def split(
-    path: ExistingFile,
+    path: Annotated[
+        Path, _input_file("Dataset file to split: JSONL, or a CSV with field-named columns.")
+    ],
     out: Annotated[
         Path,
         typer.Option(
@@ -290,17 +219,19 @@ def split(
         ),
     ] = True,
     schema: SchemaOption = None,
+    mapping: MapOption = None,
     skip_bad: Annotated[
         bool,
         typer.Option(
+            "--skip-bad",
             help="Split the valid records even if some lines are bad (they are still listed). "
-            "Without it, bad lines stop the command with status 1."
+            "Without it, bad lines stop the command with status 1.",
         ),
     ] = False,
 ) -> None:
     """Split a dataset into train/validation/test files, deterministically from a seed."""
     try:
-        loaded = read_records(path, schema)
+        loaded = read_records(path, schema, _parse_map(mapping))
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     err = Console(stderr=True)
@@ -324,9 +255,9 @@ def split(
         )
     except ValueError as exc:
         _fail(str(exc))
-    table = _table(f"Split of {path} (seed {seed})", "part", "records", "share", "file")
+    parts_table = table(f"Split of {path} (seed {seed})", "part", "records", "share", "file")
     if stratify:
-        table.add_column(f"{stratify} counts", overflow="fold")
+        parts_table.add_column(f"{stratify} counts", overflow="fold")
     for name, records in parts.items():
         target = out / f"{name}.jsonl"
         write_jsonl(target, records)
@@ -337,28 +268,21 @@ def split(
                 value = field_value(r.data, stratify)
                 counts[value] = counts.get(value, 0) + 1
             row.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-        table.add_row(*row)
-    Console().print(table)
+        parts_table.add_row(*row)
+    Console().print(parts_table)
     if loaded.errors:
-        err.print(f"skipped {loaded.bad_lines} bad lines", markup=False, highlight=False)
+        err.print(
+            f"skipped {loaded.bad_lines} bad lines", markup=False, highlight=False, soft_wrap=True
+        )
 
 
-def _parse_map(items: list[str] | None) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for item in items or []:
-        for pair in item.split(","):
-            if not pair.strip():
-                continue
-            field, sep, column = pair.partition("=")
-            if not sep or not field.strip() or not column.strip():
-                raise typer.BadParameter(f"expected field=column, got {pair!r}", param_hint="--map")
-            mapping[field.strip()] = column.strip()
-    return mapping
-
-
-@app.command()
+@app.command(
+    help="Convert a dataset: CSV to JSONL of any kind, qa or classification to chat. Every bad "
+    "input line is listed; with any, nothing is written and the exit status is 1 (unless "
+    "--skip-bad)."
+)
 def convert(
-    src: ExistingFile,
+    src: Annotated[Path, _input_file("Input file: CSV, or JSONL of a known kind.")],
     dst: Annotated[Path, typer.Argument(help="JSONL file to write (replaced atomically).")],
     to: Annotated[JsonlSchemaName, typer.Option("--to", help="Record kind to write.")],
     source: Annotated[
@@ -370,14 +294,7 @@ def convert(
             "to chat, any kind to itself (validates and normalises).",
         ),
     ] = None,
-    mapping: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map",
-            help="CSV only: field=column pairs, comma-separated or repeated, for columns not named "
-            "like the field, e.g. `--map label=category`.",
-        ),
-    ] = None,
+    mapping: MapOption = None,
     system: Annotated[
         str | None,
         typer.Option(help="System prompt to start every chat conversation with (to chat only)."),
@@ -385,16 +302,17 @@ def convert(
     instruction: Annotated[
         str | None,
         typer.Option(
-            help="Classification to chat only: text put before each input in the user turn, e.g. "
-            "`Classify the intent of this message.`"
+            help="To chat only: text that opens every user turn, before the input text or "
+            "question, e.g. `Classify the intent of this message.`"
         ),
     ] = None,
     skip_bad: Annotated[
         bool,
         typer.Option(
+            "--skip-bad",
             help="Write the records of the good lines even if some lines are bad (the bad ones "
             "are still listed and counted) and exit 0. Without it, bad lines mean nothing is "
-            "written and exit status 1."
+            "written and exit status 1.",
         ),
     ] = False,
 ) -> None:

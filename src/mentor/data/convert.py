@@ -39,20 +39,25 @@ def _chat(user: str, assistant: str, system: str | None, extra: dict[str, object
     return ChatRecord.model_validate({**extra, "messages": messages})
 
 
-def qa_to_chat(record: QARecord, system: str | None = None) -> ChatRecord:
+def qa_to_chat(
+    record: QARecord, *, system: str | None = None, instruction: str | None = None
+) -> ChatRecord:
     """User asks the question (under a ``Context:`` header when there is one); assistant answers.
 
-    ``id`` and ``doc_ids`` and any extra fields are kept on the chat record.
+    ``instruction``, if given, opens the user turn. ``id``, ``doc_ids`` and any extra fields are
+    kept on the chat record.
     """
     user = record.question
     if record.context:
         user = f"Context:\n{record.context}\n\nQuestion:\n{record.question}"
+    if instruction:
+        user = f"{instruction}\n\n{user}"
     extra = {k: v for k, v in (("id", record.id), ("doc_ids", record.doc_ids)) if v is not None}
     return _chat(user, record.answer, system, {**(record.model_extra or {}), **extra})
 
 
 def classification_to_chat(
-    record: ClassificationRecord, instruction: str | None = None, system: str | None = None
+    record: ClassificationRecord, *, system: str | None = None, instruction: str | None = None
 ) -> ChatRecord:
     """User sends the text (after ``instruction`` if any); the assistant replies with the label."""
     user = f"{instruction}\n\n{record.text}" if instruction else record.text
@@ -81,10 +86,12 @@ def _converter(
     if source == target:
         return lambda r: r
     if (source, target) == ("qa", "chat"):
-        return lambda r: qa_to_chat(QARecord.model_validate(r), system)
+        return lambda r: qa_to_chat(
+            QARecord.model_validate(r), system=system, instruction=instruction
+        )
     if (source, target) == ("classification", "chat"):
         return lambda r: classification_to_chat(
-            ClassificationRecord.model_validate(r), instruction, system
+            ClassificationRecord.model_validate(r), system=system, instruction=instruction
         )
     raise ValueError(
         f"cannot convert {source} to {target}; supported: csv to any kind, "
@@ -125,6 +132,8 @@ def convert_file(
         raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     if mapping and not (source == "csv" or src.suffix.lower() == ".csv"):
         raise ValueError("--map applies to CSV input only")
+    if (system or instruction) and to != "chat":
+        raise ValueError("--system and --instruction apply to conversions to chat only")
     if source == "csv" or (source is None and src.suffix.lower() == ".csv"):
         loaded = _read_csv(src, to, mapping or {})
     else:

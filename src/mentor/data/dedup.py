@@ -129,8 +129,8 @@ class _Unique:
         if self.signatures is None:
             words = self.norm.split()
             if len(words) < CHAR_BELOW_WORDS:
-                n = len(self.norm)
-                self.chars = frozenset(self.norm[i : i + CHAR_N] for i in range(max(1, n - 4)))
+                starts = range(max(1, len(self.norm) - CHAR_N + 1))
+                self.chars = frozenset(self.norm[i : i + CHAR_N] for i in starts)
             if len(words) >= WORD_FROM_WORDS:
                 self.words = frozenset(
                     " ".join(words[i : i + WORD_N]) for i in range(len(words) - WORD_N + 1)
@@ -144,7 +144,7 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def similarity(a: _Unique, b: _Unique) -> float:
+def _similarity(a: _Unique, b: _Unique) -> float:
     """Jaccard of the shingle sets both texts have (the higher one when they share both kinds)."""
     scores = [0.0]
     if a.chars is not None and b.chars is not None:
@@ -197,21 +197,28 @@ def _minhash(shingles: frozenset[str]) -> Any:
 
 
 class _Index:
-    """MinHash LSH over the shingle sets of some uniques; ``candidates`` returns index positions."""
+    """One MinHash LSH over the uniques of one or two sides ("a": train, "b": test)."""
 
-    def __init__(self, items: Sequence[_Unique], threshold: float) -> None:
+    def __init__(self, threshold: float, sides: dict[str, Sequence[_Unique]]) -> None:
         from datasketch import MinHashLSH  # imported here: it is slow to import
 
         self.lsh = MinHashLSH(threshold=max(0.3, threshold - LSH_SLACK), num_perm=NUM_PERM)
-        for pos, item in enumerate(items):
-            for kind, signature in item.shingle().items():
-                self.lsh.insert(f"{kind}{pos}", signature, check_duplication=False)
+        for side, items in sides.items():
+            for pos, item in enumerate(items):
+                for kind, signature in item.shingle().items():
+                    self.lsh.insert((side, kind, pos), signature, check_duplication=False)
+        self._found: dict[int, dict[str, list[int]]] = {}
 
-    def candidates(self, item: _Unique) -> list[int]:
-        found: set[int] = set()
-        for kind, signature in item.shingle().items():
-            found.update(int(key[1:]) for key in self.lsh.query(signature) if key[0] == kind)
-        return sorted(found)
+    def candidates(self, item: _Unique, side: str) -> list[int]:
+        """Positions on ``side`` whose signature of the same shingle kind collides with item's."""
+        if id(item) not in self._found:
+            found: dict[str, set[int]] = defaultdict(set)
+            for kind, signature in item.shingle().items():
+                for key_side, key_kind, pos in self.lsh.query(signature):
+                    if key_kind == kind:
+                        found[key_side].add(pos)
+            self._found[id(item)] = {k: sorted(v) for k, v in found.items()}
+        return self._found[id(item)].get(side, [])
 
 
 def _preview(text: str, limit: int = 80) -> str:
@@ -219,32 +226,16 @@ def _preview(text: str, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def find_duplicates(
-    texts: Sequence[str],
-    *,
-    lines: Sequence[int] | None = None,
-    threshold: float = 0.8,
-    near: bool = True,
-    normalize: Callable[[str], str] = normalize_text,
-) -> list[DuplicateGroup]:
-    """Groups of exact duplicates and of near duplicates (Jaccard >= ``threshold``).
-
-    ``lines`` gives each text's line number (default 1, 2, ...). A near group lists every line of
-    its members; a text duplicated exactly *and* nearly is in both kinds of group. Groups come
-    sorted by their first line. ``near=False`` finds exact duplicates only; ``normalize`` decides
-    which texts are exactly equal (pass ``str.strip`` to compare ids verbatim).
-    """
-    uniques = _uniques(texts, lines, normalize)
-    groups = [
+def _exact_groups(uniques: list[_Unique]) -> list[DuplicateGroup]:
+    return [
         DuplicateGroup("exact", u.lines, 1.0, _preview(u.text)) for u in uniques if len(u.lines) > 1
     ]
-    if near and len(uniques) > 1:
-        groups += _near_groups(uniques, threshold)
-    return sorted(groups, key=lambda g: (g.lines[0], g.kind))
 
 
-def _near_groups(uniques: list[_Unique], threshold: float) -> list[DuplicateGroup]:
-    index = _Index(uniques, threshold)
+def _near_groups(
+    uniques: list[_Unique], index: _Index, side: str, threshold: float
+) -> list[DuplicateGroup]:
+    """Union-find over the confirmed near pairs of one side; each component is a group."""
     parent = list(range(len(uniques)))
 
     def root(i: int) -> int:
@@ -255,10 +246,10 @@ def _near_groups(uniques: list[_Unique], threshold: float) -> list[DuplicateGrou
 
     lowest: dict[int, float] = {}
     for i, item in enumerate(uniques):
-        for j in index.candidates(item):
+        for j in index.candidates(item, side):
             if j <= i:
                 continue
-            score = similarity(item, uniques[j])
+            score = _similarity(item, uniques[j])
             if score >= threshold:
                 a, b = sorted((root(i), root(j)))
                 parent[b] = a
@@ -278,6 +269,56 @@ def _near_groups(uniques: list[_Unique], threshold: float) -> list[DuplicateGrou
     ]
 
 
+def _leaks(
+    train: list[_Unique], test: list[_Unique], index: _Index | None, threshold: float
+) -> list[LeakPair]:
+    """Exact leaks by normalised text; near leaks (when an index is given) by confirmed Jaccard."""
+    exact = {u.norm: u for u in train}
+    pairs: list[LeakPair] = []
+    for t in test:
+        match = exact.get(t.norm)
+        if match is not None:
+            pairs += [
+                LeakPair(a, b, "exact", 1.0, _preview(t.text)) for a in match.lines for b in t.lines
+            ]
+        elif index is not None:
+            for j in index.candidates(t, "a"):
+                score = _similarity(train[j], t)
+                if score >= threshold:
+                    pairs += [
+                        LeakPair(a, b, "near", score, _preview(t.text))
+                        for a in train[j].lines
+                        for b in t.lines
+                    ]
+    return sorted(pairs, key=lambda p: (p.test_line, p.train_line))
+
+
+def _sorted_groups(groups: list[DuplicateGroup]) -> list[DuplicateGroup]:
+    return sorted(groups, key=lambda g: (g.lines[0], g.kind))
+
+
+def find_duplicates(
+    texts: Sequence[str],
+    *,
+    lines: Sequence[int] | None = None,
+    threshold: float = 0.8,
+    near: bool = True,
+    normalize: Callable[[str], str] = normalize_text,
+) -> list[DuplicateGroup]:
+    """Groups of exact duplicates and of near duplicates (Jaccard >= ``threshold``).
+
+    ``lines`` gives each text's line number (default 1, 2, ...). A near group lists every line of
+    its members; a text duplicated exactly *and* nearly is in both kinds of group. Groups come
+    sorted by their first line. ``near=False`` finds exact duplicates only; ``normalize`` decides
+    which texts are exactly equal (pass ``str.strip`` to compare ids verbatim).
+    """
+    uniques = _uniques(texts, lines, normalize)
+    groups = _exact_groups(uniques)
+    if near and len(uniques) > 1:
+        groups += _near_groups(uniques, _Index(threshold, {"a": uniques}), "a", threshold)
+    return _sorted_groups(groups)
+
+
 def find_leakage(
     train_texts: Sequence[str],
     test_texts: Sequence[str],
@@ -295,26 +336,31 @@ def find_leakage(
     """
     train = _uniques(train_texts, train_lines, normalize)
     test = _uniques(test_texts, test_lines, normalize)
-    exact = {u.norm: u for u in train}
-    pairs: list[LeakPair] = []
-    remaining: list[_Unique] = []
-    for t in test:
-        match = exact.get(t.norm)
-        if match is None:
-            remaining.append(t)
-            continue
-        pairs += [
-            LeakPair(a, b, "exact", 1.0, _preview(t.text)) for a in match.lines for b in t.lines
-        ]
-    if near and remaining and train:
-        index = _Index(train, threshold)
-        for t in remaining:
-            for j in index.candidates(t):
-                score = similarity(train[j], t)
-                if score >= threshold:
-                    pairs += [
-                        LeakPair(a, b, "near", score, _preview(t.text))
-                        for a in train[j].lines
-                        for b in t.lines
-                    ]
-    return sorted(pairs, key=lambda p: (p.test_line, p.train_line))
+    index = _Index(threshold, {"a": train}) if near and train and test else None
+    return _leaks(train, test, index, threshold)
+
+
+def find_duplicates_and_leakage(
+    train_texts: Sequence[str],
+    test_texts: Sequence[str],
+    threshold: float = 0.8,
+    *,
+    train_lines: Sequence[int] | None = None,
+    test_lines: Sequence[int] | None = None,
+    near: bool = True,
+    normalize: Callable[[str], str] = normalize_text,
+) -> tuple[list[DuplicateGroup], list[DuplicateGroup], list[LeakPair]]:
+    """Duplicates within train, duplicates within test and leakage, from one shared LSH index.
+
+    The same results as :func:`find_duplicates` on each file and :func:`find_leakage`, at the cost
+    of signing and indexing every text once.
+    """
+    train = _uniques(train_texts, train_lines, normalize)
+    test = _uniques(test_texts, test_lines, normalize)
+    train_groups, test_groups = _exact_groups(train), _exact_groups(test)
+    index = _Index(threshold, {"a": train, "b": test}) if near else None
+    if index is not None:
+        train_groups += _near_groups(train, index, "a", threshold)
+        test_groups += _near_groups(test, index, "b", threshold)
+    leaks = _leaks(train, test, index, threshold)
+    return _sorted_groups(train_groups), _sorted_groups(test_groups), leaks

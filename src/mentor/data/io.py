@@ -96,7 +96,10 @@ class LoadResult:
     def _error(self, line: int, message: str) -> None:
         self.problems.append(Problem(self.path, line, message))
 
-    def _sort(self) -> LoadResult:
+    def _finish(self) -> LoadResult:
+        """Flag a file without a single record or error, and order the problems by line."""
+        if not self.records and not self.errors:
+            self._error(0, "no records: the file is empty or blank")
         self.problems.sort(key=lambda p: p.line)
         return self
 
@@ -115,7 +118,9 @@ def format_validation_error(error: ValidationError) -> str:
 
 
 def _error_text(kind: str, msg: str, value: Any, ctx: Mapping[str, Any]) -> str:
-    got = repr(value) if isinstance(value, str) else json_type(value)
+    got = json_type(value)
+    if isinstance(value, str):
+        got = repr(value if len(value) <= 40 else value[:37] + "...")
     if kind == "missing":
         return "missing"
     if kind == "value_error":
@@ -135,25 +140,25 @@ def _error_text(kind: str, msg: str, value: Any, ctx: Mapping[str, Any]) -> str:
 
 def _decoded_lines(path: Path, result: LoadResult) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text)`` of each non-blank line; report bad UTF-8 and blank lines."""
-    chunks = path.read_bytes().split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()  # the newline that ends the last line does not start another
-    result.lines = len(chunks)
-    for number, raw in enumerate(chunks, start=1):
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        try:
-            text = raw.removesuffix(b"\r").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            result._error(
-                number, f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
-            )
-            continue
-        if not text.strip():
-            result.blank_lines += 1
-            result.problems.append(Problem(path, number, "blank line (ignored)", "warning"))
-            continue
-        yield number, text
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            result.lines = number
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                text = raw.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                result._error(number, _utf8_message(raw, exc))
+                continue
+            if not text.strip():
+                result.blank_lines += 1
+                result.problems.append(Problem(path, number, "blank line (ignored)", "warning"))
+                continue
+            yield number, text
+
+
+def _utf8_message(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
 
 
 def _detect_file_schema(objects: list[tuple[int, dict[str, Any]]]) -> str | None:
@@ -169,18 +174,22 @@ def _validate(result: LoadResult, model: type[BaseModel], line: int, obj: dict[s
         result._error(line, format_validation_error(exc))
 
 
-def read_records(path: Path | str, schema: str | None = None) -> LoadResult:
+def read_records(
+    path: Path | str, schema: str | None = None, mapping: Mapping[str, str] | None = None
+) -> LoadResult:
     """Read and validate a dataset file against ``schema`` (detected from the keys when ``None``).
 
     ``.jsonl`` (or any other suffix) is read as JSON Lines; ``.tsv`` or ``schema="qrels"`` as a
-    BEIR qrels file; ``.csv`` as CSV whose column names equal the field names.
+    BEIR qrels file; ``.csv`` with :func:`read_csv_records` (``mapping``: field -> column).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if schema == "qrels" or (schema is None and suffix == ".tsv"):
         return read_qrels(path)
     if suffix == ".csv":
-        return read_csv_records(path, schema)
+        return read_csv_records(path, schema, mapping)
+    if mapping:
+        raise ValueError("a column mapping applies to CSV files only")
     if schema is not None:
         get_schema(schema)  # fail early on an unknown name
     result = LoadResult(path=path, schema=schema)
@@ -204,11 +213,11 @@ def read_records(path: Path | str, schema: str | None = None) -> LoadResult:
                 f"cannot tell the schema from the keys; {len(objects)} lines not "
                 "validated (pass --schema, see `mentor data schemas`)",
             )
-        return result._sort()
+        return result._finish()
     model = get_schema(result.schema)
     for number, obj in objects:
         _validate(result, model, number, obj)
-    return result._sort()
+    return result._finish()
 
 
 def read_qrels(path: Path | str) -> LoadResult:
@@ -231,7 +240,7 @@ def read_qrels(path: Path | str) -> LoadResult:
         _validate(
             result, QrelRow, number, dict(zip(("query_id", "doc_id", "score"), cells, strict=True))
         )
-    return result._sort()
+    return result._finish()
 
 
 def _field_kind(info: FieldInfo) -> Literal["list", "object", "scalar"]:
@@ -281,6 +290,11 @@ def _csv_columns(
                 f"column '{wanted}' (for field '{key}') is not in the header "
                 f"(columns: {', '.join(header)})"
             )
+        elif keys[key].is_required():
+            problems.append(
+                f"no column for required field '{key}' (columns: {', '.join(header)}); "
+                f"map one with --map {key}=COLUMN"
+            )
     return columns, problems
 
 
@@ -301,7 +315,7 @@ def read_csv_records(
     header = next(reader, None)
     if header is None:
         result._error(0, "empty file: expected a header row")
-        return result._sort()
+        return result._finish()
     if result.schema is None:
         result.schema = detect_schema(dict.fromkeys([*header, *mapping]))
     if result.schema is None:
@@ -310,13 +324,13 @@ def read_csv_records(
             f"cannot tell the schema from the columns ({', '.join(header)}); pass "
             "--schema or --map",
         )
-        return result._sort()
+        return result._finish()
     model = get_schema(result.schema)
     columns, header_problems = _csv_columns(header, model, mapping)
     if header_problems:
         for message in header_problems:
             result._error(1, message)
-        return result._sort()
+        return result._finish()
     extras = {i: c for i, c in enumerate(header) if i not in columns.values() and c}
     infos = {info.alias or name: info for name, info in model.model_fields.items()}
     while True:
@@ -350,7 +364,7 @@ def read_csv_records(
             result._error(start, "; ".join(cell_errors))
             continue
         _validate(result, model, start, obj)
-    return result._sort()
+    return result._finish()
 
 
 def _bad_utf8_lines(data: bytes, result: LoadResult) -> set[int]:
@@ -360,9 +374,7 @@ def _bad_utf8_lines(data: bytes, result: LoadResult) -> set[int]:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             bad.add(number)
-            result._error(
-                number, f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
-            )
+            result._error(number, _utf8_message(raw, exc))
     return bad
 
 

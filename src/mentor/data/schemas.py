@@ -269,10 +269,11 @@ def schema_docs() -> str:
         "",
         "## CSV",
         "",
-        "Any kind can be imported from CSV with `mentor data convert in.csv out.jsonl --to KIND`. "
-        "Columns named like a field are used as that field; `--map field=column,...` maps other "
-        "names (for example `--map label=category`). List fields (`doc_ids`) take a JSON array or "
-        "comma-separated values; object fields take JSON.",
+        "Any kind can be imported from CSV with `mentor data convert in.csv out.jsonl --to KIND` "
+        "(`check` and `split` read CSV too). Columns named like a field are used as that field; "
+        "`--map field=column,...` maps other names (for example `--map label=category`); other "
+        "columns are kept as extra fields. List fields (`doc_ids`) take a JSON array or "
+        "comma-separated values; object fields take JSON. Errors name the line a row starts on.",
     ]
     return "\n".join(out) + "\n"
 

@@ -36,7 +36,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -147,9 +147,9 @@ def verify_cmd(
         failed += 1
         console.print(f"[red]FAILED[/red]  {name}")
         for problem in result.problems:
-            err.print(f"  {problem}", highlight=False)
+            typer.echo(f"  {problem}", err=True)  # one unwrapped line per file, for grep
     if failed:
-        err.print(f"{failed} model(s) failed; `mentor models pull NAME` repairs a registry model")
+        typer.echo(f"{failed} model(s) failed; `mentor models pull NAME` repairs them", err=True)
         raise typer.Exit(1)
 
 

@@ -7,6 +7,8 @@ Folders are copied without pickled weights: mentor never unpickles a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import zipfile
 from pathlib import Path
@@ -66,14 +68,16 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, store_dtype: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
+    dtype = getattr(torch, store_dtype)  # dequantising straight to bf16 halves the peak memory
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    source = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # The GGUF reader draws its own tqdm bar on stderr; the caller shows mentor's progress.
+    with contextlib.redirect_stderr(io.StringIO()):
+        source = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
     config = source.config
     # The GGUF loader leaves a quantizer attached that refuses training and saving, although the
     # tensors are already plain floats: rebuild a clean model around the same tensors.
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
-    dtype = getattr(torch, store_dtype)
     config.dtype = store_dtype
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
