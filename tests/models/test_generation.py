@@ -65,10 +65,9 @@ def test_bf16_is_chosen_only_where_it_is_fast(monkeypatch: pytest.MonkeyPatch) -
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(loading, "cpu_bf16_flags", lambda: ("amx_bf16",))
-    assert preferred_dtype(cpu, "batch") == torch.bfloat16
-    assert preferred_dtype(cpu, "generate") == torch.float32
+    assert preferred_dtype(cpu) == torch.bfloat16
     monkeypatch.setattr(loading, "cpu_bf16_flags", lambda: ())
-    assert preferred_dtype(cpu, "batch") == torch.float32
+    assert preferred_dtype(cpu) == torch.float32
     assert resolve_dtype("float16", cpu) == torch.float16
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mentor.models.generation import HFGenerator
-from mentor.models.hub import pull, verify
+from mentor.models.hub import model_dir, pull, verify
 from mentor.models.info import info
 from mentor.models.loading import load_causal_lm, load_embedder, load_tokenizer
 from mentor.models.protocols import Embedder, SamplingConfig, complete
@@ -88,3 +88,14 @@ def test_a_damaged_minilm_is_found_and_repaired(tmp_path, monkeypatch) -> None:
     assert not result.ok and "model.safetensors" in result.problems[0]
     assert pull("minilm-l6").action == "repaired"
     assert verify("minilm-l6").ok
+
+
+@pytest.mark.skipif(
+    not all(model_dir(n) for n in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")),
+    reason="the optional Qwen pair is not pulled (mentor models pull --all)",
+)
+def test_the_qwen_pair_shares_one_tokenizer() -> None:
+    small = load_tokenizer("qwen2.5-coder-0.5b-instruct")
+    large = load_tokenizer("qwen2.5-coder-1.5b-instruct")
+    assert len(small) == len(large) and small.get_vocab() == large.get_vocab()
+    assert info("qwen2.5-coder-1.5b-instruct").dtype == "BF16"

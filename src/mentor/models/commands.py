@@ -50,8 +50,9 @@ def list_cmd(
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return
     table = Table(title="models")
-    for column in ("name", "kind", "status", "size", "description"):
-        table.add_column(column)
+    for column in ("name", "kind", "status", "size"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")
     colour = {"pulled": "green", "damaged": "red", "not pulled": "yellow"}
     for r in rows:
         size = human_bytes(r.size_bytes) if r.size_bytes else ""

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from mentor.models.embedding import SentenceEmbedder
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
-Workload = Literal["generate", "batch"]
-"""What the model will mostly do: decode one token at a time, or run batched forward passes."""
 
 
 @functools.cache
@@ -50,27 +48,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def preferred_dtype(device: torch.device, workload: Workload = "batch") -> torch.dtype:
+def preferred_dtype(device: torch.device) -> torch.dtype:
     """bf16 where the hardware runs it fast, else fp32.
 
-    On a CPU with AMX, bf16 makes batched forward passes several times faster, but one-token
-    decode steps are too small for the tiles and ran about 2x slower than fp32 here (SmolLM2),
-    so generation stays in fp32 on the CPU.
+    On this project's reference CPU (AMX, AVX-512 BF16) bf16 ran SmolLM2 1.9x faster than fp32
+    for batched forward passes and 1.5x faster for one-token decoding (bench/models_bench.py).
     """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and workload == "batch" and cpu_bf16_flags():
+    if device.type == "cpu" and cpu_bf16_flags():
         return torch.bfloat16
     return torch.float32
 
 
-def resolve_dtype(
-    dtype: DTypeName | torch.dtype, device: torch.device, workload: Workload = "batch"
-) -> torch.dtype:
+def resolve_dtype(dtype: DTypeName | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return preferred_dtype(device, workload)
+        return preferred_dtype(device)
     return getattr(torch, dtype)  # type: ignore[no-any-return]
 
 
@@ -111,20 +106,18 @@ def load_causal_lm(
     *,
     dtype: DTypeName | torch.dtype = "auto",
     device: str = "auto",
-    workload: Workload = "generate",
     log: Log = lambda _: None,
 ) -> PreTrainedModel:
     """Load a causal LM in eval mode on ``device`` (``auto``: CUDA, MPS, else CPU).
 
-    ``dtype="auto"`` picks what runs fastest for ``workload`` on the device (see
-    :func:`preferred_dtype`).
+    ``dtype="auto"`` picks bf16 where the hardware runs it fast (see :func:`preferred_dtype`).
     """
     from transformers import AutoModelForCausalLM
 
     folder = resolve_model_path(name_or_path, log=log)
     target = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=resolve_dtype(dtype, target, workload), use_safetensors=True
+        str(folder), dtype=resolve_dtype(dtype, target), use_safetensors=True
     )
     model.to(target)  # type: ignore[arg-type]
     return model.eval()  # type: ignore[no-any-return,no-untyped-call]
