@@ -90,11 +90,12 @@ def test_a_damaged_minilm_is_found_and_repaired(tmp_path, monkeypatch) -> None:
     assert verify("minilm-l6").ok
 
 
-@pytest.mark.skipif(
-    not all(model_dir(n) for n in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")),
-    reason="the optional Qwen pair is not pulled (mentor models pull --all)",
-)
 def test_the_qwen_pair_shares_one_tokenizer() -> None:
+    # Checked at run time, against the cache the test really uses: never pull 2 GB in a test.
+    if not all(
+        model_dir(n) for n in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+    ):
+        pytest.skip("the optional Qwen pair is not pulled (mentor models pull --all)")
     small = load_tokenizer("qwen2.5-coder-0.5b-instruct")
     large = load_tokenizer("qwen2.5-coder-1.5b-instruct")
     assert len(small) == len(large) and small.get_vocab() == large.get_vocab()

@@ -1,0 +1,175 @@
+"""``mentor rag ...``: index documents, search them, ask questions, evaluate and diagnose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mentor.rag.index import IndexConfig, Manifest, build_index
+from mentor.rag.retrieve import Mode, Retriever, SearchConfig, parse_filters
+
+app = typer.Typer(help="Retrieval-augmented generation: index, search, ask, evaluate.",
+                  no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="The index folder.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _manifest(index: Path) -> Manifest:
+    try:
+        return Manifest.read(index)
+    except FileNotFoundError:
+        raise _fail(f"{index}: no index here; build one with: mentor rag index PATH --index "
+                    f"{index}") from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def open_retriever(index: Path, device: str = "auto") -> Retriever:
+    from mentor.models.loading import load_embedder
+
+    manifest = _manifest(index)
+    with console.status(f"loading {manifest.config.embedder}"):
+        embedder = load_embedder(manifest.config.embedder, device=device)
+    return Retriever(index, embedder)
+
+
+@app.command("index")
+def index_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
+    index: IndexOpt,
+    sync: Annotated[bool, typer.Option(
+        "--sync", help="Also remove documents of PATHS whose files were deleted.")] = False,
+    embedder: Annotated[str, typer.Option(
+        help="Embedder for a new index (an existing index keeps its own).")] = "minilm-l6",
+    chunk_tokens: Annotated[int, typer.Option(
+        help="Chunk size in the embedder's tokens (capped at what it reads).", min=16)] = 384,
+    chunk_overlap: Annotated[int, typer.Option(
+        help="Tokens of context repeated between consecutive chunks.", min=0)] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Index documents (.txt .md .html .pdf .docx, BEIR corpus.jsonl); re-runs embed only what
+    changed. A killed run leaves the previous index usable; run again to finish it."""
+    from mentor.models.loading import load_embedder
+
+    for path in paths:
+        if not path.exists():
+            raise _fail(f"{path}: no such file or folder")
+    config = IndexConfig(embedder=embedder, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+    if (index / "index.json").exists():
+        config = _manifest(index).config
+    with console.status(f"loading {config.embedder}"):
+        model = load_embedder(config.embedder, device=device)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("reading files", total=None)
+
+        def report(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        result = build_index(
+            index, paths, model, config=config, sync=sync, progress=report,
+            on_problem=lambda line: bar.console.print(f"[yellow]skipped[/yellow] {line}",
+                                                      highlight=False, soft_wrap=True),
+        )
+    for item in result.skipped:
+        console.print(f"[dim]not indexed (unsupported type)[/dim] {item}", highlight=False,
+                      soft_wrap=True)
+    console.print(
+        f"indexed {len(result.indexed)} new or changed documents ({result.chunks_added} chunks), "
+        f"{result.unchanged} unchanged, {len(result.removed)} removed, "
+        f"{len(result.skipped)} skipped, {len(result.failed)} failed; the index now holds "
+        f"{result.documents} documents in {result.chunks} chunks "
+        f"({result.seconds:.1f} s, of which embedding {result.embed_seconds:.1f} s)"
+    )
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    index: IndexOpt,
+    k: Annotated[int, typer.Option("-k", help="How many chunks to return.", min=1)] = 5,
+    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    rrf_k: Annotated[float, typer.Option(help="k of reciprocal rank fusion.", min=0)] = 60.0,
+    dense_weight: Annotated[float, typer.Option(help="Weight of dense ranks in fusion.")] = 1.0,
+    bm25_weight: Annotated[float, typer.Option(help="Weight of BM25 ranks in fusion.")] = 1.0,
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", help="FIELD=VALUE (doc_id, source, title, heading, page); * and ? glob. "
+        "Repeat to combine.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Find the chunks that best match QUERY."""
+    if mode not in ("dense", "bm25", "hybrid"):
+        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    try:
+        parsed = parse_filters(filters or [])
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    retriever = open_retriever(index, device)
+    mode_: Mode = mode  # type: ignore[assignment]
+    config = SearchConfig(mode=mode_, k=k, rrf_k=rrf_k, dense_weight=dense_weight,
+                          bm25_weight=bm25_weight, filters=parsed)
+    result = retriever.search(query, config)
+    if as_json:
+        print(json.dumps({
+            "query": query,
+            "timings_ms": {s: v * 1000 for s, v in result.timings.items()},
+            "hits": [{"rank": h.rank, "score": h.score, "chunk_id": h.chunk.chunk_id,
+                      "doc_id": h.chunk.doc_id, "source": h.chunk.source, "page": h.chunk.page,
+                      "title": h.chunk.title, "heading": h.chunk.heading,
+                      "stages": h.stages, "text": h.chunk.text} for h in result.hits],
+        }, indent=2))
+        return
+    table = Table(title=f"{query}  ({sum(result.timings.values()) * 1000:.0f} ms)")
+    for column in ("#", "score", "document", "where", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in result.hits:
+        where = hit.chunk.heading or hit.chunk.title
+        if hit.chunk.page is not None:
+            where += f" (p. {hit.chunk.page})"
+        text = " ".join(hit.chunk.text.split())
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.chunk.doc_id, where,
+                      text[:220] + ("…" if len(text) > 220 else ""))
+    console.print(table)
+
+
+@app.command("info")
+def info_cmd(index: IndexOpt) -> None:
+    """What an index holds and how it was built."""
+    manifest = _manifest(index)
+    table = Table(show_header=False, title=str(index))
+    rows = {
+        "documents": f"{manifest.documents:,}",
+        "chunks": f"{manifest.chunks:,}",
+        "embedder": f"{manifest.config.embedder} ({manifest.dim}-d)",
+        "chunking": f"{manifest.config.chunk_tokens} tokens, {manifest.config.chunk_overlap} "
+                    "overlap",
+        "bm25": f"k1={manifest.config.bm25_k1}, b={manifest.config.bm25_b}",
+        "table version": str(manifest.lance_version),
+        "updated": manifest.updated,
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    console.print(table)

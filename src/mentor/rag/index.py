@@ -1,0 +1,299 @@
+"""A persistent RAG index: build it from files, keep it in sync, open it for search.
+
+Layout of an index folder::
+
+    index.json     the manifest; written last and atomically: the commit point
+    lance/         LanceDB table of chunks, vectors and metadata (versioned)
+    bm25-<v>/      the BM25 index and the chunk ids of its rows, for table version v
+
+A build appends whole documents to the table in groups, then rebuilds BM25, then writes the
+manifest. Readers open the table at the manifest's version, so a build killed at any moment
+leaves the previous index fully usable; run again, it finds the documents already stored with
+the right content hash and goes on from there.
+
+Run: ``mentor rag index ./docs --index idx`` (``--sync`` to follow edits and deletions).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from mentor.models.protocols import Embedder
+from mentor.rag.bm25 import BM25Index
+from mentor.rag.chunking import chunk_document
+from mentor.rag.loaders import Skipped, iter_documents
+from mentor.rag.store import ANN_THRESHOLD, DocState, LanceStore
+from mentor.rag.types import Chunk, Document, LoadFailure
+from mentor.utils.fs import atomic_write_text, remove_tree
+
+MANIFEST = "index.json"
+FORMAT = 1
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(what: str, done: int, total: int) -> None:
+    """Default progress callback: silent."""
+
+
+@dataclass
+class IndexConfig:
+    """How an index is built; stored in its manifest so every later run builds the same way."""
+
+    embedder: str = "minilm-l6"
+    """Registry name or folder of the sentence embedder."""
+    chunk_tokens: int = 384
+    """Target chunk size in the embedder's tokens (capped at what the embedder reads)."""
+    chunk_overlap: int = 64
+    """Tokens of trailing sentences repeated at the start of the next chunk."""
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+
+
+@dataclass
+class Manifest:
+    config: IndexConfig
+    dim: int
+    lance_version: int
+    bm25_dir: str
+    documents: int
+    chunks: int
+    updated: str
+    format: int = FORMAT
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        data = json.loads((folder / MANIFEST).read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{folder / MANIFEST}: index format {data.get('format')}, "
+                             f"this mentor reads {FORMAT}; rebuild the index")
+        data["config"] = IndexConfig(**data["config"])
+        return cls(**data)
+
+    def write(self, folder: Path) -> None:
+        atomic_write_text(folder / MANIFEST, json.dumps(asdict(self), indent=2))
+
+
+@dataclass
+class BuildReport:
+    """What an index run did."""
+
+    indexed: list[str] = field(default_factory=list)
+    """Documents embedded in this run (new or changed)."""
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    failed: list[LoadFailure] = field(default_factory=list)
+    chunks_added: int = 0
+    embed_seconds: float = 0.0
+    """Time spent inside the embedder alone."""
+    seconds: float = 0.0
+    """Wall time of the whole run."""
+    documents: int = 0
+    chunks: int = 0
+
+
+def chunk_limit(embedder: Embedder, wanted: int) -> int:
+    """The chunk size to use: what was asked, within what the embedder reads (less 2 specials)."""
+    reads = getattr(embedder, "max_tokens", None)
+    return min(wanted, int(reads) - 2) if isinstance(reads, int) and reads > 2 else wanted
+
+
+def _token_counter(embedder: Embedder) -> Callable[[str], int]:
+    counter = getattr(embedder, "count_tokens", None)
+    if callable(counter):
+        return counter  # type: ignore[no-any-return]
+    from mentor.rag.chunking import whitespace_token_count
+
+    return whitespace_token_count
+
+
+def embed_input(chunk: Chunk) -> str:
+    """What is embedded and BM25-indexed for a chunk: title and headings give it context."""
+    head = " > ".join(part for part in (chunk.title, chunk.heading) if part)
+    return f"{head}\n{chunk.text}" if head else chunk.text
+
+
+def _scoped_id(doc: Document, roots: Sequence[Path]) -> Document:
+    """Prefix file ids with their root folder's name so two indexed folders never collide."""
+    if "#" in doc.source:  # corpus records keep their own ids (qrels refer to them)
+        return doc
+    for root in roots:
+        if root.is_dir() and Path(doc.source).is_relative_to(root.resolve()):
+            return replace(doc, doc_id=f"{root.resolve().name}/{doc.doc_id}")
+    return doc
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def build_index(
+    folder: Path,
+    paths: Sequence[Path],
+    embedder: Embedder,
+    *,
+    config: IndexConfig | None = None,
+    sync: bool = False,
+    group_chunks: int = 512,
+    progress: Progress = _quiet,
+    on_problem: Callable[[str], None] = lambda _: None,
+) -> BuildReport:
+    """Add the documents under ``paths`` to the index at ``folder`` (created if missing).
+
+    Unchanged documents (same content hash) are not embedded again; changed ones are replaced;
+    with ``sync`` the documents of ``paths`` that no longer exist are removed too.
+    """
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / MANIFEST).exists():
+        config = Manifest.read(folder).config
+    config = config or IndexConfig()
+    dim = embedder.dim
+    store = LanceStore(folder / "lance", dim)
+    store.latest()  # writers continue from the newest version, including an interrupted build
+    report = BuildReport()
+
+    documents: list[Document] = []
+    seen: dict[str, str] = {}
+    for item in iter_documents(paths):
+        if isinstance(item, Skipped):
+            report.skipped.append(item)
+        elif isinstance(item, LoadFailure):
+            report.failed.append(item)
+            on_problem(str(item))
+        else:
+            doc = _scoped_id(item, paths)
+            if doc.doc_id in seen:
+                failure = LoadFailure(doc.source, f"same document id as {seen[doc.doc_id]}")
+                report.failed.append(failure)
+                on_problem(str(failure))
+                continue
+            seen[doc.doc_id] = doc.source
+            documents.append(doc)
+
+    present = store.documents()
+    todo: list[Document] = []
+    stale: list[Document] = []
+    for doc in documents:
+        hashes = present[doc.doc_id].hashes if doc.doc_id in present else set()
+        if hashes == {doc.content_hash}:
+            report.unchanged += 1
+        elif doc.content_hash in hashes:
+            stale.append(doc)  # a killed update left old rows beside the new ones
+        else:
+            todo.append(doc)
+    for doc in stale:
+        store.delete_where(f"doc_id = {_q(doc.doc_id)} AND doc_hash != {_q(doc.content_hash)}")
+        report.unchanged += 1
+
+    limit = chunk_limit(embedder, config.chunk_tokens)
+    count = _token_counter(embedder)
+    total = len(todo)
+    progress("embedding", 0, total)
+    pending: list[tuple[Document, list[Chunk]]] = []
+    pending_chunks = 0
+    done = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_chunks, done
+        chunks = [c for _, cs in pending for c in cs]
+        if chunks:
+            t0 = time.perf_counter()
+            vectors = embedder.embed([embed_input(c) for c in chunks], batch_size=64)
+            report.embed_seconds += time.perf_counter() - t0
+            store.add(chunks, vectors, {d.doc_id: d.content_hash for d, _ in pending})
+            report.chunks_added += len(chunks)
+        replaced = [d for d, _ in pending if d.doc_id in present]
+        for doc in replaced:  # old rows go only after the new ones are stored
+            store.delete_where(f"doc_id = {_q(doc.doc_id)} AND doc_hash != {_q(doc.content_hash)}")
+        report.indexed.extend(d.doc_id for d, _ in pending)
+        done += len(pending)
+        progress("embedding", done, total)
+        pending, pending_chunks = [], 0
+
+    for doc in todo:
+        chunks = chunk_document(doc, count, max_tokens=limit, overlap=config.chunk_overlap)
+        if not chunks:
+            report.failed.append(LoadFailure(doc.source, "no text to index"))
+            continue
+        pending.append((doc, chunks))
+        pending_chunks += len(chunks)
+        if pending_chunks >= group_chunks:
+            flush()
+    flush()
+
+    if sync:
+        report.removed = _gone(present, seen, documents, paths)
+        if report.removed:
+            store.delete_docs(report.removed)
+
+    progress("building BM25", 0, 1)
+    commit(folder, store, config)
+    progress("building BM25", 1, 1)
+    manifest = Manifest.read(folder)
+    report.documents, report.chunks = manifest.documents, manifest.chunks
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _gone(
+    present: dict[str, DocState], seen: dict[str, str], documents: list[Document],
+    paths: Sequence[Path],
+) -> list[str]:
+    """Stored documents under ``paths`` whose file was deleted (or record dropped from a corpus).
+
+    A file that still exists but failed to load this time keeps its chunks: nothing is lost.
+    """
+    roots = [p.resolve() for p in paths]
+    loaded_files = {d.source.split("#")[0] for d in documents}
+    gone = []
+    for doc_id, state in present.items():
+        file = Path(state.source.split("#")[0])
+        if doc_id in seen or not any(file == r or file.is_relative_to(r) for r in roots):
+            continue
+        if not file.exists() or ("#" in state.source and str(file) in loaded_files):
+            gone.append(doc_id)
+    return gone
+
+
+def _q(value: str) -> str:
+    from mentor.rag.store import sql_quote
+
+    return sql_quote(value)
+
+
+def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
+    """Rebuild BM25 for the table's newest version, then point the manifest at both."""
+    store.latest()
+    if len(store) >= ANN_THRESHOLD:
+        store.create_ann_index()
+    version = store.version
+    chunks = store.chunks()
+    bm25_dir = f"bm25-{version}"
+    tmp = folder / f".{bm25_dir}.tmp"
+    remove_tree(tmp)
+    tmp.mkdir()
+    BM25Index.build([embed_input(c) for c in chunks], k1=config.bm25_k1, b=config.bm25_b).save(tmp)
+    (tmp / "ids.json").write_text(json.dumps([c.chunk_id for c in chunks]))
+    remove_tree(folder / bm25_dir)
+    tmp.rename(folder / bm25_dir)
+    old = Manifest.read(folder) if (folder / MANIFEST).exists() else None
+    Manifest(
+        config=config,
+        dim=store.dim,
+        lance_version=version,
+        bm25_dir=bm25_dir,
+        documents=len({c.doc_id for c in chunks}),
+        chunks=len(chunks),
+        updated=_now(),
+    ).write(folder)
+    # Only now may what the old manifest pointed at go.
+    if old is not None and old.bm25_dir != bm25_dir:
+        remove_tree(folder / old.bm25_dir)
+    from datetime import timedelta
+
+    store.table.cleanup_old_versions(older_than=timedelta(seconds=0))

@@ -1,0 +1,224 @@
+"""The chunk store: LanceDB on disk (vectors, text and metadata), read at a pinned version.
+
+LanceDB writes every change as a new table version and never touches old versions, so a build
+killed mid-write leaves the last committed version intact. Readers open the table at the version
+the index manifest names (:mod:`mentor.rag.index`), which makes the manifest the commit point.
+
+Small collections are searched exactly with one matrix product over vectors held in memory
+(faster than any index at this size); from ``ANN_THRESHOLD`` rows up, an IVF-HNSW index in
+LanceDB answers instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from mentor.rag.types import Chunk
+
+TABLE = "chunks"
+ANN_THRESHOLD = 100_000
+"""Rows from which dense search uses the ANN index instead of exact search."""
+
+Vectors = npt.NDArray[np.float32]
+
+
+class VectorStore(Protocol):
+    """What retrieval needs from a store of embedded chunks."""
+
+    def __len__(self) -> int: ...
+
+    def chunks(self) -> list[Chunk]:
+        """Every chunk, in row order (the order BM25 indexes them in)."""
+        ...
+
+    def search(self, vector: Vectors, k: int, where: str | None = None) -> list[tuple[int, float]]:
+        """(row, cosine similarity) of the k nearest chunks, best first."""
+        ...
+
+
+def schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string()),
+            pa.field("doc_id", pa.string()),
+            pa.field("doc_hash", pa.string()),
+            pa.field("source", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("heading", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("start", pa.int64()),
+            pa.field("end", pa.int64()),
+            pa.field("page", pa.int64()),
+            pa.field("metadata", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def _rows_to_chunk(row: dict[str, Any]) -> Chunk:
+    return Chunk(
+        chunk_id=row["chunk_id"],
+        doc_id=row["doc_id"],
+        source=row["source"],
+        title=row["title"],
+        text=row["text"],
+        start=int(row["start"]),
+        end=int(row["end"]),
+        page=None if row["page"] < 0 else int(row["page"]),
+        heading=row["heading"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+    )
+
+
+@dataclass
+class DocState:
+    hashes: set[str]
+    source: str
+
+
+def sql_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LanceStore:
+    """One LanceDB table of chunks under ``<index>/lance``."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        import lancedb
+
+        self.path = path
+        self.dim = dim
+        self.db = lancedb.connect(str(path))
+        if TABLE in self.db.list_tables().tables:
+            self.table = self.db.open_table(TABLE)
+        else:
+            self.table = self.db.create_table(TABLE, schema=schema(dim))
+        self._chunks: list[Chunk] | None = None
+        self._matrix: Vectors | None = None
+        self._row_of: dict[str, int] | None = None
+
+    # --- writing (always at the latest version) ------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return int(self.table.version)
+
+    def latest(self) -> None:
+        """Move to the newest version (writers work there; readers stay pinned)."""
+        self.table.checkout_latest()
+        self._forget()
+
+    def checkout(self, version: int) -> None:
+        self.table.checkout(version)
+        self._forget()
+
+    def add(self, chunks: Sequence[Chunk], vectors: Vectors, doc_hashes: dict[str, str]) -> None:
+        """Append chunks in one write: a kill leaves either all of them or none."""
+        if not chunks:
+            return
+        if vectors.shape != (len(chunks), self.dim):
+            raise ValueError(f"vectors {vectors.shape} do not match {len(chunks)} x {self.dim}")
+        columns = {
+            "chunk_id": [c.chunk_id for c in chunks],
+            "doc_id": [c.doc_id for c in chunks],
+            "doc_hash": [doc_hashes[c.doc_id] for c in chunks],
+            "source": [c.source for c in chunks],
+            "title": [c.title for c in chunks],
+            "heading": [c.heading for c in chunks],
+            "text": [c.text for c in chunks],
+            "start": [c.start for c in chunks],
+            "end": [c.end for c in chunks],
+            "page": [-1 if c.page is None else c.page for c in chunks],
+            "metadata": [json.dumps(c.metadata, sort_keys=True) if c.metadata else "" for c in chunks],
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), self.dim
+            ),
+        }
+        self.table.add(pa.table(columns, schema=schema(self.dim)))
+        self._forget()
+
+    def delete_docs(self, doc_ids: Sequence[str]) -> None:
+        for start in range(0, len(doc_ids), 500):
+            batch = ", ".join(sql_quote(d) for d in doc_ids[start : start + 500])
+            self.table.delete(f"doc_id IN ({batch})")
+        self._forget()
+
+    def delete_where(self, predicate: str) -> None:
+        self.table.delete(predicate)
+        self._forget()
+
+    def documents(self) -> dict[str, DocState]:
+        """What is stored of each document (two hashes after an interrupted update)."""
+        found: dict[str, DocState] = {}
+        data = self.table.to_arrow().select(["doc_id", "doc_hash", "source"]).to_pydict()
+        for doc_id, digest, source in zip(
+            data["doc_id"], data["doc_hash"], data["source"], strict=True
+        ):
+            found.setdefault(doc_id, DocState(set(), source)).hashes.add(digest)
+        return found
+
+    def compact(self) -> None:
+        """Merge small fragments and drop versions older than the current one."""
+        from datetime import timedelta
+
+        self.table.optimize(cleanup_older_than=timedelta(seconds=0))
+
+    def create_ann_index(self) -> None:
+        rows = len(self)
+        partitions = max(1, int(np.sqrt(rows)))
+        self.table.create_index(
+            metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ",
+            num_partitions=partitions, replace=True,
+        )
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.table.count_rows())
+
+    def _forget(self) -> None:
+        self._chunks, self._matrix, self._row_of = None, None, None
+
+    def _load(self) -> None:
+        data = self.table.to_arrow()
+        rows = data.drop_columns(["vector"]).to_pylist()
+        self._chunks = [_rows_to_chunk(r) for r in rows]
+        self._row_of = {c.chunk_id: i for i, c in enumerate(self._chunks)}
+        if len(self) < ANN_THRESHOLD:
+            flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            self._matrix = np.asarray(flat, dtype=np.float32).reshape(-1, self.dim)
+
+    def chunks(self) -> list[Chunk]:
+        if self._chunks is None:
+            self._load()
+        assert self._chunks is not None
+        return self._chunks
+
+    def row_of(self, chunk_id: str) -> int:
+        if self._row_of is None:
+            self._load()
+        assert self._row_of is not None
+        return self._row_of[chunk_id]
+
+    def search(self, vector: Vectors, k: int, where: str | None = None) -> list[tuple[int, float]]:
+        if self._chunks is None:
+            self._load()
+        if self._matrix is not None and where is None:
+            scores = self._matrix @ vector.astype(np.float32)
+            k = min(k, len(scores))
+            top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=int)
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return [(int(i), float(scores[i])) for i in top]
+        query = self.table.search(vector.astype(np.float32)).metric("cosine").limit(k)
+        if where:
+            query = query.where(where, prefilter=True)
+        found = query.select(["chunk_id"]).to_list()
+        return [(self.row_of(r["chunk_id"]), 1.0 - float(r["_distance"])) for r in found]
