@@ -11,6 +11,7 @@ from mentor.data.commands import app as data_app
 from mentor.doctor import doctor_cmd
 from mentor.models.commands import app as models_app
 from mentor.models.commands import generate_cmd
+from mentor.rag.commands import app as rag_app
 from mentor.utils.logs import quiet_libraries
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ def main() -> None:
 
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(rag_app, name="rag")
 app.command("generate")(generate_cmd)
 app.command("doctor")(doctor_cmd)
 

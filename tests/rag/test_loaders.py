@@ -11,6 +11,7 @@ import docx
 import pypdf
 import pytest
 
+from mentor.rag.chunking import chunk_document, whitespace_token_count
 from mentor.rag.loaders import LoadItem, Skipped, iter_documents, summarize
 from mentor.rag.types import Document, LoadFailure
 
@@ -150,7 +151,7 @@ def test_summary_counts_and_reasons_read_as_path_colon_why(mixed: Path) -> None:
         f"{d}/image.png: unsupported file type .png",
     ]
     assert messages[2] == f"{d}/blob.txt: binary content, not text"
-    assert messages[3].startswith(f"{d}/broken.pdf: not a valid PDF (")
+    assert messages[3] == f"{d}/broken.pdf: not a valid PDF (EOF marker not found, truncated?)"
     assert messages[4].startswith(f"{d}/sub/corpus.jsonl:3: invalid JSON")
     assert messages[5] == f"{d}/sub/corpus.jsonl:4: field 'text': must not be empty"
 
@@ -203,6 +204,14 @@ def test_pdf_pages_are_spans_of_the_joined_text(tmp_path: Path) -> None:
     assert doc.title == "First page."  # no metadata title: the first line
 
 
+def test_chunks_of_a_loaded_pdf_carry_their_page(tmp_path: Path) -> None:
+    pages = [" ".join(f"Page {p} sentence {n} goes here." for n in range(12)) for p in (1, 2, 3)]
+    [doc] = _documents([write(tmp_path / "p.pdf", make_pdf(pages))])
+    chunks = chunk_document(doc, whitespace_token_count, max_tokens=30, overlap=0)
+    assert all(c.text.startswith(f"Page {c.page} ") for c in chunks)
+    assert {c.page for c in chunks} == {1, 2, 3}
+
+
 def test_pdf_empty_pages_leave_no_span_but_keep_numbers(tmp_path: Path) -> None:
     path = write(tmp_path / "gap.pdf", make_pdf(["One.", "", "Three."]))
     [doc] = list(iter_documents([path]))
@@ -224,7 +233,8 @@ def _encrypted_pdf(user_password: str) -> bytes:
     [
         ("locked.pdf", _encrypted_pdf("secret"), "encrypted PDF (needs a password)"),
         ("blank.pdf", _encrypted_pdf(""), "no text found"),  # opens, but has no text
-        ("fake.pdf", b"just some text", "not a valid PDF ("),
+        ("fake.pdf", b"just some text", "not a PDF (no %PDF header)"),
+        ("cut.pdf", make_pdf(["Page one.", "Page two."])[:-60], "not a valid PDF (EOF marker"),
         ("fake.docx", b"PK not a zip", "not a valid DOCX ("),
         ("nul.txt", b"text\x00with a NUL", "binary content, not text"),
         ("controls.md", bytes(range(1, 32)) * 10, "binary content, not text"),
@@ -324,6 +334,15 @@ def test_missing_path_and_duplicates(mixed: Path) -> None:
     assert items[0] == LoadFailure(str(mixed / "nope.txt"), "no such file or directory")
     # a.md comes once, under the first argument that reached it
     assert [i.doc_id for i in items if isinstance(i, Document)] == ["a.md", "d1", "d2"]
+
+
+def test_ids_are_not_deduplicated_across_arguments(tmp_path: Path) -> None:
+    # Scoping ids per root is the indexer's call; the loader reports what each file is named.
+    one, two = write(tmp_path / "a" / "x.md", "One."), write(tmp_path / "b" / "x.md", "Two.")
+    assert [(d.doc_id, d.text) for d in _documents([one.parent, two.parent])] == [
+        ("x.md", "One."),
+        ("x.md", "Two."),
+    ]
 
 
 def test_hidden_file_given_directly_is_read(mixed: Path) -> None:

@@ -30,7 +30,11 @@ class SentenceEmbedder:
         return int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        tokenizer = self.model.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # the Rust tokenizer directly: half the cost per call
+            return len(backend.encode(text, add_special_tokens=False).ids)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def embed(
         self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False

@@ -78,11 +78,14 @@ class _Piece:
 def chunk_document(
     doc: Document, count_tokens: TokenCounter, *, max_tokens: int = 384, overlap: int = 64
 ) -> list[Chunk]:
-    """Chunks of ``doc`` of at most ``max_tokens`` tokens each; ``[]`` for a blank document."""
-    if max_tokens < 1 or not 0 <= overlap < max_tokens:
-        raise ValueError(
-            f"need max_tokens >= 1 and 0 <= overlap < max_tokens, got {max_tokens} and {overlap}"
-        )
+    """Chunks of ``doc`` of at most ``max_tokens`` tokens each; ``[]`` for a blank document.
+
+    ``overlap`` is capped at half of ``max_tokens``: more would mostly embed the previous chunk
+    again, and a budget cut to fit a small embedder should not fail on the default overlap.
+    """
+    if max_tokens < 1 or overlap < 0:
+        raise ValueError(f"need max_tokens >= 1 and overlap >= 0, got {max_tokens} and {overlap}")
+    overlap = min(overlap, max_tokens // 2)
     blocks = _blocks(doc.text)
     pieces = _pieces(doc.text, blocks, count_tokens, max_tokens)
     spans = _pack(pieces, blocks, max_tokens, overlap)

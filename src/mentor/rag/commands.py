@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,11 +19,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mentor.rag.index import IndexConfig, Manifest, build_index
-from mentor.rag.retrieve import Mode, Retriever, SearchConfig, parse_filters
+if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
+    from mentor.rag.index import Manifest
+    from mentor.rag.retrieve import Mode, Retriever
 
-app = typer.Typer(help="Retrieval-augmented generation: index, search, ask, evaluate.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Retrieval-augmented generation: index, search, ask, evaluate.", no_args_is_help=True
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -36,17 +38,21 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _manifest(index: Path) -> Manifest:
+    from mentor.rag.index import Manifest
+
     try:
         return Manifest.read(index)
     except FileNotFoundError:
-        raise _fail(f"{index}: no index here; build one with: mentor rag index PATH --index "
-                    f"{index}") from None
+        raise _fail(
+            f"{index}: no index here; build one with: mentor rag index PATH --index {index}"
+        ) from None
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
 
 def open_retriever(index: Path, device: str = "auto") -> Retriever:
     from mentor.models.loading import load_embedder
+    from mentor.rag.retrieve import Retriever
 
     manifest = _manifest(index)
     with console.status(f"loading {manifest.config.embedder}"):
@@ -58,19 +64,26 @@ def open_retriever(index: Path, device: str = "auto") -> Retriever:
 def index_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to index (recursively).")],
     index: IndexOpt,
-    sync: Annotated[bool, typer.Option(
-        "--sync", help="Also remove documents of PATHS whose files were deleted.")] = False,
-    embedder: Annotated[str, typer.Option(
-        help="Embedder for a new index (an existing index keeps its own).")] = "minilm-l6",
-    chunk_tokens: Annotated[int, typer.Option(
-        help="Chunk size in the embedder's tokens (capped at what it reads).", min=16)] = 384,
-    chunk_overlap: Annotated[int, typer.Option(
-        help="Tokens of context repeated between consecutive chunks.", min=0)] = 64,
+    sync: Annotated[
+        bool,
+        typer.Option("--sync", help="Also remove documents of PATHS whose files were deleted."),
+    ] = False,
+    embedder: Annotated[
+        str, typer.Option(help="Embedder for a new index (an existing index keeps its own).")
+    ] = "minilm-l6",
+    chunk_tokens: Annotated[
+        int,
+        typer.Option(help="Chunk size in the embedder's tokens (capped at what it reads).", min=16),
+    ] = 384,
+    chunk_overlap: Annotated[
+        int, typer.Option(help="Tokens of context repeated between consecutive chunks.", min=0)
+    ] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx, BEIR corpus.jsonl); re-runs embed only what
     changed. A killed run leaves the previous index usable; run again to finish it."""
     from mentor.models.loading import load_embedder
+    from mentor.rag.index import IndexConfig, build_index
 
     for path in paths:
         if not path.exists():
@@ -80,8 +93,14 @@ def index_cmd(
         config = _manifest(index).config
     with console.status(f"loading {config.embedder}"):
         model = load_embedder(config.embedder, device=device)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("reading files", total=None)
 
@@ -89,13 +108,20 @@ def index_cmd(
             bar.update(task, description=what, completed=done, total=total)
 
         result = build_index(
-            index, paths, model, config=config, sync=sync, progress=report,
-            on_problem=lambda line: bar.console.print(f"[yellow]skipped[/yellow] {line}",
-                                                      highlight=False, soft_wrap=True),
+            index,
+            paths,
+            model,
+            config=config,
+            sync=sync,
+            progress=report,
+            on_problem=lambda line: bar.console.print(
+                f"[yellow]skipped[/yellow] {line}", highlight=False, soft_wrap=True
+            ),
         )
     for item in result.skipped:
-        console.print(f"[dim]not indexed (unsupported type)[/dim] {item}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"[dim]not indexed (unsupported type)[/dim] {item}", highlight=False, soft_wrap=True
+        )
     console.print(
         f"indexed {len(result.indexed)} new or changed documents ({result.chunks_added} chunks), "
         f"{result.unchanged} unchanged, {len(result.removed)} removed, "
@@ -114,13 +140,20 @@ def search_cmd(
     rrf_k: Annotated[float, typer.Option(help="k of reciprocal rank fusion.", min=0)] = 60.0,
     dense_weight: Annotated[float, typer.Option(help="Weight of dense ranks in fusion.")] = 1.0,
     bm25_weight: Annotated[float, typer.Option(help="Weight of BM25 ranks in fusion.")] = 1.0,
-    filters: Annotated[list[str] | None, typer.Option(
-        "--filter", help="FIELD=VALUE (doc_id, source, title, heading, page); * and ? glob. "
-        "Repeat to combine.")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="FIELD=VALUE (doc_id, source, title, heading, page); * and ? glob. "
+            "Repeat to combine.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Find the chunks that best match QUERY."""
+    from mentor.rag.retrieve import SearchConfig, parse_filters
+
     if mode not in ("dense", "bm25", "hybrid"):
         raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
     try:
@@ -129,18 +162,40 @@ def search_cmd(
         raise _fail(str(exc)) from None
     retriever = open_retriever(index, device)
     mode_: Mode = mode  # type: ignore[assignment]
-    config = SearchConfig(mode=mode_, k=k, rrf_k=rrf_k, dense_weight=dense_weight,
-                          bm25_weight=bm25_weight, filters=parsed)
+    config = SearchConfig(
+        mode=mode_,
+        k=k,
+        rrf_k=rrf_k,
+        dense_weight=dense_weight,
+        bm25_weight=bm25_weight,
+        filters=parsed,
+    )
     result = retriever.search(query, config)
     if as_json:
-        print(json.dumps({
-            "query": query,
-            "timings_ms": {s: v * 1000 for s, v in result.timings.items()},
-            "hits": [{"rank": h.rank, "score": h.score, "chunk_id": h.chunk.chunk_id,
-                      "doc_id": h.chunk.doc_id, "source": h.chunk.source, "page": h.chunk.page,
-                      "title": h.chunk.title, "heading": h.chunk.heading,
-                      "stages": h.stages, "text": h.chunk.text} for h in result.hits],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "query": query,
+                    "timings_ms": {s: v * 1000 for s, v in result.timings.items()},
+                    "hits": [
+                        {
+                            "rank": h.rank,
+                            "score": h.score,
+                            "chunk_id": h.chunk.chunk_id,
+                            "doc_id": h.chunk.doc_id,
+                            "source": h.chunk.source,
+                            "page": h.chunk.page,
+                            "title": h.chunk.title,
+                            "heading": h.chunk.heading,
+                            "stages": h.stages,
+                            "text": h.chunk.text,
+                        }
+                        for h in result.hits
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"{query}  ({sum(result.timings.values()) * 1000:.0f} ms)")
     for column in ("#", "score", "document", "where", "text"):
@@ -150,8 +205,13 @@ def search_cmd(
         if hit.chunk.page is not None:
             where += f" (p. {hit.chunk.page})"
         text = " ".join(hit.chunk.text.split())
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.chunk.doc_id, where,
-                      text[:220] + ("…" if len(text) > 220 else ""))
+        table.add_row(
+            str(hit.rank),
+            f"{hit.score:.3f}",
+            hit.chunk.doc_id,
+            where,
+            text[:220] + ("…" if len(text) > 220 else ""),
+        )
     console.print(table)
 
 
@@ -165,7 +225,7 @@ def info_cmd(index: IndexOpt) -> None:
         "chunks": f"{manifest.chunks:,}",
         "embedder": f"{manifest.config.embedder} ({manifest.dim}-d)",
         "chunking": f"{manifest.config.chunk_tokens} tokens, {manifest.config.chunk_overlap} "
-                    "overlap",
+        "overlap",
         "bm25": f"k1={manifest.config.bm25_k1}, b={manifest.config.bm25_b}",
         "table version": str(manifest.lance_version),
         "updated": manifest.updated,
@@ -173,3 +233,77 @@ def info_cmd(index: IndexOpt) -> None:
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    index: IndexOpt,
+    queries: Annotated[
+        Path,
+        typer.Option(
+            help="BEIR queries.jsonl (with --qrels), or a qa JSONL whose records carry doc_ids."
+        ),
+    ],
+    qrels: Annotated[
+        Path | None, typer.Option(help="BEIR qrels TSV (query-id, corpus-id, score).")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    rrf_k: Annotated[float, typer.Option(help="k of reciprocal rank fusion.", min=0)] = 60.0,
+    dense_weight: Annotated[float, typer.Option(help="Weight of dense ranks in fusion.")] = 1.0,
+    bm25_weight: Annotated[float, typer.Option(help="Weight of BM25 ranks in fusion.")] = 1.0,
+    reranker: Annotated[
+        Path | None, typer.Option(help="A reranker trained by `mentor rag train-reranker`.")
+    ] = None,
+    ks: Annotated[str, typer.Option("--ks", help="Cutoffs, comma-separated.")] = "1,3,5,10,100",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the report here (.json for JSON, anything else for markdown)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Precision, recall, MRR, nDCG and MAP at each cutoff (BEIR/TREC definitions), and
+    latency p50/p95 per stage."""
+    from mentor.rag.evaluation import evaluate_retrieval, load_eval_set, write_report
+    from mentor.rag.retrieve import SearchConfig
+
+    if mode not in ("dense", "bm25", "hybrid"):
+        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    try:
+        cutoffs = tuple(int(k) for k in ks.split(","))
+        eval_set = load_eval_set(queries, qrels)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    retriever = open_retriever(index, device)
+    mode_: Mode = mode  # type: ignore[assignment]
+    config = SearchConfig(
+        mode=mode_, rrf_k=rrf_k, dense_weight=dense_weight, bm25_weight=bm25_weight
+    )
+    scorer = None
+    if reranker is not None:
+        from mentor.rag.reranker import CrossEncoderReranker
+
+        scorer = CrossEncoderReranker(reranker, device="cpu" if device == "auto" else device)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("eval", total=len(eval_set.queries))
+        report = evaluate_retrieval(
+            retriever,
+            eval_set,
+            config,
+            reranker=scorer,
+            ks=cutoffs,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if out is not None:
+        write_report(report, out)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    console.print(report.to_markdown(), markup=False, highlight=False)

@@ -31,6 +31,8 @@ from mentor.rag.types import Chunk, Document, LoadFailure
 from mentor.utils.fs import atomic_write_text, remove_tree
 
 MANIFEST = "index.json"
+HEADING_ROOM = 16
+"""Tokens reserved for the section headings embedded in front of a chunk."""
 FORMAT = 1
 Progress = Callable[[str, int, int], None]
 
@@ -68,8 +70,10 @@ class Manifest:
     def read(cls, folder: Path) -> Manifest:
         data = json.loads((folder / MANIFEST).read_text())
         if data.get("format") != FORMAT:
-            raise ValueError(f"{folder / MANIFEST}: index format {data.get('format')}, "
-                             f"this mentor reads {FORMAT}; rebuild the index")
+            raise ValueError(
+                f"{folder / MANIFEST}: index format {data.get('format')}, "
+                f"this mentor reads {FORMAT}; rebuild the index"
+            )
         data["config"] = IndexConfig(**data["config"])
         return cls(**data)
 
@@ -216,7 +220,9 @@ def build_index(
         pending, pending_chunks = [], 0
 
     for doc in todo:
-        chunks = chunk_document(doc, count, max_tokens=limit, overlap=config.chunk_overlap)
+        # The title and headings are embedded in front of each chunk: leave room for them.
+        budget = max(32, limit - count(doc.title) - HEADING_ROOM)
+        chunks = chunk_document(doc, count, max_tokens=budget, overlap=config.chunk_overlap)
         if not chunks:
             report.failed.append(LoadFailure(doc.source, "no text to index"))
             continue
@@ -241,7 +247,9 @@ def build_index(
 
 
 def _gone(
-    present: dict[str, DocState], seen: dict[str, str], documents: list[Document],
+    present: dict[str, DocState],
+    seen: dict[str, str],
+    documents: list[Document],
     paths: Sequence[Path],
 ) -> list[str]:
     """Stored documents under ``paths`` whose file was deleted (or record dropped from a corpus).
@@ -294,6 +302,4 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
     # Only now may what the old manifest pointed at go.
     if old is not None and old.bm25_dir != bm25_dir:
         remove_tree(folder / old.bm25_dir)
-    from datetime import timedelta
-
-    store.table.cleanup_old_versions(older_than=timedelta(seconds=0))
+    store.compact(keep=version)

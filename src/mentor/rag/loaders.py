@@ -109,7 +109,9 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
 
     ``doc_id`` is the file's path relative to ``root`` when given and the file lies under it,
     else relative to the folder argument it was found under; a file given directly is named by
-    its file name. A file reached twice (a folder and a file inside it) is read once.
+    its file name. A file reached twice (a folder and a file inside it) is read once. Ids are
+    not checked for clashes here: the caller decides how to scope them (two folders given may
+    both hold a ``README.md``).
     """
     base = root.resolve() if root is not None else None
     seen: set[Path] = set()
@@ -117,20 +119,24 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
         if not path.exists():
             yield LoadFailure(str(path), "no such file or directory")
             continue
-        top = path.resolve() if path.is_dir() else path.resolve().parent
+        is_dir = path.is_dir()
+        top = path.resolve() if is_dir else path.resolve().parent
         for file in _walk(path, set()):
+            if isinstance(file, LoadFailure):
+                yield file
+                continue
             resolved = file.resolve()
             if resolved in seen:
                 continue
             seen.add(resolved)
             # From the walked path, not the resolved one: a link may point out of the folder.
-            relative = file.relative_to(path) if path.is_dir() else Path(path.name)
+            relative = file.relative_to(path) if is_dir else Path(path.name)
             if base is not None and (top / relative).is_relative_to(base):
                 relative = (top / relative).relative_to(base)
             yield from _load_file(file, relative.as_posix())
 
 
-def _walk(path: Path, visited: set[Path]) -> Iterator[Path]:
+def _walk(path: Path, visited: set[Path]) -> Iterator[Path | LoadFailure]:
     """Files under ``path`` depth-first in name order; ``visited`` guards against link loops."""
     if not path.is_dir():
         yield path
@@ -139,7 +145,12 @@ def _walk(path: Path, visited: set[Path]) -> Iterator[Path]:
     if real in visited:
         return
     visited.add(real)
-    for child in sorted(path.iterdir(), key=lambda p: p.name):
+    try:
+        children = sorted(path.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        yield LoadFailure(str(path), exc.strerror or str(exc))
+        return
+    for child in children:
         if not child.name.startswith("."):
             yield from _walk(child, visited)
 
@@ -158,7 +169,7 @@ def _load_file(path: Path, doc_id: str) -> Iterator[LoadItem]:
         if suffix == ".jsonl":
             yield from _load_jsonl(path, data)
             return
-        title, text, pages = _read(path, suffix, data)
+        title, text, pages = _read(suffix, data)
     except _UnreadableError as exc:
         yield LoadFailure(shown, str(exc))
         return
@@ -181,7 +192,7 @@ def _load_file(path: Path, doc_id: str) -> Iterator[LoadItem]:
     )
 
 
-def _read(path: Path, suffix: str, data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
+def _read(suffix: str, data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
     """``(title, text, pages)`` of one file; an empty title means "use the file name"."""
     if suffix == ".pdf":
         return _read_pdf(data)
@@ -280,10 +291,14 @@ def _html_blocks(node: Tag, out: list[str]) -> None:
 
 def _read_pdf(data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
     """Pages' text joined by blank lines, each page's span kept; empty pages leave no span."""
+    if b"%PDF-" not in data[:1024]:
+        raise _UnreadableError("not a PDF (no %PDF header)")
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
     except PdfReadError as exc:
-        raise _UnreadableError(f"not a valid PDF ({exc})") from None
+        # pypdf's own error for a truncated file ("stream has ended") hides the likely cause.
+        why = str(exc) if b"%%EOF" in data[-1024:] else "EOF marker not found, truncated?"
+        raise _UnreadableError(f"not a valid PDF ({why})") from None
     if reader.is_encrypted:
         try:
             opened = reader.decrypt("")  # many PDFs are encrypted with an empty user password

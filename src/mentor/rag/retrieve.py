@@ -21,6 +21,7 @@ import numpy.typing as npt
 from mentor.evaluate.retrieval import reciprocal_rank_fusion
 from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
+from mentor.rag.expansion import Expansion, QueryExpander
 from mentor.rag.index import Manifest, embed_input
 from mentor.rag.store import LanceStore, sql_quote
 from mentor.rag.types import Chunk, Hit
@@ -71,7 +72,7 @@ def parse_filters(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or key not in FILTER_FIELDS:
             raise ValueError(
-                f"filter {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(FILTER_FIELDS)}"
+                f"filter {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(FILTER_FIELDS)}"
             )
         filters[key] = value
     return filters
@@ -134,37 +135,59 @@ class Retriever:
         return self._mask_cache[key]
 
     def search(
-        self, query: str, config: SearchConfig = SearchConfig(), reranker: Reranker | None = None
+        self,
+        query: str,
+        config: SearchConfig = SearchConfig(),
+        reranker: Reranker | None = None,
+        expander: QueryExpander | None = None,
     ) -> SearchResult:
         timings: dict[str, float] = {}
-        stage: dict[str, dict[int, float]] = {}
-        rankings: dict[str, list[str]] = {}
-        depth = max(config.candidates, config.k)
-        if config.mode in ("dense", "hybrid"):
+        expansion = Expansion()
+        if expander is not None:
             t0 = time.perf_counter()
-            vector = self.embedder.embed([query])[0]
+            expansion = expander.expand(query)
+            timings["expand"] = time.perf_counter() - t0
+        texts = [query, *expansion.queries]
+        dense_texts = [*texts, *expansion.dense_texts] if config.mode != "bm25" else []
+        lexical_texts = texts if config.mode != "dense" else []
+        depth = max(config.candidates, config.k)
+
+        # One ranking per probe; the first of each kind is the original query, whose scores are
+        # kept as evidence (comparable across queries, unlike fused scores).
+        rankings: dict[str, list[str]] = {}
+        weights: dict[str, float] = {}
+        evidence: dict[str, dict[int, float]] = {}
+        if dense_texts:
+            t0 = time.perf_counter()
+            vectors = self.embedder.embed(dense_texts)
             timings["embed"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            found = self.store.search(vector, depth, where=_sql(config.filters))
+            for i, vector in enumerate(vectors):
+                found = self.store.search(vector, depth, where=_sql(config.filters))
+                rankings[f"dense:{i}"] = [str(row) for row, _ in found]
+                weights[f"dense:{i}"] = config.dense_weight
+                if i == 0:
+                    evidence["dense"] = dict(found)
             timings["dense"] = time.perf_counter() - t0
-            stage["dense"] = dict(found)
-            rankings["dense"] = [str(row) for row, _ in found]
-        if config.mode in ("bm25", "hybrid"):
+        if lexical_texts:
             t0 = time.perf_counter()
-            found = self.bm25.search(query, depth, mask=self._bm25_mask(config.filters))
-            mapped = [(int(self._bm25_rows[row]), score) for row, score in found]
+            mask = self._bm25_mask(config.filters)
+            for i, text in enumerate(lexical_texts):
+                found = self.bm25.search(text, depth, mask=mask)
+                mapped = [(int(self._bm25_rows[row]), score) for row, score in found]
+                rankings[f"bm25:{i}"] = [str(row) for row, _ in mapped]
+                weights[f"bm25:{i}"] = config.bm25_weight
+                if i == 0:
+                    evidence["bm25"] = dict(mapped)
             timings["bm25"] = time.perf_counter() - t0
-            stage["bm25"] = dict(mapped)
-            rankings["bm25"] = [str(row) for row, _ in mapped]
 
         t0 = time.perf_counter()
-        if config.mode == "hybrid":
-            weights = {"dense": config.dense_weight, "bm25": config.bm25_weight}
+        if len(rankings) == 1:  # a single retriever keeps its own scores
+            kind = next(iter(evidence))
+            order = [(int(row), evidence[kind][int(row)]) for row in next(iter(rankings.values()))]
+        else:
             fused = reciprocal_rank_fusion(rankings, k=config.rrf_k, weights=weights)
             order = [(int(row), score) for row, score in fused]
-        else:
-            only = rankings[config.mode]
-            order = [(int(row), stage[config.mode][int(row)]) for row in only]
         timings["fuse"] = time.perf_counter() - t0
 
         chunks = self.chunks
@@ -172,13 +195,13 @@ class Retriever:
             t0 = time.perf_counter()
             head = order[: config.rerank_depth]
             scores = reranker.score(query, [embed_input(chunks[row]) for row, _ in head])
-            stage["rerank"] = {row: s for (row, _), s in zip(head, scores, strict=True)}
+            evidence["rerank"] = {row: s for (row, _), s in zip(head, scores, strict=True)}
             reranked = sorted(zip(head, scores, strict=True), key=lambda x: -x[1])
             order = [(row, s) for (row, _), s in reranked] + order[config.rerank_depth :]
             timings["rerank"] = time.perf_counter() - t0
 
         hits = []
         for rank, (row, score) in enumerate(order[: config.k], start=1):
-            evidence = {name: scores[row] for name, scores in stage.items() if row in scores}
-            hits.append(Hit(chunks[row], float(score), rank, evidence))
+            stages = {name: values[row] for name, values in evidence.items() if row in values}
+            hits.append(Hit(chunks[row], float(score), rank, stages))
         return SearchResult(query, hits, timings)

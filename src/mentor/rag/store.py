@@ -113,7 +113,7 @@ class LanceStore:
 
     def latest(self) -> None:
         """Move to the newest version (writers work there; readers stay pinned)."""
-        self.table.checkout_latest()
+        self.table.checkout_latest()  # type: ignore[no-untyped-call]
         self._forget()
 
     def checkout(self, version: int) -> None:
@@ -137,7 +137,9 @@ class LanceStore:
             "start": [c.start for c in chunks],
             "end": [c.end for c in chunks],
             "page": [-1 if c.page is None else c.page for c in chunks],
-            "metadata": [json.dumps(c.metadata, sort_keys=True) if c.metadata else "" for c in chunks],
+            "metadata": [
+                json.dumps(c.metadata, sort_keys=True) if c.metadata else "" for c in chunks
+            ],
             "vector": pa.FixedSizeListArray.from_arrays(
                 pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), self.dim
             ),
@@ -165,18 +167,29 @@ class LanceStore:
             found.setdefault(doc_id, DocState(set(), source)).hashes.add(digest)
         return found
 
-    def compact(self) -> None:
-        """Merge small fragments and drop versions older than the current one."""
-        from datetime import timedelta
+    def compact(self, keep: int) -> None:
+        """Merge small fragments and drop the versions older than version ``keep``.
 
-        self.table.optimize(cleanup_older_than=timedelta(seconds=0))
+        LanceDB cleans up by age, so the cut-off is the age of ``keep`` (plus a second):
+        ``keep`` and everything after it survive, which is what pinned readers need.
+        """
+        from datetime import datetime, timedelta
+
+        stamps = {int(v["version"]): v["timestamp"] for v in self.table.list_versions()}
+        kept = stamps[keep]
+        now = datetime.now(kept.tzinfo) if kept.tzinfo else datetime.now()
+        self.table.optimize(cleanup_older_than=now - kept + timedelta(seconds=1))
+        self._forget()
 
     def create_ann_index(self) -> None:
         rows = len(self)
         partitions = max(1, int(np.sqrt(rows)))
         self.table.create_index(
-            metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ",
-            num_partitions=partitions, replace=True,
+            metric="cosine",
+            vector_column_name="vector",
+            index_type="IVF_HNSW_SQ",
+            num_partitions=partitions,
+            replace=True,
         )
 
     # --- reading ------------------------------------------------------------------------------
@@ -217,8 +230,8 @@ class LanceStore:
             top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=int)
             top = top[np.argsort(-scores[top], kind="stable")]
             return [(int(i), float(scores[i])) for i in top]
-        query = self.table.search(vector.astype(np.float32)).metric("cosine").limit(k)
+        query = self.table.search(vector.astype(np.float32)).metric("cosine").limit(k)  # type: ignore[attr-defined]
         if where:
             query = query.where(where, prefilter=True)
-        found = query.select(["chunk_id"]).to_list()
+        found = query.select(["chunk_id", "_distance"]).to_list()
         return [(self.row_of(r["chunk_id"]), 1.0 - float(r["_distance"])) for r in found]

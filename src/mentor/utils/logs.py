@@ -14,3 +14,4 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # the loader reports unreadable PDFs itself

@@ -1,0 +1,62 @@
+"""The `mentor rag` commands end to end, with a tiny real sentence-transformers embedder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mentor.cli import app
+from mentor.testing import tiny_sentence_transformer_folder
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def embedder_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_sentence_transformer_folder(tmp_path_factory.mktemp("st") / "tiny-st")
+
+
+def test_index_search_info_eval(docs: Path, tmp_path: Path, embedder_folder: Path) -> None:
+    (docs / "corrupt.pdf").write_bytes(b"%PDF-1.7\ngarbage")
+    idx = str(tmp_path / "idx")
+    built = runner.invoke(app, ["rag", "index", str(docs), "--index", idx,
+                                "--embedder", str(embedder_folder), "--device", "cpu"])
+    assert built.exit_code == 0, built.output
+    assert "corrupt.pdf" in built.output and "4 new or changed documents" in built.output
+    assert "1 failed" in built.output
+
+    again = runner.invoke(app, ["rag", "index", str(docs), "--index", idx, "--sync"])
+    assert again.exit_code == 0 and "0 new or changed" in again.output
+    assert "4 unchanged" in again.output
+
+    found = runner.invoke(app, ["rag", "search", "refunds cancellation", "--index", idx,
+                                "--mode", "bm25", "-k", "2", "--json"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)["hits"]
+    assert hits[0]["doc_id"] == "docs/billing.md" and hits[0]["stages"]["bm25"] > 0
+
+    table = runner.invoke(app, ["rag", "search", "export", "--index", idx,
+                                "--filter", "doc_id=docs/export.md"])
+    assert table.exit_code == 0 and "docs/export.md" in table.stdout
+    bad = runner.invoke(app, ["rag", "search", "x", "--index", idx, "--filter", "nope"])
+    assert bad.exit_code == 1 and "FIELD=VALUE" in bad.output
+
+    info = runner.invoke(app, ["rag", "info", "--index", idx])
+    assert info.exit_code == 0 and "documents" in info.stdout
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "refunds after cancellation", "answer": "14 days",
+                              "doc_ids": ["docs/billing.md"]}) + "\n")
+    report = tmp_path / "report.json"
+    evaluated = runner.invoke(app, ["rag", "eval", "--index", idx, "--queries", str(qa),
+                                    "--mode", "bm25", "--ks", "1,5", "--out", str(report)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(report.read_text())["retrieval"]["metrics"]["recall@5"] == 1.0
+
+
+def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rag", "search", "x", "--index", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "mentor rag index" in result.output
