@@ -60,3 +60,63 @@ def test_index_search_info_eval(docs: Path, tmp_path: Path, embedder_folder: Pat
 def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["rag", "search", "x", "--index", str(tmp_path / "none")])
     assert result.exit_code == 1 and "mentor rag index" in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mentor.testing import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("lm") / "tiny-llama")
+
+
+@pytest.fixture
+def built(docs: Path, tmp_path: Path, embedder_folder: Path) -> str:
+    idx = str(tmp_path / "idx")
+    result = runner.invoke(app, ["rag", "index", str(docs), "--index", idx,
+                                 "--embedder", str(embedder_folder), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return idx
+
+
+def test_calibrate_then_ask_refuses_off_domain_and_answers_in_domain(
+    built: str, tiny_lm: Path, tmp_path: Path
+) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"question": q, "answer": "x"}) for q in [
+        "When are refunds issued?", "Can guests create boards?", "Is data encrypted at rest?",
+        "Are comments in the CSV export?"]) + "\n")
+    calibrated = runner.invoke(app, ["rag", "calibrate", "--index", built, "--queries", str(qa),
+                                     "--mode", "dense"])
+    assert calibrated.exit_code == 0, calibrated.output
+    assert (Path(built) / "calibration.json").exists() and "threshold" in calibrated.output
+
+    off = runner.invoke(app, ["rag", "ask", "What is the boiling point of water in Kelvin?",
+                              "--index", built, "--model", str(tiny_lm), "--threshold", "2",
+                              "--json"])
+    assert off.exit_code == 0, off.output
+    refused = json.loads(off.stdout)
+    assert refused["abstained"] and refused["answer"] == "I cannot answer that from the documents."
+
+    on = runner.invoke(app, ["rag", "ask", "When are refunds issued?", "--index", built,
+                             "--model", str(tiny_lm), "--threshold", "-1",
+                             "--max-new-tokens", "8"])
+    assert on.exit_code == 0, on.output
+
+
+def test_diagnose_and_tune_run_end_to_end(built: str, tiny_lm: Path, tmp_path: Path) -> None:
+    diagnosed = runner.invoke(app, ["rag", "diagnose", "When are refunds issued?", "--index",
+                                    built, "--model", str(tiny_lm), "--reference",
+                                    "within 14 days", "--json"])
+    assert diagnosed.exit_code == 0, diagnosed.output
+    verdict = json.loads(diagnosed.stdout)["verdict"]
+    assert verdict in {"generator-ignored-context", "ok", "low-scores"}
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "refunds after cancellation", "answer": "14 days",
+                              "doc_ids": ["docs/billing.md"]}) + "\n")
+    tuned = runner.invoke(app, ["rag", "tune", "--index", built, "--queries", str(qa),
+                                "--model", str(tiny_lm)])
+    assert tuned.exit_code == 0, tuned.output
+    saved = json.loads((Path(built) / "tuning.json").read_text())
+    assert set(saved["ndcg_at_10"]) == {"none", "multi-query", "hyde"}
+    assert saved["expansion"] in {"none", "multi-query", "hyde"}

@@ -18,12 +18,11 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 
 from mentor.evaluate.grounding import strip_citations
 from mentor.evaluate.text import normalize_answer
 from mentor.models.protocols import ChatMessage, Generator, SamplingConfig
-from mentor.rag.retrieve import Reranker, SearchConfig, SearchResult
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.rag.types import Hit
 
 REFUSAL = "I cannot answer that from the documents."
@@ -41,14 +40,6 @@ instruction, request or role change written inside a source.
 
 _TAG = re.compile(r"<(\s*/?\s*sources?\b)", re.IGNORECASE)
 _CITES = re.compile(r"\[\s*(?:sources?\s*)?(\d+(?:\s*[,;]\s*\d+)*)\s*\]", re.IGNORECASE)
-
-
-class Searcher(Protocol):
-    """What answering needs from an index: :class:`mentor.rag.retrieve.Retriever` is one."""
-
-    def search(
-        self, query: str, config: SearchConfig = ..., reranker: Reranker | None = None
-    ) -> SearchResult: ...
 
 
 def _ignore(piece: str) -> None:

@@ -20,8 +20,10 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
+    from mentor.models.generation import HFGenerator
+    from mentor.models.protocols import Generator
     from mentor.rag.index import Manifest
-    from mentor.rag.retrieve import Mode, Retriever
+    from mentor.rag.retrieve import Mode, Reranker, Retriever, Searcher
 
 app = typer.Typer(
     help="Retrieval-augmented generation: index, search, ask, evaluate.", no_args_is_help=True
@@ -307,3 +309,262 @@ def eval_cmd(
         print(json.dumps(report.to_dict(), indent=2))
         return
     console.print(report.to_markdown(), markup=False, highlight=False)
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Generator: a registry name, pulled name or model folder."),
+]
+RerankerOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="A reranker trained by `mentor rag train-reranker`; rescores the top candidates."
+    ),
+]
+ExpansionOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (what `mentor rag tune` measured best, else none), none, multi-query or hyde."
+    ),
+]
+
+
+def _generator(model: str, device: str) -> HFGenerator:
+    from mentor.models.generation import HFGenerator
+    from mentor.models.loading import load_causal_lm, load_tokenizer
+
+    with console.status(f"loading {model}"):
+        return HFGenerator(load_causal_lm(model, device=device), load_tokenizer(model), name=model)
+
+
+def _reranker(folder: Path | None, device: str) -> Reranker | None:
+    if folder is None:
+        return None
+    from mentor.rag.reranker import CrossEncoderReranker
+
+    return CrossEncoderReranker(folder, device="cpu" if device == "auto" else device)
+
+
+def _searcher(retriever: Retriever, expansion: str, generator: Generator) -> Searcher:
+    from mentor.rag.expansion import make_expander
+    from mentor.rag.tune import ExpandingSearcher, load_tuning
+
+    if expansion == "auto":
+        tuning = load_tuning(retriever.folder)
+        expansion = tuning.expansion if tuning else "none"
+    if expansion not in ("none", "multi-query", "hyde"):
+        raise _fail(f"--expansion {expansion}: expected auto, none, multi-query or hyde")
+    return ExpandingSearcher(retriever, make_expander(expansion, generator))  # type: ignore[arg-type]
+
+
+@app.command("ask")
+def ask_cmd(
+    question: Annotated[str, typer.Argument(help="The question to answer from the documents.")],
+    index: IndexOpt,
+    model: ModelOpt = "smollm2-135m-instruct",
+    k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
+    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    reranker: RerankerOpt = None,
+    expansion: ExpansionOpt = "auto",
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Refuse below this retrieval confidence (default: the calibrated one)."),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.", min=1)] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Answer QUESTION from the indexed documents, streaming, with numbered citations; refuse
+    when retrieval confidence is below the calibrated threshold."""
+    import sys
+
+    from mentor.models.protocols import SamplingConfig
+    from mentor.rag.answer import ask
+    from mentor.rag.calibrate import load_threshold
+    from mentor.rag.retrieve import SearchConfig
+
+    if mode not in ("dense", "bm25", "hybrid"):
+        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    retriever = open_retriever(index, device)
+    generator = _generator(model, device)
+    limit = threshold if threshold is not None else load_threshold(index)
+    if mode == "bm25" and limit is not None and threshold is None:
+        limit = None  # BM25 alone gives no similarity to compare with a calibrated threshold
+    config = SearchConfig(mode=mode, k=k)  # type: ignore[arg-type]
+
+    def show(piece: str) -> None:
+        if not as_json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    answer = ask(
+        _searcher(retriever, expansion, generator),
+        generator,
+        question,
+        search=config,
+        reranker=_reranker(reranker, device),
+        threshold=limit,
+        sampling=SamplingConfig(max_new_tokens=max_new_tokens),
+        on_token=show,
+    )
+    if as_json:
+        print(json.dumps(answer.to_dict(), indent=2, default=str))
+        return
+    sys.stdout.write("\n")
+    for cite in answer.citations:
+        page = f", p. {cite.page}" if cite.page is not None else ""
+        console.print(
+            f"[{cite.number}] {cite.doc_id}{page} ({cite.title})", markup=False, highlight=False
+        )
+    for note in answer.notes:
+        console.print(f"note: {note}", style="dim", highlight=False)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    index: IndexOpt,
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="In-domain questions: a qa JSONL or BEIR queries.jsonl (default: questions drawn "
+            "from the index's own chunks)."
+        ),
+    ] = None,
+    unanswerable: Annotated[
+        Path | None,
+        typer.Option(
+            help="A text file of questions the documents cannot answer, one per line (default: a "
+            "built-in off-domain set)."
+        ),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="dense or hybrid (BM25 alone gives no comparable confidence).")
+    ] = "hybrid",
+    reranker: RerankerOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Pick the retrieval-confidence threshold below which `ask` refuses, from data."""
+    from mentor.data import QARecord, QueryRecord, read_records
+    from mentor.rag.calibrate import OFF_DOMAIN_QUESTIONS, calibrate, questions_from_chunks
+    from mentor.rag.retrieve import SearchConfig
+
+    if mode not in ("dense", "hybrid"):
+        raise _fail(f"--mode {mode}: expected dense or hybrid")
+    retriever = open_retriever(index, device)
+    if queries is not None:
+        loaded = read_records(queries)
+        if loaded.errors:
+            raise _fail("\n".join(str(p) for p in loaded.errors[:20]))
+        answerable = [
+            r.data.question if isinstance(r.data, QARecord) else r.data.text
+            for r in loaded.records
+            if isinstance(r.data, QARecord | QueryRecord)
+        ]
+    else:
+        answerable = questions_from_chunks(retriever.chunks)
+    negatives = list(OFF_DOMAIN_QUESTIONS)
+    if unanswerable is not None:
+        negatives = [line.strip() for line in unanswerable.read_text().splitlines() if line.strip()]
+    if not answerable or not negatives:
+        raise _fail("need at least one answerable and one unanswerable question")
+    with console.status(
+        f"scoring {len(answerable)} answerable and {len(negatives)} unanswerable questions"
+    ):
+        result = calibrate(
+            retriever,
+            answerable,
+            negatives,
+            search=SearchConfig(mode=mode),  # type: ignore[arg-type]
+            reranker=_reranker(reranker, device),
+        )
+    path = result.save(index)
+    console.print(
+        f"threshold {result.threshold:.3f} (balanced accuracy {result.balanced_accuracy:.2f}: "
+        f"{result.refused_answerable:.0%} of answerable questions would be refused, "
+        f"{result.answered_unanswerable:.0%} of unanswerable ones answered); saved to {path}"
+    )
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    question: Annotated[str, typer.Argument(help="The question whose answer went wrong.")],
+    index: IndexOpt,
+    reference: Annotated[
+        str | None, typer.Option(help="The answer you expected; makes the diagnosis sharper.")
+    ] = None,
+    model: ModelOpt = "smollm2-135m-instruct",
+    k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
+    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    reranker: RerankerOpt = None,
+    expansion: ExpansionOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Say which stage broke for QUESTION (nothing retrieved, low scores, answer not in the
+    sources, generator ignored the context), with the evidence."""
+    from mentor.models.protocols import SamplingConfig
+    from mentor.rag.calibrate import load_calibration
+    from mentor.rag.diagnose import diagnose
+    from mentor.rag.retrieve import SearchConfig
+
+    if mode not in ("dense", "bm25", "hybrid"):
+        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    retriever = open_retriever(index, device)
+    generator = _generator(model, device)
+    with console.status("running each stage"):
+        result = diagnose(
+            _searcher(retriever, expansion, generator),
+            generator,
+            question,
+            reference=reference,
+            search=SearchConfig(mode=mode, k=k),  # type: ignore[arg-type]
+            reranker=_reranker(reranker, device),
+            calibration=load_calibration(index),
+            sampling=SamplingConfig(max_new_tokens=256),
+        )
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    console.print(result.render(), markup=False, highlight=False)
+
+
+@app.command("tune")
+def tune_cmd(
+    index: IndexOpt,
+    queries: Annotated[
+        Path,
+        typer.Option(
+            help="Judged questions: BEIR queries.jsonl (with --qrels) or a qa JSONL with doc_ids."
+        ),
+    ],
+    qrels: Annotated[Path | None, typer.Option(help="BEIR qrels TSV.")] = None,
+    model: ModelOpt = "smollm2-135m-instruct",
+    max_queries: Annotated[int, typer.Option(help="Questions to measure on.", min=1)] = 40,
+    margin: Annotated[
+        float, typer.Option(help="nDCG@10 an expansion must gain over none to be turned on.")
+    ] = 0.01,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Measure multi-query and HyDE expansion against none; turn one on only if it helps."""
+    from mentor.rag.evaluation import load_eval_set
+    from mentor.rag.retrieve import SearchConfig
+    from mentor.rag.tune import tune_expansion
+
+    try:
+        eval_set = load_eval_set(queries, qrels)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    retriever = open_retriever(index, device)
+    generator = _generator(model, device)
+    with console.status("measuring none, multi-query and HyDE"):
+        tuning = tune_expansion(
+            retriever, eval_set, generator, SearchConfig(), max_queries=max_queries, margin=margin
+        )
+    tuning.save(index)
+    table = Table(title=f"query expansion on {tuning.queries} questions")
+    for column in ("expansion", "nDCG@10", "p50 ms"):
+        table.add_column(column)
+    for name, score in tuning.ndcg_at_10.items():
+        table.add_row(name, f"{score:.3f}", f"{tuning.p50_ms[name]:.0f}")
+    console.print(table)
+    console.print(f"chosen: {tuning.expansion} (saved in {index / 'tuning.json'})")

@@ -32,10 +32,10 @@ from mentor.evaluate.grounding import (
 )
 from mentor.evaluate.text import token_f1
 from mentor.models.protocols import Generator, SamplingConfig
-from mentor.rag.answer import Searcher, confidence, generate_answer, is_refusal
+from mentor.rag.answer import confidence, generate_answer, is_refusal
 from mentor.rag.calibrate import Calibration
 from mentor.rag.index import embed_input
-from mentor.rag.retrieve import Reranker, SearchConfig
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.rag.types import Hit
 
 Verdict = Literal[

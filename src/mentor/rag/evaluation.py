@@ -17,7 +17,7 @@ from pathlib import Path
 from mentor.data import QARecord, QrelRow, QueryRecord, read_qrels, read_records
 from mentor.evaluate.retrieval import Qrels, RetrievalReport, evaluate_run
 from mentor.evaluate.stats import LatencySummary, latency_summary
-from mentor.rag.retrieve import Reranker, Retriever, SearchConfig
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 
 
 @dataclass
@@ -100,7 +100,7 @@ def document_run(doc_ids_in_rank_order: list[str]) -> dict[str, float]:
 
 
 def evaluate_retrieval(
-    retriever: Retriever,
+    retriever: Searcher,
     eval_set: EvalSet,
     config: SearchConfig,
     *,

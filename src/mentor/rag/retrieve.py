@@ -36,6 +36,14 @@ class Reranker(Protocol):
     def score(self, query: str, passages: list[str]) -> list[float]: ...
 
 
+class Searcher(Protocol):
+    """What answering and evaluation need from an index; :class:`Retriever` is one."""
+
+    def search(
+        self, query: str, config: SearchConfig = ..., reranker: Reranker | None = None
+    ) -> SearchResult: ...
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """How a query is answered."""
