@@ -67,6 +67,9 @@ def test_minilm_embeds_meaningfully() -> None:
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    long = "word " * 400  # past the model's 256-token input: counting must not truncate or pad
+    assert embedder.count_tokens(long) == 400
+    assert embedder.count_tokens("Hello there") == 2
 
 
 def test_a_damaged_minilm_is_found_and_repaired(tmp_path, monkeypatch) -> None:

@@ -47,6 +47,7 @@ class HFGenerator:
             "max_new_tokens": config.max_new_tokens,
             "do_sample": config.temperature > 0,
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            "repetition_penalty": config.repetition_penalty,
         }
         if config.temperature > 0:
             kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)

@@ -33,6 +33,8 @@ class SamplingConfig:
     """0 means greedy decoding; above 0 samples from the softened distribution."""
     top_p: float = 1.0
     """Nucleus sampling mass (used only when temperature > 0)."""
+    repetition_penalty: float = 1.0
+    """Above 1 discourages repeating tokens already in the text (small models loop without it)."""
     seed: int | None = None
     """Seed for sampling, for repeatable runs."""
     stop: tuple[str, ...] = field(default_factory=tuple)

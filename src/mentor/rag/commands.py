@@ -568,3 +568,108 @@ def tune_cmd(
         table.add_row(name, f"{score:.3f}", f"{tuning.p50_ms[name]:.0f}")
     console.print(table)
     console.print(f"chosen: {tuning.expansion} (saved in {index / 'tuning.json'})")
+
+
+@app.command("train-reranker")
+def train_reranker_cmd(
+    index: IndexOpt,
+    out: Annotated[Path, typer.Option(help="Folder to write the trained reranker to.")],
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="Judged questions: BEIR queries.jsonl (with --qrels) or a qa JSONL with doc_ids. "
+            "Without them, questions are generated for the index's own chunks."
+        ),
+    ] = None,
+    qrels: Annotated[Path | None, typer.Option(help="BEIR qrels TSV.")] = None,
+    synthetic: Annotated[
+        int,
+        typer.Option(
+            help="Without --queries: how many chunks to write a synthetic question for.", min=1
+        ),
+    ] = 300,
+    model: ModelOpt = "smollm2-135m-instruct",
+    base: Annotated[
+        str, typer.Option(help="Encoder to start from (registry name or folder).")
+    ] = "minilm-l6",
+    negatives: Annotated[int, typer.Option(help="Hard negatives per question.", min=1)] = 7,
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.", min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(help="Questions per optimiser step.", min=1)] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 7e-5,
+    validation_share: Annotated[
+        float,
+        typer.Option(help="Share of questions held out to measure the reranker.", min=0.0, max=0.5),
+    ] = 0.1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Fine-tune a MiniLM cross-encoder on (question, relevant passage) pairs with hard negatives
+    mined from the index: from judgements, or from synthetic questions for unlabelled domains."""
+    import random
+
+    from mentor.rag.evaluation import load_eval_set
+    from mentor.rag.reranker import mine_pairs, train_reranker
+
+    retriever = open_retriever(index, device)
+    if queries is not None:
+        try:
+            eval_set = load_eval_set(queries, qrels)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        texts = eval_set.queries
+        positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
+    else:
+        from mentor.rag.synthetic import synthetic_questions
+
+        generator = _generator(model, device)
+        with console.status(f"writing questions for {synthetic} chunks with {model}"):
+            written = synthetic_questions(
+                retriever.chunks,
+                generator,
+                max_chunks=synthetic,
+                cache=out.with_name(out.name + ".questions.jsonl"),
+            )
+        texts = {f"s{i}": q.question for i, q in enumerate(written)}
+        positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(written)}
+        console.print(f"{len(written)} synthetic questions kept")
+    with console.status("mining hard negatives from the index"):
+        pairs = mine_pairs(retriever, texts, positives, negatives_per_query=negatives)
+    random.Random(0).shuffle(pairs)
+    held = int(len(pairs) * validation_share)
+    if len(pairs) - held < 1:
+        raise _fail("no training pairs: check that the judged documents are in the index")
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("training", total=None)
+
+        def report(step: int, total: int, loss: float) -> None:
+            bar.update(task, description=f"training (loss {loss:.3f})", completed=step, total=total)
+
+        result = train_reranker(
+            pairs[held:],
+            out=out,
+            base=base,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            validation=pairs[:held] or None,
+            progress=report,
+        )
+    mrr = ""
+    if result.mrr_before is not None and result.mrr_after is not None:
+        mrr = (
+            f"; validation MRR of the positive among its negatives {result.mrr_before:.3f} "
+            f"-> {result.mrr_after:.3f}"
+        )
+    console.print(
+        f"trained on {result.pairs} questions in {result.train_seconds:.0f} s "
+        f"({result.pairs_per_second:.1f}/s), final loss {result.final_loss:.3f}{mrr}; "
+        f"saved to {out}"
+    )

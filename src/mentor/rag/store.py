@@ -101,6 +101,8 @@ class LanceStore:
             self.table = self.db.open_table(TABLE)
         else:
             self.table = self.db.create_table(TABLE, schema=schema(dim))
+        self.nprobes: int | None = None
+        """IVF partitions probed per ANN query (LanceDB's default when None)."""
         self._chunks: list[Chunk] | None = None
         self._matrix: Vectors | None = None
         self._row_of: dict[str, int] | None = None
@@ -181,13 +183,17 @@ class LanceStore:
         self.table.optimize(cleanup_older_than=now - kept + timedelta(seconds=1))
         self._forget()
 
-    def create_ann_index(self) -> None:
-        rows = len(self)
-        partitions = max(1, int(np.sqrt(rows)))
+    def create_ann_index(self, partitions: int | None = None) -> None:
+        """An IVF index with exact distances inside the probed partitions (IVF_FLAT).
+
+        On 200k random vectors it built in 5 s against 70-120 s for IVF_HNSW_SQ and gave the
+        same or better recall at each probe depth (bench/rag_beir.py, scale part).
+        """
+        partitions = partitions or max(1, int(np.sqrt(len(self))))
         self.table.create_index(
             metric="cosine",
             vector_column_name="vector",
-            index_type="IVF_HNSW_SQ",
+            index_type="IVF_FLAT",
             num_partitions=partitions,
             replace=True,
         )
@@ -231,6 +237,8 @@ class LanceStore:
             top = top[np.argsort(-scores[top], kind="stable")]
             return [(int(i), float(scores[i])) for i in top]
         query = self.table.search(vector.astype(np.float32)).metric("cosine").limit(k)  # type: ignore[attr-defined]
+        if self.nprobes is not None:
+            query = query.nprobes(self.nprobes)
         if where:
             query = query.where(where, prefilter=True)
         found = query.select(["chunk_id", "_distance"]).to_list()
