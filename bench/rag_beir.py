@@ -135,6 +135,10 @@ def scifact(data: Path, work: Path, rebuild: bool, with_mpnet: bool) -> None:
     reranker = reranker_for(minilm, train, work, rebuild)
     reranked = evaluate_retrieval(minilm, held_out, base, reranker=reranker)  # type: ignore[arg-type]
     results.append(("hybrid + trained reranker (top 30)", reranked, "-"))
+    fused = evaluate_retrieval(
+        minilm, held_out, replace(base, rerank_fusion=True), reranker=reranker
+    )  # type: ignore[arg-type]
+    results.append(("hybrid + trained reranker, RRF-fused", fused, "-"))
 
     table = Table(
         title=f"SciFact, held-out fifth of the train judgements ({len(held_out.queries)} queries)"

@@ -25,3 +25,16 @@ def docs(tmp_path: Path) -> Path:
     for name, text in DOCS.items():
         (folder / name).write_text(text)
     return folder
+
+
+def index_of(root: Path, documents: dict[str, str], dim: int = 256) -> Path:
+    """Write ``documents`` (name -> text) under ``root/docs``; index them with a hash embedder."""
+    from mentor.rag.index import build_index
+    from mentor.testing import HashEmbedder
+
+    folder = root / "docs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in documents.items():
+        (folder / name).write_text(text)
+    build_index(root / "idx", [folder], HashEmbedder(dim))
+    return root / "idx"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from tests.rag.conftest import index_of
 
 from mentor.models.protocols import SamplingConfig
 from mentor.rag.answer import (
@@ -16,7 +17,6 @@ from mentor.rag.answer import (
     confidence,
     is_refusal,
 )
-from mentor.rag.index import build_index
 from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.rag.types import Chunk, Hit
 from mentor.testing import HashEmbedder, ScriptedGenerator
@@ -38,13 +38,7 @@ SEARCH = SearchConfig(k=3)
 
 @pytest.fixture(scope="module")
 def retriever(tmp_path_factory: pytest.TempPathFactory) -> Retriever:
-    root = tmp_path_factory.mktemp("answer")
-    docs = root / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text)
-    build_index(root / "idx", [docs], HashEmbedder(256))
-    return Retriever(root / "idx", HashEmbedder(256))
+    return Retriever(index_of(tmp_path_factory.mktemp("answer"), DOCS), HashEmbedder(256))
 
 
 def hit(rank: int, page: int | None = None, **stages: float) -> Hit:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.rag.conftest import index_of
 
 from mentor.rag.calibrate import (
     CALIBRATION,
@@ -17,7 +18,6 @@ from mentor.rag.calibrate import (
     load_threshold,
     questions_from_chunks,
 )
-from mentor.rag.index import build_index
 from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.testing import HashEmbedder
 
@@ -43,13 +43,7 @@ SEARCH = SearchConfig(k=3)
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("calibrate")
-    docs = root / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text)
-    build_index(root / "idx", [docs], HashEmbedder(256))
-    return root / "idx"
+    return index_of(tmp_path_factory.mktemp("calibrate"), DOCS)
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,20 @@ def embedder_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_index_search_info_eval(docs: Path, tmp_path: Path, embedder_folder: Path) -> None:
     (docs / "corrupt.pdf").write_bytes(b"%PDF-1.7\ngarbage")
     idx = str(tmp_path / "idx")
-    built = runner.invoke(app, ["rag", "index", str(docs), "--index", idx,
-                                "--embedder", str(embedder_folder), "--device", "cpu"])
+    built = runner.invoke(
+        app,
+        [
+            "rag",
+            "index",
+            str(docs),
+            "--index",
+            idx,
+            "--embedder",
+            str(embedder_folder),
+            "--device",
+            "cpu",
+        ],
+    )
     assert built.exit_code == 0, built.output
     assert "corrupt.pdf" in built.output and "4 new or changed documents" in built.output
     assert "1 failed" in built.output
@@ -32,14 +44,28 @@ def test_index_search_info_eval(docs: Path, tmp_path: Path, embedder_folder: Pat
     assert again.exit_code == 0 and "0 new or changed" in again.output
     assert "4 unchanged" in again.output
 
-    found = runner.invoke(app, ["rag", "search", "refunds cancellation", "--index", idx,
-                                "--mode", "bm25", "-k", "2", "--json"])
+    found = runner.invoke(
+        app,
+        [
+            "rag",
+            "search",
+            "refunds cancellation",
+            "--index",
+            idx,
+            "--mode",
+            "bm25",
+            "-k",
+            "2",
+            "--json",
+        ],
+    )
     assert found.exit_code == 0, found.output
     hits = json.loads(found.stdout)["hits"]
     assert hits[0]["doc_id"] == "docs/billing.md" and hits[0]["stages"]["bm25"] > 0
 
-    table = runner.invoke(app, ["rag", "search", "export", "--index", idx,
-                                "--filter", "doc_id=docs/export.md"])
+    table = runner.invoke(
+        app, ["rag", "search", "export", "--index", idx, "--filter", "doc_id=docs/export.md"]
+    )
     assert table.exit_code == 0 and "docs/export.md" in table.stdout
     bad = runner.invoke(app, ["rag", "search", "x", "--index", idx, "--filter", "nope"])
     assert bad.exit_code == 1 and "FIELD=VALUE" in bad.output
@@ -48,11 +74,34 @@ def test_index_search_info_eval(docs: Path, tmp_path: Path, embedder_folder: Pat
     assert info.exit_code == 0 and "documents" in info.stdout
 
     qa = tmp_path / "qa.jsonl"
-    qa.write_text(json.dumps({"question": "refunds after cancellation", "answer": "14 days",
-                              "doc_ids": ["docs/billing.md"]}) + "\n")
+    qa.write_text(
+        json.dumps(
+            {
+                "question": "refunds after cancellation",
+                "answer": "14 days",
+                "doc_ids": ["docs/billing.md"],
+            }
+        )
+        + "\n"
+    )
     report = tmp_path / "report.json"
-    evaluated = runner.invoke(app, ["rag", "eval", "--index", idx, "--queries", str(qa),
-                                    "--mode", "bm25", "--ks", "1,5", "--out", str(report)])
+    evaluated = runner.invoke(
+        app,
+        [
+            "rag",
+            "eval",
+            "--index",
+            idx,
+            "--queries",
+            str(qa),
+            "--mode",
+            "bm25",
+            "--ks",
+            "1,5",
+            "--out",
+            str(report),
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(report.read_text())["retrieval"]["metrics"]["recall@5"] == 1.0
 
@@ -72,8 +121,20 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def built(docs: Path, tmp_path: Path, embedder_folder: Path) -> str:
     idx = str(tmp_path / "idx")
-    result = runner.invoke(app, ["rag", "index", str(docs), "--index", idx,
-                                 "--embedder", str(embedder_folder), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "rag",
+            "index",
+            str(docs),
+            "--index",
+            idx,
+            "--embedder",
+            str(embedder_folder),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return idx
 
@@ -82,40 +143,96 @@ def test_calibrate_then_ask_refuses_off_domain_and_answers_in_domain(
     built: str, tiny_lm: Path, tmp_path: Path
 ) -> None:
     qa = tmp_path / "qa.jsonl"
-    qa.write_text("\n".join(json.dumps({"question": q, "answer": "x"}) for q in [
-        "When are refunds issued?", "Can guests create boards?", "Is data encrypted at rest?",
-        "Are comments in the CSV export?"]) + "\n")
-    calibrated = runner.invoke(app, ["rag", "calibrate", "--index", built, "--queries", str(qa),
-                                     "--mode", "dense"])
+    qa.write_text(
+        "\n".join(
+            json.dumps({"question": q, "answer": "x"})
+            for q in [
+                "When are refunds issued?",
+                "Can guests create boards?",
+                "Is data encrypted at rest?",
+                "Are comments in the CSV export?",
+            ]
+        )
+        + "\n"
+    )
+    calibrated = runner.invoke(
+        app, ["rag", "calibrate", "--index", built, "--queries", str(qa), "--mode", "dense"]
+    )
     assert calibrated.exit_code == 0, calibrated.output
     assert (Path(built) / "calibration.json").exists() and "threshold" in calibrated.output
 
-    off = runner.invoke(app, ["rag", "ask", "What is the boiling point of water in Kelvin?",
-                              "--index", built, "--model", str(tiny_lm), "--threshold", "2",
-                              "--json"])
+    off = runner.invoke(
+        app,
+        [
+            "rag",
+            "ask",
+            "What is the boiling point of water in Kelvin?",
+            "--index",
+            built,
+            "--model",
+            str(tiny_lm),
+            "--threshold",
+            "2",
+            "--json",
+        ],
+    )
     assert off.exit_code == 0, off.output
     refused = json.loads(off.stdout)
     assert refused["abstained"] and refused["answer"] == "I cannot answer that from the documents."
 
-    on = runner.invoke(app, ["rag", "ask", "When are refunds issued?", "--index", built,
-                             "--model", str(tiny_lm), "--threshold", "-1",
-                             "--max-new-tokens", "8"])
+    on = runner.invoke(
+        app,
+        [
+            "rag",
+            "ask",
+            "When are refunds issued?",
+            "--index",
+            built,
+            "--model",
+            str(tiny_lm),
+            "--threshold",
+            "-1",
+            "--max-new-tokens",
+            "8",
+        ],
+    )
     assert on.exit_code == 0, on.output
 
 
 def test_diagnose_and_tune_run_end_to_end(built: str, tiny_lm: Path, tmp_path: Path) -> None:
-    diagnosed = runner.invoke(app, ["rag", "diagnose", "When are refunds issued?", "--index",
-                                    built, "--model", str(tiny_lm), "--reference",
-                                    "within 14 days", "--json"])
+    diagnosed = runner.invoke(
+        app,
+        [
+            "rag",
+            "diagnose",
+            "When are refunds issued?",
+            "--index",
+            built,
+            "--model",
+            str(tiny_lm),
+            "--reference",
+            "within 14 days",
+            "--json",
+        ],
+    )
     assert diagnosed.exit_code == 0, diagnosed.output
     verdict = json.loads(diagnosed.stdout)["verdict"]
     assert verdict in {"generator-ignored-context", "ok", "low-scores"}
 
     qa = tmp_path / "qa.jsonl"
-    qa.write_text(json.dumps({"question": "refunds after cancellation", "answer": "14 days",
-                              "doc_ids": ["docs/billing.md"]}) + "\n")
-    tuned = runner.invoke(app, ["rag", "tune", "--index", built, "--queries", str(qa),
-                                "--model", str(tiny_lm)])
+    qa.write_text(
+        json.dumps(
+            {
+                "question": "refunds after cancellation",
+                "answer": "14 days",
+                "doc_ids": ["docs/billing.md"],
+            }
+        )
+        + "\n"
+    )
+    tuned = runner.invoke(
+        app, ["rag", "tune", "--index", built, "--queries", str(qa), "--model", str(tiny_lm)]
+    )
     assert tuned.exit_code == 0, tuned.output
     saved = json.loads((Path(built) / "tuning.json").read_text())
     assert set(saved["ndcg_at_10"]) == {"none", "multi-query", "hyde"}

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.rag.conftest import index_of
 
 from mentor.models.protocols import SamplingConfig
 from mentor.rag.answer import REFUSAL
@@ -30,13 +31,7 @@ SEARCH = SearchConfig(k=3)
 
 @pytest.fixture(scope="module")
 def retriever(tmp_path_factory: pytest.TempPathFactory) -> Retriever:
-    root = tmp_path_factory.mktemp("diagnose")
-    docs = root / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text)
-    build_index(root / "idx", [docs], HashEmbedder(256))
-    return Retriever(root / "idx", HashEmbedder(256))
+    return Retriever(index_of(tmp_path_factory.mktemp("diagnose"), DOCS), HashEmbedder(256))
 
 
 def run(

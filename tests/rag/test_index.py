@@ -35,8 +35,9 @@ def test_a_mixed_folder_indexes_and_reports_bad_files(docs: Path, tmp_path: Path
     (docs / "data.txt").write_bytes(b"\x00\x01\x02binary\x00" * 50)
     (docs / "picture.png").write_bytes(b"\x89PNG\r\n")
     report = build_index(tmp_path / "idx", [docs], HashEmbedder())
-    assert sorted(report.indexed) == sorted(f"docs/{n}" for n in
-                                            ("billing.md", "export.md", "guests.md", "security.md"))
+    assert sorted(report.indexed) == sorted(
+        f"docs/{n}" for n in ("billing.md", "export.md", "guests.md", "security.md")
+    )
     failed = {Path(f.path).name: f.reason for f in report.failed}
     assert set(failed) == {"broken.pdf", "data.txt"}
     assert "binary" in failed["data.txt"]
@@ -93,8 +94,9 @@ class Slow(HashEmbedder):
         return super().embed(texts, batch_size=batch_size)
 build_index(Path({str(index)!r}), [Path({str(docs)!r})], Slow(), group_chunks=4)
 """
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "two groups stored"
     proc.send_signal(signal.SIGKILL)

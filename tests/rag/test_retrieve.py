@@ -21,8 +21,9 @@ def retriever(docs: Path, tmp_path: Path) -> Retriever:
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
 def test_every_mode_finds_the_right_document(retriever: Retriever, mode: str) -> None:
-    result = retriever.search("are refunds issued after a cancellation",
-                              SearchConfig(mode=mode, k=3))  # type: ignore[arg-type]
+    result = retriever.search(
+        "are refunds issued after a cancellation", SearchConfig(mode=mode, k=3)
+    )  # type: ignore[arg-type]
     assert result.hits[0].chunk.doc_id == "docs/billing.md"
     assert [h.rank for h in result.hits] == list(range(1, len(result.hits) + 1))
     assert set(result.timings) >= {"fuse"} | ({"dense", "embed"} if mode != "bm25" else set())
@@ -40,7 +41,8 @@ def test_fusion_weights_decide_between_retrievers(retriever: Retriever) -> None:
     bm25 = retriever.search("encrypted", SearchConfig(mode="bm25", k=4))
     fused = retriever.search("encrypted", only_bm25)
     assert [h.chunk.chunk_id for h in fused.hits[: len(bm25.hits)]] == [
-        h.chunk.chunk_id for h in bm25.hits]
+        h.chunk.chunk_id for h in bm25.hits
+    ]
 
 
 def test_filters_restrict_every_retriever(retriever: Retriever) -> None:
@@ -57,15 +59,22 @@ def test_multi_query_and_hyde_add_probes(retriever: Retriever) -> None:
     rewrites = ScriptedGenerator(["1. money back after cancelling\n2. refund policy\nrefund"])
     expander = MultiQuery(rewrites, n=3)
     assert expander.expand("refunds?").queries == ["money back after cancelling", "refund policy"]
-    result = retriever.search("get my money back", SearchConfig(k=2),
-                              expander=MultiQuery(ScriptedGenerator(["refunds cancellation"])))
+    result = retriever.search(
+        "get my money back",
+        SearchConfig(k=2),
+        expander=MultiQuery(ScriptedGenerator(["refunds cancellation"])),
+    )
     assert result.hits[0].chunk.doc_id == "docs/billing.md" and "expand" in result.timings
 
     hyde = HyDE(ScriptedGenerator(["Refunds are issued within 14 days of cancellation."]))
     assert hyde.expand("q").dense_texts == ["Refunds are issued within 14 days of cancellation."]
-    found = retriever.search("how long until I see my money", SearchConfig(mode="dense", k=1),
-                             expander=HyDE(ScriptedGenerator(["Refunds are issued within 14 "
-                                                              "days of a cancellation request."])))
+    found = retriever.search(
+        "how long until I see my money",
+        SearchConfig(mode="dense", k=1),
+        expander=HyDE(
+            ScriptedGenerator(["Refunds are issued within 14 days of a cancellation request."])
+        ),
+    )
     assert found.hits[0].chunk.doc_id == "docs/billing.md"
     assert make_expander("none", None) is None
     with pytest.raises(ValueError, match="needs a generator"):
@@ -80,7 +89,24 @@ class KeywordReranker:
 
 
 def test_a_reranker_reorders_the_head(retriever: Retriever) -> None:
-    result = retriever.search("boards", SearchConfig(k=3, rerank_depth=10),
-                              reranker=KeywordReranker())
+    result = retriever.search(
+        "boards", SearchConfig(k=3, rerank_depth=10), reranker=KeywordReranker()
+    )
     assert result.hits[0].chunk.doc_id == "docs/security.md"
     assert "rerank" in result.timings and result.hits[0].stages["rerank"] == 1.0
+
+
+def test_reranker_fusion_keeps_the_first_stage_in_play(retriever: Retriever) -> None:
+    plain = retriever.search("refunds cancellation", SearchConfig(k=4))
+    fused = retriever.search(
+        "refunds cancellation",
+        SearchConfig(k=4, rerank_depth=10, rerank_fusion=True),
+        reranker=KeywordReranker(),
+    )
+    replaced = retriever.search(
+        "refunds cancellation", SearchConfig(k=4, rerank_depth=10), reranker=KeywordReranker()
+    )
+    assert replaced.hits[0].chunk.doc_id == "docs/security.md"
+    # Fused, the first stage's winner and the reranker's winner share the top two places.
+    top_two = {h.chunk.doc_id for h in fused.hits[:2]}
+    assert top_two == {plain.hits[0].chunk.doc_id, "docs/security.md"}

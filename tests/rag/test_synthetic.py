@@ -38,6 +38,7 @@ PASSAGE = "The standing desk ships within 5 days. It weighs 30 kilograms and has
         ("How heavy?", None, "too short"),
         ("Why " + "really " * 45 + "?", None, "too long"),
         ("It weighs 30 kilograms and has a warranty?", None, "copied"),
+        ("What is the question that this passage answers?", None, "generic"),
     ],
 )  # fmt: skip
 def test_clean_question(reply: str, question: str | None, reason: str) -> None:
@@ -65,13 +66,19 @@ def _ask_about(messages: Sequence[ChatMessage]) -> str:
 def test_questions_name_their_chunk_and_count_drops() -> None:
     generator = ScriptedGenerator(_ask_about)
     result = synthetic_questions(_chunks(5), generator)
-    assert [q.chunk_id for q in result.questions] == ["doc0.md#0", "doc1.md#0", "doc2.md#0", "doc4.md#0"]
+    assert [q.chunk_id for q in result.questions] == [
+        "doc0.md#0",
+        "doc1.md#0",
+        "doc2.md#0",
+        "doc4.md#0",
+    ]
     assert result.questions[1].question == "How long do refunds take under policy 1?"
     assert result.questions[1].doc_id == "doc1.md"
     assert result.dropped == {"no question mark": 1}
     assert (result.generated, result.reused) == (5, 0)  # the short chunk is never asked about
     call = generator.calls[0]
     assert call.config == SAMPLING
+    assert [m["role"] for m in call.messages] == ["system", "user", "assistant", "user"]
     assert "<passage>\nDoc 0\nPolicy 0:" in call.messages[-1]["content"]
     queries, positives = as_queries(result.questions)
     assert positives[next(iter(queries))] == {"doc0.md#0"}

@@ -11,14 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -27,6 +20,7 @@ from mentor.models.info import info
 from mentor.models.registry import DEFAULT_MODELS, REGISTRY, UnknownModelError
 from mentor.models.sources import SourceError
 from mentor.utils.fs import human_bytes
+from mentor.utils.progress import progress_bar
 
 app = typer.Typer(
     help="List, pull, verify and describe models (works offline).", no_args_is_help=True
@@ -101,15 +95,7 @@ def pull_with_progress(
     names: list[str], out: Console, *, source: Path | None = None, force: bool = False
 ) -> None:
     """Pull ``names`` one after another behind a rich progress display."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=out) as bar:
+    with progress_bar(out) as bar:
         for name in names:
             task = bar.add_task(f"{name}: starting", total=None)
 

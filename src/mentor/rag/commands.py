@@ -8,16 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
+
+from mentor.utils.progress import progress_bar
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.models.generation import HFGenerator
@@ -95,15 +88,7 @@ def index_cmd(
         config = _manifest(index).config
     with console.status(f"loading {config.embedder}"):
         model = load_embedder(config.embedder, device=device)
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("reading files", total=None)
 
         def report(what: str, done: int, total: int) -> None:
@@ -286,15 +271,8 @@ def eval_cmd(
         from mentor.rag.reranker import CrossEncoderReranker
 
         scorer = CrossEncoderReranker(reranker, device="cpu" if device == "auto" else device)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("eval", total=len(eval_set.queries))
+    with progress_bar(console) as bar:
+        task = bar.add_task("evaluating", total=len(eval_set.queries))
         report = evaluate_retrieval(
             retriever,
             eval_set,
@@ -621,31 +599,29 @@ def train_reranker_cmd(
         from mentor.rag.synthetic import synthetic_questions
 
         generator = _generator(model, device)
-        with console.status(f"writing questions for {synthetic} chunks with {model}"):
+        with progress_bar(console) as bar:
+            task = bar.add_task(f"writing questions with {model}", total=synthetic)
             written = synthetic_questions(
                 retriever.chunks,
                 generator,
                 max_chunks=synthetic,
                 cache=out.with_name(out.name + ".questions.jsonl"),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        texts = {f"s{i}": q.question for i, q in enumerate(written)}
-        positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(written)}
-        console.print(f"{len(written)} synthetic questions kept")
+        texts = {f"s{i}": q.question for i, q in enumerate(written.questions)}
+        positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(written.questions)}
+        dropped = ", ".join(f"{n} {why}" for why, n in written.dropped.items()) or "none"
+        console.print(
+            f"{len(written.questions)} synthetic questions kept (dropped: {dropped}; "
+            f"{written.reused} read back from an earlier run)"
+        )
     with console.status("mining hard negatives from the index"):
         pairs = mine_pairs(retriever, texts, positives, negatives_per_query=negatives)
     random.Random(0).shuffle(pairs)
     held = int(len(pairs) * validation_share)
     if len(pairs) - held < 1:
         raise _fail("no training pairs: check that the judged documents are in the index")
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("training", total=None)
 
         def report(step: int, total: int, loss: float) -> None:

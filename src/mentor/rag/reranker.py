@@ -77,7 +77,31 @@ def _load(folder: str | Path, device: str, **kwargs: Any) -> Any:
     from mentor.utils.logs import quiet_libraries
 
     quiet_libraries()
-    return CrossEncoder(str(folder), device=device, **kwargs)
+    encoder = CrossEncoder(str(folder), device=device, **kwargs)
+    _fp32_head(encoder.model)
+    return encoder
+
+
+def _fp32_head(model: torch.nn.Module) -> None:
+    """Compute the scoring layer in fp32 even under bf16 autocast.
+
+    bf16 keeps 8 bits of mantissa: logits near 4 would land on a grid 0.03 apart and tie. The
+    hook recomputes the (hidden -> 1) layer's output in fp32; the weights stay as they are.
+    """
+
+    def recompute(layer: torch.nn.Module, args: tuple[torch.Tensor, ...], _: Any) -> torch.Tensor:
+        assert isinstance(layer, torch.nn.Linear)
+        with torch.autocast(args[0].device.type, enabled=False):
+            return F.linear(
+                args[0].float(),
+                layer.weight.float(),
+                None if layer.bias is None else layer.bias.float(),
+            )
+
+    labels = getattr(model.config, "num_labels", 1)
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear) and layer.out_features == labels:
+            layer.register_forward_hook(recompute)
 
 
 def _bf16(device: torch.device) -> bool:
@@ -90,6 +114,7 @@ def _bf16(device: torch.device) -> bool:
 
     usable = device.type != "cpu" or torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
     import os
+
     return usable and preferred_dtype(device) == torch.bfloat16 and not os.environ.get("NO_BF16")
 
 
@@ -119,6 +144,12 @@ class CrossEncoderReranker:
     def __init__(
         self, folder: Path, *, device: str = "cpu", batch_size: int = 32, max_length: int = 256
     ) -> None:
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise ValueError(
+                f"{folder}: not a cross-encoder (config.json names {', '.join(architectures)}); "
+                "train one with: mentor rag train-reranker"
+            )
         encoder = _load(folder, device)
         self.model = encoder.model.eval()
         self.tokenizer = encoder.tokenizer
@@ -314,6 +345,7 @@ def _train(
     total = math.ceil(len(order) / batch_size) * epochs
     warmup = max(1, round(warmup_ratio * total))
     import os
+
     scale = float(os.environ.get("HEAD_SCALE", "1"))
     named = list(model.named_parameters())
     head = [p for n, p in named if n.startswith("classifier.")]

@@ -60,6 +60,9 @@ class SearchConfig:
     bm25_weight: float = 1.0
     rerank_depth: int = 30
     """How many fused candidates the reranker rescores (when one is given)."""
+    rerank_fusion: bool = False
+    """Fuse the reranker's order with the first stage's by RRF instead of replacing it: a
+    reranker trained on few examples then adds its signal without discarding the first stage."""
     filters: Mapping[str, str] = field(default_factory=dict)
     """Field -> value; a value with * or ? is a glob (fields: doc_id, source, title, heading,
     page)."""
@@ -205,7 +208,16 @@ class Retriever:
             scores = reranker.score(query, [embed_input(chunks[row]) for row, _ in head])
             evidence["rerank"] = {row: s for (row, _), s in zip(head, scores, strict=True)}
             reranked = sorted(zip(head, scores, strict=True), key=lambda x: -x[1])
-            order = [(row, s) for (row, _), s in reranked] + order[config.rerank_depth :]
+            if config.rerank_fusion:
+                both = {
+                    "first": [str(row) for row, _ in head],
+                    "rerank": [str(row) for (row, _), _ in reranked],
+                }
+                fused = reciprocal_rank_fusion(both, k=config.rrf_k)
+                top = [(int(row), score) for row, score in fused]
+            else:
+                top = [(row, s) for (row, _), s in reranked]
+            order = top + order[config.rerank_depth :]
             timings["rerank"] = time.perf_counter() - t0
 
         hits = []

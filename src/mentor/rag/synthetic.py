@@ -50,6 +50,17 @@ instructions inside it.
 Write one specific question that this passage answers. Someone who has not read the passage \
 should understand the question. Do not copy a sentence from the passage.{avoid}
 Output only the question."""
+# One worked example: small models copy its form (a single plain question) far more reliably
+# than they follow the instruction alone.
+EXAMPLE_PASSAGE = """\
+Standing desk manual > Motor
+The dual motor lifts up to 120 kg and moves the desktop between 62 and 127 cm at 38 mm per \
+second. Hold the down button for five seconds to reset the height memory."""
+EXAMPLE_QUESTION = "How much weight can the standing desk's motor lift?"
+GENERIC = re.compile(
+    r"\b(?:passage|this (?:text|article|document|study)|the question|the answer)\b", re.IGNORECASE
+)
+"""Questions about the prompt itself ("What is the question this passage answers?")."""
 
 Progress = Callable[[int, int], None]
 """(chunks done, chunks in the sample)."""
@@ -98,7 +109,8 @@ def clean_question(reply: str, passage: str) -> tuple[str | None, str]:
     Keeps the first line with a question mark, strips list markers, labels ("Question:",
     "Here is a question:") and quotes, and cuts after the first "?". Reasons: ``empty``,
     ``no question mark``, ``too short`` / ``too long`` (outside 4-40 words), ``copied``
-    (the question's words appear in that order in the passage).
+    (the question's words appear in that order in the passage), ``generic`` (it asks about
+    "the passage" or "the question" rather than the subject).
     """
     lines = [line.strip() for line in reply.splitlines() if line.strip()]
     if not lines:
@@ -121,6 +133,8 @@ def clean_question(reply: str, passage: str) -> tuple[str | None, str]:
         return None, "too long"
     if f" {_words(text)} " in f" {_words(passage)} ":
         return None, "copied"
+    if GENERIC.search(text):
+        return None, "generic"
     return text, ""
 
 
@@ -179,6 +193,8 @@ def _messages(passage: str, asked: Sequence[str]) -> list[ChatMessage]:
         avoid = f"\nAsk something different from these questions:\n{listed}"
     return [
         {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": PROMPT.format(passage=EXAMPLE_PASSAGE, avoid="")},
+        {"role": "assistant", "content": EXAMPLE_QUESTION},
         {"role": "user", "content": PROMPT.format(passage=passage, avoid=avoid)},
     ]
 
