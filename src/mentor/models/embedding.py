@@ -61,4 +61,5 @@ class SentenceEmbedder:
         out = np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
         # Normalised again in fp32: a bf16 model's own normalisation is only good to ~1e-3.
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        normalised: npt.NDArray[np.float32] = out / np.maximum(norms, 1e-12)
+        return normalised

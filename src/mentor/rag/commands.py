@@ -394,6 +394,17 @@ def ask_cmd(
         console.print(
             f"[{cite.number}] {cite.doc_id}{page} ({cite.title})", markup=False, highlight=False
         )
+    if not answer.citations and not answer.abstained:
+        # The model cited nothing (small ones often don't): show what it was given to read.
+        console.print("sources in the prompt (none cited):", style="dim")
+        for number, hit in enumerate(answer.hits, start=1):
+            page = f", p. {hit.chunk.page}" if hit.chunk.page is not None else ""
+            console.print(
+                f"[{number}] {hit.chunk.doc_id}{page} ({hit.chunk.title})",
+                markup=False,
+                highlight=False,
+                style="dim",
+            )
     for note in answer.notes:
         console.print(f"note: {note}", style="dim", highlight=False)
 

@@ -92,8 +92,11 @@ class SyntheticSet:
 # Cleaning
 
 _LABEL = re.compile(
-    r"^(?:[-*•>#]+\s*|\(?\d{1,2}[.):]\s*|q\d*\s*[:.)-]\s*|(?:generated\s+)?question\s*\d*\s*[:.)-]\s*"
-    r"|(?:sure|okay|ok)[!,.]?\s*|here(?:'s| is) (?:a|the|one|my) (?:specific )?question\b[^:?]*:\s*)",
+    r"^(?:[-*•>#]+\s*"  # list and quote markers
+    r"|\(?\d{1,2}[.):]\s*"  # numbering: 1. 2) (3)
+    r"|(?:q\d*|(?:generated\s+)?question\s*\d*)\s*[:.)-]\s*"  # Q: / Question 1:
+    r"|(?:sure|okay|ok)\b[!,.]?\s*"
+    r"|here(?:'s|’s| is) (?:a|the|one|my) (?:specific )?question\b[^:?]*:\s*)",
     re.IGNORECASE,
 )
 _QUOTES = "\"'`“”‘’«»*_ "
