@@ -88,6 +88,8 @@ def test_a_sentence_embedder_is_refused(tmp_path: Path) -> None:
     folder = tiny_sentence_transformer_folder(tmp_path / "embedder")
     with pytest.raises(ValueError, match="not a cross-encoder"):
         CrossEncoderReranker(folder)
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        CrossEncoderReranker(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +278,7 @@ def test_training_improves_held_out_ranking_and_saves_a_reloadable_model(tmp_pat
     assert meta["base"] == str(base) and meta["pairs"] == 400 and meta["epochs"] == 2
     assert meta["mrr_after"] == report.mrr_after and len(meta["losses"]) == 20
 
+    assert CrossEncoderReranker(out).max_length == 32  # as trained, from the metadata
     reranker = CrossEncoderReranker(out, max_length=32)
     reloaded = mean_reciprocal_rank(reranker.model, reranker.tokenizer, validation, 32)
     assert reloaded == report.mrr_after

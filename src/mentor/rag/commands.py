@@ -582,9 +582,9 @@ def train_reranker_cmd(
         str, typer.Option(help="Encoder to start from (registry name or folder).")
     ] = "minilm-l6",
     negatives: Annotated[int, typer.Option(help="Hard negatives per question.", min=1)] = 7,
-    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.", min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(help="Questions per optimiser step.", min=1)] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 7e-5,
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.", min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(help="Questions per optimiser step.", min=1)] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
     validation_share: Annotated[
         float,
         typer.Option(help="Share of questions held out to measure the reranker.", min=0.0, max=0.5),

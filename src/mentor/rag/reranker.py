@@ -16,8 +16,13 @@ No pretrained cross-encoder ships offline, so mentor trains one. The recipe:
 
 The loop is plain PyTorch over the sentence-transformers ``CrossEncoder``'s model and tokenizer:
 its own trainer needs the ``datasets`` package (not a dependency) and hides what a listwise
-step does. Training and scoring share one tokenisation, so validation scores are what search
-will see.
+step does. Training and scoring share one tokenisation and run under bf16 autocast where the
+CPU has bf16 instructions (1.3-1.7 times faster here), with the scoring layer kept in fp32.
+
+Training is slow on a CPU: about 2-3 queries (with 7 negatives) a second at 128 tokens on
+2 cores. On SciFact, three epochs over 650 queries (15 minutes) still reranked BM25's top 20
+worse than BM25 ordered them (nDCG@10 0.65 against 0.68): check a trained reranker on held-out
+questions (``mentor rag eval --reranker``) before relying on it.
 
 Run: ``mentor rag train-reranker --index idx --queries q.jsonl --qrels train.tsv --out rr``.
 """
@@ -153,6 +158,8 @@ class CrossEncoderReranker:
     ) -> None:
         """``max_length`` (tokens of query and passage together) defaults to what the model was
         trained with, as its ``mentor-reranker.json`` records, else 256."""
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder}: no config.json, so no model folder")
         architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
         if not any(a.endswith("ForSequenceClassification") for a in architectures):
             raise ValueError(
@@ -392,11 +399,11 @@ def train_reranker(
     *,
     out: Path,
     base: str | Path = "minilm-l6",
-    epochs: int = 1,
-    batch_size: int = 16,
-    lr: float = 7e-5,
+    epochs: int = 2,
+    batch_size: int = 8,
+    lr: float = 1e-4,
     warmup_ratio: float = 0.1,
-    max_length: int = 256,
+    max_length: int = 128,
     micro_batch: int = 4,
     seed: int = 0,
     device: str = "auto",
@@ -410,6 +417,14 @@ def train_reranker(
     model at once and gradients add up over the step, which bounds memory without changing
     the result. AdamW, linear warmup then decay, gradients clipped to norm 1; bf16 autocast
     where the CPU has bf16 instructions. ``out`` is replaced only once training succeeded.
+
+    The defaults come from SciFact runs on a 2-core CPU (650 training queries, 7 BM25 hard
+    negatives each). A few hundred queries make only tens of steps, so the rate is high for a
+    cross-encoder (1e-4, the head 30 times that) and the batch small: at 2e-5 and 16 queries a
+    step the loss had not moved after an epoch. ``max_length`` 128 is the title and the first
+    sentences of an abstract and trains about 3 times faster than 256 (2-3 pairs of 8 texts a
+    second here, against 0.7-1); validation MRR on hard negatives rose from 0.36 to 0.64 after
+    one epoch and 0.75 after three.
     """
     from mentor.models.loading import resolve_device, resolve_model_path
 
