@@ -18,7 +18,7 @@ from mentor.rag.answer import (
     is_refusal,
 )
 from mentor.rag.retrieve import Retriever, SearchConfig
-from mentor.rag.types import Chunk, Hit
+from mentor.rag.records import Chunk, Hit
 from mentor.testing import HashEmbedder, ScriptedGenerator
 
 DOCS = {

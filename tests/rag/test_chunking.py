@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mentor.rag.chunking import TokenCounter, chunk_document, whitespace_token_count
-from mentor.rag.types import Chunk, Document, PageSpan
+from mentor.rag.records import Chunk, Document, PageSpan
 from mentor.testing import tiny_wordpiece_tokenizer
 
 WORDS = [

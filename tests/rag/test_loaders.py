@@ -13,7 +13,7 @@ import pytest
 
 from mentor.rag.chunking import chunk_document, whitespace_token_count
 from mentor.rag.loaders import LoadItem, Skipped, iter_documents, summarize
-from mentor.rag.types import Document, LoadFailure
+from mentor.rag.records import Document, LoadFailure
 
 
 def make_pdf(pages: list[str], title: str | None = None) -> bytes:

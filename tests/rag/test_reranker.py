@@ -23,7 +23,7 @@ from mentor.rag.reranker import (
     train_reranker,
 )
 from mentor.rag.retrieve import Retriever, SearchConfig, SearchResult
-from mentor.rag.types import Chunk, Hit
+from mentor.rag.records import Chunk, Hit
 from mentor.testing import (
     HashEmbedder,
     save_model_folder,

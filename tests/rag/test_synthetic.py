@@ -16,7 +16,7 @@ from mentor.rag.synthetic import (
     sample_chunks,
     synthetic_questions,
 )
-from mentor.rag.types import Chunk
+from mentor.rag.records import Chunk
 from mentor.testing import ScriptedGenerator
 
 PASSAGE = "The standing desk ships within 5 days. It weighs 30 kilograms and has a warranty."

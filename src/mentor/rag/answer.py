@@ -23,7 +23,7 @@ from mentor.evaluate.grounding import strip_citations
 from mentor.evaluate.text import normalize_answer
 from mentor.models.protocols import ChatMessage, Generator, SamplingConfig
 from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
-from mentor.rag.types import Hit
+from mentor.rag.records import Hit
 
 REFUSAL = "I cannot answer that from the documents."
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mentor.rag.types import Chunk, Document
+from mentor.rag.records import Chunk, Document
 
 TokenCounter = Callable[[str], int]
 

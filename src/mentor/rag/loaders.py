@@ -38,7 +38,7 @@ from docx.table import Table
 from pypdf.errors import PdfReadError
 
 from mentor.data import CorpusRecord, read_records
-from mentor.rag.types import Document, LoadFailure, PageSpan
+from mentor.rag.records import Document, LoadFailure, PageSpan
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".pdf", ".docx", ".jsonl"}

@@ -45,7 +45,7 @@ import torch.nn.functional as F  # noqa: N812  (the usual torch alias)
 
 from mentor.rag.index import embed_input
 from mentor.rag.retrieve import SearchConfig, SearchResult
-from mentor.rag.types import Chunk
+from mentor.rag.records import Chunk
 from mentor.utils.fs import atomic_write_text, make_temp_dir, remove_tree
 
 METADATA = "mentor-reranker.json"

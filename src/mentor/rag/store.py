@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from mentor.rag.types import Chunk
+from mentor.rag.records import Chunk
 
 TABLE = "chunks"
 ANN_THRESHOLD = 100_000

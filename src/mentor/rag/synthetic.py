@@ -28,7 +28,7 @@ from typing import Any
 
 from mentor.models.protocols import ChatMessage, Generator, SamplingConfig, complete
 from mentor.rag.index import embed_input
-from mentor.rag.types import Chunk
+from mentor.rag.records import Chunk
 from mentor.utils.fs import atomic_write_text
 
 SAMPLING = SamplingConfig(max_new_tokens=48, temperature=0.0)

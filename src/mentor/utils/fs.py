@@ -79,6 +79,29 @@ def atomic_write_text(target: Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``target``; if the block succeeds it replaces ``target``.
+
+    A failure (or a kill) part way leaves ``target`` as it was; the old copy is swapped out by
+    two renames and removed only once the new one is in place."""
+    tmp = make_temp_dir(target.parent, f".{target.name}.")
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with path.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            target.replace(old)
+        tmp.replace(target)
+        _fsync_dir(target.parent)
+        remove_tree(old)
+    finally:
+        remove_tree(tmp)
+
+
 def replace_symlink(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` in one atomic step (a rename over the old link)."""
     link.parent.mkdir(parents=True, exist_ok=True)

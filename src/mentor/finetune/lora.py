@@ -1,0 +1,376 @@
+"""LoRA: low-rank adapters on a frozen model, our own implementation.
+
+    x ──► W (frozen, d_out x d_in) ────────────────► (+) ──► h
+    │                                                  ▲
+    └─► dropout ─► A (r x d_in) ─► B (d_out x r) ─► · alpha/r
+
+``h = W x + (alpha / r) · B A x`` (Hu et al., 2021). A starts random and B at zero, so the wrapped
+model equals the base at step 0. Each wrapped ``nn.Linear`` can carry several named adapters;
+which one runs is chosen per call (:func:`use_adapter`), the basis of serving many adapters on one
+base. Merging folds ``(alpha/r)·B A`` into ``W`` for adapter-free inference; unmerging restores
+the original weights bit for bit (they are kept aside while merged).
+
+Module and parameter names follow PEFT's in-memory layout (``q_proj.base_layer``,
+``q_proj.lora_A.<adapter>``), which keeps the file format in :mod:`mentor.finetune.adapters` a
+plain renaming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import cast
+
+import torch
+from torch import nn
+
+# Attention and MLP projections per architecture (``config.model_type``).
+_DECODER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
+    "llama": _DECODER,
+    "mistral": _DECODER,
+    "qwen2": _DECODER,
+    "qwen3": _DECODER,
+    "gemma": _DECODER,
+    "gemma2": _DECODER,
+    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    "bert": ("query", "key", "value", "dense"),
+    "mpnet": ("q", "k", "v", "o", "dense"),
+}
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Shape of one adapter."""
+
+    r: int = field(default=16, metadata={"help": "Rank of the update B·A."})
+    alpha: float = field(default=32.0, metadata={"help": "Scale: the update is (alpha/r)·B·A."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter's input."})
+    targets: tuple[str, ...] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Linear layers to adapt: names matched as suffixes of the module path "
+            "(a tuple) or one regular expression matched against the full path (a string); "
+            "None takes the architecture's attention and MLP projections."
+        },
+    )
+    use_rslora: bool = field(
+        default=False, metadata={"help": "Scale by alpha/sqrt(r) (rank-stabilised LoRA)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+class LoRALinear(nn.Module):
+    """An ``nn.Linear`` with any number of named low-rank adapters beside it."""
+
+    def __init__(self, base_layer: nn.Linear) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+        self.scaling: dict[str, float] = {}
+        self.active_adapter: str | None = None
+        self.merged_adapter: str | None = None
+        self._original_weight: torch.Tensor | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    def add_adapter(self, name: str, config: LoRAConfig) -> None:
+        if name in self.lora_A:
+            raise ValueError(f"adapter {name!r} already exists")
+        weight = self.base_layer.weight
+        a = nn.Linear(self.in_features, config.r, bias=False, device=weight.device)
+        b = nn.Linear(config.r, self.out_features, bias=False, device=weight.device)
+        nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))  # nn.Linear's own default init
+        nn.init.zeros_(b.weight)  # B = 0: the adapted model starts equal to the base
+        self.lora_A[name], self.lora_B[name] = a, b
+        self.lora_dropout[name] = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
+        self.scaling[name] = config.scaling
+
+    def delete_adapter(self, name: str) -> None:
+        if self.merged_adapter == name:
+            self.unmerge()
+        for table in (self.lora_A, self.lora_B, self.lora_dropout):
+            del table[name]
+        del self.scaling[name]
+        if self.active_adapter == name:
+            self.active_adapter = None
+
+    def a(self, name: str) -> nn.Linear:
+        return cast(nn.Linear, self.lora_A[name])
+
+    def b(self, name: str) -> nn.Linear:
+        return cast(nn.Linear, self.lora_B[name])
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """``(alpha/r)·B A`` (d_out, d_in), computed in fp32."""
+        a = self.a(name).weight.float()  # (r, d_in)
+        b = self.b(name).weight.float()  # (d_out, r)
+        return (b @ a) * self.scaling[name]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.base_layer(x)
+        name = self.active_adapter
+        if name is None or name == self.merged_adapter or name not in self.lora_A:
+            return out
+        a, b = self.a(name), self.b(name)
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(a.weight.dtype)
+        update: torch.Tensor = b(a(self.lora_dropout[name](x))) * self.scaling[name]
+        return out + update.to(out.dtype)
+
+    @torch.no_grad()
+    def merge(self, name: str, keep_original: bool = True) -> None:
+        if self.merged_adapter == name:
+            return
+        if self.merged_adapter is not None:
+            raise RuntimeError(f"adapter {self.merged_adapter!r} is merged; unmerge it first")
+        if name not in self.lora_A:
+            return  # this layer is not adapted by ``name``
+        weight = self.base_layer.weight
+        self._original_weight = weight.detach().clone() if keep_original else None
+        weight.copy_((weight.float() + self.delta_weight(name)).to(weight.dtype))
+        self.merged_adapter = name
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged_adapter is None:
+            return
+        if self._original_weight is None:
+            raise RuntimeError("merged without keeping the original weights; cannot unmerge")
+        self.base_layer.weight.copy_(self._original_weight)
+        self._original_weight = None
+        self.merged_adapter = None
+
+    def original_weight(self) -> torch.Tensor:
+        """The base weight as it was before any merge."""
+        if self.merged_adapter is None:
+            return self.base_layer.weight
+        if self._original_weight is None:
+            raise RuntimeError("merged without keeping the original weights")
+        return self._original_weight
+
+
+# ---- whole-model operations -------------------------------------------------------------------
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """Every wrapped layer by module path."""
+    return {path: m for path, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    names: dict[str, None] = {}
+    for layer in lora_layers(model).values():
+        names.update(dict.fromkeys(layer.lora_A.keys()))
+    return list(names)
+
+
+def default_targets(model: nn.Module) -> tuple[str, ...]:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type in DEFAULT_TARGETS:
+        return DEFAULT_TARGETS[model_type]
+    raise ValueError(
+        f"no default LoRA targets for model type {model_type!r}; name the layers "
+        f"(known types: {', '.join(sorted(DEFAULT_TARGETS))})"
+    )
+
+
+def matches(path: str, targets: tuple[str, ...] | str) -> bool:
+    """PEFT's rule: a string is a regex over the whole path, a tuple lists path suffixes."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def add_lora(model: nn.Module, config: LoRAConfig, name: str = "default") -> list[str]:
+    """Add adapter ``name`` to every targeted ``nn.Linear`` (wrapping it on first use), make it
+    the active adapter and return the adapted module paths."""
+    if not name or "." in name:
+        raise ValueError(f"adapter name must be non-empty and without dots, got {name!r}")
+    if name in adapter_names(model):
+        raise ValueError(f"adapter {name!r} already exists on this model")
+    targets = config.targets if config.targets is not None else default_targets(model)
+    adapted: list[str] = []
+    for path, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear) and matches(path, targets):
+            module.add_adapter(name, config)
+            adapted.append(path)
+        elif (
+            type(module) is nn.Linear
+            and matches(path, targets)
+            and not path.endswith((".base_layer", ".lora_A", ".lora_B"))
+            and ".lora_" not in path
+        ):
+            wrapper = LoRALinear(module)
+            wrapper.add_adapter(name, config)
+            parent_path, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent_path), child, wrapper)
+            adapted.append(path)
+    if not adapted:
+        raise ValueError(f"no nn.Linear layer matches the LoRA targets {targets!r}")
+    set_adapter(model, name)
+    return adapted
+
+
+def set_adapter(model: nn.Module, name: str | None) -> None:
+    """Run adapter ``name`` on every wrapped layer from now on (``None``: the bare base)."""
+    if name is not None and name not in adapter_names(model):
+        raise KeyError(f"no adapter {name!r}; this model has {adapter_names(model) or 'none'}")
+    for layer in lora_layers(model).values():
+        layer.active_adapter = name
+
+
+def active_adapter(model: nn.Module) -> str | None:
+    for layer in lora_layers(model).values():
+        return layer.active_adapter
+    return None
+
+
+@contextmanager
+def use_adapter(model: nn.Module, name: str | None) -> Iterator[None]:
+    """Run one call with adapter ``name`` (``None``: the base), then restore the previous one."""
+    previous = active_adapter(model)
+    set_adapter(model, name)
+    try:
+        yield
+    finally:
+        set_adapter(model, previous)
+
+
+def delete_adapter(model: nn.Module, name: str) -> None:
+    if name not in adapter_names(model):
+        raise KeyError(f"no adapter {name!r}")
+    for layer in lora_layers(model).values():
+        if name in layer.lora_A:
+            layer.delete_adapter(name)
+
+
+def mark_trainable(model: nn.Module, name: str) -> None:
+    """Freeze everything but adapter ``name``'s A and B matrices."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for layer in lora_layers(model).values():
+        if name in layer.lora_A:
+            layer.a(name).weight.requires_grad_(True)
+            layer.b(name).weight.requires_grad_(True)
+
+
+def merge(model: nn.Module, name: str, keep_original: bool = True) -> None:
+    """Fold adapter ``name`` into the base weights (it stays active, now at no extra cost)."""
+    if name not in adapter_names(model):
+        raise KeyError(f"no adapter {name!r}")
+    for layer in lora_layers(model).values():
+        layer.merge(name, keep_original=keep_original)
+    set_adapter(model, name)
+
+
+def unmerge(model: nn.Module) -> None:
+    for layer in lora_layers(model).values():
+        layer.unmerge()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Replace every wrapper by its (possibly merged) base ``nn.Linear``; adapters are dropped."""
+    for path, layer in lora_layers(model).items():
+        parent_path, _, child = path.rpartition(".")
+        setattr(model.get_submodule(parent_path), child, layer.base_layer)
+    return model
+
+
+def adapter_state(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """Adapter ``name``'s tensors keyed by ``<module path>.lora_A.weight`` / ``.lora_B.weight``."""
+    state: dict[str, torch.Tensor] = {}
+    for path, layer in lora_layers(model).items():
+        if name in layer.lora_A:
+            state[f"{path}.lora_A.weight"] = layer.a(name).weight
+            state[f"{path}.lora_B.weight"] = layer.b(name).weight
+    return state
+
+
+def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The base model's tensors under their original names, as before any merge."""
+    wrapped = lora_layers(model)
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        if ".lora_A." in key or ".lora_B." in key:
+            continue
+        module_path, _, leaf = key.rpartition(".")
+        if module_path.endswith(".base_layer"):
+            owner = module_path.removesuffix(".base_layer")
+            if leaf == "weight" and owner in wrapped:
+                tensor = wrapped[owner].original_weight()
+            key = f"{owner}.{leaf}"
+        state[key] = tensor
+    return state
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """sha256 over the base weights (names, shapes and bf16 values, in name order).
+
+    bf16 makes the fingerprint the same whether the base was loaded in fp32 or bf16; adapters and
+    merges do not change it."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(base_state(model).items()):
+        if not tensor.is_floating_point():
+            continue
+        digest.update(f"{key}:{tuple(tensor.shape)};".encode())
+        values = tensor.detach().to("cpu", torch.bfloat16).contiguous()
+        digest.update(values.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    trainable: int
+    base: int
+
+    @property
+    def share(self) -> float:
+        return self.trainable / self.base if self.base else 0.0
+
+    def __str__(self) -> str:
+        return f"{_human(self.trainable)} of {_human(self.base)}, {self.share:.2%} trainable"
+
+
+def parameter_report(model: nn.Module) -> ParameterReport:
+    """Trainable parameters against the base's size (adapters not counted in the base)."""
+    trainable = base = 0
+    seen: set[int] = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        if param.requires_grad:
+            trainable += param.numel()
+        if ".lora_A." not in name and ".lora_B." not in name:
+            base += param.numel()
+    return ParameterReport(trainable, base)
+
+
+def _human(count: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(count)
