@@ -9,6 +9,7 @@ import typer
 
 from mentor.data.commands import app as data_app
 from mentor.doctor import doctor_cmd
+from mentor.finetune.commands import adapters_app, finetune_cmd
 from mentor.models.commands import app as models_app
 from mentor.models.commands import generate_cmd
 from mentor.rag.commands import app as rag_app
@@ -32,6 +33,8 @@ def main() -> None:
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(rag_app, name="rag")
+app.add_typer(adapters_app, name="adapters")
+app.command("finetune")(finetune_cmd)
 app.command("generate")(generate_cmd)
 app.command("doctor")(doctor_cmd)
 

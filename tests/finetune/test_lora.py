@@ -205,3 +205,11 @@ def test_config_validation() -> None:
         LoRAConfig(dropout=1.0)
     assert LoRAConfig(r=16, alpha=32).scaling == 2.0
     assert LoRAConfig(r=16, alpha=32, use_rslora=True).scaling == 8.0
+
+
+def test_an_adapter_added_to_an_eval_model_runs_without_dropout(llama) -> None:  # type: ignore[no-untyped-def]
+    model, ids = llama
+    add_lora(model, LoRAConfig(r=4, dropout=0.5))
+    _randomise(model)
+    assert not any(m.training for m in model.modules())
+    torch.testing.assert_close(_logits(model, ids), _logits(model, ids), rtol=0, atol=0)

@@ -17,8 +17,8 @@ from mentor.rag.answer import (
     confidence,
     is_refusal,
 )
-from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.rag.records import Chunk, Hit
+from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.testing import HashEmbedder, ScriptedGenerator
 
 DOCS = {

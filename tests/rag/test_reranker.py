@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mentor.rag.index import build_index, embed_input
+from mentor.rag.records import Chunk, Hit
 from mentor.rag.reranker import (
     METADATA,
     CrossEncoderReranker,
@@ -23,7 +24,6 @@ from mentor.rag.reranker import (
     train_reranker,
 )
 from mentor.rag.retrieve import Retriever, SearchConfig, SearchResult
-from mentor.rag.records import Chunk, Hit
 from mentor.testing import (
     HashEmbedder,
     save_model_folder,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mentor.models.protocols import ChatMessage
+from mentor.rag.records import Chunk
 from mentor.rag.synthetic import (
     SAMPLING,
     as_queries,
@@ -16,7 +17,6 @@ from mentor.rag.synthetic import (
     sample_chunks,
     synthetic_questions,
 )
-from mentor.rag.records import Chunk
 from mentor.testing import ScriptedGenerator
 
 PASSAGE = "The standing desk ships within 5 days. It weighs 30 kilograms and has a warranty."

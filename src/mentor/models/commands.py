@@ -197,6 +197,9 @@ def generate_cmd(
     ] = 0.95,
     seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable runs.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    adapter: Annotated[
+        Path | None, typer.Option(help="A LoRA adapter folder (ours or PEFT's) to apply.")
+    ] = None,
 ) -> None:
     """Stream a reply from MODEL to PROMPT, using the model's own chat template."""
     from mentor.models.generation import HFGenerator
@@ -209,6 +212,13 @@ def generate_cmd(
             tokenizer = load_tokenizer(model)
     except (UnknownModelError, NotPulledError, PullError, SourceError) as exc:
         raise _fail(str(exc)) from None
+    if adapter is not None:
+        from mentor.finetune.adapters import AdapterError, load_adapter
+
+        try:
+            load_adapter(lm, adapter)
+        except AdapterError as exc:
+            raise _fail(str(exc)) from None
     messages: list[ChatMessage] = []
     if system:
         messages.append({"role": "system", "content": system})

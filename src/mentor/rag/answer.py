@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from mentor.evaluate.grounding import strip_citations
 from mentor.evaluate.text import normalize_answer
 from mentor.models.protocols import ChatMessage, Generator, SamplingConfig
-from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.rag.records import Hit
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 
 REFUSAL = "I cannot answer that from the documents."
 

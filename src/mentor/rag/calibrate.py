@@ -29,8 +29,8 @@ from typing import Any
 from mentor.evaluate.grounding import STOP_WORDS
 from mentor.evaluate.stats import percentile
 from mentor.rag.answer import confidence
-from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.rag.records import Chunk
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.utils.fs import atomic_write_text
 
 CALIBRATION = "calibration.json"

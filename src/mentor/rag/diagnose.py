@@ -35,8 +35,8 @@ from mentor.models.protocols import Generator, SamplingConfig
 from mentor.rag.answer import confidence, generate_answer, is_refusal
 from mentor.rag.calibrate import Calibration
 from mentor.rag.index import embed_input
-from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.rag.records import Hit
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 
 Verdict = Literal[
     "nothing-retrieved", "low-scores", "answer-not-in-sources", "generator-ignored-context", "ok"

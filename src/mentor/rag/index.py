@@ -26,8 +26,8 @@ from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
 from mentor.rag.chunking import chunk_document
 from mentor.rag.loaders import Skipped, iter_documents
-from mentor.rag.store import ANN_THRESHOLD, DocState, LanceStore
 from mentor.rag.records import Chunk, Document, LoadFailure
+from mentor.rag.store import ANN_THRESHOLD, DocState, LanceStore
 from mentor.utils.fs import atomic_write_text, remove_tree
 
 MANIFEST = "index.json"

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812  (the usual torch alias)
 
 from mentor.rag.index import embed_input
-from mentor.rag.retrieve import SearchConfig, SearchResult
 from mentor.rag.records import Chunk
+from mentor.rag.retrieve import SearchConfig, SearchResult
 from mentor.utils.fs import atomic_write_text, make_temp_dir, remove_tree
 
 METADATA = "mentor-reranker.json"

@@ -23,8 +23,8 @@ from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
 from mentor.rag.expansion import Expansion, QueryExpander
 from mentor.rag.index import Manifest, embed_input
-from mentor.rag.store import LanceStore, sql_quote
 from mentor.rag.records import Chunk, Hit
+from mentor.rag.store import LanceStore, sql_quote
 
 Mode = Literal["dense", "bm25", "hybrid"]
 FILTER_FIELDS = ("doc_id", "source", "title", "heading", "page")

@@ -1,0 +1,286 @@
+"""``mentor finetune`` and ``mentor adapters ...``: train, then list, inspect, merge, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def finetune_cmd(
+    model: Annotated[
+        str | None, typer.Option(help="Base model: registry name, folder or hf:ORG/NAME.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Training data: chat or qa JSONL, or classification.")
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="lora (an adapter) or full.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A run YAML (see examples/finetune); flags override it.")
+    ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Held-out test set: base and tuned are scored on it."),
+    ] = None,
+    val: Annotated[Path | None, typer.Option(help="Validation data (else held out).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder [runs/finetune].")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")
+    ] = False,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data [3].")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [2e-4].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per micro-batch [8].")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step [1].")] = None,
+    rank: Annotated[int | None, typer.Option("--r", help="LoRA rank [16].")] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha [32].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest example in tokens.")] = None,
+    packing: Annotated[
+        bool | None, typer.Option("--packing/--no-packing", help="Pack short examples.")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps [50].")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps [50].")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Score at most N test examples.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of order, dropout and init [0].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+) -> None:
+    """Fine-tune MODEL on DATA (LoRA or full), score base against tuned on --eval, and save the
+    adapter or model with a report under --out. Runs unchanged under torchrun for several GPUs."""
+    from mentor.finetune.config import load_config
+
+    if config is None and (model is None or data is None):
+        model = model or "smollm2-135m-instruct"
+        if data is None:
+            raise _fail("give --data (or --config run.yaml)")
+    overrides = {
+        "model": model,
+        "data": str(data) if data else None,
+        "method": method,
+        "eval": str(eval_data) if eval_data else None,
+        "val": str(val) if val else None,
+        "out": str(out) if out else None,
+        "max_length": max_length,
+        "packing": packing,
+        "device": device,
+        "eval_limit": eval_limit,
+        "train.epochs": epochs,
+        "train.max_steps": max_steps,
+        "train.lr": lr,
+        "train.batch_size": batch_size,
+        "train.grad_accum": grad_accum,
+        "train.precision": precision,
+        "train.save_every": save_every,
+        "train.eval_every": eval_every,
+        "train.seed": seed,
+        "lora.r": rank,
+        "lora.alpha": alpha,
+    }
+    try:
+        settings = load_config(config, overrides)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    run(settings, resume)
+
+
+def _task(settings_task: str, data: Path) -> str:
+    if settings_task != "auto":
+        return settings_task
+    from mentor.data.io import read_records
+
+    return "classify" if read_records(data).schema == "classification" else "sft"
+
+
+def run(settings: object, resume: bool) -> None:
+    from mentor.finetune.adapters import AdapterError
+    from mentor.finetune.config import FinetuneConfig
+    from mentor.finetune.data import DataError
+    from mentor.finetune.trainer import TrainingDivergedError
+    from mentor.models.hub import NotPulledError, PullError
+    from mentor.models.registry import UnknownModelError
+    from mentor.models.sources import SourceError
+
+    assert isinstance(settings, FinetuneConfig)
+    if not settings.data.exists():
+        raise _fail(f"{settings.data}: no such file")
+    if resume and not (settings.out / "checkpoints").exists():
+        raise _fail(f"{settings.out}: no checkpoint to resume from")
+    try:
+        if _task(settings.task, settings.data) == "classify":
+            from mentor.finetune.classify import run_classification
+
+            summary = run_classification(settings, resume=resume, console=err)
+        else:
+            from mentor.finetune.recipe import run_sft
+
+            summary = run_sft(settings, resume=resume, console=err)
+    except (DataError, TrainingDivergedError, AdapterError) as exc:
+        raise _fail(str(exc)) from None
+    except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    report = settings.out / "report.md"
+    if report.exists():
+        console.print(report.read_text(), markup=False, highlight=False)
+    console.print(f"saved {summary.saved}; report {report}")
+
+
+# ---- mentor adapters ------------------------------------------------------------------------
+
+adapters_app = typer.Typer(
+    help="LoRA adapters: list, inspect, merge into a model, export for PEFT and vLLM.",
+    no_args_is_help=True,
+)
+
+
+@adapters_app.command("list")
+def list_cmd(
+    roots: Annotated[
+        list[Path] | None, typer.Argument(help="Folders to search [runs and $MENTOR_HOME/adapters]")
+    ] = None,
+) -> None:
+    """Every adapter folder under ROOTS, with its base model, rank and size."""
+    from mentor.finetune.adapters import AdapterError, find_adapters, read_info
+    from mentor.utils.fs import human_bytes, mentor_home
+
+    folders = find_adapters(roots or [Path("runs"), mentor_home() / "adapters"])
+    if not folders:
+        console.print("no adapters found")
+        return
+    table = Table("adapter", "base model", "r", "alpha", "layers", "parameters", "size")
+    for folder in folders:
+        try:
+            info = read_info(folder)
+        except AdapterError as exc:
+            table.add_row(str(folder), f"[red]{exc}[/red]", "", "", "", "", "")
+            continue
+        table.add_row(
+            str(folder),
+            info.base_model or "?",
+            str(info.config.r),
+            f"{info.config.alpha:g}",
+            str(info.tensors // 2),
+            f"{info.parameters:,}",
+            human_bytes(info.size_bytes),
+        )
+    console.print(table)
+
+
+@adapters_app.command("info")
+def info_cmd(folder: Annotated[Path, typer.Argument(help="An adapter folder.")]) -> None:
+    """What an adapter is: its base model and fingerprint, shape, targets and training facts."""
+    from mentor.finetune.adapters import AdapterError, read_info
+    from mentor.utils.fs import human_bytes
+
+    try:
+        info = read_info(folder)
+    except AdapterError as exc:
+        raise _fail(str(exc)) from None
+    c = info.config
+    rows = {
+        "folder": str(info.path),
+        "base model": info.base_model or "unknown",
+        "base fingerprint": info.base_fingerprint or "none (not written by mentor)",
+        "task": info.task_type or "?",
+        "rank / alpha": f"{c.r} / {c.alpha:g} (scale {c.scaling:g})",
+        "dropout": f"{c.dropout:g}",
+        "targets": str(c.targets),
+        "layers adapted": str(info.tensors // 2),
+        "parameters": f"{info.parameters:,}",
+        "size": human_bytes(info.size_bytes),
+        **{k: str(v) for k, v in info.extra.items()},
+    }
+    table = Table(show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _load_base_with_adapter(folder: Path, base: str | None, device: str) -> tuple[object, object]:
+    from mentor.finetune.adapters import load_adapter, read_info
+    from mentor.models.loading import load_causal_lm, load_tokenizer
+
+    info = read_info(folder)
+    name = base or info.base_model
+    if not name:
+        raise _fail(f"{folder}: the adapter does not name its base model; give --base")
+    with console.status(f"loading {name}"):
+        model = load_causal_lm(name, dtype="float32", device=device)
+        tokenizer = load_tokenizer(name)
+    load_adapter(model, folder)
+    return model, tokenizer
+
+
+@adapters_app.command("merge")
+def merge_cmd(
+    folder: Annotated[Path, typer.Argument(help="An adapter folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write the merged, standalone model.")],
+    base: Annotated[
+        str | None, typer.Option(help="Base model, if not the one the adapter names.")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 for the written weights.")] = (
+        "bfloat16"
+    ),
+) -> None:
+    """Fold the adapter into its base and write a standalone model (safetensors + tokenizer)."""
+    import torch
+
+    from mentor.finetune.adapters import AdapterError
+    from mentor.finetune.lora import merge, unwrap
+    from mentor.utils.fs import atomic_dir
+
+    try:
+        model, tokenizer = _load_base_with_adapter(folder, base, "cpu")
+    except AdapterError as exc:
+        raise _fail(str(exc)) from None
+    merge(model, "default", keep_original=False)  # type: ignore[arg-type]
+    plain: Any = unwrap(model).to(getattr(torch, dtype))  # type: ignore[arg-type]
+    with atomic_dir(out) as tmp:
+        plain.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))  # type: ignore[attr-defined]
+    console.print(f"merged model written to {out}")
+
+
+@adapters_app.command("export")
+def export_cmd(
+    folder: Annotated[Path, typer.Argument(help="An adapter folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write the PEFT/vLLM adapter folder.")],
+    base_id: Annotated[
+        str | None,
+        typer.Option(help="Hub id to record as the base [the registry model's upstream id]."),
+    ] = None,
+) -> None:
+    """Write exactly what PEFT and vLLM load: adapter_config.json + adapter_model.safetensors,
+    with the base model's hub id recorded."""
+    import json
+    import shutil
+
+    from mentor.finetune.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError, read_info
+    from mentor.models.registry import REGISTRY
+    from mentor.utils.fs import atomic_dir
+
+    try:
+        info = read_info(folder)
+    except AdapterError as exc:
+        raise _fail(str(exc)) from None
+    spec = REGISTRY.get(info.base_model or "")
+    upstream = base_id or (spec.upstream if spec else info.base_model)
+    settings = json.loads((folder / CONFIG_FILE).read_text())
+    settings["base_model_name_or_path"] = upstream
+    with atomic_dir(out) as tmp:
+        shutil.copyfile(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    console.print(f"exported to {out} (base {upstream})")
+    console.print(
+        f"vLLM: vllm serve {upstream} --enable-lora --lora-modules mine={out}", highlight=False
+    )

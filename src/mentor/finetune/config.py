@@ -1,0 +1,123 @@
+"""The run configuration of ``mentor finetune``: typed, validated, with help on every field.
+
+A YAML file mirrors it (``mentor finetune --config run.yaml``); command-line flags override what
+the file says. ``examples/finetune/*.yaml`` are runnable configs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mentor.finetune.lora import LoRAConfig
+from mentor.finetune.trainer import TrainSettings
+
+
+class LoRASettings(BaseModel):
+    """The adapter's shape (``method: lora``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=16, ge=1, description="Rank of the update B·A.")
+    alpha: float = Field(default=32.0, gt=0, description="The update is scaled by alpha/r.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    targets: list[str] | str | None = Field(
+        default=None,
+        description="Layers to adapt: a list of layer names (suffixes of module paths) or one "
+        "regular expression; empty takes the architecture's attention and MLP projections.",
+    )
+    use_rslora: bool = Field(default=False, description="Scale by alpha/sqrt(r) instead.")
+
+    def to_config(self) -> LoRAConfig:
+        targets = tuple(self.targets) if isinstance(self.targets, list) else self.targets
+        return LoRAConfig(self.r, self.alpha, self.dropout, targets, self.use_rslora)
+
+
+class FinetuneConfig(BaseModel):
+    """One fine-tuning run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description="Registry name, pulled name, model folder, or hf:ORG/NAME.",
+    )
+    data: Path = Field(description="Training data: chat or qa JSONL (or classification).")
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="lora trains an adapter; full trains every weight."
+    )
+    task: Literal["auto", "sft", "classify"] = Field(
+        default="auto",
+        description="sft: chat/qa supervised fine-tuning of a causal LM; classify: an encoder "
+        "plus a head on labelled text; auto decides from the data file's records.",
+    )
+    val: Path | None = Field(
+        default=None,
+        description="Validation data; without it a share of the training data is held out.",
+    )
+    val_share: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of the training data held out for validation."
+    )
+    eval: Path | None = Field(
+        default=None,
+        description="Held-out test set: the base and the tuned model are scored on it.",
+    )
+    eval_limit: int | None = Field(
+        default=None, ge=1, description="Score at most this many test examples."
+    )
+    eval_max_new_tokens: int = Field(
+        default=128, ge=1, description="Longest answer generated when scoring the test set."
+    )
+    out: Path = Field(default=Path("runs/finetune"), description="Folder of the run.")
+    max_length: int = Field(default=1024, ge=8, description="Longest example, in tokens.")
+    packing: bool = Field(
+        default=True,
+        description="Pack short examples into full rows of max_length tokens (no padding).",
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda or mps.")
+    lora: LoRASettings = Field(default_factory=LoRASettings, description="Adapter shape.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Training loop.")
+
+    @field_validator("model")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a model")
+        return value
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> FinetuneConfig:
+    """The YAML at ``path`` (if any) with ``overrides`` applied (``None`` values are ignored;
+    dotted keys such as ``train.lr`` reach into sections)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such config file") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings at the top")
+        data = loaded or {}
+        base = Path(path).parent
+        for key in ("data", "val", "eval"):  # paths in a config are relative to the config
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str(base / data[key])
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, leaf = key.rpartition(".")
+        target = data.setdefault(section, {}) if section else data
+        target[leaf] = value
+    try:
+        return FinetuneConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{where}{problems}") from None

@@ -1,0 +1,247 @@
+"""``mentor finetune``: supervised fine-tuning of a causal LM, LoRA or full, start to finish.
+
+    load data (fails before training on any bad line) -> load the model -> score the base on the
+    held-out set and on general text -> add LoRA (or unfreeze all) -> train -> save the adapter
+    (PEFT format) or the whole model -> score the tuned model -> report.md / report.json
+
+Run ``mentor finetune --model smollm2-135m-instruct --data train.jsonl --eval test.jsonl``; under
+``torchrun --nproc_per_node N`` the same command trains with DDP (process 0 evaluates and saves).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from mentor.finetune.adapters import save_adapter
+from mentor.finetune.config import FinetuneConfig
+from mentor.finetune.data import Example, collate, load_sft_examples, pack, unpacked
+from mentor.finetune.distributed import World, setup
+from mentor.finetune.evaluation import (
+    BeforeAfter,
+    GenerationScores,
+    compare_generation,
+    general_sample,
+    generate_answers,
+    load_eval_items,
+    perplexity,
+    score_generations,
+)
+from mentor.finetune.lora import add_lora, mark_trainable, parameter_report
+from mentor.finetune.objectives import CausalLMLoss
+from mentor.finetune.trainer import TrainResult, train, use_bf16
+from mentor.utils.fs import atomic_dir, atomic_write_text
+
+
+@dataclass
+class Scores:
+    """One model's numbers on the held-out set and on general text."""
+
+    answers: GenerationScores | None
+    general_perplexity: float
+
+
+@dataclass
+class FinetuneReport:
+    out: Path
+    saved: Path
+    parameters: str
+    train: TrainResult
+    train_examples: int
+    val_examples: int
+    rows: int
+    before_after: BeforeAfter | None
+    general_perplexity: tuple[float, float]
+
+
+def split_validation(
+    examples: list[Example], share: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Hold out ``share`` of the examples (at least 1, none when there are fewer than 10)."""
+    if share <= 0 or len(examples) < 10:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, round(len(examples) * share))
+    held = set(order[:cut])
+    return (
+        [e for i, e in enumerate(examples) if i not in held],
+        [e for i, e in enumerate(examples) if i in held],
+    )
+
+
+def score(
+    model: Any, tokenizer: Any, config: FinetuneConfig, console: Console, label: str
+) -> Scores:
+    answers = None
+    if config.eval is not None:
+        items = load_eval_items(config.eval)[: config.eval_limit]
+        with console.status(f"answering {len(items)} held-out questions with the {label} model"):
+            predictions = generate_answers(
+                model,
+                tokenizer,
+                [i.prompt for i in items],
+                max_new_tokens=config.eval_max_new_tokens,
+            )
+        answers = score_generations(predictions, [i.reference for i in items])
+    with console.status(f"perplexity of the {label} model on general text"):
+        general = perplexity(model, tokenizer, general_sample(), seq_len=512)
+    return Scores(answers, general)
+
+
+def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -> FinetuneReport:
+    from mentor.models.loading import load_causal_lm, load_tokenizer
+
+    world, device = setup(config.device)
+    tokenizer = load_tokenizer(config.model)
+    examples = load_sft_examples(config.data, tokenizer, config.max_length)
+    if config.val is not None:
+        train_examples, val_examples = (
+            examples,
+            load_sft_examples(config.val, tokenizer, config.max_length),
+        )
+    else:
+        train_examples, val_examples = split_validation(
+            examples, config.val_share, config.train.seed
+        )
+    bf16 = use_bf16(config.train.precision, device)
+    # A LoRA base is frozen, so it can sit in bf16; full fine-tuning keeps fp32 master weights.
+    dtype = torch.bfloat16 if (config.method == "lora" and bf16) else torch.float32
+    with console.status(f"loading {config.model}"):
+        model = load_causal_lm(config.model, dtype=dtype, device=str(device))
+    if config.eval is not None:
+        load_eval_items(config.eval)  # a broken test file fails now, not after training
+    before = score(model, tokenizer, config, console, "base") if world.is_main else None
+
+    torch.manual_seed(config.train.seed)  # the adapter's init is the same in every process
+    if config.method == "lora":
+        add_lora(model, config.lora.to_config())
+        mark_trainable(model, "default")
+    else:
+        model.requires_grad_(True)
+    params = parameter_report(model)
+    console.print(f"{config.method}: {params}")
+    rows = pack(train_examples, config.max_length) if config.packing else unpacked(train_examples)
+    val_rows = unpacked(val_examples) if val_examples else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    result = train(
+        CausalLMLoss(model),
+        rows,
+        lambda r: collate(r, pad_id),
+        config.train,
+        config.out,
+        val_rows=val_rows,
+        resume=resume,
+        world=world,
+        device=device,
+        console=console,
+    )
+    model.eval()  # type: ignore[no-untyped-call]
+    saved = save_model(model, tokenizer, config, result, world)
+    before_after, general = None, (float("nan"), float("nan"))
+    if world.is_main and before is not None:
+        after = score(model, tokenizer, config, console, "tuned")
+        general = (before.general_perplexity, after.general_perplexity)
+        if before.answers is not None and after.answers is not None:
+            before_after = compare_generation(before.answers, after.answers, *general)
+    report = FinetuneReport(
+        out=config.out,
+        saved=saved,
+        parameters=str(params),
+        train=result,
+        train_examples=len(train_examples),
+        val_examples=len(val_examples),
+        rows=len(rows),
+        before_after=before_after,
+        general_perplexity=general,
+    )
+    if world.is_main:
+        write_report(report, config)
+    world.barrier()
+    return report
+
+
+def save_model(
+    model: Any, tokenizer: Any, config: FinetuneConfig, result: TrainResult, world: World
+) -> Path:
+    """The adapter (PEFT format) or the whole model, under the run folder."""
+    if config.method == "lora":
+        target = config.out / "adapter"
+        if world.is_main:
+            save_adapter(
+                model,
+                target,
+                config=config.lora.to_config(),
+                base_model=config.model,
+                extra={"steps": result.steps, "best_val_loss": result.best_val_loss},
+            )
+        return target
+    target = config.out / "model"
+    if world.is_main:
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+    return target
+
+
+def write_report(report: FinetuneReport, config: FinetuneConfig) -> None:
+    data = {
+        "config": json.loads(config.model_dump_json()),
+        "saved": str(report.saved),
+        "parameters": report.parameters,
+        "train": asdict(report.train),
+        "examples": {
+            "train": report.train_examples,
+            "validation": report.val_examples,
+            "rows": report.rows,
+        },
+        "general_perplexity": {
+            "base": report.general_perplexity[0],
+            "tuned": report.general_perplexity[1],
+        },
+        "before_after": report.before_after.to_dict() if report.before_after else None,
+    }
+    atomic_write_text(config.out / "report.json", json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(config.out / "report.md", report_markdown(report, config))
+
+
+def report_markdown(report: FinetuneReport, config: FinetuneConfig) -> str:
+    t = report.train
+    lines = [
+        f"# Fine-tuning report: {config.model}, {config.method}",
+        "",
+        f"- data: `{config.data}` ({report.train_examples} training examples in {report.rows} "
+        f"rows of at most {config.max_length} tokens, {report.val_examples} for validation)",
+        f"- trainable parameters: {report.parameters}",
+        f"- steps: {t.steps}" + (f" (resumed at {t.resumed_from})" if t.resumed_from else ""),
+        f"- final training loss: {t.train_loss:.4f}"
+        + (
+            f"; best validation loss {t.best_val_loss:.4f} at step {t.best_step}"
+            if t.best_val_loss is not None
+            else ""
+        ),
+        f"- {t.tokens:,} tokens in {t.seconds:.0f} s ({t.tokens_per_s:,.0f} tokens/s in "
+        f"training steps), peak memory {t.peak_memory_mb:,.0f} MB",
+        f"- saved: `{report.saved}`",
+        "",
+        "![loss curve](loss_curve.png)",
+        "",
+        "## Base against tuned",
+        "",
+    ]
+    if report.before_after is not None:
+        lines.append(report.before_after.to_markdown())
+    else:
+        base, tuned = report.general_perplexity
+        lines += [
+            f"General-text perplexity: base {base:.2f}, tuned {tuned:.2f}.",
+            "",
+            "No held-out set was given (`--eval test.jsonl`), so answers were not scored.",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""``mentor finetune`` and ``mentor adapters`` end to end on a tiny model folder, including a
+``kill -9`` in the middle of training and a resume that lands on the same losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mentor.cli import app
+from mentor.finetune.adapters import load_adapter, read_info
+from mentor.finetune.trainer import read_metrics
+from mentor.testing import save_tiny_llama
+
+runner = CliRunner()
+COLOURS = ["red", "green", "blue", "amber", "violet", "teal", "coral", "olive"]
+
+
+def _chat(i: int) -> dict[str, object]:
+    return {
+        "messages": [
+            {"role": "user", "content": f"what colour is box {i}?"},
+            {"role": "assistant", "content": f"box {i} is {COLOURS[i % len(COLOURS)]}"},
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ft")
+    save_tiny_llama(root / "base", seed=0)
+    (root / "train.jsonl").write_text("".join(json.dumps(_chat(i)) + "\n" for i in range(40)))
+    test = [{"question": f"what colour is box {i}?", "answer": COLOURS[i % 8]} for i in range(3)]
+    (root / "test.jsonl").write_text("".join(json.dumps(t) + "\n" for t in test))
+    return root
+
+
+def _args(ws: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "finetune", "--model", str(ws / "base"), "--data", str(ws / "train.jsonl"),
+        "--out", str(out), "--batch-size", "2", "--lr", "5e-3", "--max-length", "64",
+        "--precision", "fp32", "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+def test_lora_run_saves_an_adapter_and_reports_base_against_tuned(
+    workspace: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, _args(workspace, out, "--epochs", "2", "--eval", str(workspace / "test.jsonl"))
+    )
+    assert result.exit_code == 0, result.output
+    info = read_info(out / "adapter")
+    assert info.base_model == str(workspace / "base") and info.base_fingerprint
+    report = (out / "report.md").read_text()
+    assert "| token_f1 |" in report and "general perplexity" in report
+    data = json.loads((out / "report.json").read_text())
+    assert data["before_after"]["n"] == 3
+    assert data["examples"] == {"train": 36, "validation": 4, "rows": data["examples"]["rows"]}
+    assert (out / "loss_curve.png").exists() and (out / "metrics.jsonl").exists()
+
+    listed = runner.invoke(app, ["adapters", "list", str(tmp_path)])
+    assert listed.exit_code == 0 and "adapter" in listed.output
+    shown = runner.invoke(app, ["adapters", "info", str(out / "adapter")])
+    assert shown.exit_code == 0 and "base fingerprint" in shown.output
+
+    merged = runner.invoke(
+        app,
+        ["adapters", "merge", str(out / "adapter"), "--out", str(tmp_path / "merged"),
+         "--dtype", "float32"],
+    )  # fmt: skip
+    assert merged.exit_code == 0, merged.output
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
+    adapted = AutoModelForCausalLM.from_pretrained(str(workspace / "base")).eval()
+    load_adapter(adapted, out / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            plain(input_ids=ids).logits, adapted(input_ids=ids).logits, rtol=1e-4, atol=1e-4
+        )
+
+    exported = runner.invoke(
+        app, ["adapters", "export", str(out / "adapter"), "--out", str(tmp_path / "export")]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(str(workspace / "base"))
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "export")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            peft_model(input_ids=ids).logits, adapted(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+        )
+
+    said = runner.invoke(
+        app,
+        ["generate", str(workspace / "base"), "what colour is box 1?", "--adapter",
+         str(out / "adapter"), "--max-new-tokens", "4", "--device", "cpu"],
+    )  # fmt: skip
+    assert said.exit_code == 0, said.output
+
+
+def test_an_adapter_of_another_base_is_refused(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert runner.invoke(app, _args(workspace, out, "--max-steps", "2")).exit_code == 0
+    save_tiny_llama(tmp_path / "other", seed=7)
+    said = runner.invoke(
+        app, ["generate", str(tmp_path / "other"), "hi", "--adapter", str(out / "adapter")]
+    )
+    assert said.exit_code == 1
+    assert "trained on a different base model" in said.output
+
+
+def test_full_fine_tuning_writes_a_model(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    result = runner.invoke(
+        app, _args(workspace, out, "--method", "full", "--max-steps", "3", "--no-packing")
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "model.safetensors").exists()
+    assert (out / "model" / "tokenizer.json").exists()
+
+
+def test_bad_data_fails_before_training_naming_the_line(workspace: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps(_chat(1)) + "\n" + '{"messages": [{"role": "user", "content": "x"}]}\n'
+    )
+    result = runner.invoke(
+        app,
+        ["finetune", "--model", str(workspace / "base"), "--data", str(bad), "--out",
+         str(tmp_path / "run")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{bad}:2:" in result.output and "assistant" in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_config_file_and_flag_overrides(workspace: Path, tmp_path: Path) -> None:
+    from mentor.finetune.config import load_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {workspace / 'base'}\ndata: train.jsonl\nmethod: full\n"
+        "train:\n  lr: 0.001\n  epochs: 2\nlora:\n  r: 4\n"
+    )
+    loaded = load_config(config, {"train.lr": 0.01, "method": None})
+    assert loaded.train.lr == 0.01 and loaded.train.epochs == 2 and loaded.method == "full"
+    assert loaded.data == tmp_path / "train.jsonl" and loaded.lora.r == 4
+    config.write_text("model: x\ndata: d.jsonl\ntrain:\n  lr: -1\n  nonsense: 3\n")
+    with pytest.raises(ValueError, match=r"run\.yaml: train\.lr: .*train\.nonsense"):
+        load_config(config, {})
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mentor.cli", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_reaches_the_same_losses(workspace: Path, tmp_path: Path) -> None:
+    settings = ["--epochs", "8", "--save-every", "3", "--eval-every", "1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(
+        _cli(*_args(workspace, tmp_path / "whole", *settings)), env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    expected = [m["loss"] for m in read_metrics(tmp_path / "whole" / "metrics.jsonl")]
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        _cli(*_args(workspace, cut, *settings)), env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cut / "checkpoints" / "step-000006").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(read_metrics(cut / "metrics.jsonl"))
+    assert 6 <= done < len(expected), "the kill must land mid-run"
+
+    resumed = subprocess.run(
+        _cli(*_args(workspace, cut, *settings, "--resume")), env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from step-" in resumed.stderr
+    got = [m["loss"] for m in read_metrics(cut / "metrics.jsonl")]
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_the_same_command_runs_under_torchrun(workspace: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+         "mentor.cli", *_args(workspace, tmp_path / "ddp", "--max-steps", "3")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert len(read_metrics(tmp_path / "ddp" / "metrics.jsonl")) == 3
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
