@@ -216,3 +216,14 @@ def test_the_same_command_runs_under_torchrun(workspace: Path, tmp_path: Path) -
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert len(read_metrics(tmp_path / "ddp" / "metrics.jsonl")) == 3
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_a_second_fresh_run_into_the_same_folder_is_refused(
+    workspace: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert runner.invoke(app, _args(workspace, out, "--max-steps", "2")).exit_code == 0
+    again = runner.invoke(app, _args(workspace, out, "--max-steps", "2"))
+    assert again.exit_code == 1 and "--resume" in again.output
+    missing = runner.invoke(app, _args(workspace, tmp_path / "none", "--resume"))
+    assert missing.exit_code == 1 and "no checkpoint to resume from" in missing.output

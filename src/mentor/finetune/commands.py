@@ -114,8 +114,16 @@ def run(settings: object, resume: bool) -> None:
     assert isinstance(settings, FinetuneConfig)
     if not settings.data.exists():
         raise _fail(f"{settings.data}: no such file")
-    if resume and not (settings.out / "checkpoints").exists():
+    from mentor.finetune.checkpoint import latest
+
+    found = latest(settings.out / "checkpoints")
+    if resume and found is None:
         raise _fail(f"{settings.out}: no checkpoint to resume from")
+    if not resume and found is not None:
+        raise _fail(
+            f"{settings.out} already holds a run (checkpoint {found.name}); continue it with "
+            "--resume, or train into another --out (or delete the folder)"
+        )
     try:
         if _task(settings.task, settings.data) == "classify":
             from mentor.finetune.classify import run_classification
