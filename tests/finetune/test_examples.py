@@ -25,4 +25,5 @@ def test_config_loads_and_names_real_files(path: Path) -> None:
                 assert len(texts) == len(labels) > 0
             else:
                 assert not read_records(data).errors
-    assert path.read_text().startswith("# mentor finetune --config"), "configs open with their command"
+    opening = path.read_text().splitlines()[0]
+    assert opening.startswith("# mentor finetune --config"), "configs open with their command"

@@ -243,7 +243,6 @@ def train(
             objective, device_ids=[device.index] if device.type == "cuda" else None
         )
     bf16 = use_bf16(settings.precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     started = time.perf_counter() - state.elapsed_s
     train_time, train_tokens, stopped_early, last_loss = 0.0, 0, False, float("nan")
 
@@ -260,29 +259,10 @@ def train(
                 for rows in step_rows(order, index, global_batch, settings, world)
                 if rows
             ]
-            n_targets = world.sum(sum(b.n_targets for b in batches))
-            if n_targets == 0:
-                raise ValueError(f"step {state.step + 1}: the batch has no training targets")
-            model.train()
-            loss_sum = 0.0
-            for k, batch in enumerate(batches):
-                sync = nullcontext()
-                if world.distributed and k < len(batches) - 1:
-                    sync = model.no_sync()  # type: ignore[operator]
-                with sync:
-                    with autocast:
-                        loss = model(**_tensors(batch, device))
-                    # DDP averages gradients over processes; scale so the step uses the mean
-                    # over every target of every process and micro-batch.
-                    (loss.float() * world.size / n_targets).backward()
-                loss_sum += float(loss.detach())
-            step_loss = world.sum(loss_sum) / n_targets
-            grad_norm = (
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-                if settings.max_grad_norm
-                else torch.nn.utils.clip_grad_norm_(params, float("inf"))
+            step_loss, grad_norm = _optimizer_step(
+                model, batches, params, optimizer, settings, world, device, bf16
             )
-            if not (math.isfinite(step_loss) and math.isfinite(float(grad_norm))):
+            if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
                 raise TrainingDivergedError(_diverged(state.step + 1, step_loss, out))
             optimizer.step()
             scheduler.step()
@@ -299,25 +279,14 @@ def train(
                 "epoch": round(state.step / steps_per_epoch, 4),
                 "loss": step_loss,
                 "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "tokens": state.tokens,
                 "tokens_per_s": tokens / elapsed if elapsed else 0.0,
             }
             if val_rows and (state.step % settings.eval_every == 0 or state.step == total):
                 val_loss = validation_loss(objective, val_rows, collate, settings, world, device)
                 record["val_loss"] = val_loss
-                if state.best_val_loss is None or val_loss < state.best_val_loss:
-                    state.best_val_loss, state.best_step = val_loss, state.step
-                    state.evals_without_improvement = 0
-                    if world.is_main:
-                        with atomic_path(best_file) as tmp:
-                            save_file(trainable_state(objective), str(tmp))
-                else:
-                    state.evals_without_improvement += 1
-                    stopped_early = (
-                        settings.patience is not None
-                        and state.evals_without_improvement >= settings.patience
-                    )
+                stopped_early = _track_best(state, val_loss, settings, objective, best_file, world)
             if world.is_main:
                 with metrics_file.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
@@ -354,6 +323,59 @@ def train(
         peak_memory_mb=_peak_memory_mb(device),
         resumed_from=resumed_from,
     )
+
+
+def _optimizer_step(
+    model: nn.Module,
+    batches: list[Any],
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    world: World,
+    device: torch.device,
+    bf16: bool,
+) -> tuple[float, float]:
+    """Forward and backward every micro-batch of one step, clip; return (mean loss, grad norm).
+
+    The optimizer is not stepped here, so a non-finite loss leaves the weights untouched."""
+    n_targets = world.sum(sum(b.n_targets for b in batches))
+    if n_targets == 0:
+        raise ValueError("a training step has no targets (every label is masked)")
+    model.train()
+    loss_sum = 0.0
+    for k, batch in enumerate(batches):
+        last = k == len(batches) - 1
+        sync = model.no_sync() if world.distributed and not last else nullcontext()  # type: ignore[operator]
+        with sync:
+            with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+                loss = model(**_tensors(batch, device))
+            # DDP averages gradients over processes; scaling by world size / all targets makes
+            # the step's gradient the mean over every target of every process and micro-batch.
+            (loss.float() * world.size / n_targets).backward()
+        loss_sum += float(loss.detach())
+    limit = settings.max_grad_norm if settings.max_grad_norm else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+    return world.sum(loss_sum) / n_targets, grad_norm
+
+
+def _track_best(
+    state: TrainerState,
+    val_loss: float,
+    settings: TrainSettings,
+    objective: nn.Module,
+    best_file: Path,
+    world: World,
+) -> bool:
+    """Keep the best weights on disk; return whether patience has run out."""
+    if state.best_val_loss is None or val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step = val_loss, state.step
+        state.evals_without_improvement = 0
+        if world.is_main:
+            with atomic_path(best_file) as tmp:
+                save_file(trainable_state(objective), str(tmp))
+        return False
+    state.evals_without_improvement += 1
+    return settings.patience is not None and state.evals_without_improvement >= settings.patience
 
 
 @torch.no_grad()
