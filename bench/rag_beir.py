@@ -202,8 +202,8 @@ def _synthetic(
 def scale(rows: int, dim: int, queries: int, work: Path) -> None:
     """ANN over ``rows`` vectors in the store: p50/p95 latency and recall@10 against exact
     search, at several probe depths, for uniform random vectors and for clustered ones."""
-    from mentor.rag.store import LanceStore
     from mentor.rag.records import Chunk
+    from mentor.rag.store import LanceStore
 
     table = Table(
         title=f"ANN (IVF_FLAT) over {rows:,} vectors of {dim} dimensions, "

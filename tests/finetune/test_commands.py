@@ -227,3 +227,25 @@ def test_a_second_fresh_run_into_the_same_folder_is_refused(
     assert again.exit_code == 1 and "--resume" in again.output
     missing = runner.invoke(app, _args(workspace, tmp_path / "none", "--resume"))
     assert missing.exit_code == 1 and "no checkpoint to resume from" in missing.output
+
+
+def test_classification_runs_from_the_same_command(tmp_path: Path) -> None:
+    from mentor.testing import tiny_sentence_transformer_folder
+
+    encoder = tiny_sentence_transformer_folder(tmp_path / "enc")
+    rows = ["text,category"] + [
+        f"{word} {word} {i},{label}"
+        for i in range(12)
+        for word, label in (("refund money back", "refund"), ("card lost stolen", "card"))
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = runner.invoke(
+        app,
+        ["finetune", "--model", str(encoder), "--data", str(tmp_path / "labels.csv"),
+         "--out", str(tmp_path / "cls"), "--epochs", "3", "--lr", "1e-2", "--batch-size", "4",
+         "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "held out as the test set" in result.output
+    report = json.loads((tmp_path / "cls" / "report.json").read_text())
+    assert report["labels"] == 2 and report["tuned_accuracy"] >= 0.5

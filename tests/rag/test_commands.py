@@ -237,3 +237,24 @@ def test_diagnose_and_tune_run_end_to_end(built: str, tiny_lm: Path, tmp_path: P
     saved = json.loads((Path(built) / "tuning.json").read_text())
     assert set(saved["ndcg_at_10"]) == {"none", "multi-query", "hyde"}
     assert saved["expansion"] in {"none", "multi-query", "hyde"}
+
+
+def test_search_and_eval_with_a_reranker(docs: Path, tmp_path: Path, embedder_folder: Path) -> None:
+    from mentor.testing import save_model_folder, tiny_bert
+
+    model, tokenizer = tiny_bert(num_labels=1)
+    reranker = save_model_folder(model, tokenizer, tmp_path / "ce")
+    idx = str(tmp_path / "idx")
+    built = runner.invoke(
+        app, ["rag", "index", str(docs), "--index", idx, "--embedder", str(embedder_folder)]
+    )
+    assert built.exit_code == 0, built.output
+    for flag in ("--rerank-fusion", "--rerank-replace"):
+        found = runner.invoke(
+            app,
+            ["rag", "search", "refund policy", "--index", idx, "--reranker", str(reranker),
+             flag, "--json"],
+        )  # fmt: skip
+        assert found.exit_code == 0, found.output
+        data = json.loads(found.output)
+        assert "rerank" in data["timings_ms"] and data["hits"]

@@ -90,7 +90,9 @@ class KeywordReranker:
 
 def test_a_reranker_reorders_the_head(retriever: Retriever) -> None:
     result = retriever.search(
-        "boards", SearchConfig(k=3, rerank_depth=10), reranker=KeywordReranker()
+        "boards",
+        SearchConfig(k=3, rerank_depth=10, rerank_fusion=False),
+        reranker=KeywordReranker(),
     )
     assert result.hits[0].chunk.doc_id == "docs/security.md"
     assert "rerank" in result.timings and result.hits[0].stages["rerank"] == 1.0
@@ -104,7 +106,9 @@ def test_reranker_fusion_keeps_the_first_stage_in_play(retriever: Retriever) -> 
         reranker=KeywordReranker(),
     )
     replaced = retriever.search(
-        "refunds cancellation", SearchConfig(k=4, rerank_depth=10), reranker=KeywordReranker()
+        "refunds cancellation",
+        SearchConfig(k=4, rerank_depth=10, rerank_fusion=False),
+        reranker=KeywordReranker(),
     )
     assert replaced.hits[0].chunk.doc_id == "docs/security.md"
     # Fused, the first stage's winner and the reranker's winner share the top two places.

@@ -128,11 +128,11 @@ def run(settings: object, resume: bool) -> None:
         if _task(settings.task, settings.data) == "classify":
             from mentor.finetune.classify import run_classification
 
-            summary = run_classification(settings, resume=resume, console=err)
+            saved = run_classification(settings, resume=resume, console=err).model_dir
         else:
             from mentor.finetune.recipe import run_sft
 
-            summary = run_sft(settings, resume=resume, console=err)
+            saved = run_sft(settings, resume=resume, console=err).saved
     except (DataError, TrainingDivergedError, AdapterError) as exc:
         raise _fail(str(exc)) from None
     except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
@@ -140,7 +140,7 @@ def run(settings: object, resume: bool) -> None:
     report = settings.out / "report.md"
     if report.exists():
         console.print(report.read_text(), markup=False, highlight=False)
-    console.print(f"saved {summary.saved}; report {report}")
+    console.print(f"saved {saved}; report {report}")
 
 
 # ---- mentor adapters ------------------------------------------------------------------------

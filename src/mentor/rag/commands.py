@@ -135,10 +135,21 @@ def search_cmd(
             "Repeat to combine.",
         ),
     ] = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(help="A reranker trained by `mentor rag train-reranker`; rescores the top."),
+    ] = None,
+    rerank_fusion: Annotated[
+        bool,
+        typer.Option(
+            "--rerank-fusion/--rerank-replace",
+            help="Fuse the reranker's order with the first stage's (RRF), or let it replace it.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
-    """Find the chunks that best match QUERY."""
+    """Find the chunks that best match QUERY (reranked when a reranker is given)."""
     from mentor.rag.retrieve import SearchConfig, parse_filters
 
     if mode not in ("dense", "bm25", "hybrid"):
@@ -155,9 +166,15 @@ def search_cmd(
         rrf_k=rrf_k,
         dense_weight=dense_weight,
         bm25_weight=bm25_weight,
+        rerank_fusion=rerank_fusion,
         filters=parsed,
     )
-    result = retriever.search(query, config)
+    scorer = None
+    if reranker is not None:
+        from mentor.rag.reranker import CrossEncoderReranker
+
+        scorer = CrossEncoderReranker(reranker, device="cpu" if device == "auto" else device)
+    result = retriever.search(query, config, reranker=scorer)
     if as_json:
         print(
             json.dumps(
@@ -241,6 +258,13 @@ def eval_cmd(
     reranker: Annotated[
         Path | None, typer.Option(help="A reranker trained by `mentor rag train-reranker`.")
     ] = None,
+    rerank_fusion: Annotated[
+        bool,
+        typer.Option(
+            "--rerank-fusion/--rerank-replace",
+            help="Fuse the reranker's order with the first stage's (RRF), or let it replace it.",
+        ),
+    ] = True,
     ks: Annotated[str, typer.Option("--ks", help="Cutoffs, comma-separated.")] = "1,3,5,10,100",
     out: Annotated[
         Path | None,
@@ -264,7 +288,11 @@ def eval_cmd(
     retriever = open_retriever(index, device)
     mode_: Mode = mode  # type: ignore[assignment]
     config = SearchConfig(
-        mode=mode_, rrf_k=rrf_k, dense_weight=dense_weight, bm25_weight=bm25_weight
+        mode=mode_,
+        rrf_k=rrf_k,
+        dense_weight=dense_weight,
+        bm25_weight=bm25_weight,
+        rerank_fusion=rerank_fusion,
     )
     scorer = None
     if reranker is not None:

@@ -60,9 +60,11 @@ class SearchConfig:
     bm25_weight: float = 1.0
     rerank_depth: int = 30
     """How many fused candidates the reranker rescores (when one is given)."""
-    rerank_fusion: bool = False
+    rerank_fusion: bool = True
     """Fuse the reranker's order with the first stage's by RRF instead of replacing it: a
-    reranker trained on few examples then adds its signal without discarding the first stage."""
+    reranker trained on few examples then adds its signal without discarding the first stage.
+    On SciFact (held-out train queries) fusing gave nDCG@10 0.775 against 0.716 for replacing
+    and 0.739 for no reranker (bench/rag_beir.py), so it is the default."""
     filters: Mapping[str, str] = field(default_factory=dict)
     """Field -> value; a value with * or ? is a glob (fields: doc_id, source, title, heading,
     page)."""
