@@ -105,8 +105,8 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(b.weight)  # B = 0: the adapted model starts equal to the base
         self.lora_A[name], self.lora_B[name] = a, b
         self.lora_dropout[name] = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
-        self.lora_dropout[name].train(self.base_layer.training)  # an eval-mode model stays so
         self.scaling[name] = config.scaling
+        self.train(self.base_layer.training)  # new parts follow the model's mode (eval stays eval)
 
     def delete_adapter(self, name: str) -> None:
         if self.merged_adapter == name:
@@ -225,7 +225,6 @@ def add_lora(model: nn.Module, config: LoRAConfig, name: str = "default") -> lis
             and ".lora_" not in path
         ):
             wrapper = LoRALinear(module)
-            wrapper.train(module.training)
             wrapper.add_adapter(name, config)
             parent_path, _, child = path.rpartition(".")
             setattr(model.get_submodule(parent_path), child, wrapper)
