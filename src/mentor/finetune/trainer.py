@@ -245,6 +245,7 @@ def train(
     bf16 = use_bf16(settings.precision, device)
     started = time.perf_counter() - state.elapsed_s
     train_time, train_tokens, stopped_early, last_loss = 0.0, 0, False, float("nan")
+    first_step = state.step
 
     progress = progress_bar(console)
     progress.columns = (*progress.columns, TextColumn("{task.fields[stats]}"))
@@ -291,9 +292,12 @@ def train(
                 with metrics_file.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 speed = train_tokens / max(train_time, 1e-9)
-                progress.update(
-                    task, completed=state.step, stats=f"loss {step_loss:.4f}  {speed:,.0f} tok/s"
-                )
+                stats = f"loss {step_loss:.4f}  {speed:,.0f} tok/s"
+                progress.update(task, completed=state.step, stats=stats)
+                if not console.is_terminal and state.step % max(1, total // 20) == 0:
+                    # a log file gets a line every 5% instead of a live bar
+                    left = (total - state.step) * train_time / max(1, state.step - first_step)
+                    console.print(f"step {state.step}/{total}  {stats}  ~{left:.0f} s left")
             if state.step % settings.save_every == 0 or state.step == total or stopped_early:
                 state.scheduler = scheduler.state_dict()
                 state.elapsed_s = time.perf_counter() - started
