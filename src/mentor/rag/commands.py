@@ -25,6 +25,13 @@ console = Console()
 err = Console(stderr=True)
 
 IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="The index folder.")]
+RerankFusionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--rerank-fusion/--rerank-replace",
+        help="Fuse the reranker's order with the first stage's (RRF), or let it replace it.",
+    ),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -139,13 +146,7 @@ def search_cmd(
         Path | None,
         typer.Option(help="A reranker trained by `mentor rag train-reranker`; rescores the top."),
     ] = None,
-    rerank_fusion: Annotated[
-        bool,
-        typer.Option(
-            "--rerank-fusion/--rerank-replace",
-            help="Fuse the reranker's order with the first stage's (RRF), or let it replace it.",
-        ),
-    ] = True,
+    rerank_fusion: RerankFusionOpt = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
@@ -258,13 +259,7 @@ def eval_cmd(
     reranker: Annotated[
         Path | None, typer.Option(help="A reranker trained by `mentor rag train-reranker`.")
     ] = None,
-    rerank_fusion: Annotated[
-        bool,
-        typer.Option(
-            "--rerank-fusion/--rerank-replace",
-            help="Fuse the reranker's order with the first stage's (RRF), or let it replace it.",
-        ),
-    ] = True,
+    rerank_fusion: RerankFusionOpt = True,
     ks: Annotated[str, typer.Option("--ks", help="Cutoffs, comma-separated.")] = "1,3,5,10,100",
     out: Annotated[
         Path | None,
