@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import torch
 
 from mentor.rag.records import Chunk
 
@@ -231,7 +232,10 @@ class LanceStore:
         if self._chunks is None:
             self._load()
         if self._matrix is not None and where is None:
-            scores = self._matrix @ vector.astype(np.float32)
+            # torch, not numpy: OpenBLAS's own threads spin after each call and then fight
+            # torch's for the cores, which tripled the next query's embedding time on 2 cores
+            query_vec = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32))
+            scores = (torch.from_numpy(self._matrix) @ query_vec).numpy()
             k = min(k, len(scores))
             top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=int)
             top = top[np.argsort(-scores[top], kind="stable")]
