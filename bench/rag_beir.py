@@ -142,7 +142,9 @@ def scifact(data: Path, work: Path, rebuild: bool, with_mpnet: bool) -> None:
     hybrid = evaluate_retrieval(minilm, held_out, base)
     results.append(("hybrid (MiniLM + BM25, RRF k=60)", hybrid, "-"))
     reranker = reranker_for(minilm, train, work, rebuild)
-    reranked = evaluate_retrieval(minilm, held_out, base, reranker=reranker)  # type: ignore[arg-type]
+    reranked = evaluate_retrieval(
+        minilm, held_out, replace(base, rerank_fusion=False), reranker=reranker
+    )  # type: ignore[arg-type]
     results.append(("hybrid + trained reranker (top 30)", reranked, "-"))
     fused = evaluate_retrieval(
         minilm, held_out, replace(base, rerank_fusion=True), reranker=reranker

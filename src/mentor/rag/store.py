@@ -214,7 +214,10 @@ class LanceStore:
         self._row_of = {c.chunk_id: i for i, c in enumerate(self._chunks)}
         if len(self) < ANN_THRESHOLD:
             flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            self._matrix = np.asarray(flat, dtype=np.float32).reshape(-1, self.dim)
+            # a writable copy: torch reads it in place for the dense scores
+            self._matrix = np.array(flat, dtype=np.float32).reshape(-1, self.dim)
+                -1, self.dim
+            )  # writable: torch reads it in place
 
     def chunks(self) -> list[Chunk]:
         if self._chunks is None:
