@@ -216,8 +216,6 @@ class LanceStore:
             flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             # a writable copy: torch reads it in place for the dense scores
             self._matrix = np.array(flat, dtype=np.float32).reshape(-1, self.dim)
-                -1, self.dim
-            )  # writable: torch reads it in place
 
     def chunks(self) -> list[Chunk]:
         if self._chunks is None:
