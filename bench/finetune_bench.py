@@ -86,7 +86,8 @@ def loop_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
         from mentor.finetune.lora import LoRAConfig, add_lora, mark_trainable
 
         torch.manual_seed(0)
-        add_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.05, targets=tuple(TARGETS)))
+        dropout = 0.0 if row == "ours-nodrop" else 0.05
+        add_lora(model, LoRAConfig(r=16, alpha=32, dropout=dropout, targets=tuple(TARGETS)))
         mark_trainable(model, "default")
         if cuda:  # adapters in the model's dtype, as PEFT's autocast_adapter_dtype=False would be
             model.to(dtype)
@@ -205,7 +206,7 @@ def _run_row(part: str, row: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def loop_part(args: argparse.Namespace) -> None:
-    rows = {name: _run_row("loop", name, args) for name in ("full", "peft", "ours")}
+    rows = {name: _run_row("loop", name, args) for name in ("full", "peft", "ours", "ours-nodrop")}
     precision = "bf16" if args.device.startswith("cuda") else "fp32"
     table = Table(
         title=f"plain training loop, {'random-init ' if args.random_init else ''}SmolLM2-135M, "
@@ -215,7 +216,12 @@ def loop_part(args: argparse.Namespace) -> None:
         table.add_column(column)
     peft_speed = rows["peft"].get("tokens_per_s", float("nan"))
     full_speed = rows["full"].get("tokens_per_s", float("nan"))
-    names = {"full": "full fine-tuning", "peft": "PEFT LoRA r=16", "ours": "mentor LoRA r=16"}
+    names = {
+        "full": "full fine-tuning",
+        "peft": "PEFT LoRA r=16, dropout 0.05",
+        "ours": "mentor LoRA r=16, dropout 0.05",
+        "ours-nodrop": "mentor LoRA r=16, dropout 0",
+    }
     for key, r in rows.items():
         if not r:
             continue
