@@ -15,12 +15,14 @@ Folders are written atomically: a crash leaves the previous adapter in place.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -30,6 +32,7 @@ from mentor.finetune.lora import (
     adapter_state,
     add_lora,
     base_fingerprint,
+    delete_adapter,
     lora_layers,
 )
 from mentor.utils.fs import atomic_dir
@@ -174,15 +177,15 @@ def read_info(folder: Path) -> AdapterInfo:
     identity = _read_json(folder / IDENTITY_FILE) if (folder / IDENTITY_FILE).exists() else {}
     config = lora_config_from_peft(settings, folder / CONFIG_FILE)
     weights = folder / WEIGHTS_FILE
-    state = _read_weights(weights)
+    shapes = _read_shapes(weights)
     return AdapterInfo(
         path=folder,
         config=config,
         base_model=identity.get("base_model") or settings.get("base_model_name_or_path"),
         base_fingerprint=identity.get("base_fingerprint"),
         task_type=settings.get("task_type"),
-        tensors=len(state),
-        parameters=sum(t.numel() for t in state.values()),
+        tensors=len(shapes),
+        parameters=sum(math.prod(shape) for shape in shapes),
         size_bytes=weights.stat().st_size,
         extra={k: v for k, v in identity.items() if k not in ("base_model", "base_fingerprint")},
     )
@@ -214,7 +217,7 @@ def load_adapter(
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))
     if missing or unexpected:
-        _remove(model, name)
+        delete_adapter(model, name)
         raise AdapterError(
             f"{folder}: the adapter does not fit this model: "
             + "; ".join(
@@ -231,7 +234,7 @@ def load_adapter(
     with torch.no_grad():
         for key, param in ours.items():
             if param.shape != theirs[key].shape:
-                _remove(model, name)
+                delete_adapter(model, name)
                 raise AdapterError(
                     f"{folder}: {key} has shape {tuple(theirs[key].shape)}, "
                     f"the model needs {tuple(param.shape)}"
@@ -249,6 +252,17 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise AdapterError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
+def _read_shapes(path: Path) -> list[list[int]]:
+    """Tensor shapes from the file's header, without reading the tensors."""
+    if not path.exists():
+        raise AdapterError(f"{path.parent}: no {path.name}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return [fh.get_slice(key).get_shape() for key in fh.keys()]  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise AdapterError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def _strip_peft_key(key: str) -> str:
     key = key.removeprefix(PEFT_PREFIX)
     # PEFT files written with an adapter name inside the key (``lora_A.<name>.weight``)
@@ -257,12 +271,6 @@ def _strip_peft_key(key: str) -> str:
         if sep and tail != "weight":
             key = f"{head}.{part}.weight"
     return key
-
-
-def _remove(model: nn.Module, name: str) -> None:
-    from mentor.finetune.lora import delete_adapter
-
-    delete_adapter(model, name)
 
 
 def find_adapters(roots: list[Path]) -> list[Path]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
+    from mentor.finetune.config import FinetuneConfig
 
 console = Console()
 err = Console(stderr=True)
@@ -102,16 +105,14 @@ def _task(settings_task: str, data: Path) -> str:
     return "classify" if read_records(data).schema == "classification" else "sft"
 
 
-def run(settings: object, resume: bool) -> None:
+def run(settings: FinetuneConfig, resume: bool) -> None:
     from mentor.finetune.adapters import AdapterError
-    from mentor.finetune.config import FinetuneConfig
     from mentor.finetune.data import DataError
     from mentor.finetune.trainer import TrainingDivergedError
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.registry import UnknownModelError
     from mentor.models.sources import SourceError
 
-    assert isinstance(settings, FinetuneConfig)
     if not settings.data.exists():
         raise _fail(f"{settings.data}: no such file")
     from mentor.finetune.checkpoint import latest

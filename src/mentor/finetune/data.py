@@ -110,18 +110,6 @@ class Batch:
     n_tokens: int
     """Tokens that are not padding."""
 
-    def to(self, device: torch.device | str) -> Batch:
-        """The same batch with its tensors on ``device``."""
-        mask = None if self.attention_mask is None else self.attention_mask.to(device)
-        return Batch(
-            self.input_ids.to(device),
-            self.labels.to(device),
-            self.position_ids.to(device),
-            mask,
-            self.n_targets,
-            self.n_tokens,
-        )
-
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for a Hugging Face causal LM's forward (labels left to the caller)."""
         # use_cache=False: with a cache, transformers skips the packed-sequence mask.

@@ -221,8 +221,8 @@ def add_lora(model: nn.Module, config: LoRAConfig, name: str = "default") -> lis
         elif (
             type(module) is nn.Linear
             and matches(path, targets)
-            and not path.endswith((".base_layer", ".lora_A", ".lora_B"))
-            and ".lora_" not in path
+            and not path.endswith(".base_layer")  # already wrapped
+            and ".lora_" not in path  # an adapter's own A or B
         ):
             wrapper = LoRALinear(module)
             wrapper.add_adapter(name, config)

@@ -25,6 +25,7 @@ from mentor.finetune.data import Example, collate, load_sft_examples, pack, unpa
 from mentor.finetune.distributed import World, setup
 from mentor.finetune.evaluation import (
     BeforeAfter,
+    EvalItem,
     GenerationScores,
     compare_generation,
     general_sample,
@@ -77,11 +78,15 @@ def split_validation(
 
 
 def score(
-    model: Any, tokenizer: Any, config: FinetuneConfig, console: Console, label: str
+    model: Any,
+    tokenizer: Any,
+    items: list[EvalItem] | None,
+    config: FinetuneConfig,
+    console: Console,
+    label: str,
 ) -> Scores:
     answers = None
-    if config.eval is not None:
-        items = load_eval_items(config.eval)[: config.eval_limit]
+    if items is not None:
         with console.status(f"answering {len(items)} held-out questions with the {label} model"):
             predictions = generate_answers(
                 model,
@@ -115,9 +120,9 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
     dtype = torch.bfloat16 if (config.method == "lora" and bf16) else torch.float32
     with console.status(f"loading {config.model}"):
         model = load_causal_lm(config.model, dtype=dtype, device=str(device))
-    if config.eval is not None:
-        load_eval_items(config.eval)  # a broken test file fails now, not after training
-    before = score(model, tokenizer, config, console, "base") if world.is_main else None
+    # read once, before training: a broken test file fails now, not after an hour
+    items = load_eval_items(config.eval)[: config.eval_limit] if config.eval else None
+    before = score(model, tokenizer, items, config, console, "base") if world.is_main else None
 
     torch.manual_seed(config.train.seed)  # the adapter's init is the same in every process
     if config.method == "lora":
@@ -146,7 +151,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
     saved = save_model(model, tokenizer, config, result, world)
     before_after, general = None, (float("nan"), float("nan"))
     if world.is_main and before is not None:
-        after = score(model, tokenizer, config, console, "tuned")
+        after = score(model, tokenizer, items, config, console, "tuned")
         general = (before.general_perplexity, after.general_perplexity)
         if before.answers is not None and after.answers is not None:
             before_after = compare_generation(before.answers, after.answers, *general)
