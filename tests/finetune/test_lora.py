@@ -15,6 +15,7 @@ from mentor.finetune.lora import (
     base_fingerprint,
     base_state,
     delete_adapter,
+    dropout_mask,
     lora_layers,
     mark_trainable,
     matches,
@@ -213,3 +214,74 @@ def test_an_adapter_added_to_an_eval_model_runs_without_dropout(llama) -> None: 
     _randomise(model)
     assert not any(m.training for m in model.modules())
     torch.testing.assert_close(_logits(model, ids), _logits(model, ids), rtol=0, atol=0)
+
+
+def _composed(
+    layer: LoRALinear, x: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """The textbook adapter path (dropout, A, B, scale, add), for checking the fused one."""
+    a, b = layer.lora_A["a"].weight, layer.lora_B["a"].weight
+    dropped = x if mask is None else x * mask * scale
+    return layer.base_layer(x) + layer.scaling["a"] * (dropped @ a.T @ b.T)
+
+
+@pytest.mark.parametrize(("p", "train_base"), [(0.0, False), (0.3, False), (0.3, True)])
+def test_fused_training_path_has_the_composed_gradients(p: float, train_base: bool) -> None:
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(8, 6).double())
+    layer.add_adapter("a", LoRAConfig(r=4, alpha=8, dropout=p))
+    layer.double().train()
+    layer.active_adapter = "a"
+    with torch.no_grad():
+        layer.lora_B["a"].weight.normal_()
+    layer.base_layer.requires_grad_(train_base)
+    x = torch.randn(2, 5, 8, dtype=torch.double, requires_grad=True)
+    torch.manual_seed(7)
+    out = layer(x)
+    torch.manual_seed(7)  # the same draw gives the mask the fused path used
+    mask, scale = dropout_mask(torch.Size([10, 8]), p, x.device) if p else (None, 1.0)
+    mask = None if mask is None else mask.view(x.shape)
+    weights = [x, layer.lora_A["a"].weight, layer.lora_B["a"].weight]
+    if train_base:  # LoRA on top of a base being trained too: W and bias get gradients
+        weights += [layer.base_layer.weight, layer.base_layer.bias]
+    upstream = torch.randn_like(out)
+    fused = torch.autograd.grad(out, weights, upstream)
+    expected_out = _composed(layer, x, mask, scale)
+    composed = torch.autograd.grad(expected_out, weights, upstream)
+    torch.testing.assert_close(out, expected_out)
+    for got, want in zip(fused, composed, strict=True):
+        torch.testing.assert_close(got, want)
+    if p == 0.0:  # and the analytic gradient agrees with finite differences
+        assert torch.autograd.gradcheck(lambda t: layer(t), (x,))
+
+
+def test_fused_path_under_bf16_autocast_matches_fp32() -> None:
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(16, 8))
+    layer.add_adapter("a", LoRAConfig(r=4, alpha=8, dropout=0.0))
+    layer.active_adapter = "a"
+    with torch.no_grad():
+        layer.lora_B["a"].weight.normal_()
+    x = torch.randn(3, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    grad_a = layer.lora_A["a"].weight.grad
+    assert grad_a is not None and grad_a.dtype == torch.float32
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    reference = _composed(layer, x.detach(), None, 1.0)
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_dropout_mask_keeps_one_minus_p_and_the_mean(p: float) -> None:
+    torch.manual_seed(0)
+    mask, scale = dropout_mask(torch.Size([301, 999]), p, torch.device("cpu"))  # odd count
+    assert mask.shape == (301, 999) and mask.dtype == torch.bool
+    keep = mask.float().mean().item()
+    assert keep == pytest.approx(1 - p, abs=0.003)
+    assert scale == pytest.approx(1 / (1 - p), rel=1e-4)
+    assert (mask.float() * scale).mean().item() == pytest.approx(1.0, abs=0.004)
+    torch.manual_seed(0)  # drawn from the default generator: a seed reproduces it
+    assert torch.equal(dropout_mask(torch.Size([301, 999]), p, torch.device("cpu"))[0], mask)
