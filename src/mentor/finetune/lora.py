@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 # Attention and MLP projections per architecture (``config.model_type``).
@@ -101,7 +101,7 @@ class _AdaptedLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: torch.Tensor,
         weight: torch.Tensor,
@@ -122,13 +122,13 @@ class _AdaptedLinear(torch.autograd.Function):
                 dropped = torch.ops.aten.native_dropout_backward(flat, mask, scale)
             xa = dropped @ a.to(dtype).t()  # (tokens, r)
             out.addmm_(xa, b.to(dtype).t(), alpha=scaling)
-        ctx.save_for_backward(x, weight, a, b, xa, mask)
+        ctx.save_for_backward(x, weight, a, b, xa, mask)  # type: ignore[arg-type]
         ctx.scaling, ctx.scale = scaling, scale  # type: ignore[attr-defined]
         ctx.bias_dtype = None if bias is None else bias.dtype  # type: ignore[attr-defined]
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         x, weight, a, b, xa, mask = ctx.saved_tensors  # type: ignore[attr-defined]
@@ -229,18 +229,16 @@ class LoRALinear(nn.Module):
         dropout = self.lora_dropout[name]
         p = dropout.p if isinstance(dropout, nn.Dropout) and self.training else 0.0
         scaling = self.scaling[name]
-        training = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, a, b, base.weight)
-        )
+        training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, a, b, base.weight))
         if training and type(base) is nn.Linear:
             device = x.device.type
             autocast = torch.is_autocast_enabled(device)
             dtype = torch.get_autocast_dtype(device) if autocast else base.weight.dtype
-            adapted = _AdaptedLinear.apply(x, base.weight, base.bias, a, b, scaling, p, dtype)
-            return cast(torch.Tensor, adapted)
+            apply = cast(Callable[..., torch.Tensor], _AdaptedLinear.apply)
+            return apply(x, base.weight, base.bias, a, b, scaling, p, dtype)
         out: torch.Tensor = base(x)
         if training:  # a Linear subclass: compose from modules so its own forward runs
-            update = self.b(name)(self.a(name)(dropout(x.to(a.dtype)))) * scaling
+            update: torch.Tensor = self.b(name)(self.a(name)(dropout(x.to(a.dtype)))) * scaling
             return out + update.to(out.dtype)
         with torch.no_grad():  # inference: the update is added in place
             xa = F.linear(x.to(out.dtype), a.to(out.dtype))
