@@ -90,6 +90,9 @@ class PackedRow:
     input_ids: list[int]
     labels: list[int]
     position_ids: list[int]
+    sources: tuple[int, ...] = ()
+    """Indices of the examples laid in this row, in order (for per-example side data such as a
+    teacher's cached outputs)."""
 
 
 @dataclass
@@ -265,7 +268,7 @@ def load_sft_examples(
 # --- examples to rows --------------------------------------------------------------------------
 
 
-def _row(parts: Sequence[Example]) -> PackedRow:
+def _row(parts: Sequence[Example], sources: Sequence[int] = ()) -> PackedRow:
     """Examples end to end. Each one's first label becomes -100: after the causal shift it would
     be predicted from the previous example's last token."""
     input_ids: list[int] = []
@@ -275,7 +278,7 @@ def _row(parts: Sequence[Example]) -> PackedRow:
         input_ids += part.input_ids
         labels += [IGNORE, *part.labels[1:]]
         position_ids += range(len(part.input_ids))
-    return PackedRow(input_ids, labels, position_ids)
+    return PackedRow(input_ids, labels, position_ids, tuple(sources))
 
 
 def _truncated(example: Example, length: int) -> Example:
@@ -293,9 +296,10 @@ def pack(examples: Sequence[Example], seq_len: int) -> list[PackedRow]:
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be at least 1, got {seq_len}")
-    parts = [_truncated(e, seq_len) for e in examples if e.input_ids]
+    kept = [i for i, e in enumerate(examples) if e.input_ids]  # source index of each part
+    parts = [_truncated(examples[i], seq_len) for i in kept]
     order = sorted(range(len(parts)), key=lambda i: -len(parts[i].input_ids))
-    rows: list[list[Example]] = []
+    rows: list[list[int]] = []  # indices into ``parts``
     free: list[tuple[int, int]] = []  # (tokens still free, row index), ascending
     for i in order:
         size = len(parts[i].input_ids)
@@ -305,14 +309,14 @@ def pack(examples: Sequence[Example], seq_len: int) -> list[PackedRow]:
             space, row = seq_len, len(rows) - 1
         else:
             space, row = free.pop(k)
-        rows[row].append(parts[i])
+        rows[row].append(i)
         insort(free, (space - size, row))
-    return [_row(r) for r in rows]
+    return [_row([parts[i] for i in r], [kept[i] for i in r]) for r in rows]
 
 
 def unpacked(examples: Sequence[Example]) -> list[PackedRow]:
     """One example per row, in order (no truncation: cut examples when they are made)."""
-    return [_row([e]) for e in examples if e.input_ids]
+    return [_row([e], [i]) for i, e in enumerate(examples) if e.input_ids]
 
 
 # --- rows to a batch ---------------------------------------------------------------------------
