@@ -206,8 +206,11 @@ def generate_answers(
     *,
     max_new_tokens: int = 128,
     batch_size: int = 8,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
 ) -> list[str]:
-    """Greedy answers to ``prompts``, in order, decoded without special tokens and stripped.
+    """Answers to ``prompts``, in order, decoded without special tokens and stripped; greedy
+    unless ``temperature`` > 0 (then sampled with ``top_p``, from torch's global generator).
 
     Prompts are rendered with the tokenizer's chat template plus the assistant's generation
     prompt, sorted by length so a batch carries little padding, and left padded, so every row's
@@ -232,10 +235,10 @@ def generate_answers(
             output = model.generate(  # type: ignore[operator]
                 **inputs,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
-                # the checkpoint's sampling defaults must not leak into greedy decoding
-                temperature=None,
-                top_p=None,
+                do_sample=temperature > 0,
+                # the checkpoint's sampling defaults must not leak into ours
+                temperature=temperature if temperature > 0 else None,
+                top_p=top_p if temperature > 0 else None,
                 top_k=None,
                 pad_token_id=pad_id,
             )

@@ -1,0 +1,231 @@
+"""Sequence-level distillation, step one: the teacher answers a prompt set, and its answers become
+a chat dataset the student fine-tunes on (Kim & Rush, 2016). Only text crosses over, so teacher
+and student may use different tokenizers (a Qwen teacher, a SmolLM2 student).
+
+The output is a chat JSONL file that ``mentor finetune`` reads as is; each line also carries the
+prompt's source line and the reference answer when the prompt file had one. Beside it,
+``<name>.provenance.json`` records the teacher, its weights' fingerprint, the prompt file's
+hash, the sampling settings and the counts.
+
+Generation goes a block of prompts at a time. A block's lines are appended and flushed to disk
+before the next one starts, with the block's own seed (``seed`` + block index), so a run that is
+interrupted resumes at the first missing prompt and produces what an uninterrupted run would
+have. A half-written last line (a kill mid-write) is dropped on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field, ValidationError
+from rich.console import Console
+
+from mentor.data.convert import qa_to_chat
+from mentor.data.schemas import QARecord
+from mentor.finetune.evaluation import generate_answers
+from mentor.models.protocols import ChatMessage
+from mentor.utils.fs import atomic_write_text, sha256_file
+from mentor.utils.progress import progress_bar
+
+_ROLES = ("system", "user", "assistant")
+
+
+class GenerationSettings(BaseModel):
+    """How the teacher writes the answers; recorded in the provenance file."""
+
+    max_new_tokens: int = Field(256, ge=1, description="Longest answer, in teacher tokens.")
+    temperature: float = Field(
+        0.0, ge=0.0, description="0: greedy (the usual choice for sequence KD); > 0 samples."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus mass when sampling.")
+    seed: int = Field(0, description="Seed of block i is seed + i: the same answers on resume.")
+    batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
+    block: int = Field(32, ge=1, description="Prompts written to disk together.")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[ChatMessage]
+    reference: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompts: int
+    generated: int
+    reused: int
+    seconds: float
+    out: Path
+
+
+def _prompt(raw: object) -> tuple[list[ChatMessage], str | None]:
+    """One JSON line to (messages ending with the user, reference answer or None)."""
+    if not isinstance(raw, dict):
+        raise ValueError("expected a JSON object")
+    if "messages" in raw:
+        messages = raw["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("field 'messages': expected a non-empty list")
+        turns: list[ChatMessage] = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in _ROLES:
+                raise ValueError(f"messages[{i}]: role must be one of {', '.join(_ROLES)}")
+            if not isinstance(m.get("content"), str):
+                raise ValueError(f"messages[{i}]: content must be a string")
+            turns.append({"role": m["role"], "content": m["content"]})
+    elif "question" in raw or "prompt" in raw:
+        key = "question" if "question" in raw else "prompt"
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise ValueError(f"field {key!r}: expected a non-empty string")
+        record = QARecord(
+            question=raw[key], answer=raw.get("answer") or "-", context=raw.get("context")
+        )
+        user = qa_to_chat(record).messages[-2]
+        turns = [{"role": "user", "content": user.content}]
+        if isinstance(raw.get("answer"), str) and raw["answer"].strip():
+            turns.append({"role": "assistant", "content": raw["answer"]})
+    else:
+        raise ValueError("expected 'messages' (chat), 'question' (qa) or 'prompt'")
+    reference = None
+    if turns[-1]["role"] == "assistant":
+        reference = turns.pop()["content"]
+    if not turns or turns[-1]["role"] != "user":
+        raise ValueError("the prompt must end with a user message")
+    return turns, reference
+
+
+def load_prompts(path: Path) -> list[Prompt]:
+    """Prompts from a JSONL file of chat (``messages``), qa (``question``) or ``prompt`` lines.
+
+    A conversation that ends with the assistant is cut before that turn, which becomes the
+    reference answer (as is a qa line's ``answer``). Every bad line is reported at once as
+    ``ValueError`` naming ``path:line``."""
+    prompts: list[Prompt] = []
+    errors: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            messages, reference = _prompt(json.loads(line))
+        except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+            errors.append(f"{path}:{number}: {str(exc).splitlines()[0]}")
+            continue
+        prompts.append(Prompt(messages, reference, number))
+    if errors:
+        raise ValueError(f"{path}: {len(errors)} bad lines:\n" + "\n".join(errors[:20]))
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def _done_lines(out: Path) -> int:
+    """Complete lines already in ``out``; a torn last line is cut off."""
+    if not out.exists():
+        return 0
+    data = out.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with out.open("r+b") as fh:
+            fh.truncate(end)
+    return data[:end].count(b"\n")
+
+
+def generate_dataset(
+    teacher: Any,
+    tokenizer: Any,
+    prompt_file: Path,
+    out: Path,
+    settings: GenerationSettings,
+    *,
+    teacher_name: str,
+    teacher_fingerprint: str,
+    console: Console | None = None,
+) -> GenerationStats:
+    """Write the teacher's answers to ``prompt_file``'s prompts as chat JSONL at ``out``."""
+    console = console or Console(stderr=True)
+    prompts = load_prompts(prompt_file)
+    provenance_path = out.with_suffix(".provenance.json")
+    provenance: dict[str, Any] = {
+        "teacher": teacher_name,
+        "teacher_fingerprint": teacher_fingerprint,
+        "prompts": str(prompt_file),
+        "prompts_sha256": sha256_file(prompt_file),
+        "settings": settings.model_dump(),
+    }
+    if provenance_path.exists() and out.exists():
+        old = json.loads(provenance_path.read_text())
+        changed = [k for k in provenance if old.get(k) != provenance[k] and k != "prompts"]
+        if changed:
+            raise ValueError(
+                f"{out} was generated with another {', '.join(changed)}; give another --out "
+                "or delete it to start over"
+            )
+    else:  # recorded before the first answer, so a resumed run is checked against it
+        atomic_write_text(provenance_path, json.dumps(provenance, indent=2) + "\n")
+    done = _done_lines(out)
+    if done > len(prompts):
+        raise ValueError(f"{out} has {done} lines but {prompt_file} only {len(prompts)} prompts")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    generated = 0
+    with progress_bar(console) as bar, out.open("a", encoding="utf-8") as fh:
+        task = bar.add_task("teacher answers", total=len(prompts), completed=done)
+        first_block = done // settings.block
+        for b in range(first_block, -(-len(prompts) // settings.block)):
+            lo = max(b * settings.block, done)
+            hi = min((b + 1) * settings.block, len(prompts))
+            part = prompts[b * settings.block : hi]  # whole block: same batches, same seed
+            torch.manual_seed(settings.seed + b)
+            answers = generate_answers(
+                teacher,
+                tokenizer,
+                [p.messages for p in part],
+                max_new_tokens=settings.max_new_tokens,
+                batch_size=settings.batch_size,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+            )
+            offset = b * settings.block
+            for i in range(lo, hi):
+                fh.write(json.dumps(_record(prompts[i], answers[i - offset]), ensure_ascii=False))
+                fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            generated += hi - lo
+            bar.update(task, completed=hi)
+    seconds = time.perf_counter() - started
+    provenance |= {
+        "count": len(prompts),
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds_last_run": round(seconds, 1),
+    }
+    atomic_write_text(provenance_path, json.dumps(provenance, indent=2) + "\n")
+    return GenerationStats(len(prompts), generated, done, seconds, out)
+
+
+def _record(prompt: Prompt, answer: str) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "messages": [*prompt.messages, {"role": "assistant", "content": answer}],
+        "source_line": prompt.line,
+    }
+    if prompt.reference is not None:
+        record["reference"] = prompt.reference
+    return record
+
+
+def teacher_answers(path: Path) -> list[str]:
+    """The assistant answers of a generated dataset, in order."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["messages"][-1]["content"] for line in lines if line.strip()]
