@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from mentor.data.commands import app as data_app
+from mentor.distill.commands import distill_cmd
 from mentor.doctor import doctor_cmd
 from mentor.finetune.commands import adapters_app, finetune_cmd
 from mentor.models.commands import app as models_app
@@ -35,6 +36,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(rag_app, name="rag")
 app.add_typer(adapters_app, name="adapters")
 app.command("finetune")(finetune_cmd)
+app.command("distill")(distill_cmd)
 app.command("generate")(generate_cmd)
 app.command("doctor")(doctor_cmd)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mentor.finetune.lora import LoRAConfig
 from mentor.finetune.trainer import TrainSettings
+from mentor.utils.config import load_yaml_config
 
 
 class LoRASettings(BaseModel):
@@ -90,34 +90,5 @@ class FinetuneConfig(BaseModel):
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> FinetuneConfig:
-    """The YAML at ``path`` (if any) with ``overrides`` applied (``None`` values are ignored;
-    dotted keys such as ``train.lr`` reach into sections)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: no such config file") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings at the top")
-        data = loaded or {}
-        base = Path(path).parent
-        for key in ("data", "val", "eval"):  # paths in a config are relative to the config
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                data[key] = str(base / data[key])
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        section, _, leaf = key.rpartition(".")
-        target = data.setdefault(section, {}) if section else data
-        target[leaf] = value
-    try:
-        return FinetuneConfig.model_validate(data)
-    except ValidationError as exc:
-        where = f"{path}: " if path else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(f"{where}{problems}") from None
+    """The YAML at ``path`` (if any) with ``overrides`` applied (dotted keys reach sections)."""
+    return load_yaml_config(FinetuneConfig, path, overrides)

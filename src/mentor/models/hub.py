@@ -13,6 +13,7 @@ packages already installed and finishes the work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -111,6 +112,31 @@ def _hash_folder(folder: Path) -> dict[str, dict[str, Any]]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 naming a model folder's weights, without loading them.
+
+    From the manifest's file hashes when the folder has one (pulled models), else from the
+    ``*.safetensors`` files themselves (a local folder: read once, a few seconds per GB)."""
+    digest = hashlib.sha256()
+    try:
+        files = Manifest.read(folder).files
+        weights = {
+            rel: meta["sha256"] for rel, meta in files.items() if rel.endswith(".safetensors")
+        }
+    except (OSError, ValueError, TypeError, KeyError):
+        weights = {}
+    if not weights:
+        weights = {
+            str(p.relative_to(folder)): sha256_file(p)
+            for p in sorted(folder.rglob("*.safetensors"))
+        }
+    if not weights:
+        raise ValueError(f"{folder}: no safetensors weights to fingerprint")
+    for rel in sorted(weights):
+        digest.update(f"{rel}:{weights[rel]};".encode())
+    return digest.hexdigest()
 
 
 @dataclass

@@ -1,0 +1,149 @@
+"""``mentor distill``: a student learns from a teacher (logits or generated answers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def distill_cmd(
+    teacher: Annotated[
+        str | None, typer.Option(help="The model to learn from: registry name, folder, hf:ID.")
+    ] = None,
+    student: Annotated[
+        str | None, typer.Option(help="The model that learns [smollm2-135m-instruct].")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Chat or qa JSONL: training conversations (logits) or prompts."),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="logits (same tokenizer) or sequence (teacher's answers) [logits]."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A run YAML (see examples/distill); flags override it.")
+    ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Held-out set: teacher and student are compared on it."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder [runs/distill].")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")
+    ] = False,
+    keep_every: Annotated[
+        int | None,
+        typer.Option(help="Build the student from every k-th teacher layer instead."),
+    ] = None,
+    student_method: Annotated[
+        str | None, typer.Option(help="full or lora training of the student [full].")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Weight of CE on the data; 1-alpha on KD [0.5].")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="KD temperature tau [2].")] = None,
+    divergence: Annotated[
+        str | None, typer.Option(help="forward_kl, reverse_kl or jsd [forward_kl].")
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(help="Cache the teacher's top-k log-probs once [32]; 0 runs it online."),
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache folder.")] = None,
+    similarity_embedder: Annotated[
+        str | None,
+        typer.Option(help="Embedder of the report's answer-similarity column ('' skips it)."),
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data [3].")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [2e-4].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per micro-batch [8].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest example in tokens.")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Longest teacher answer (sequence) [256].")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps [50].")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Compare on at most N examples.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed [0].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+) -> None:
+    """Distil TEACHER into STUDENT on DATA, save the student and write the teacher-student
+    report (retention, agreement, similarity, size and speed) under --out. Runs unchanged
+    under torchrun for several GPUs."""
+    from mentor.distill.config import load_config
+
+    if config is None and (teacher is None or data is None):
+        raise _fail("give --teacher and --data (or --config distill.yaml)")
+    overrides = {
+        "teacher": teacher,
+        "student": student,
+        "data": str(data) if data else None,
+        "method": method,
+        "eval": str(eval_data) if eval_data else None,
+        "out": str(out) if out else None,
+        "keep_every": keep_every,
+        "student_method": student_method,
+        "max_length": max_length,
+        "device": device,
+        "eval_limit": eval_limit,
+        "kd.alpha": alpha,
+        "kd.temperature": temperature,
+        "kd.divergence": divergence,
+        "kd.top_k": top_k,
+        "kd.cache_dir": str(cache_dir) if cache_dir else None,
+        "similarity_embedder": similarity_embedder,
+        "generation.max_new_tokens": max_new_tokens,
+        "train.epochs": epochs,
+        "train.max_steps": max_steps,
+        "train.lr": lr,
+        "train.batch_size": batch_size,
+        "train.precision": precision,
+        "train.save_every": save_every,
+        "train.seed": seed,
+    }
+    try:
+        settings = load_config(config, overrides)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not settings.data.exists():
+        raise _fail(f"{settings.data}: no such file")
+
+    from mentor.distill.recipe import run_distill
+    from mentor.finetune.checkpoint import latest
+    from mentor.finetune.data import DataError
+    from mentor.finetune.trainer import TrainingDivergedError
+    from mentor.models.hub import NotPulledError, PullError
+    from mentor.models.registry import UnknownModelError
+    from mentor.models.sources import SourceError
+
+    found = latest(settings.out / "checkpoints")
+    if resume and found is None:
+        raise _fail(f"{settings.out}: no checkpoint to resume from")
+    if not resume and found is not None:
+        raise _fail(
+            f"{settings.out} already holds a run (checkpoint {found.name}); continue it with "
+            "--resume, or distil into another --out (or delete the folder)"
+        )
+    try:
+        result = run_distill(settings, resume=resume, console=err)
+    except (DataError, TrainingDivergedError) as exc:
+        raise _fail(str(exc)) from None
+    except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    report = settings.out / "report.md"
+    if report.exists():
+        console.print(report.read_text(), markup=False, highlight=False)
+    console.print(f"saved {result.saved}; report {report}")
