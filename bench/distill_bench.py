@@ -68,7 +68,7 @@ def banking(args: argparse.Namespace) -> None:
     else:
         console.print("[bold]teacher: mpnet fine-tuned on labels[/bold]")
         result = train_and_evaluate(
-            train, held_out, out=teacher_dir, settings=_settings(args.epochs, 5e-5, rows),
+            train, held_out, out=teacher_dir, settings=_settings(args.teacher_epochs, 5e-5, rows),
             base_model="mpnet-base", method="full", base_predicted=[held_out[1][0]] * len(
                 held_out[1]
             ),
@@ -87,6 +87,9 @@ def banking(args: argparse.Namespace) -> None:
             alpha=0.5, temperature=2.0,
         ).to_dict()  # fmt: skip
     labels_dir = work / f"banking77-minilm-labels{'-quick' if args.quick else ''}"
+    same_run = work / "banking77-full"  # bench/finetune_banking.py's full run: same split, settings
+    if not args.quick and not args.limit and (same_run / "report.json").exists():
+        labels_dir = same_run
     if (labels_dir / "report.json").exists():
         runs["labels"] = json.loads((labels_dir / "report.json").read_text())
     else:
@@ -192,10 +195,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["banking", "generative", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and test questions")
-    parser.add_argument("--epochs", type=float, default=None, help="[4; 1 with --quick]")
+    parser.add_argument("--epochs", type=float, default=None, help="students [4; 1 --quick]")
+    parser.add_argument("--teacher-epochs", type=float, default=None, help="[as --epochs]")
     parser.add_argument("--limit", type=int, default=None, help="use about N rows of train.csv")
     args = parser.parse_args()
     args.epochs = args.epochs or (1.0 if args.quick else 4.0)
+    args.teacher_epochs = args.teacher_epochs or args.epochs
     quiet_libraries()
     if args.part in ("banking", "all"):
         banking(args)

@@ -5,6 +5,11 @@ tokenizers, and a student built from every other teacher layer."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from typer.testing import CliRunner
 
 from mentor.cli import app
 from mentor.distill import recipe
+from mentor.finetune.trainer import read_metrics
 from mentor.testing import save_model_folder, save_tiny_llama, tiny_qwen2
 
 runner = CliRunner()
@@ -109,3 +115,81 @@ def test_online_teacher_and_a_student_from_every_other_layer(
     assert data["teacher_logits"].startswith("online teacher")
     assert data["teacher_student"]["param_ratio"] < 1
     assert json.loads((out / "student" / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mentor.cli", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_reaches_the_same_losses(workspace: Path, tmp_path: Path) -> None:
+    settings = ["--epochs", "6", "--save-every", "3", "--eval-every", "1000", "--batch-size", "2",
+                "--top-k", "8", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(
+        _cli(*_args(workspace, tmp_path / "whole", *settings)), env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    expected = [m["loss"] for m in read_metrics(tmp_path / "whole" / "metrics.jsonl")]
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        _cli(*_args(workspace, cut, *settings)), env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cut / "checkpoints" / "step-000006").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(read_metrics(cut / "metrics.jsonl"))
+    assert 6 <= done < len(expected), "the kill must land mid-run"
+    resumed = subprocess.run(
+        _cli(*_args(workspace, cut, *settings, "--resume")), env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = [m["loss"] for m in read_metrics(cut / "metrics.jsonl")]
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_the_same_command_runs_under_torchrun(workspace: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+         "mentor.cli", *_args(workspace, tmp_path / "ddp", "--max-steps", "3", "--top-k", "8",
+                              "--batch-size", "2")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert len(read_metrics(tmp_path / "ddp" / "metrics.jsonl")) == 3
+    assert (tmp_path / "ddp" / "report.md").exists()
+
+
+def test_classifier_distillation_from_the_same_command(tmp_path: Path) -> None:
+    from mentor.finetune.classify import LabelSet, build_classifier, save_classifier
+    from mentor.testing import tiny_sentence_transformer_folder
+
+    teacher_enc = tiny_sentence_transformer_folder(tmp_path / "t-enc", seed=0)
+    student_enc = tiny_sentence_transformer_folder(tmp_path / "s-enc", seed=1)
+    teacher, tok = build_classifier(teacher_enc, LabelSet(("card", "refund")), method="full")
+    save_classifier(teacher, tmp_path / "teacher", tokenizer=tok, base_model=str(teacher_enc))
+    rows = ["text,category"] + [
+        f"{word} {i},{label}"
+        for i in range(12)
+        for word, label in (("refund money back", "refund"), ("card lost stolen", "card"))
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "extra.txt").write_text("my card is gone\nplease send my money back\n")
+    result = runner.invoke(
+        app,
+        ["distill", "--teacher", str(tmp_path / "teacher"), "--student", str(student_enc),
+         "--data", str(tmp_path / "labels.csv"), "--unlabelled", str(tmp_path / "extra.txt"),
+         "--out", str(tmp_path / "kd"), "--epochs", "2", "--batch-size", "4", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "kd" / "report.json").read_text())
+    assert report["unlabelled_rows"] == 2 and report["labels"] == 2
+    assert "held out as the test set" in result.output

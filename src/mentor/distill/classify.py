@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: N812
 from rich.console import Console
 from torch import nn
 
+from mentor.distill.config import DistillConfig
 from mentor.distill.losses import IGNORE, Divergence, divergence
 from mentor.finetune.classify import (
     ClassBatch,
@@ -268,3 +269,72 @@ def distill_classifier(
     atomic_write_text(out / "report.json", json.dumps(result.to_dict(), indent=2, default=str))
     console.print(f"student weights: {dir_size(model_dir) / 2**20:,.1f} MB at {model_dir}")
     return result
+
+
+def run_classifier_distill(
+    config: DistillConfig, *, resume: bool = False, console: Console
+) -> ClassifierKDResult:
+    """``mentor distill`` on classification data: the teacher is a classifier folder.
+
+    Without ``eval``, a stratified ``val_share`` (seed + 1) is held out as the test set first."""
+    from mentor.finetune.classify import load_classification
+
+    data = load_classification(config.data)
+    if config.eval is not None:
+        test = load_classification(config.eval)
+    else:
+        data, test = split_validation(*data, config.val_share or 0.1, config.train.seed + 1)
+        console.print(f"no --eval file: {len(test[0])} training texts held out as the test set")
+    kd = config.kd
+    return distill_classifier(
+        Path(config.teacher),
+        data,
+        test,
+        out=config.out,
+        settings=config.train,
+        student=config.student,
+        method=config.student_method,
+        lora=config.lora.to_config(),
+        alpha=kd.alpha,
+        temperature=kd.temperature,
+        kind=kd.divergence,
+        unlabelled=load_texts(config.unlabelled) if config.unlabelled else (),
+        val_share=config.val_share,
+        max_length=min(config.max_length, 512),
+        resume=resume,
+        device=config.device,
+        console=console,
+    )
+
+
+def load_texts(path: Path) -> list[str]:
+    """Texts without labels: a .txt file (one per non-empty line), or CSV/JSONL with ``text``."""
+    if path.suffix == ".txt":
+        try:
+            return [
+                line.strip()
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read ({exc})") from exc
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if "text" not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: no 'text' column (columns: {reader.fieldnames})")
+            return [row["text"] for row in reader if row["text"].strip()]
+    texts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"{path}:{number}: expected an object with a 'text' string")
+        texts.append(record["text"])
+    return texts

@@ -40,6 +40,9 @@ def distill_cmd(
         typer.Option("--eval", help="Held-out set: teacher and student are compared on it."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder [runs/distill].")] = None,
+    unlabelled: Annotated[
+        Path | None, typer.Option(help="Classifiers: extra unlabelled texts for soft labels.")
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")
     ] = False,
@@ -76,6 +79,7 @@ def distill_cmd(
     ] = None,
     precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32.")] = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps [50].")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps [50].")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Compare on at most N examples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
@@ -94,6 +98,7 @@ def distill_cmd(
         "method": method,
         "eval": str(eval_data) if eval_data else None,
         "out": str(out) if out else None,
+        "unlabelled": str(unlabelled) if unlabelled else None,
         "keep_every": keep_every,
         "student_method": student_method,
         "max_length": max_length,
@@ -112,6 +117,7 @@ def distill_cmd(
         "train.batch_size": batch_size,
         "train.precision": precision,
         "train.save_every": save_every,
+        "train.eval_every": eval_every,
         "train.seed": seed,
     }
     try:
@@ -138,7 +144,12 @@ def distill_cmd(
             "--resume, or distil into another --out (or delete the folder)"
         )
     try:
-        result = run_distill(settings, resume=resume, console=err)
+        if _is_classification(settings.data):
+            from mentor.distill.classify import run_classifier_distill
+
+            saved = run_classifier_distill(settings, resume=resume, console=err).model_dir
+        else:
+            saved = run_distill(settings, resume=resume, console=err).saved
     except (DataError, TrainingDivergedError) as exc:
         raise _fail(str(exc)) from None
     except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
@@ -146,4 +157,10 @@ def distill_cmd(
     report = settings.out / "report.md"
     if report.exists():
         console.print(report.read_text(), markup=False, highlight=False)
-    console.print(f"saved {result.saved}; report {report}")
+    console.print(f"saved {saved}; report {report}")
+
+
+def _is_classification(data: Path) -> bool:
+    from mentor.data.io import read_records
+
+    return read_records(data).schema == "classification"

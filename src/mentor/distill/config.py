@@ -82,6 +82,11 @@ class DistillConfig(BaseModel):
         default="full", description="Train every student weight, or a LoRA adapter on it."
     )
     val: Path | None = Field(default=None, description="Validation data (else held out).")
+    unlabelled: Path | None = Field(
+        default=None,
+        description="Classifier distillation: extra texts without labels (.txt one per line, or "
+        "CSV/JSONL with a text field); the student learns the teacher's soft labels on them.",
+    )
     val_share: float = Field(default=0.1, ge=0, lt=1, description="Share held out for validation.")
     eval: Path | None = Field(
         default=None,

@@ -16,7 +16,7 @@ def load_yaml_config(
     schema: type[ConfigT],
     path: Path | None,
     overrides: dict[str, Any],
-    path_keys: Sequence[str] = ("data", "val", "eval"),
+    path_keys: Sequence[str] = ("data", "val", "eval", "unlabelled"),
 ) -> ConfigT:
     """The YAML at ``path`` (if any) with ``overrides`` applied, validated as ``schema``.
 
