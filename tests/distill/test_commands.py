@@ -193,3 +193,24 @@ def test_classifier_distillation_from_the_same_command(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "kd" / "report.json").read_text())
     assert report["unlabelled_rows"] == 2 and report["labels"] == 2
     assert "held out as the test set" in result.output
+
+
+def test_a_student_built_from_a_smaller_config(workspace: Path, tmp_path: Path) -> None:
+    config = tmp_path / "kd.yaml"
+    config.write_text(
+        f"teacher: {workspace / 'teacher'}\ndata: {workspace / 'train.jsonl'}\n"
+        "student_config:\n  num_hidden_layers: 1\n  intermediate_size: 32\n"
+        "kd:\n  top_k: 4\ntrain:\n  max_steps: 2\n  batch_size: 4\n  precision: fp32\n"
+    )
+    out = tmp_path / "small"
+    result = runner.invoke(
+        app, ["distill", "--config", str(config), "--out", str(out), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "student" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 1 and saved["intermediate_size"] == 32
+    lora = runner.invoke(
+        app, ["distill", "--config", str(config), "--out", str(tmp_path / "x"),
+              "--student-method", "lora"],
+    )  # fmt: skip
+    assert lora.exit_code == 1 and "train it in full" in lora.output

@@ -70,6 +70,12 @@ class DistillConfig(BaseModel):
         description="Build the student from every k-th layer of the teacher (DistilBERT-style "
         "initialisation) instead of loading --student.",
     )
+    student_config: dict[str, int | float | str] | None = Field(
+        default=None,
+        description="Build a randomly initialised student of the teacher's architecture with "
+        "these config changes (for example num_hidden_layers: 4, hidden_size: 512) instead of "
+        "loading --student.",
+    )
     data: Path = Field(
         description="Training data: chat or qa JSONL (logits); prompts for sequence."
     )
@@ -114,8 +120,16 @@ class DistillConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DistillConfig:
-        if self.keep_every is not None and self.method == "sequence":
-            raise ValueError("keep_every builds a student on the teacher's tokenizer; use logits")
+        built = self.keep_every is not None or self.student_config is not None
+        if built and self.method == "sequence":
+            raise ValueError("a student built from the teacher shares its tokenizer; use logits")
+        if self.keep_every is not None and self.student_config is not None:
+            raise ValueError("give keep_every or student_config, not both")
+        if built and self.student_method == "lora":
+            raise ValueError(
+                "a student built from the teacher has no saved base for an adapter to sit on; "
+                "train it in full (student_method: full)"
+            )
         return self
 
 

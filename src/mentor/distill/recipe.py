@@ -39,7 +39,7 @@ from mentor.distill.report import (
     token_agreement_cached,
 )
 from mentor.distill.sequence import generate_dataset
-from mentor.distill.students import keep_every_kth_layer
+from mentor.distill.students import keep_every_kth_layer, smaller_config
 from mentor.distill.teacher_cache import (
     TeacherCache,
     build_cache,
@@ -108,8 +108,9 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
     bf16 = use_bf16(config.train.precision, device)
     teacher = LazyTeacher(config.teacher, torch.bfloat16 if bf16 else torch.float32, device)
     teacher_tok = load_tokenizer(config.teacher)
-    student_name = config.teacher if config.keep_every else config.student
-    student_tok = teacher_tok if config.keep_every else load_tokenizer(config.student)
+    built = config.keep_every is not None or config.student_config is not None
+    student_name = config.teacher if built else config.student
+    student_tok = teacher_tok if built else load_tokenizer(config.student)
     if config.method == "logits":
         check_tokenizers(config.teacher, student_name, teacher_tok, student_tok)
     teacher_fp = weights_fingerprint(resolve_model_path(config.teacher))
@@ -330,6 +331,18 @@ def _student(
             del source
         console.print(str(size))
         return student.to(device)
+    if config.student_config:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        source = AutoConfig.from_pretrained(str(resolve_model_path(config.teacher)))
+        shape = smaller_config(source, **config.student_config)
+        torch.manual_seed(config.train.seed)
+        student = AutoModelForCausalLM.from_config(shape, dtype=dtype)  # type: ignore[no-untyped-call]
+        console.print(
+            f"student built from the teacher's config with {config.student_config}: "
+            f"{_count(student) / 1e6:,.1f}M parameters, random initialisation"
+        )
+        return student.to(device)
     with console.status(f"loading {config.student}"):
         return load_causal_lm(config.student, dtype=dtype, device=str(device))
 
@@ -474,6 +487,14 @@ def _compare(
     )
 
 
+def _student_label(config: DistillConfig, name: str) -> str:
+    if config.keep_every:
+        return f"{config.teacher} (every {config.keep_every} layers)"
+    if config.student_config:
+        return f"{config.teacher} shape with {config.student_config}"
+    return name
+
+
 def _means(scores: dict[str, float | int]) -> dict[str, float]:
     return {name: float(value) for name, value in scores.items() if name != "n"}
 
@@ -522,7 +543,7 @@ def write_report(summary: DistillReport, config: DistillConfig) -> None:
     t = summary.train
     lines = [
         f"# Distillation report: {config.teacher} -> "
-        f"{config.teacher + ' (layers)' if config.keep_every else config.student}, "
+        f"{_student_label(config, config.student)}, "
         f"{config.method}",
         "",
         f"- data: `{config.data}` ({summary.train_examples} training examples, "

@@ -92,18 +92,24 @@ def _renumber(block: nn.Module, index: int) -> None:
             setattr(module, "layer_idx", index)  # noqa: B010 (typed Module attribute)
 
 
+def smaller_config(config: Any, **overrides: Any) -> Any:
+    """A copy of a transformers ``config`` with ``overrides`` applied, each checked to exist."""
+    config = copy.deepcopy(config)
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"{type(config).__name__} has no field {key!r}")
+        setattr(config, key, value)
+    if getattr(config, "layer_types", None) is not None:  # one attention kind per layer
+        config.layer_types = config.layer_types[:1] * config.num_hidden_layers
+    return config
+
+
 def from_config(teacher: nn.Module, **overrides: Any) -> tuple[nn.Module, StudentSize]:
     """A randomly initialised model of the teacher's architecture with config ``overrides``
     (for example ``num_hidden_layers=4, hidden_size=256``), on the teacher's tokenizer."""
     from transformers import AutoModel, AutoModelForCausalLM
 
-    config: Any = copy.deepcopy(teacher.config)
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"{type(config).__name__} has no field {key!r}")
-        setattr(config, key, value)
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = config.layer_types[:1] * config.num_hidden_layers
+    config = smaller_config(teacher.config, **overrides)
     is_causal = hasattr(teacher, "generate") and hasattr(teacher, "lm_head")
     factory = AutoModelForCausalLM if is_causal else AutoModel
     student = cast(nn.Module, factory.from_config(config))  # type: ignore[no-untyped-call]
