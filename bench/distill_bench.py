@@ -67,11 +67,10 @@ def banking(args: argparse.Namespace) -> None:
         console.print(f"teacher reused: {teacher_dir}")
     else:
         console.print("[bold]teacher: mpnet fine-tuned on labels[/bold]")
+        settings = _settings(args.teacher_epochs, args.teacher_lr, rows)
         result = train_and_evaluate(
-            train, held_out, out=teacher_dir, settings=_settings(args.teacher_epochs, 5e-5, rows),
-            base_model="mpnet-base", method="full", base_predicted=[held_out[1][0]] * len(
-                held_out[1]
-            ),
+            train, held_out, out=teacher_dir, settings=settings, base_model="mpnet-base",
+            method="full", base_predicted=[held_out[1][0]] * len(held_out[1]),
         )  # fmt: skip
         teacher = result.to_dict()
 
@@ -197,6 +196,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer epochs and test questions")
     parser.add_argument("--epochs", type=float, default=None, help="students [4; 1 --quick]")
     parser.add_argument("--teacher-epochs", type=float, default=None, help="[as --epochs]")
+    parser.add_argument(
+        "--teacher-lr", type=float, default=1e-4, help="[1e-4: a fresh 77-way head needs it]"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use about N rows of train.csv")
     args = parser.parse_args()
     args.epochs = args.epochs or (1.0 if args.quick else 4.0)

@@ -1,0 +1,92 @@
+"""The teacher-student report: agreement and KL (exact against a model, bounded against a
+top-k cache), answer similarity, ratios and the markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from mentor.distill.report import (
+    AnswerSimilarity,
+    Side,
+    TeacherStudentReport,
+    TokenAgreement,
+    answer_similarity,
+    token_agreement,
+    token_agreement_cached,
+)
+from mentor.distill.teacher_cache import build_cache
+from mentor.finetune.data import IGNORE, Example
+from mentor.testing import HashEmbedder, tiny_qwen2
+
+
+def _examples() -> list[Example]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for n in (6, 9, 7):
+        ids = torch.randint(5, 200, (n,), generator=gen).tolist()
+        out.append(Example(ids, [IGNORE, IGNORE, *ids[2:]]))
+    return out
+
+
+def test_a_model_agrees_with_itself() -> None:
+    model, _ = tiny_qwen2(seed=1)
+    same = token_agreement(model, model, _examples())
+    assert same.top1 == 1.0 and same.kl == pytest.approx(0.0, abs=1e-5)
+    assert same.tokens == sum(len(e.input_ids) - 2 for e in _examples())
+
+
+def test_cached_agreement_is_exact_with_every_token_and_a_lower_bound_with_fewer(
+    tmp_path: Path,
+) -> None:
+    teacher, _ = tiny_qwen2(seed=1)
+    student, _ = tiny_qwen2(seed=2, num_layers=1)
+    examples = _examples()
+    exact = token_agreement(teacher, student, examples)
+
+    def cached(k: int) -> TokenAgreement:
+        cache, _ = build_cache(
+            tmp_path / f"k{k}", teacher, examples, k=k, teacher_fingerprint="t",
+            tokenizer_hash="v", console=Console(quiet=True),
+        )  # fmt: skip
+        return token_agreement_cached(cache, student, examples)
+
+    full = cached(teacher.config.vocab_size)
+    assert full.top1 == exact.top1
+    assert full.kl == pytest.approx(exact.kl, rel=1e-2)  # fp16 log-probs in the cache
+    few = cached(8)
+    assert few.top1 == exact.top1  # the first cached id is the teacher's argmax
+    assert few.kl <= exact.kl + 1e-4  # coarsening can only lose divergence
+
+
+def test_answer_similarity() -> None:
+    same = answer_similarity(["the box is red"], ["the box is red"], HashEmbedder())
+    assert same.rouge_l == 1.0 and same.bleu == pytest.approx(100.0)
+    assert same.cosine == pytest.approx(1.0) and same.share_similar == 1.0
+    apart = answer_similarity(["green kettles sing"], ["the box is red"], None)
+    assert apart.rouge_l == 0.0 and apart.bleu < 5 and apart.cosine is None
+    with pytest.raises(ValueError, match="1 student answers for 2"):
+        answer_similarity(["a"], ["a", "b"], None)
+
+
+def test_report_ratios_and_markdown() -> None:
+    report = TeacherStudentReport(
+        method="logits",
+        metric="token_f1",
+        teacher=Side("big", 1000, 4000, {"token_f1": 0.5, "rouge_l": 0.4}, 2.0, 10.0),
+        student=Side("small", 250, 1000, {"token_f1": 0.45, "rouge_l": 0.3}, 0.5, 40.0),
+        agreement=TokenAgreement(0.8, 0.25, 100),
+        similarity=AnswerSimilarity(0.6, 30.0, 0.9, 0.75),
+        examples=12,
+    )
+    assert report.retention == pytest.approx(0.9) and report.speedup == pytest.approx(4.0)
+    data = report.to_dict()
+    assert data["param_ratio"] == 0.25 and data["size_ratio"] == 0.25
+    text = report.to_markdown()
+    assert "keeps 90.0% of the teacher's token_f1" in text
+    assert "| token_f1 (task metric) | 0.500 | 0.450 | 90.0% |" in text
+    assert "speedup 4.0x" in text and "top-1 agreement 80.0%" in text
+    assert "75% of answers >= 0.85" in text
