@@ -202,3 +202,21 @@ def test_the_hub_source_downloads_safetensors_only(
     patterns = asked["allow_patterns"]
     assert isinstance(patterns, list) and "*.safetensors" in patterns
     assert not any(p.endswith(".bin") for p in patterns)
+
+
+def test_weights_fingerprint_from_the_manifest_or_the_files(
+    tiny_folder: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    pull("tiny", source=tiny_folder)
+    pulled = model_dir("tiny")
+    assert pulled is not None
+    from_manifest = hub.weights_fingerprint(pulled)
+    assert from_manifest == hub.weights_fingerprint(tiny_folder)  # same files, no manifest
+    copy = shutil.copytree(tiny_folder, tmp_path / "copy")
+    _flip_byte(copy / "model.safetensors", offset=4000)
+    assert hub.weights_fingerprint(copy) != from_manifest
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no safetensors"):
+        hub.weights_fingerprint(tmp_path / "empty")

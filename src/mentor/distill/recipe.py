@@ -47,7 +47,15 @@ from mentor.distill.teacher_cache import (
     tokenizer_fingerprint,
 )
 from mentor.finetune.adapters import save_adapter
-from mentor.finetune.data import Example, PackedRow, chat_example, collate, pack, unpacked
+from mentor.finetune.data import (
+    Example,
+    PackedRow,
+    chat_example,
+    collate,
+    load_sft_examples,
+    pack,
+    unpacked,
+)
 from mentor.finetune.distributed import World, setup
 from mentor.finetune.evaluation import EvalItem, load_eval_items, score_generations
 from mentor.finetune.lora import add_lora, mark_trainable, parameter_report
@@ -137,8 +145,6 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
                 f"({data_path})"
             )
         world.barrier()
-    from mentor.finetune.data import load_sft_examples
-
     examples = load_sft_examples(data_path, student_tok, config.max_length)
     if config.val is not None:
         train_examples = examples
