@@ -429,6 +429,9 @@ def _compare(
     references = [i.reference for i in items]
     with console.status(f"teacher answers {len(items)} held-out questions"):
         t_answers = _teacher_answers(config, teacher, teacher_tok, items, teacher_fp)
+    # Served at the teacher's precision, so the speed columns compare models, not dtypes (a fully
+    # trained student keeps fp32 master weights; the teacher runs in bf16 where that is fast).
+    student.to(teacher.dtype)
     with console.status(f"student answers {len(items)} held-out questions"):
         s_answers = timed_answers(
             student,

@@ -244,10 +244,10 @@ class TeacherStudentReport:
             )
         if t.scores and s.scores:
             for name in t.scores:
-                ratio = s.scores[name] / t.scores[name] if t.scores[name] else float("nan")
+                ratio = f"{s.scores[name] / t.scores[name]:.1%}" if t.scores[name] else "-"
                 mark = " (task metric)" if name == self.metric else ""
                 lines.append(
-                    f"| {name}{mark} | {t.scores[name]:.3f} | {s.scores[name]:.3f} | {ratio:.1%} |"
+                    f"| {name}{mark} | {t.scores[name]:.3f} | {s.scores[name]:.3f} | {ratio} |"
                 )
         if t.seconds_per_answer and s.seconds_per_answer:
             lines.append(
