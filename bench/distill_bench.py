@@ -135,8 +135,11 @@ def _distil(out: Path, **settings: Any) -> dict[str, Any]:
 
     if (out / "report.json").exists():
         return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
+    from mentor.finetune.checkpoint import latest
+
     config = DistillConfig.model_validate({"out": str(out), **settings})
-    run_distill(config, console=Console(stderr=True))
+    resume = latest(out / "checkpoints") is not None  # an interrupted run continues
+    run_distill(config, resume=resume, console=Console(stderr=True))
     return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
 
 
