@@ -81,6 +81,7 @@ def test_report_ratios_and_markdown() -> None:
         agreement=TokenAgreement(0.8, 0.25, 100),
         similarity=AnswerSimilarity(0.6, 30.0, 0.9, 0.75),
         examples=12,
+        student_before={"token_f1": 0.2, "rouge_l": 0.1},
     )
     assert report.retention == pytest.approx(0.9) and report.speedup == pytest.approx(4.0)
     data = report.to_dict()
@@ -90,3 +91,5 @@ def test_report_ratios_and_markdown() -> None:
     assert "| token_f1 (task metric) | 0.500 | 0.450 | 90.0% |" in text
     assert "speedup 4.0x" in text and "top-1 agreement 80.0%" in text
     assert "75% of answers >= 0.85" in text
+    assert "Before distillation the student scored 0.200 token_f1 (40.0% of the teacher)" in text
+    assert "changed it by +0.250" in text and data["student_before"]["token_f1"] == 0.2

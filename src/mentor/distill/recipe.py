@@ -170,8 +170,20 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
             console,
         )
 
-    # 3. the student
+    # 3. the student, scored before it learns anything (what distillation adds)
     student = _student(config, teacher, device, bf16, console)
+    before = None
+    if world.is_main and items:
+        with console.status(f"student answers {len(items)} held-out questions before training"):
+            untrained = timed_answers(
+                student,
+                student_tok,
+                [i.prompt for i in items],
+                max_new_tokens=config.eval_max_new_tokens,
+            )
+        before = _means(
+            score_generations(untrained.answers, [i.reference for i in items]).to_dict()
+        )
     torch.manual_seed(config.train.seed)
     if config.student_method == "lora":
         add_lora(student, config.lora.to_config())
@@ -235,6 +247,7 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
             saved,
             items,
             teacher_fp,
+            before,
             console,
         )
     summary = DistillReport(
@@ -424,6 +437,7 @@ def _compare(
     saved: Path,
     items: list[EvalItem],
     teacher_fp: str,
+    before: dict[str, float] | None,
     console: Console,
 ) -> TeacherStudentReport:
     references = [i.reference for i in items]
@@ -493,6 +507,7 @@ def _compare(
         agreement=agreement,
         similarity=similarity,
         examples=len(items),
+        student_before=before,
     )
 
 

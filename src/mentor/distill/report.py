@@ -205,6 +205,7 @@ class TeacherStudentReport:
     agreement: TokenAgreement | None
     similarity: AnswerSimilarity | None
     examples: int  # held-out examples scored
+    student_before: dict[str, float] | None = None  # the student's scores before distillation
 
     @property
     def retention(self) -> float | None:
@@ -266,6 +267,17 @@ class TeacherStudentReport:
             lines.append(
                 f"**Retention** on {self.examples} held-out examples: the student keeps "
                 f"{retention:.1%} of the teacher's {self.metric}."
+            )
+        before = (self.student_before or {}).get(self.metric)
+        if before is not None and t.scores and s.scores:
+            share = (
+                f" ({before / t.scores[self.metric]:.1%} of the teacher)"
+                if t.scores[self.metric]
+                else ""
+            )
+            lines.append(
+                f"Before distillation the student scored {before:.3f} {self.metric}{share}; "
+                f"distillation changed it by {s.scores[self.metric] - before:+.3f}."
             )
         if self.agreement is not None:
             a = self.agreement
