@@ -27,6 +27,7 @@ from torch import nn
 
 from mentor.distill.config import DistillConfig
 from mentor.distill.losses import IGNORE, Divergence, divergence
+from mentor.distill.students import count_params
 from mentor.finetune.classify import (
     ClassBatch,
     ClassRow,
@@ -166,10 +167,6 @@ def _throughput(model: SequenceClassifier, tokenizer: Any, texts: Sequence[str])
     return len(texts) / (time.perf_counter() - started)
 
 
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-
-
 def distill_classifier(
     teacher_dir: Path,
     train_data: Labelled,
@@ -258,8 +255,8 @@ def distill_classifier(
         student_accuracy=classification_accuracy(labels.decode(s_logits.argmax(-1).tolist()), gold),
         agreement=float((t_logits.argmax(-1) == s_logits.argmax(-1)).float().mean()),
         kl=kl,
-        teacher_params=_count(teacher),
-        student_params=_count(model),
+        teacher_params=count_params(teacher),
+        student_params=count_params(model),
         teacher_texts_per_s=_throughput(teacher, teacher_tok, test_texts),
         student_texts_per_s=_throughput(model, tokenizer, test_texts),
         training=training,

@@ -128,21 +128,16 @@ def distill_cmd(
         raise _fail(f"{settings.data}: no such file")
 
     from mentor.distill.recipe import run_distill
-    from mentor.finetune.checkpoint import latest
+    from mentor.finetune.checkpoint import run_folder_problem
     from mentor.finetune.data import DataError
     from mentor.finetune.trainer import TrainingDivergedError
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.registry import UnknownModelError
     from mentor.models.sources import SourceError
 
-    found = latest(settings.out / "checkpoints")
-    if resume and found is None:
-        raise _fail(f"{settings.out}: no checkpoint to resume from")
-    if not resume and found is not None:
-        raise _fail(
-            f"{settings.out} already holds a run (checkpoint {found.name}); continue it with "
-            "--resume, or distil into another --out (or delete the folder)"
-        )
+    problem = run_folder_problem(settings.out, resume)
+    if problem:
+        raise _fail(problem)
     try:
         if _is_classification(settings.data):
             from mentor.distill.classify import run_classifier_distill

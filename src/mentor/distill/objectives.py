@@ -22,12 +22,7 @@ import torch
 from torch import nn
 
 from mentor.distill.losses import Divergence, TopK, chunked_kd_loss, supervised
-
-
-def _backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    backbone = cast(nn.Module, model.base_model)
-    head = cast(nn.Module, model.get_output_embeddings())  # type: ignore[operator]
-    return backbone, head
+from mentor.finetune.objectives import backbone_and_head
 
 
 class LogitKDLoss(nn.Module):
@@ -72,15 +67,15 @@ class LogitKDLoss(nn.Module):
             "attention_mask": attention_mask,
             "use_cache": False,  # with a cache transformers drops the packed-sequence mask
         }
-        backbone, head = _backbone_and_head(self.model)
+        backbone, head = backbone_and_head(self.model)
         hidden = backbone(**inputs).last_hidden_state[:, :-1][keep]  # (N, H)
-        vocab = cast(nn.Linear, head).out_features
+        vocab = head.out_features
         teacher: TopK | Any
         if teacher_logprobs is not None and teacher_ids is not None:
             teacher = TopK(teacher_logprobs, teacher_ids)
         elif self.teacher is not None:
-            t_backbone, t_head = _backbone_and_head(self.teacher)
-            vocab = min(vocab, cast(nn.Linear, t_head).out_features)
+            t_backbone, t_head = backbone_and_head(self.teacher)
+            vocab = min(vocab, t_head.out_features)
             with torch.no_grad():  # under the trainer's bf16 autocast, the teacher runs bf16 too
                 t_hidden = t_backbone(**inputs).last_hidden_state[:, :-1][keep]  # (N, H_t)
 

@@ -39,7 +39,7 @@ from mentor.distill.report import (
     token_agreement_cached,
 )
 from mentor.distill.sequence import generate_dataset
-from mentor.distill.students import keep_every_kth_layer, smaller_config
+from mentor.distill.students import count_params, keep_every_kth_layer, smaller_config
 from mentor.distill.teacher_cache import (
     TeacherCache,
     build_cache,
@@ -359,7 +359,7 @@ def _student(
         student = AutoModelForCausalLM.from_config(shape, dtype=dtype)  # type: ignore[no-untyped-call]
         console.print(
             f"student built from the teacher's config with {config.student_config}: "
-            f"{_count(student) / 1e6:,.1f}M parameters, random initialisation"
+            f"{count_params(student) / 1e6:,.1f}M parameters, random initialisation"
         )
         return student.to(device)
     with console.status(f"loading {config.student}"):
@@ -479,7 +479,9 @@ def _compare(
     similarity = answer_similarity(s_answers.answers, t_answers.answers, embedder)
     t_scores = score_generations(t_answers.answers, references)
     s_scores = score_generations(s_answers.answers, references)
-    teacher_params = _count(teacher()) if teacher.loaded else _params_from_disk(config.teacher)
+    teacher_params = (
+        count_params(teacher()) if teacher.loaded else _params_from_disk(config.teacher)
+    )
     student_bytes = dir_size(saved) + (
         _weights_bytes(config.student) if config.student_method == "lora" else 0
     )
@@ -498,7 +500,7 @@ def _compare(
             student_name
             if not config.keep_every
             else f"{config.teacher} (every {config.keep_every} layers)",
-            _count(student),
+            count_params(student),
             student_bytes,
             _means(s_scores.to_dict()),
             s_answers.seconds_per_answer,
@@ -521,12 +523,6 @@ def _student_label(config: DistillConfig, name: str) -> str:
 
 def _means(scores: dict[str, float | int]) -> dict[str, float]:
     return {name: float(value) for name, value in scores.items() if name != "n"}
-
-
-def _count(model: nn.Module) -> int:
-    """Parameters, tied ones once, adapters excluded (they fold into the weights)."""
-    unique = {id(p): p for n, p in model.named_parameters() if "lora_" not in n}
-    return sum(p.numel() for p in unique.values())
 
 
 def _params_from_disk(name: str) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from mentor.distill.losses import supervised
 from mentor.distill.teacher_cache import TeacherCache
 from mentor.evaluate.text import rouge_l
 from mentor.finetune.data import Example, collate, unpacked
-from mentor.finetune.evaluation import GenerationScores, generate_answers, score_generations
+from mentor.finetune.evaluation import generate_answers
+from mentor.finetune.objectives import backbone_and_head
 from mentor.models.protocols import ChatMessage, Embedder
 
 SIMILAR = 0.85  # embedding cosine above which two answers are taken to say the same thing
@@ -92,10 +93,9 @@ def token_agreement(
         keep = supervised(batch.labels)
         inputs = {k: v for k, v in batch.model_inputs().items() if k != "attention_mask"}
         inputs["attention_mask"] = batch.attention_mask
-        hidden = [
-            _backbone(m)(**inputs).last_hidden_state[:, :-1][keep] for m in (teacher, student)
-        ]
-        heads = [_head(m) for m in (teacher, student)]
+        parts = [backbone_and_head(m) for m in (teacher, student)]
+        hidden = [b(**inputs).last_hidden_state[:, :-1][keep] for b, _ in parts]
+        heads = [h for _, h in parts]
         vocab = min(h.out_features for h in heads)
         for lo in range(0, hidden[0].shape[0], chunk):
             t_logits, s_logits = (
@@ -123,13 +123,13 @@ def token_agreement_cached(
     kl_sum = 0.0
     count = 0
     rows = unpacked(examples)
-    head = _head(student)
+    backbone, head = backbone_and_head(student)
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
         batch = collate(part, pad_id=0)
         keep = supervised(batch.labels)
         inputs = batch.model_inputs()
-        hidden = _backbone(student)(**inputs).last_hidden_state[:, :-1][keep]
+        hidden = backbone(**inputs).last_hidden_state[:, :-1][keep]
         log_s = head(hidden).float().log_softmax(-1)  # (N, V)
         top = [cache.rows(i) for row in part for i in row.sources]
         t_lp = torch.cat([t.logprobs for t in top])  # (N, k), full-vocabulary log-probs
@@ -145,14 +145,6 @@ def token_agreement_cached(
     if count == 0:
         raise ValueError("no target tokens to compare the teacher and the student on")
     return TokenAgreement(agree / count, kl_sum / count, count)
-
-
-def _backbone(model: nn.Module) -> nn.Module:
-    return cast(nn.Module, model.base_model)
-
-
-def _head(model: nn.Module) -> nn.Linear:
-    return cast(nn.Linear, model.get_output_embeddings())  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -300,7 +292,3 @@ class TeacherStudentReport:
                 )
             lines.append(close)
         return "\n".join(lines) + "\n"
-
-
-def held_out_scores(answers: TimedAnswers, references: Sequence[str]) -> GenerationScores:
-    return score_generations(answers.answers, references)

@@ -38,9 +38,10 @@ class StudentSize:
         )
 
 
-def _params(model: nn.Module) -> int:
-    # Tied weights (embeddings shared with the head) are one parameter object: count it once.
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+def count_params(model: nn.Module) -> int:
+    """Parameters of the model itself: tied weights once, LoRA adapters not counted."""
+    unique = {id(p): p for n, p in model.named_parameters() if "lora_" not in n}
+    return sum(p.numel() for p in unique.values())
 
 
 def _stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -81,7 +82,9 @@ def keep_every_kth_layer(teacher: nn.Module, every: int) -> tuple[nn.Module, Stu
         _renumber(block, new_index)
     if getattr(config, "layer_types", None) is not None:  # per-layer attention kinds (qwen2)
         config.layer_types = [config.layer_types[i] for i in kept]
-    size = StudentSize(_params(teacher), _params(student), len(stack), len(kept), tuple(kept))
+    size = StudentSize(
+        count_params(teacher), count_params(student), len(stack), len(kept), tuple(kept)
+    )
     return student, size
 
 
@@ -115,6 +118,10 @@ def from_config(teacher: nn.Module, **overrides: Any) -> tuple[nn.Module, Studen
     student = cast(nn.Module, factory.from_config(config))  # type: ignore[no-untyped-call]
     layers = getattr(teacher.config, "num_hidden_layers", 0)
     size = StudentSize(
-        _params(teacher), _params(student), int(layers), int(config.num_hidden_layers), None
+        count_params(teacher),
+        count_params(student),
+        int(layers),
+        int(config.num_hidden_layers),
+        None,
     )
     return student, size

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from torch import nn
 
 from mentor.distill.losses import IGNORE, TopK
 from mentor.finetune.data import Example
+from mentor.finetune.objectives import backbone_and_head
 from mentor.utils.fs import atomic_path, atomic_write_text
 from mentor.utils.progress import progress_bar
 
@@ -124,8 +125,7 @@ def _topk_batch(
     for row, e in enumerate(batch):
         ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[row, : len(e.input_ids)] = 1
-    backbone = cast(nn.Module, teacher.base_model)
-    head = cast(nn.Module, teacher.get_output_embeddings())  # type: ignore[operator]
+    backbone, head = backbone_and_head(teacher)
     hidden = backbone(
         input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
     ).last_hidden_state  # (B, T, H)

@@ -124,6 +124,19 @@ def latest(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def run_folder_problem(out: Path, resume: bool) -> str | None:
+    """Why a run cannot start in ``out`` (nothing to resume, or a run already there), else None."""
+    found = latest(out / "checkpoints")
+    if resume and found is None:
+        return f"{out}: no checkpoint to resume from"
+    if not resume and found is not None:
+        return (
+            f"{out} already holds a run (checkpoint {found.name}); continue it with --resume, "
+            "or train into another --out (or delete the folder)"
+        )
+    return None
+
+
 class CheckpointWriter:
     """Writes checkpoints for one process of a (possibly distributed) run.
 

@@ -115,16 +115,11 @@ def run(settings: FinetuneConfig, resume: bool) -> None:
 
     if not settings.data.exists():
         raise _fail(f"{settings.data}: no such file")
-    from mentor.finetune.checkpoint import latest
+    from mentor.finetune.checkpoint import run_folder_problem
 
-    found = latest(settings.out / "checkpoints")
-    if resume and found is None:
-        raise _fail(f"{settings.out}: no checkpoint to resume from")
-    if not resume and found is not None:
-        raise _fail(
-            f"{settings.out} already holds a run (checkpoint {found.name}); continue it with "
-            "--resume, or train into another --out (or delete the folder)"
-        )
+    problem = run_folder_problem(settings.out, resume)
+    if problem:
+        raise _fail(problem)
     try:
         if _task(settings.task, settings.data) == "classify":
             from mentor.finetune.classify import run_classification

@@ -21,6 +21,13 @@ from mentor.finetune.data import IGNORE
 _PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma"}
 
 
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """A Hugging Face causal LM's backbone (hidden states out) and its output head."""
+    backbone = cast(nn.Module, model.base_model)
+    head = cast(nn.Linear, model.get_output_embeddings())  # type: ignore[operator]
+    return backbone, head
+
+
 class CausalLMLoss(nn.Module):
     """Summed next-token loss of a Hugging Face causal LM on ``labels != -100``."""
 
@@ -48,8 +55,7 @@ class CausalLMLoss(nn.Module):
             "use_cache": False,
         }
         if self.head_only_on_targets:
-            backbone = cast(nn.Module, self.model.base_model)
-            head = cast(nn.Module, self.model.get_output_embeddings())  # type: ignore[operator]
+            backbone, head = backbone_and_head(self.model)
             hidden = backbone(**inputs).last_hidden_state  # (B, T, H)
             picked = hidden[:, :-1][keep]  # (N, H)
             logits = head(picked)  # (N, V)
