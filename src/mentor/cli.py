@@ -13,7 +13,10 @@ from mentor.doctor import doctor_cmd
 from mentor.finetune.commands import adapters_app, finetune_cmd
 from mentor.models.commands import app as models_app
 from mentor.models.commands import generate_cmd
+from mentor.monitor.commands import app as monitor_app
+from mentor.quantize.commands import quantize_cmd
 from mentor.rag.commands import app as rag_app
+from mentor.serve.commands import serve_cmd
 from mentor.utils.logs import quiet_libraries
 
 app = typer.Typer(
@@ -35,9 +38,12 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(rag_app, name="rag")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(monitor_app, name="monitor")
 app.command("finetune")(finetune_cmd)
 app.command("distill")(distill_cmd)
+app.command("quantize")(quantize_cmd)
 app.command("generate")(generate_cmd)
+app.command("serve")(serve_cmd)
 app.command("doctor")(doctor_cmd)
 
 

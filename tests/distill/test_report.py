@@ -93,3 +93,22 @@ def test_report_ratios_and_markdown() -> None:
     assert "75% of answers >= 0.85" in text
     assert "Before distillation the student scored 0.200 token_f1 (40.0% of the teacher)" in text
     assert "changed it by +0.250" in text and data["student_before"]["token_f1"] == 0.2
+
+
+def test_sizes_at_other_precisions_are_not_compared() -> None:
+    def report(t_dtype: str, s_dtype: str) -> TeacherStudentReport:
+        return TeacherStudentReport(
+            method="logits",
+            metric="token_f1",
+            teacher=Side("big", 1000, 2000, {"token_f1": 0.5}, 2.0, 10.0, t_dtype),
+            student=Side("small", 250, 1000, {"token_f1": 0.45}, 0.5, 40.0, s_dtype),
+            agreement=None,
+            similarity=None,
+            examples=4,
+        )
+
+    mixed = report("BF16", "F32")
+    assert mixed.to_dict()["size_ratio"] is None
+    assert "| weights on disk | 2 KB" not in mixed.to_markdown()
+    assert "(BF16) | 0 MB (F32) | stored at other precisions |" in mixed.to_markdown()
+    assert report("BF16", "BF16").to_dict()["size_ratio"] == 0.5

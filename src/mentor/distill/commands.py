@@ -21,6 +21,23 @@ def distill_cmd(
     teacher: Annotated[
         str | None, typer.Option(help="The model to learn from: registry name, folder, hf:ID.")
     ] = None,
+    teacher_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A hosted teacher: the OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) "
+            "serving --teacher; sequence distillation only."
+        ),
+    ] = None,
+    teacher_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable holding the endpoint's key [OPENAI_API_KEY]; '' for a "
+            "local server without one."
+        ),
+    ] = None,
+    teacher_rpm: Annotated[
+        float | None, typer.Option(help="Requests per minute the endpoint allows.")
+    ] = None,
     student: Annotated[
         str | None, typer.Option(help="The model that learns [smollm2-135m-instruct].")
     ] = None,
@@ -93,6 +110,9 @@ def distill_cmd(
         raise _fail("give --teacher and --data (or --config distill.yaml)")
     overrides = {
         "teacher": teacher,
+        "teacher_endpoint.base_url": teacher_url,
+        "teacher_endpoint.api_key_env": teacher_key_env,
+        "teacher_endpoint.requests_per_minute": teacher_rpm,
         "student": student,
         "data": str(data) if data else None,
         "method": method,
@@ -133,6 +153,7 @@ def distill_cmd(
     from mentor.finetune.trainer import TrainingDivergedError
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.registry import UnknownModelError
+    from mentor.models.remote import RemoteError
     from mentor.models.sources import SourceError
 
     problem = run_folder_problem(settings.out, resume)
@@ -142,12 +163,22 @@ def distill_cmd(
         if _is_classification(settings.data):
             from mentor.distill.classify import run_classifier_distill
 
+            if settings.teacher_endpoint is not None:
+                raise _fail("a hosted teacher only writes answers; a classifier needs its logits")
+
             saved = run_classifier_distill(settings, resume=resume, console=err).model_dir
         else:
             saved = run_distill(settings, resume=resume, console=err).saved
     except (DataError, TrainingDivergedError) as exc:
         raise _fail(str(exc)) from None
-    except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
+    except (
+        UnknownModelError,
+        NotPulledError,
+        PullError,
+        SourceError,
+        RemoteError,
+        ValueError,
+    ) as exc:
         raise _fail(str(exc)) from None
     report = settings.out / "report.md"
     if report.exists():

@@ -15,6 +15,7 @@ from mentor.distill.losses import Divergence
 from mentor.distill.sequence import GenerationSettings
 from mentor.finetune.config import LoRASettings
 from mentor.finetune.trainer import TrainSettings
+from mentor.models.remote import EndpointSettings
 from mentor.utils.config import load_yaml_config
 
 
@@ -59,7 +60,15 @@ class DistillConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    teacher: str = Field(description="The model to learn from (registry name, folder, hf:ID).")
+    teacher: str = Field(
+        description="The model to learn from (registry name, folder, hf:ID); with "
+        "teacher_endpoint, the model name the endpoint serves."
+    )
+    teacher_endpoint: EndpointSettings | None = Field(
+        default=None,
+        description="A hosted teacher: an OpenAI-compatible endpoint (base_url, api_key_env, "
+        "requests_per_minute, ...; model defaults to teacher). Sequence distillation only.",
+    )
     student: str = Field(
         default="smollm2-135m-instruct",
         description="The model that learns; with keep_every, ignored (built from the teacher).",
@@ -82,7 +91,8 @@ class DistillConfig(BaseModel):
     method: Literal["logits", "sequence"] = Field(
         default="logits",
         description="logits: match the teacher's token distributions (same tokenizer); "
-        "sequence: fine-tune on the teacher's generated answers (any tokenizers).",
+        "sequence: fine-tune on the teacher's generated answers (any tokenizers). Default: "
+        "logits, or sequence with a teacher_endpoint.",
     )
     student_method: Literal["full", "lora"] = Field(
         default="full", description="Train every student weight, or a LoRA adapter on it."
@@ -118,9 +128,29 @@ class DistillConfig(BaseModel):
     lora: LoRASettings = Field(default_factory=LoRASettings, description="Student adapter shape.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Training loop.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hosted_defaults(cls, data: Any) -> Any:
+        # A hosted teacher serves the model named by `teacher`, and can only write answers.
+        endpoint = data.get("teacher_endpoint") if isinstance(data, dict) else None
+        if isinstance(endpoint, dict):
+            data = {**data, "teacher_endpoint": {"model": data.get("teacher"), **endpoint}}
+            data.setdefault("method", "sequence")
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> DistillConfig:
         built = self.keep_every is not None or self.student_config is not None
+        if self.teacher_endpoint is not None and built:
+            raise ValueError(
+                "a student built from the teacher needs the teacher's weights, and a hosted "
+                "teacher's are not here; name a --student"
+            )
+        if self.teacher_endpoint is not None and self.method == "logits":
+            raise ValueError(
+                "a hosted teacher (teacher_endpoint, --teacher-url) gives no logits over the "
+                "API; use --method sequence: the student learns from its generated answers"
+            )
         if built and self.method == "sequence":
             raise ValueError("a student built from the teacher shares its tokenizer; use logits")
         if self.keep_every is not None and self.student_config is not None:

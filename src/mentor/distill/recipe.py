@@ -4,7 +4,8 @@
               once, shared by later runs and students) or an online teacher -> student (loaded,
               or every k-th teacher layer) -> train on alpha CE + (1 - alpha) tau^2 KL -> save
     sequence: the teacher answers the prompts (resumable, with provenance) -> the student
-              fine-tunes on the answers -> save
+              fine-tunes on the answers -> save; the teacher may be a hosted endpoint
+              (``teacher_endpoint``, ``--teacher-url``), whose answers are cached per request
     then:     teacher and student answer the held-out set -> teacher-student report
 
 Run ``mentor distill --teacher qwen2.5-coder-1.5b-instruct --student qwen2.5-coder-0.5b-instruct
@@ -64,6 +65,8 @@ from mentor.finetune.recipe import split_validation
 from mentor.finetune.trainer import TrainResult, train, use_bf16
 from mentor.models.hub import weights_fingerprint
 from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from mentor.models.protocols import SamplingConfig
+from mentor.models.remote import RemoteGenerator, open_remote
 from mentor.utils.fs import atomic_dir, atomic_write_text, dir_size, mentor_home
 
 
@@ -81,13 +84,21 @@ class DistillReport:
     val_examples: int
     cache: str | None  # how the teacher's logits were obtained, for the report
     report: TeacherStudentReport | None
+    teacher_usage: str | None = None  # a hosted teacher's cache hits, requests and tokens paid
 
 
 class LazyTeacher:
-    """Loads the teacher the first time it is needed, so a fully cached run never does."""
+    """Loads the teacher the first time it is needed, so a fully cached run never does. A hosted
+    teacher (``remote``) has no weights here: it only answers, through its endpoint."""
 
-    def __init__(self, name: str, dtype: torch.dtype, device: torch.device) -> None:
-        self.name, self.dtype, self.device = name, dtype, device
+    def __init__(
+        self,
+        name: str,
+        dtype: torch.dtype,
+        device: torch.device,
+        remote: RemoteGenerator | None = None,
+    ) -> None:
+        self.name, self.dtype, self.device, self.remote = name, dtype, device, remote
         self._model: nn.Module | None = None
 
     @property
@@ -95,6 +106,8 @@ class LazyTeacher:
         return self._model is not None
 
     def __call__(self) -> Any:
+        if self.remote is not None:
+            raise RuntimeError(f"{self.remote.settings.label} is hosted: no weights to load")
         if self._model is None:
             self._model = load_causal_lm(self.name, dtype=self.dtype, device=str(self.device))
             self._model.requires_grad_(False)
@@ -114,14 +127,19 @@ def check_tokenizers(teacher: str, student: str, teacher_tok: Any, student_tok: 
 def run_distill(config: DistillConfig, *, resume: bool = False, console: Console) -> DistillReport:
     world, device = setup(config.device)
     bf16 = use_bf16(config.train.precision, device)
-    teacher = LazyTeacher(config.teacher, torch.bfloat16 if bf16 else torch.float32, device)
-    teacher_tok = load_tokenizer(config.teacher)
+    remote = open_remote(config.teacher_endpoint) if config.teacher_endpoint else None
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    teacher = LazyTeacher(config.teacher, dtype, device, remote)
+    teacher_tok: Any = None if remote else load_tokenizer(config.teacher)
     built = config.keep_every is not None or config.student_config is not None
     student_name = config.teacher if built else config.student
     student_tok = teacher_tok if built else load_tokenizer(config.student)
     if config.method == "logits":
         check_tokenizers(config.teacher, student_name, teacher_tok, student_tok)
-    teacher_fp = weights_fingerprint(resolve_model_path(config.teacher))
+    if remote is not None:  # no weights to hash: the endpoint and model name stand for them
+        teacher_fp = f"endpoint:{remote.settings.label}"
+    else:
+        teacher_fp = weights_fingerprint(resolve_model_path(config.teacher))
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -131,12 +149,12 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
         data_path = out / "teacher_answers.jsonl"
         if world.is_main:
             stats = generate_dataset(
-                teacher(),
+                remote or teacher(),
                 teacher_tok,
                 config.data,
                 data_path,
                 config.generation,
-                teacher_name=config.teacher,
+                teacher_name=remote.settings.label if remote else config.teacher,
                 teacher_fingerprint=teacher_fp,
                 console=console,
             )
@@ -144,6 +162,8 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
                 f"teacher answers: {stats.generated} written, {stats.reused} already there "
                 f"({data_path})"
             )
+            if remote is not None:
+                console.print(f"teacher endpoint: {remote.tally.summary()}")
         world.barrier()
     examples = load_sft_examples(data_path, student_tok, config.max_length)
     if config.val is not None:
@@ -259,9 +279,12 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
         val_examples=len(val_examples),
         cache=cache_note,
         report=report,
+        teacher_usage=remote.tally.summary() if remote else None,
     )
     if world.is_main:
         write_report(summary, config)
+    if remote is not None:
+        remote.close()
     world.barrier()
     return summary
 
@@ -407,6 +430,15 @@ def _teacher_answers(
 ) -> TimedAnswers:
     """The teacher's held-out answers, kept beside the run's caches so later runs reuse them."""
     assert config.eval is not None
+    if teacher.remote is not None:  # the response cache keeps them; the time is the endpoint's
+        got = teacher.remote.answer_all(
+            [i.prompt for i in items], SamplingConfig(max_new_tokens=config.eval_max_new_tokens)
+        )
+        return TimedAnswers(
+            [a.text.strip() for a in got],
+            sum(a.seconds for a in got),
+            sum(a.completion_tokens or 0 for a in got),  # counted by the endpoint's tokenizer
+        )
     key = hashlib.sha256(
         json.dumps([teacher_fp, [i.prompt for i in items], config.eval_max_new_tokens]).encode()
     ).hexdigest()[:16]
@@ -425,6 +457,20 @@ def _teacher_answers(
 def _weights_bytes(name: str) -> int:
     folder = resolve_model_path(name)
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def _stored_dtype(folder: Path) -> str:
+    """The dtype most of the weights in ``folder``'s safetensors files are stored in."""
+    from safetensors import safe_open
+
+    counts: dict[str, int] = {}
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                piece = fh.get_slice(key)
+                size = int(torch.tensor(piece.get_shape()).prod()) if piece.get_shape() else 1
+                counts[piece.get_dtype()] = counts.get(piece.get_dtype(), 0) + size
+    return max(counts, key=lambda k: counts[k]) if counts else ""
 
 
 def _compare(
@@ -454,7 +500,9 @@ def _compare(
             max_new_tokens=config.eval_max_new_tokens,
         )
     agreement = None
-    same_vocab = tokenizer_fingerprint(teacher_tok) == tokenizer_fingerprint(student_tok)
+    same_vocab = teacher_tok is not None and (
+        tokenizer_fingerprint(teacher_tok) == tokenizer_fingerprint(student_tok)
+    )
     if same_vocab:
         examples = _eval_examples(items, student_tok, config.max_length)
         if config.method == "logits" and config.kd.top_k > 0:  # the teacher's side cached too
@@ -479,9 +527,12 @@ def _compare(
     similarity = answer_similarity(s_answers.answers, t_answers.answers, embedder)
     t_scores = score_generations(t_answers.answers, references)
     s_scores = score_generations(s_answers.answers, references)
-    teacher_params = (
-        count_params(teacher()) if teacher.loaded else _params_from_disk(config.teacher)
-    )
+    hosted = teacher.remote is not None
+    teacher_params = None  # a hosted teacher's size is unknown: reported as not available
+    if not hosted:
+        teacher_params = (
+            count_params(teacher()) if teacher.loaded else _params_from_disk(config.teacher)
+        )
     student_bytes = dir_size(saved) + (
         _weights_bytes(config.student) if config.student_method == "lora" else 0
     )
@@ -489,12 +540,13 @@ def _compare(
         method=config.method,
         metric="token_f1",
         teacher=Side(
-            config.teacher,
+            teacher.remote.settings.label if teacher.remote else config.teacher,
             teacher_params,
-            _weights_bytes(config.teacher),
+            0 if hosted else _weights_bytes(config.teacher),
             _means(t_scores.to_dict()),
             t_answers.seconds_per_answer,
             t_answers.tokens_per_s,
+            "" if hosted else _stored_dtype(resolve_model_path(config.teacher)),
         ),
         student=Side(
             student_name
@@ -505,11 +557,15 @@ def _compare(
             _means(s_scores.to_dict()),
             s_answers.seconds_per_answer,
             s_answers.tokens_per_s,
+            _stored_dtype(
+                resolve_model_path(config.student) if config.student_method == "lora" else saved
+            ),
         ),
         agreement=agreement,
         similarity=similarity,
         examples=len(items),
         student_before=before,
+        teacher_hosted=hosted,
     )
 
 
@@ -555,6 +611,7 @@ def write_report(summary: DistillReport, config: DistillConfig) -> None:
         "saved": str(summary.saved),
         "parameters": summary.parameters,
         "teacher_logits": summary.cache,
+        "teacher_endpoint_usage": summary.teacher_usage,
         "train": dataclasses.asdict(summary.train),
         "examples": {"train": summary.train_examples, "validation": summary.val_examples},
         "teacher_student": summary.report.to_dict() if summary.report else None,
@@ -572,6 +629,8 @@ def write_report(summary: DistillReport, config: DistillConfig) -> None:
     ]
     if summary.cache:
         lines.append(f"- teacher logits: {summary.cache}")
+    if config.teacher_endpoint is not None:
+        lines.append(f"- hosted teacher `{config.teacher_endpoint.label}`: {summary.teacher_usage}")
     if config.method == "logits":
         kd = config.kd
         lines.append(

@@ -10,6 +10,10 @@ Every distillation run writes it (``report.json`` and ``report.md``):
   bar for "says the same thing");
 - parameter and weight-file size ratios, and measured per-answer latency and generation
   throughput ratios on the same prompts.
+
+A hosted teacher (an OpenAI-compatible endpoint) has no logits and no known size here: agreement,
+KL, parameter and size ratios are reported as not available, and its latency is the endpoint's
+per request.
 """
 
 from __future__ import annotations
@@ -181,11 +185,14 @@ class Side:
     """One model's numbers."""
 
     name: str
-    params: int
+    params: int | None  # None: unknown (a hosted model)
     size_bytes: int
     scores: dict[str, float] | None  # held-out metric means
     seconds_per_answer: float | None
     tokens_per_s: float | None
+    stored_dtype: str = (
+        ""  # the dtype of the weights on disk ("" unknown): sizes compare only alike
+    )
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,7 @@ class TeacherStudentReport:
     similarity: AnswerSimilarity | None
     examples: int  # held-out examples scored
     student_before: dict[str, float] | None = None  # the student's scores before distillation
+    teacher_hosted: bool = False  # answered by an endpoint: no logits, no known size
 
     @property
     def retention(self) -> float | None:
@@ -215,9 +223,13 @@ class TeacherStudentReport:
         data = asdict(self)
         data["retention"] = self.retention
         data["speedup"] = self.speedup
-        data["param_ratio"] = self.student.params / self.teacher.params
+        t_params, s_params = self.teacher.params, self.student.params
+        data["param_ratio"] = s_params / t_params if t_params and s_params is not None else None
+        alike = self.teacher.stored_dtype == self.student.stored_dtype
         data["size_ratio"] = (
-            self.student.size_bytes / self.teacher.size_bytes if self.teacher.size_bytes else None
+            self.student.size_bytes / self.teacher.size_bytes
+            if self.teacher.size_bytes and alike
+            else None  # at other precisions the bytes compare the dtypes, not the models
         )
         return data
 
@@ -227,13 +239,22 @@ class TeacherStudentReport:
             "| | teacher | student | student / teacher |",
             "|---|---|---|---|",
             f"| model | {t.name} | {s.name} | |",
-            f"| parameters | {t.params / 1e6:,.1f}M | {s.params / 1e6:,.1f}M | "
-            f"{s.params / t.params:.1%} |",
         ]
-        if t.size_bytes and s.size_bytes:
+        if t.params and s.params is not None:
             lines.append(
-                f"| weights on disk | {t.size_bytes / 2**20:,.0f} MB | "
-                f"{s.size_bytes / 2**20:,.0f} MB | {s.size_bytes / t.size_bytes:.1%} |"
+                f"| parameters | {t.params / 1e6:,.1f}M | {s.params / 1e6:,.1f}M | "
+                f"{s.params / t.params:.1%} |"
+            )
+        else:
+            student_params = f"{s.params / 1e6:,.1f}M" if s.params is not None else "unknown"
+            lines.append(f"| parameters | not available | {student_params} | not available |")
+        if t.size_bytes and s.size_bytes:
+            t_type, s_type = (f" ({x.stored_dtype})" if x.stored_dtype else "" for x in (t, s))
+            alike = t.stored_dtype == s.stored_dtype or not (t.stored_dtype and s.stored_dtype)
+            ratio = f"{s.size_bytes / t.size_bytes:.1%}" if alike else "stored at other precisions"
+            lines.append(
+                f"| weights on disk | {t.size_bytes / 2**20:,.0f} MB{t_type} | "
+                f"{s.size_bytes / 2**20:,.0f} MB{s_type} | {ratio} |"
             )
         if t.scores and s.scores:
             for name in t.scores:
@@ -276,6 +297,10 @@ class TeacherStudentReport:
             lines.append(
                 f"- teacher-forced on {a.tokens:,} held-out tokens: top-1 agreement "
                 f"{a.top1:.1%}, KL(teacher || student) {a.kl:.3f} nats/token"
+            )
+        elif self.teacher_hosted:
+            lines.append(
+                "- token agreement and KL: not available (a hosted teacher gives no logits)"
             )
         else:
             lines.append("- token agreement and KL: not comparable (different tokenizers)")

@@ -11,13 +11,20 @@ Generation goes a block of prompts at a time. A block's lines are appended and f
 before the next one starts, with the block's own seed (``seed`` + block index), so a run that is
 interrupted resumes at the first missing prompt and produces what an uninterrupted run would
 have. A half-written last line (a kill mid-write) is dropped on resume.
+
+The teacher may also be a hosted endpoint (a :class:`~mentor.models.remote.RemoteGenerator`):
+then each prompt is one request, several in flight at once, sampled with seed ``seed`` + the
+prompt's index, and every answer is committed to the response cache as it arrives, so even the
+answers of a block cut short are not paid for again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +33,13 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from mentor.data.convert import qa_to_chat
 from mentor.data.schemas import QARecord
 from mentor.finetune.evaluation import generate_answers
-from mentor.models.protocols import ChatMessage
+from mentor.models.protocols import ChatMessage, SamplingConfig
+from mentor.models.remote import RemoteGenerator
 from mentor.utils.fs import atomic_write_text, sha256_file
 from mentor.utils.progress import progress_bar
 
@@ -153,7 +162,10 @@ def generate_dataset(
     teacher_fingerprint: str,
     console: Console | None = None,
 ) -> GenerationStats:
-    """Write the teacher's answers to ``prompt_file``'s prompts as chat JSONL at ``out``."""
+    """Write the teacher's answers to ``prompt_file``'s prompts as chat JSONL at ``out``.
+
+    ``teacher`` is a causal LM with its ``tokenizer``, or a hosted ``RemoteGenerator`` (then
+    ``tokenizer`` is unused and may be None)."""
     console = console or Console(stderr=True)
     prompts = load_prompts(prompt_file)
     provenance_path = out.with_suffix(".provenance.json")
@@ -187,16 +199,26 @@ def generate_dataset(
             lo = max(b * settings.block, done)
             hi = min((b + 1) * settings.block, len(prompts))
             part = prompts[b * settings.block : hi]  # whole block: same batches, same seed
-            torch.manual_seed(settings.seed + b)
-            answers = generate_answers(
-                teacher,
-                tokenizer,
-                [p.messages for p in part],
-                max_new_tokens=settings.max_new_tokens,
-                batch_size=settings.batch_size,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-            )
+            if isinstance(teacher, RemoteGenerator):
+                answers = _hosted_answers(
+                    teacher,
+                    part,
+                    b * settings.block,
+                    lo,
+                    settings,
+                    functools.partial(_advance, bar, task, lo),
+                )
+            else:
+                torch.manual_seed(settings.seed + b)
+                answers = generate_answers(
+                    teacher,
+                    tokenizer,
+                    [p.messages for p in part],
+                    max_new_tokens=settings.max_new_tokens,
+                    batch_size=settings.batch_size,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                )
             offset = b * settings.block
             for i in range(lo, hi):
                 fh.write(json.dumps(_record(prompts[i], answers[i - offset]), ensure_ascii=False))
@@ -213,6 +235,37 @@ def generate_dataset(
     }
     atomic_write_text(provenance_path, json.dumps(provenance, indent=2) + "\n")
     return GenerationStats(len(prompts), generated, done, seconds, out)
+
+
+def _hosted_answers(
+    teacher: RemoteGenerator,
+    part: list[Prompt],
+    offset: int,
+    first: int,
+    settings: GenerationSettings,
+    progress: Callable[[int], None],
+) -> list[str]:
+    """Answers to ``part`` (prompts ``offset``...) from a hosted teacher; those before ``first``
+    are already on disk and stay empty here."""
+
+    def sampling(index: int) -> SamplingConfig:
+        sampled = settings.temperature > 0
+        return SamplingConfig(
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed + index if sampled else None,  # greedy: the seed changes nothing
+        )
+
+    todo = range(first - offset, len(part))
+    got = teacher.answer_all(
+        [part[i].messages for i in todo], [sampling(offset + i) for i in todo], progress=progress
+    )
+    return [""] * (first - offset) + [a.text.strip() for a in got]
+
+
+def _advance(bar: Progress, task: TaskID, first: int, done: int) -> None:
+    bar.update(task, completed=first + done)
 
 
 def _record(prompt: Prompt, answer: str) -> dict[str, Any]:

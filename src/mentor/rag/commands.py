@@ -15,6 +15,7 @@ from mentor.utils.progress import progress_bar
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.models.generation import HFGenerator
     from mentor.models.protocols import Generator
+    from mentor.models.remote import RemoteGenerator
     from mentor.rag.index import Manifest
     from mentor.rag.retrieve import Mode, Reranker, Retriever, Searcher
 
@@ -338,6 +339,16 @@ def _generator(model: str, device: str) -> HFGenerator:
         return HFGenerator(load_causal_lm(model, device=device), load_tokenizer(model), name=model)
 
 
+def _hosted(model: str, url: str, key_env: str, rpm: float | None) -> RemoteGenerator:
+    """``model`` served by the OpenAI-compatible endpoint at ``url``, answers cached."""
+    from mentor.models.remote import EndpointSettings, open_remote
+
+    settings = EndpointSettings(
+        base_url=url, model=model, api_key_env=key_env, requests_per_minute=rpm
+    )
+    return open_remote(settings)
+
+
 def _reranker(folder: Path | None, device: str) -> Reranker | None:
     if folder is None:
         return None
@@ -601,6 +612,23 @@ def train_reranker_cmd(
         ),
     ] = 300,
     model: ModelOpt = "smollm2-135m-instruct",
+    model_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the synthetic questions with a hosted --model: its OpenAI-compatible "
+            "endpoint (e.g. http://localhost:8000/v1)."
+        ),
+    ] = None,
+    model_key_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable holding the endpoint's key; '' for a local server "
+            "without one."
+        ),
+    ] = "OPENAI_API_KEY",
+    model_rpm: Annotated[
+        float | None, typer.Option(help="Requests per minute the endpoint allows.", min=0.001)
+    ] = None,
     base: Annotated[
         str, typer.Option(help="Encoder to start from (registry name or folder).")
     ] = "minilm-l6",
@@ -630,9 +658,17 @@ def train_reranker_cmd(
         texts = eval_set.queries
         positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
     else:
+        from mentor.models.remote import RemoteError, RemoteGenerator
         from mentor.rag.synthetic import synthetic_questions
 
-        generator = _generator(model, device)
+        generator: Generator
+        if model_url is None:
+            generator = _generator(model, device)
+        else:
+            try:
+                generator = _hosted(model, model_url, model_key_env, model_rpm)
+            except (RemoteError, ValueError) as exc:
+                raise _fail(str(exc)) from None
         with progress_bar(console) as bar:
             task = bar.add_task(f"writing questions with {model}", total=synthetic)
             written = synthetic_questions(
@@ -642,6 +678,9 @@ def train_reranker_cmd(
                 cache=out.with_name(out.name + ".questions.jsonl"),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
+        if isinstance(generator, RemoteGenerator):
+            console.print(f"{generator.settings.label}: {generator.tally.summary()}")
+            generator.close()
         texts = {f"s{i}": q.question for i, q in enumerate(written.questions)}
         positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(written.questions)}
         dropped = ", ".join(f"{n} {why}" for why, n in written.dropped.items()) or "none"

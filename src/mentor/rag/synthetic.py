@@ -11,7 +11,12 @@ appended to a JSONL cache the moment it arrives; a stopped run, started again wi
 cache, asks the generator only about the chunks it has no reply for. Delete the cache to start
 afresh (replies are re-cleaned on every run, so changed cleaning rules need no new replies).
 
-Run: ``mentor rag train-reranker --index idx --synthetic 500 --out rr``.
+The generator may be any :class:`~mentor.models.protocols.Generator`, a hosted one included
+(:class:`~mentor.models.remote.RemoteGenerator`: an OpenAI-compatible endpoint, whose answers
+are also kept in its own response cache, so no question is paid for twice).
+
+Run: ``mentor rag train-reranker --index idx --synthetic 500 --out rr``, or with a hosted writer
+``... --model gpt-4o-mini --model-url https://api.openai.com/v1 --model-rpm 500``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,55 @@
+"""Quantization: int8 dynamic and int4 group-wise weights for causal LMs, saved as safetensors.
+
+``mentor quantize MODEL --to int8|int4`` quantizes, saves and measures (:mod:`.recipe`); other
+code loads the result with :func:`load_quantized`::
+
+    from mentor.quantize import load_quantized
+    model = load_quantized(Path("runs/quantize/smollm2-135m-instruct-int8"))
+
+The methods live in :mod:`.int8` and :mod:`.int4` (pure math plus one ``nn.Module`` each), the
+choice of layers in :mod:`.convert`, the folder format in :mod:`.io` and the measurement in
+:mod:`.report`. Imports are lazy, so ``import mentor.quantize`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mentor.quantize.convert import METHODS, QuantizeError, quantize_model
+    from mentor.quantize.io import Manifest, load_quantized, read_manifest, save_quantized
+    from mentor.quantize.recipe import QuantizeSettings, run_quantize
+    from mentor.quantize.report import QuantizeReport
+
+__all__ = [
+    "METHODS",
+    "Manifest",
+    "QuantizeError",
+    "QuantizeReport",
+    "QuantizeSettings",
+    "load_quantized",
+    "quantize_model",
+    "read_manifest",
+    "run_quantize",
+    "save_quantized",
+]
+
+_LAZY = {
+    **dict.fromkeys(["METHODS", "QuantizeError", "quantize_model"], "mentor.quantize.convert"),
+    **dict.fromkeys(
+        ["Manifest", "load_quantized", "read_manifest", "save_quantized"], "mentor.quantize.io"
+    ),
+    **dict.fromkeys(["QuantizeSettings", "run_quantize"], "mentor.quantize.recipe"),
+    "QuantizeReport": "mentor.quantize.report",
+}
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: the CLI imports this package on every command; torch loads only when needed.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,93 @@
+"""``mentor quantize``: int8 or int4 weights, saved with a report of what it cost and saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def quantize_cmd(
+    model: Annotated[str, typer.Argument(help="Registry name (smollm2-135m-instruct) or folder.")],
+    to: Annotated[
+        str, typer.Option("--to", help="int8 (dynamic) or int4 (weight-only, per group).")
+    ],
+    adapter: Annotated[
+        Path | None, typer.Option(help="LoRA adapter folder merged into the base first.")
+    ] = None,
+    group_size: Annotated[
+        int, typer.Option(help="int4: inputs per scale (32, 64, 128, 256 are fast on CPU).")
+    ] = 128,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: runs/quantize/MODEL-TO).")
+    ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Held-out chat/qa JSONL: task metrics of both models."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Score at most N held-out examples.")] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(help="Held-out text for perplexity (default: packaged English sample)."),
+    ] = None,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated per prompt when timing.")] = 32,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Longest answer to a held-out example.")
+    ] = 128,
+    smooth: Annotated[
+        bool,
+        typer.Option(
+            "--smooth/--no-smooth", help="int8: calibrate SmoothQuant factors against outliers."
+        ),
+    ] = True,
+    alpha: Annotated[
+        float, typer.Option(help="SmoothQuant strength, 0-1 (how much moves to the weights).")
+    ] = 0.5,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="Calibration text for SmoothQuant (default: packaged text)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="Device to quantize and measure on.")] = "cpu",
+) -> None:
+    """Quantize MODEL (optionally with a LoRA adapter merged) to int8 or int4, save it under
+    --out and report size on disk and in memory, latency, throughput, perplexity and (with
+    --eval) task metrics against the fp32 model. Load it with mentor.quantize.load_quantized."""
+    from mentor.models.hub import NotPulledError, PullError
+    from mentor.models.registry import UnknownModelError
+    from mentor.models.sources import SourceError
+    from mentor.quantize.recipe import QuantizeSettings, run_quantize
+
+    try:
+        settings = QuantizeSettings(
+            model=model,
+            method=to,
+            group_size=group_size,
+            adapter=adapter,
+            out=out,
+            eval=eval_data,
+            limit=limit,
+            text=text,
+            smooth=smooth,
+            alpha=alpha,
+            calibration=calibration,
+            device=device,
+            new_tokens=new_tokens,
+            max_new_tokens=max_new_tokens,
+        )
+        result = run_quantize(settings, console=err)
+    except UnknownModelError as exc:
+        raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
+    except (NotPulledError, PullError, SourceError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(result.report.to_markdown(), markup=False, highlight=False)
+    console.print(f"saved {result.folder}; report {result.folder / 'report.md'}")

@@ -1,0 +1,174 @@
+"""``mentor serve``: the OpenAI-compatible server over a model, its adapters and an index.
+
+    mentor serve --model smollm2-135m-instruct --adapter legal=runs/a --adapter hr=runs/b \\
+        --rag idx --log requests.db
+
+Clients use any OpenAI SDK with ``base_url=http://127.0.0.1:8000/v1`` and the printed key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+LOCAL_HOSTS = ("localhost",)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def is_local(host: str) -> bool:
+    """Whether binding ``host`` keeps the server reachable from this machine only."""
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_adapters(items: list[str]) -> list[tuple[str, Path]]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise _fail(f"--adapter {item!r}: write NAME=FOLDER, e.g. --adapter legal=runs/a")
+        out.append((name, Path(path).expanduser()))
+    return out
+
+
+def resolve_keys(keys: list[str], no_auth: bool, host: str) -> tuple[str, ...]:
+    """The accepted API keys: --api-key values, else $MENTOR_API_KEY, else a fresh one."""
+    if no_auth:
+        if not is_local(host):
+            raise _fail(
+                f"--no-auth serves without a key, so it only binds to this machine; {host} "
+                "is reachable from others. Keep auth on (the default) or use --host 127.0.0.1"
+            )
+        return ()
+    found = [k for k in keys if k] or [
+        k.strip() for k in os.environ.get("MENTOR_API_KEY", "").split(",") if k.strip()
+    ]
+    if found:
+        return tuple(found)
+    key = f"mentor-{secrets.token_urlsafe(24)}"
+    console.print(f"API key for this run (set MENTOR_API_KEY to choose one): [bold]{key}[/bold]")
+    return (key,)
+
+
+def serve_cmd(
+    model: Annotated[
+        str, typer.Option(help="Registry name, model folder, or a folder from mentor quantize.")
+    ] = "smollm2-135m-instruct",
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=FOLDER: a LoRA adapter served as MODEL:NAME (repeatable)."),
+    ] = None,
+    rag: Annotated[
+        Path | None,
+        typer.Option(help="A mentor index: enables /v1/retrieve and the search_documents tool."),
+    ] = None,
+    rag_search: Annotated[
+        str,
+        typer.Option(
+            help="always: search with each user message before answering (and whenever the "
+            "model calls the tool); model: only when the model calls search_documents."
+        ),
+    ] = "always",
+    top_k: Annotated[int, typer.Option(help="Passages per search.", min=1, max=50)] = 4,
+    embedder: Annotated[
+        str | None,
+        typer.Option(help="Embedder for /v1/embeddings (default: the index's, if --rag)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The model id clients send (default: MODEL's name).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(help="Accepted key (repeatable); default $MENTOR_API_KEY or a new one."),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="No API key (local work only: binds to localhost).")
+    ] = False,
+    max_tokens: Annotated[int, typer.Option(help="Cap on a request's max_tokens.", min=1)] = 1024,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a generation may run before it is stopped.", min=1)
+    ] = 120.0,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests that may wait; beyond it, 503.", min=1)
+    ] = 256,
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes.", min=1024)] = (
+        1_000_000
+    ),
+    log: Annotated[
+        Path | None, typer.Option(help="SQLite request log for mentor monitor report.")
+    ] = None,
+    log_sample: Annotated[
+        float, typer.Option(help="Share of requests logged (errors always).", min=0, max=1)
+    ] = 1.0,
+    log_text: Annotated[
+        bool, typer.Option("--log-text/--no-log-text", help="Log queries and replies (scrubbed).")
+    ] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Serve MODEL (and its adapters, and an index) over an OpenAI-compatible API."""
+    import uvicorn
+
+    from mentor.finetune.adapters import AdapterError
+    from mentor.serve.app import create_app
+    from mentor.serve.chat import Retrieval
+    from mentor.serve.engine import load_engine
+    from mentor.serve.state import Limits, Server
+
+    if rag_search not in ("always", "model"):
+        raise _fail(f"--rag-search {rag_search!r}: use always or model")
+    keys = resolve_keys(api_key or [], no_auth, host)
+    try:
+        with console.status(f"loading {model}"):
+            engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
+                                 device=device)  # fmt: skip
+    except (AdapterError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    retrieval, embed = None, None
+    if rag is not None:
+        from mentor.rag.calibrate import load_threshold
+        from mentor.rag.commands import open_retriever
+        from mentor.rag.retrieve import SearchConfig
+
+        retriever = open_retriever(rag, device=device)
+        mode: Literal["always", "model"] = "always" if rag_search == "always" else "model"
+        retrieval = Retrieval(retriever, SearchConfig(k=top_k), load_threshold(rag), mode)
+        embed = retriever.embedder
+    if embedder is not None:
+        from mentor.models.loading import load_embedder
+
+        embed = load_embedder(embedder, device=device)
+    request_log = None
+    if log is not None:
+        from mentor.monitor.log import LogSettings, RequestLog
+
+        request_log = RequestLog(LogSettings(path=log, sample_rate=log_sample, log_text=log_text))
+    limits = Limits(max_tokens=max_tokens, timeout_s=timeout, max_queue=max_queue,
+                    max_body_bytes=max_body)  # fmt: skip
+    server = Server(engine, limits, keys, retrieval, embed, request_log)
+    console.print(
+        f"serving {', '.join(engine.model_ids())} on http://{host}:{port}/v1"
+        + (f" with {rag}" if rag else "")
+    )
+    try:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    finally:
+        server.scheduler.close()
+        if request_log is not None:
+            request_log.close()

@@ -1,0 +1,231 @@
+"""A scripted OpenAI-compatible server for tests: real HTTP on localhost, no model behind it.
+
+``FakeOpenAI`` answers ``POST /v1/chat/completions`` (plain or streamed as server-sent events,
+with usage) and ``GET /v1/models`` like a hosted endpoint, so the real ``openai`` client, and
+everything mentor builds on it, can be tested end to end in milliseconds. The reply is a
+function of the messages (by default it repeats the last user message), cut after
+``max_tokens`` words and before the first ``stop`` string. Scripted faults make the next
+requests fail: a status with an OpenAI-style error body (429 with ``Retry-After``, 500, 400...)
+or a slow answer. Every request is recorded.
+
+    fake = FakeOpenAI(lambda messages: "Paris.")
+    fake.fail(Fault(429, retry_after=0.1), Fault(500))
+    with fake.serve() as base_url:  # http://127.0.0.1:PORT/v1, uvicorn in a background thread
+        ...
+    assert fake.count == 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from mentor.models.protocols import ChatMessage
+
+__all__ = ["FakeCall", "FakeOpenAI", "Fault"]
+
+Responder = Callable[[Sequence[ChatMessage]], str]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the next request gets instead of a prompt answer."""
+
+    status: int | None = 500
+    """HTTP status of the error; None answers normally (after ``delay_s``: a slow response)."""
+    message: str = "scripted failure"
+    """The error body's ``error.message``."""
+    retry_after: float | None = None
+    """Seconds sent in a ``Retry-After`` header."""
+    delay_s: float = 0.0
+    """Seconds to wait before responding."""
+    cut_after: int | None = None
+    """With status None and a streamed request: drop the connection after this many pieces."""
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """One request the server received."""
+
+    body: dict[str, Any]
+    api_key: str | None
+    """The bearer token it carried, if any."""
+
+
+def echo(messages: Sequence[ChatMessage]) -> str:
+    """The default reply: the last user message, repeated."""
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    return f"You asked: {last}"
+
+
+class FakeOpenAI:
+    """A FastAPI app that plays an OpenAI-compatible endpoint serving ``model``.
+
+    ``api_key``: when set, requests without ``Authorization: Bearer <api_key>`` get a 401."""
+
+    def __init__(
+        self,
+        responder: Responder = echo,
+        *,
+        model: str = "fake-teacher",
+        api_key: str | None = None,
+    ) -> None:
+        self.responder, self.model, self.api_key = responder, model, api_key
+        self.calls: list[FakeCall] = []
+        self._faults: deque[Fault] = deque()
+        self.app = self._build()
+
+    def fail(self, *faults: Fault) -> None:
+        """Queue faults for the next requests, one each, in order."""
+        self._faults.extend(faults)
+
+    @property
+    def count(self) -> int:
+        """Chat-completion requests received so far, failed ones included."""
+        return len(self.calls)
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[str]:
+        """Run the app with uvicorn on a free localhost port; yield its ``/v1`` base URL."""
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake OpenAI server did not start")
+            time.sleep(0.005)
+        try:
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+    # -- the app ------------------------------------------------------------------------------
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            auth = request.headers.get("authorization", "")
+            token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+            self.calls.append(FakeCall(body, token))
+            fault = self._faults.popleft() if self._faults else None
+            if fault is not None and fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault is not None and fault.status is not None:
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["retry-after"] = f"{fault.retry_after:g}"
+                return _error(fault.status, fault.message, headers)
+            if self.api_key is not None and token != self.api_key:
+                return _error(401, "Incorrect API key provided.")
+            if body.get("model") != self.model:
+                return _error(404, f"The model `{body.get('model')}` does not exist.")
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                return _error(400, "'messages' must be a non-empty list.")
+            text, finish = _cut(self.responder(messages), body)
+            usage = {
+                "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
+                "completion_tokens": len(text.split()),
+            }
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if body.get("stream"):
+                with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                cut = fault.cut_after if fault is not None else None
+                events = _events(self.model, text, finish, usage if with_usage else None, cut)
+                return StreamingResponse(events, media_type="text/event-stream")
+            return JSONResponse(
+                {
+                    "id": f"chatcmpl-fake-{self.count}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+
+        return app
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
+    body = {"error": {"message": message, "type": kind, "code": None}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _cut(reply: str, body: dict[str, Any]) -> tuple[str, str]:
+    """The reply after ``max_tokens`` words and before the first stop string; finish reason."""
+    finish = "stop"
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    words = reply.split(" ")
+    if isinstance(limit, int) and len(words) > limit:
+        reply, finish = " ".join(words[:limit]), "length"
+    stop = body.get("stop") or []
+    for s in [stop] if isinstance(stop, str) else stop:
+        if s and s in reply:
+            reply, finish = reply[: reply.index(s)], "stop"
+    return reply, finish
+
+
+async def _events(
+    model: str, text: str, finish: str, usage: dict[str, int] | None, cut_after: int | None
+) -> AsyncIterator[str]:
+    """Server-sent events: a chunk a word, the finish reason, the usage if asked, [DONE];
+    with ``cut_after``, the connection drops after that many chunks instead."""
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+        data = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(data)}\n\n"
+
+    pieces = [w if i == 0 else f" {w}" for i, w in enumerate(text.split(" "))] if text else []
+    for i, piece in enumerate(pieces):
+        if i == cut_after:
+            raise ConnectionAbortedError("scripted drop mid-stream")
+        delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+        yield chunk([{"index": 0, "delta": delta, "finish_reason": None}])
+    yield chunk([{"index": 0, "delta": {}, "finish_reason": finish}])
+    if usage is not None:
+        yield chunk([], usage=usage)
+    yield "data: [DONE]\n\n"

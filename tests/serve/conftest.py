@@ -1,0 +1,108 @@
+"""A tiny model behind the real server on localhost, and scripted engines for tool-call tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from openai import OpenAI
+
+from mentor.finetune.adapters import save_adapter
+from mentor.finetune.lora import LoRAConfig, add_lora, delete_adapter
+from mentor.serve.app import create_app
+from mentor.serve.engine import Decoding, Engine, Generated
+from mentor.serve.runner import serve_in_thread
+from mentor.serve.state import Limits, Server
+from mentor.testing.tiny_models import tiny_llama
+
+KEY = "test-key"
+
+
+def make_adapter(folder: Path, seed: int) -> Path:
+    """A LoRA adapter for ``tiny_llama()`` with non-zero B, so it changes the outputs."""
+    model, _ = tiny_llama()
+    config = LoRAConfig(r=4, alpha=8, dropout=0.0)
+    add_lora(model, config, "x")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator))
+    save_adapter(model, folder, name="x", config=config, base_model="tiny")
+    delete_adapter(model, "x")
+    return folder
+
+
+@dataclass
+class ScriptedEngine(Engine):
+    """The tiny model's tokenizer and context, with replies taken from a script (test fake)."""
+
+    script: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    def stream(
+        self,
+        prompt: list[int],
+        decoding: Decoding,
+        *,
+        adapter: str | None,
+        result: Generated,
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[str]:
+        import time
+
+        self.prompts.append(self.tokenizer.decode(prompt))
+        reply = self.script.pop(0) if self.script else "nothing scripted"
+        for word in reply.split(" "):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            if deadline is not None and time.monotonic() > deadline:
+                result.finish_reason = "timeout"
+                return
+            result.completion_tokens += 1
+            yield word if result.completion_tokens == 1 else f" {word}"
+        result.finish_reason = "stop"
+
+
+@dataclass
+class Running:
+    url: str
+    server: Server
+
+    def client(self, key: str = KEY, **kwargs: Any) -> OpenAI:
+        return OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kwargs)
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., Running]]:
+    """Start servers for the test; all stop at its end."""
+    stack: list[Any] = []
+
+    def run(engine: Engine | None = None, keys: Sequence[str] = (KEY,), **kwargs: Any) -> Running:
+        if engine is None:
+            model, tokenizer = tiny_llama()
+            engine = Engine(model, tokenizer, "tiny")
+        limits = kwargs.pop("limits", Limits())
+        server = Server(engine, limits, tuple(keys), **kwargs)
+        context = serve_in_thread(create_app(server))
+        url = context.__enter__()
+        stack.append((context, server))
+        return Running(url, server)
+
+    yield run
+    for context, server in reversed(stack):
+        context.__exit__(None, None, None)
+        server.scheduler.close()
+
+
+def scripted(*replies: str, delay_s: float = 0.0) -> ScriptedEngine:
+    model, tokenizer = tiny_llama()
+    return ScriptedEngine(
+        model, tokenizer, "tiny", context_length=8192, script=list(replies), delay_s=delay_s
+    )
