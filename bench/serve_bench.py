@@ -360,7 +360,8 @@ def main() -> None:
     if results:
         console.print(table)
         out = mentor_home() / "bench" / "serve_bench.json"
-        out.write_text(json.dumps(results, indent=2))
+        earlier = json.loads(out.read_text()) if out.exists() else {}
+        out.write_text(json.dumps({**earlier, **results}, indent=2))  # parts run apart add up
         console.print(f"results: {out}")
     if args.part in ("quantize", "all"):
         quantize_part(args)

@@ -285,3 +285,27 @@ def test_dropout_mask_keeps_one_minus_p_and_the_mean(p: float) -> None:
     assert (mask.float() * scale).mean().item() == pytest.approx(1.0, abs=0.004)
     torch.manual_seed(0)  # drawn from the default generator: a seed reproduces it
     assert torch.equal(dropout_mask(torch.Size([301, 999]), p, torch.device("cpu"))[0], mask)
+
+
+def test_bf16_inference_update_is_the_same_for_few_and_many_rows() -> None:
+    # Up to 16 rows a CPU takes the fp32 update path, beyond it the bf16 one: same result.
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(64, 96).to(torch.bfloat16))
+    layer.add_adapter("a", LoRAConfig(r=4, alpha=8, dropout=0.0))
+    nn.init.normal_(layer.b("a").weight)
+    layer.active_adapter = "a"
+    layer.eval()
+    x = torch.randn(1, 40, 64).to(torch.bfloat16)
+    expected = (
+        x.float() @ layer.base_layer.weight.float().t()
+        + layer.base_layer.bias.float()
+        + 2.0 * (x.float() @ layer.a("a").weight.t() @ layer.b("a").weight.t())
+    )
+    with torch.inference_mode():
+        many = layer(x)  # 40 rows: bf16 update
+        few = torch.cat([layer(x[:, i : i + 8]) for i in range(0, 40, 8)], dim=1)  # fp32 update
+    assert few.dtype == many.dtype == torch.bfloat16
+    scale = expected.abs().max()
+    assert (few.float() - expected).abs().max() / scale < 0.02
+    assert (many.float() - expected).abs().max() / scale < 0.02
+    assert (few.float() - expected).abs().mean() <= (many.float() - expected).abs().mean() * 1.5

@@ -38,7 +38,7 @@ from mentor.serve.chat import (
     completion_turn,
 )
 from mentor.serve.engine import Decoding
-from mentor.serve.replies import record, respond
+from mentor.serve.replies import evidence, record, respond
 from mentor.serve.schemas import (
     AdapterRequest,
     ChatRequest,
@@ -258,7 +258,7 @@ def create_app(server: Server) -> FastAPI:
             for i, hit in enumerate(result.hits)
         ]
         record(server, "/v1/retrieve", "retrieval", 200, started, query=body.query,
-                scores=tuple(float(hit.score) for hit in result.hits))  # fmt: skip
+                scores=tuple(evidence(hit) for hit in result.hits))  # fmt: skip
         return {"object": "list", "query": body.query, "data": hits}
 
     return app

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from mentor.rag.answer import is_refusal
+from mentor.rag.records import Hit
 from mentor.serve.chat import Finished, Piece, PromptTooLongError
 from mentor.serve.engine import dumps
 from mentor.serve.scheduler import Job, QueueFullError
@@ -84,6 +85,12 @@ async def respond(
     if done.searches:
         reply["sources"] = [s for r in done.searches for s in r.sources()]
     return JSONResponse(reply)
+
+
+def evidence(hit: Hit) -> float:
+    """A hit's score comparable across queries, for the request log: its dense cosine when it
+    has one (fused RRF scores depend only on ranks; see mentor.rag.answer.confidence)."""
+    return float(hit.stages.get("dense", hit.score))
 
 
 def _usage(done: Finished) -> dict[str, int]:
@@ -178,7 +185,7 @@ def _finish(
     if done.first_token_s is not None:
         metrics.first_token.observe(done.first_token_s)
     metrics.searches.inc(len(done.searches))
-    scores = tuple(float(h.score) for r in done.searches[:1] for h in r.hits)
+    scores = tuple(evidence(h) for r in done.searches[:1] for h in r.hits)
     record(server, endpoint, model, status, started, query=query, answer=done.text,
             prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
             stream=stream, scores=scores, refused=is_refusal(done.text) if status == 200 else None,
