@@ -1,0 +1,47 @@
+"""The advisor: which method (RAG, fine-tuning, distillation, quantization, or a mix) fits a
+situation, the branch of reasoning that led there, what it costs, a fallback and what to monitor.
+
+- ``situation.py``: the typed :class:`Situation`, from flags, YAML or questions;
+- ``rules.py``: the decision as small pure rules returning a :class:`Recommendation`;
+- ``costs.py``: the editable :class:`CostModel` and :func:`estimate`;
+- ``report.py``: :func:`advise` (all of it as one :class:`Advice`), rich and JSON output;
+- ``commands.py``: ``mentor advise``.
+
+    from mentor.advisor import Situation, advise
+    advice = advise(Situation(documents=True, freshness="weekly", labelled_examples=800))
+    advice.recommendation.methods            # ('lora', 'rag')
+    advice.costs.break_even_months           # months with cheap and with dear prices
+"""
+
+from mentor.advisor.costs import CostEstimate, CostLine, CostModel, Money, estimate, load_cost_model
+from mentor.advisor.report import Advice, advise
+from mentor.advisor.rules import (
+    METHODS,
+    RULES,
+    Fallback,
+    Reason,
+    Recommendation,
+    Watch,
+    recommend,
+)
+from mentor.advisor.situation import Situation, load_situation
+
+__all__ = [
+    "METHODS",
+    "RULES",
+    "Advice",
+    "CostEstimate",
+    "CostLine",
+    "CostModel",
+    "Fallback",
+    "Money",
+    "Reason",
+    "Recommendation",
+    "Situation",
+    "Watch",
+    "advise",
+    "estimate",
+    "load_cost_model",
+    "load_situation",
+    "recommend",
+]
