@@ -180,3 +180,16 @@ def test_cost_yaml_overrides_and_errors(tmp_path: Path) -> None:
     path.write_text("gpu_usd_per_hour: [5, 1]\n")
     with pytest.raises(ValueError, match=r"costs.yaml: gpu_usd_per_hour: .*above high"):
         load_cost_model(path)
+
+
+def test_break_even_in_words() -> None:
+    from mentor.advisor.report import break_even_text
+
+    assert break_even_text((3.2, 14.0)) == "3.2-14.0 months"
+    assert break_even_text((14.0, 3.2)) == "3.2-14.0 months"
+    assert break_even_text((None, None)) == "never"
+    assert break_even_text((0.0, None)) == "at once with cheap prices, never with dear ones"
+    assert (
+        break_even_text((4.1, None)) == "after 4.1 months with cheap prices, never with dear ones"
+    )
+    assert break_even_text((0.0, 0.0)) == "at once"

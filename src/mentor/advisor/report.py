@@ -56,12 +56,27 @@ def usd(amount: float) -> str:
 
 
 def break_even_text(months: tuple[float | None, float | None]) -> str:
-    """The break-even range in words: "3.2-14.0 months", "4.1 months - never", "never"."""
-    known = sorted(m for m in months if m is not None)
-    if not known:
+    """The break-even at cheap and at dear prices, in words: "3.2-14.0 months",
+    "at once with cheap prices, never with dear ones", "never"."""
+
+    def one(m: float | None) -> str:
+        if m is None:
+            return "never"
+        return "at once" if m < 0.05 else f"after {m:.1f} months"
+
+    cheap, dear = months
+    if cheap is None and dear is None:
         return "never"
-    shown = f"{known[0]:.1f}" if len(known) == 1 else f"{known[0]:.1f}-{known[-1]:.1f}"
-    return f"{shown} months" + (" - never" if len(known) < len(months) else "")
+    if cheap is not None and dear is not None and cheap >= 0.05 and dear >= 0.05:
+        low, high = sorted((cheap, dear))
+        return (
+            f"{low:.1f} months"
+            if round(low, 1) == round(high, 1)
+            else f"{low:.1f}-{high:.1f} months"
+        )
+    if one(cheap) == one(dear):
+        return one(cheap)
+    return f"{one(cheap)} with cheap prices, {one(dear)} with dear ones"
 
 
 def _recommendation_panel(rec: Recommendation) -> Panel:
