@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from mentor.advisor.costs import CostModel, Range, SetupDays, estimate, load_cost_model
-from mentor.advisor.rules import METHODS, recommend
+from mentor.advisor.plan import recommend
+from mentor.advisor.rules import METHODS
 from mentor.advisor.situation import Situation
 
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from mentor.advisor.plan import recommend
 from mentor.advisor.rules import (
     FULL_MIN_EXAMPLES,
     LORA_MIN_EXAMPLES,
     METHODS,
     RULES,
     max_params_b,
-    recommend,
     reference_latency_ms,
 )
 from mentor.advisor.situation import Situation

@@ -2,7 +2,8 @@
 situation, the branch of reasoning that led there, what it costs, a fallback and what to monitor.
 
 - ``situation.py``: the typed :class:`Situation`, from flags, YAML or questions;
-- ``rules.py``: the decision as small pure rules returning a :class:`Recommendation`;
+- ``rules.py``: the decision as small pure rules, one per layer, each with its reason;
+- ``plan.py``: :func:`recommend` runs them and adds the fallback and the monitoring plan;
 - ``costs.py``: the editable :class:`CostModel` and :func:`estimate`;
 - ``report.py``: :func:`advise` (all of it as one :class:`Advice`), rich and JSON output;
 - ``commands.py``: ``mentor advise``.
@@ -14,16 +15,9 @@ situation, the branch of reasoning that led there, what it costs, a fallback and
 """
 
 from mentor.advisor.costs import CostEstimate, CostLine, CostModel, Money, estimate, load_cost_model
+from mentor.advisor.plan import Fallback, Recommendation, Watch, recommend
 from mentor.advisor.report import Advice, advise
-from mentor.advisor.rules import (
-    METHODS,
-    RULES,
-    Fallback,
-    Reason,
-    Recommendation,
-    Watch,
-    recommend,
-)
+from mentor.advisor.rules import METHODS, RULES, Reason
 from mentor.advisor.situation import Situation, load_situation
 
 __all__ = [

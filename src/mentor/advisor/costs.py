@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mentor.advisor.rules import Recommendation
+from mentor.advisor.plan import Recommendation
 from mentor.advisor.situation import Situation
 from mentor.utils.config import load_yaml_config
 

@@ -16,7 +16,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mentor.advisor.costs import CostEstimate, CostModel, estimate
-from mentor.advisor.rules import METHODS, Recommendation, recommend
+from mentor.advisor.plan import Recommendation, recommend
+from mentor.advisor.rules import METHODS
 from mentor.advisor.situation import Situation
 
 
