@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from mentor.serve.engine import Decoding, Detokenizer, Engine, Generated, StopCutter, pick_token
+from mentor.models.generation import StopCutter
+from mentor.serve.engine import Decoding, Detokenizer, Engine, Generated, pick_token
 from mentor.testing.tiny_models import tiny_llama, tiny_qwen2
 
 

@@ -189,7 +189,18 @@ def _render(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[ChatMessage]) -
     return ids
 
 
-def _left_pad(rows: Sequence[list[int]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id to pad generation batches with: the pad token, else the end-of-sequence token."""
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    if not isinstance(pad_id, int):
+        raise ValueError("the tokenizer has neither a pad token nor an eos token")
+    return pad_id
+
+
+def left_pad(rows: Sequence[list[int]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """Rows of ids left padded into one batch, so every row's new tokens start at one column."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -220,18 +231,14 @@ def generate_answers(
         raise ValueError("the tokenizer has no chat template")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
-    if not isinstance(pad_id, int):
-        raise ValueError("the tokenizer has neither a pad token nor an eos token")
+    pad_id = padding_id(tokenizer)
     encoded = [_render(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     answers = [""] * len(encoded)
     with torch.inference_mode(), _eval_mode(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            inputs = _left_pad([encoded[i] for i in chunk], pad_id, model.device)
+            inputs = left_pad([encoded[i] for i in chunk], pad_id, model.device)
             output = model.generate(  # type: ignore[operator]
                 **inputs,
                 max_new_tokens=max_new_tokens,

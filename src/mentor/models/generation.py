@@ -87,20 +87,41 @@ class HFGenerator:
 
 
 def _cut_at_stop(pieces: Iterator[str], stop: tuple[str, ...]) -> Iterator[str]:
-    """Pass pieces through, holding back just enough text to cut cleanly at a stop string."""
-    if not stop:
-        yield from pieces
-        return
-    hold = max(len(s) for s in stop) - 1
-    buffer = ""
+    """Pass pieces through, cut cleanly at the first stop string."""
+    cutter = StopCutter(stop)
     for piece in pieces:
-        buffer += piece
-        hits = [buffer.find(s) for s in stop if s in buffer]
-        if hits:
-            yield buffer[: min(hits)]
+        text = cutter.feed(piece)
+        if text:
+            yield text
+        if cutter.stopped:
             return
-        if len(buffer) > hold:
-            yield buffer[: len(buffer) - hold]
-            buffer = buffer[len(buffer) - hold :]
-    if buffer:
-        yield buffer
+    rest = cutter.flush()
+    if rest:
+        yield rest
+
+
+class StopCutter:
+    """Passes text through, holding back just enough to cut cleanly at a stop string."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self.stop = tuple(s for s in stop if s)
+        self._hold = max((len(s) for s in self.stop), default=1) - 1
+        self._buffer = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if not self.stop:
+            return text
+        self._buffer += text
+        hits = [self._buffer.find(s) for s in self.stop if s in self._buffer]
+        if hits:
+            self.stopped = True
+            out, self._buffer = self._buffer[: min(hits)], ""
+            return out
+        cut = max(0, len(self._buffer) - self._hold)
+        out, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self._buffer = self._buffer, ""
+        return out

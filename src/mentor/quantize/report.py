@@ -28,6 +28,8 @@ from mentor.finetune.evaluation import (
     MetricChange,
     compare_scores,
     generate_answers,
+    left_pad,
+    padding_id,
     perplexity,
     score_generations,
 )
@@ -103,15 +105,10 @@ def _generate(
     model: PreTrainedModel, rows: Sequence[list[int]], new_tokens: int, pad_id: int
 ) -> int:
     """Greedy, exactly ``new_tokens`` per row (end of sequence suppressed); returns the count."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T), left padded
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
+    inputs = left_pad(rows, pad_id, model.device)  # (B, T)
+    width = inputs["input_ids"].shape[1]
     out = model.generate(  # type: ignore[operator]
-        input_ids=ids.to(model.device),
-        attention_mask=mask.to(model.device),
+        **inputs,
         max_new_tokens=new_tokens,
         min_new_tokens=new_tokens,
         do_sample=False,
@@ -133,11 +130,7 @@ def measure_speed(
     """Latency per token (one prompt at a time) and batched throughput; see the module doc."""
     if new_tokens < 1 or not prompts:
         raise ValueError("speed needs at least one prompt and one new token")
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
-    if not isinstance(pad_id, int):
-        raise ValueError("the tokenizer has neither a pad token nor an eos token")
+    pad_id = padding_id(tokenizer)
     rows = [_encode(tokenizer, p) for p in prompts]
     with torch.inference_mode():
         _generate(model, rows[:1], min(4, new_tokens), pad_id)  # warm-up: allocations, kernels

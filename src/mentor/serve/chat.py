@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from mentor.models.generation import StopCutter
 from mentor.rag.answer import confidence
 from mentor.rag.retrieve import SearchConfig, Searcher
-from mentor.serve.engine import Decoding, Engine, Generated, StopCutter
+from mentor.serve.engine import Decoding, Engine, Generated
 from mentor.serve.scheduler import Job
 from mentor.serve.tools import (
     CALL_OPEN,

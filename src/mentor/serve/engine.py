@@ -19,7 +19,6 @@ Run: ``mentor serve --model smollm2-135m-instruct --adapter legal=runs/a``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from mentor.finetune.adapters import AdapterInfo, load_adapter
-from mentor.finetune.lora import adapter_names, delete_adapter, use_adapter
+from mentor.finetune.lora import delete_adapter, use_adapter
+from mentor.models.generation import StopCutter
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -98,33 +98,6 @@ class Detokenizer:
             self._prefix, self._read = self._read, len(self.ids)
             return after[len(before) :]
         return ""
-
-
-class StopCutter:
-    """Passes text through, holding back just enough to cut cleanly at a stop string."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self.stop = tuple(s for s in stop if s)
-        self._hold = max((len(s) for s in self.stop), default=1) - 1
-        self._buffer = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        if not self.stop:
-            return text
-        self._buffer += text
-        hits = [self._buffer.find(s) for s in self.stop if s in self._buffer]
-        if hits:
-            self.stopped = True
-            out, self._buffer = self._buffer[: min(hits)], ""
-            return out
-        cut = max(0, len(self._buffer) - self._hold)
-        out, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        return out
-
-    def flush(self) -> str:
-        out, self._buffer = self._buffer, ""
-        return out
 
 
 def pick_token(
@@ -241,9 +214,6 @@ class Engine:
         ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
         return [int(i) for i in ids]
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode_text(text, special=False))
-
     # ---- decoding ---------------------------------------------------------------------------
 
     def stream(
@@ -326,18 +296,9 @@ def load_engine(
     engine = Engine(lm, tokenizer, name or _default_name(model), quantized=quantized)
     for adapter, path in adapters:
         engine.add_adapter(adapter, path)
-    from mentor.finetune.lora import set_adapter
-
-    if adapter_names(lm):
-        set_adapter(lm, None)
-    return engine
+    return engine  # each request picks its adapter (Engine.stream), whichever was loaded last
 
 
 def _default_name(model: str) -> str:
     path = Path(model).expanduser()
     return path.name if path.exists() else model
-
-
-def dumps(value: object) -> str:
-    """Compact JSON for the wire."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -10,6 +10,7 @@ clients keep in ``model_extra``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,7 +21,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from mentor.rag.answer import is_refusal
 from mentor.rag.records import Hit
 from mentor.serve.chat import Finished, Piece, PromptTooLongError
-from mentor.serve.engine import dumps
 from mentor.serve.scheduler import Job, QueueFullError
 from mentor.serve.schemas import ChatRequest, CompletionRequest
 from mentor.serve.state import APIError, Server, error_body
@@ -85,6 +85,11 @@ async def respond(
     if done.searches:
         reply["sources"] = [s for r in done.searches for s in r.sources()]
     return JSONResponse(reply)
+
+
+def dumps(value: object) -> str:
+    """Compact JSON for the wire."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def evidence(hit: Hit) -> float:

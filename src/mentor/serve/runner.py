@@ -29,19 +29,27 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve_in_thread(
     app: Any, host: str = "127.0.0.1", port: int = 0, *, startup_s: float = 30.0
 ) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL (``http://host:port``)."""
-    port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    """Serve ``app`` until the block ends; yields its base URL (``http://host:port``).
+
+    The socket is bound here and handed to uvicorn, so port 0 (any free port) has no race."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, port))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + startup_s
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
             raise RuntimeError(f"the server did not start on {host}:{port}")
-        time.sleep(0.02)
+        time.sleep(0.01)
     try:
         yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()

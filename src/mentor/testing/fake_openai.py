@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -98,28 +96,10 @@ class FakeOpenAI:
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
         """Run the app with uvicorn on a free localhost port; yield its ``/v1`` base URL."""
-        import uvicorn
+        from mentor.serve.runner import serve_in_thread
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake OpenAI server did not start")
-            time.sleep(0.005)
-        try:
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
+        with serve_in_thread(self.app, startup_s=10) as url:
+            yield f"{url}/v1"
 
     # -- the app ------------------------------------------------------------------------------
 
