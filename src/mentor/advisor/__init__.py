@@ -14,11 +14,25 @@ situation, the branch of reasoning that led there, what it costs, a fallback and
     advice.costs.break_even_months           # months with cheap and with dear prices
 """
 
-from mentor.advisor.costs import CostEstimate, CostLine, CostModel, Money, estimate, load_cost_model
-from mentor.advisor.plan import Fallback, Recommendation, Watch, recommend
-from mentor.advisor.report import Advice, advise
-from mentor.advisor.rules import METHODS, RULES, Reason
-from mentor.advisor.situation import Situation, load_situation
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mentor.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mentor.advisor.costs import (
+        CostEstimate,
+        CostLine,
+        CostModel,
+        Money,
+        estimate,
+        load_cost_model,
+    )
+    from mentor.advisor.plan import Fallback, Recommendation, Watch, recommend
+    from mentor.advisor.report import Advice, advise
+    from mentor.advisor.rules import METHODS, RULES, Reason
+    from mentor.advisor.situation import Situation, load_situation
 
 __all__ = [
     "METHODS",
@@ -39,3 +53,26 @@ __all__ = [
     "load_situation",
     "recommend",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CostEstimate": "mentor.advisor.costs",
+        "CostLine": "mentor.advisor.costs",
+        "CostModel": "mentor.advisor.costs",
+        "Money": "mentor.advisor.costs",
+        "estimate": "mentor.advisor.costs",
+        "load_cost_model": "mentor.advisor.costs",
+        "Fallback": "mentor.advisor.plan",
+        "Recommendation": "mentor.advisor.plan",
+        "Watch": "mentor.advisor.plan",
+        "recommend": "mentor.advisor.plan",
+        "Advice": "mentor.advisor.report",
+        "advise": "mentor.advisor.report",
+        "METHODS": "mentor.advisor.rules",
+        "RULES": "mentor.advisor.rules",
+        "Reason": "mentor.advisor.rules",
+        "Situation": "mentor.advisor.situation",
+        "load_situation": "mentor.advisor.situation",
+    },
+)

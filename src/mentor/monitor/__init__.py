@@ -7,17 +7,26 @@
 - ``commands.py``: ``mentor monitor report`` and ``mentor monitor tail``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+# The log is light (sqlite3) and the server imports it; ``scrub`` must be bound eagerly, or
+# importing the submodule of the same name would put the module here instead of the function.
 from mentor.monitor.log import LogSettings, RequestLog, RequestRecord, read_records
-from mentor.monitor.report import (
-    Alert,
-    DriftSettings,
-    MonitorReport,
-    Thresholds,
-    Windows,
-    analyse,
-    write_report,
-)
 from mentor.monitor.scrub import scrub
+from mentor.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mentor.monitor.report import (
+        Alert,
+        DriftSettings,
+        MonitorReport,
+        Thresholds,
+        Windows,
+        analyse,
+        write_report,
+    )
 
 __all__ = [
     "Alert",
@@ -33,3 +42,16 @@ __all__ = [
     "scrub",
     "write_report",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "Alert": "mentor.monitor.report",
+        "DriftSettings": "mentor.monitor.report",
+        "MonitorReport": "mentor.monitor.report",
+        "Thresholds": "mentor.monitor.report",
+        "Windows": "mentor.monitor.report",
+        "analyse": "mentor.monitor.report",
+        "write_report": "mentor.monitor.report",
+    },
+)

@@ -13,8 +13,9 @@ choice of layers in :mod:`.convert`, the folder format in :mod:`.io` and the mea
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mentor.quantize.convert import METHODS, QuantizeError, quantize_model
@@ -45,11 +46,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    # PEP 562: the CLI imports this package on every command; torch loads only when needed.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
