@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from mentor.advisor.commands import advise_cmd
+from mentor.bakeoff.commands import bakeoff_cmd
 from mentor.data.commands import app as data_app
 from mentor.distill.commands import distill_cmd
 from mentor.doctor import doctor_cmd
@@ -47,6 +48,7 @@ app.command("generate")(generate_cmd)
 app.command("serve")(serve_cmd)
 app.command("doctor")(doctor_cmd)
 app.command("advise")(advise_cmd)
+app.command("bakeoff")(bakeoff_cmd)
 
 
 if __name__ == "__main__":

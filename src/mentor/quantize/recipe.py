@@ -42,7 +42,7 @@ from mentor.utils.progress import progress_bar
 if TYPE_CHECKING:
     import torch
     from torch import nn
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from mentor.finetune.evaluation import EvalItem
 
@@ -213,6 +213,49 @@ def run_quantize(settings: QuantizeSettings, *, console: Console | None = None) 
     reference, ref_quality = measure(
         "fp32", model, tokenizer, disk_bytes=fp32_file_bytes(model), **common
     )
+    manifest = _quantize_save(settings, model, tokenizer, plans, fingerprint, adapter, console)
+    folder = settings.out_dir
+    del model
+    gc.collect()
+    console.print(f"saved {folder}; measuring it as loaded back")
+    quantized_model = load_quantized(folder, device=settings.device)
+    quantized, q_quality = measure(
+        settings.method,
+        quantized_model,
+        tokenizer,
+        disk_bytes=(folder / WEIGHTS_FILE).stat().st_size,
+        **common,
+    )
+    report = QuantizeReport(
+        model=settings.model,
+        method=settings.method,
+        group_size=manifest.group_size,
+        smooth_alpha=manifest.smooth_alpha,
+        adapter=str(settings.adapter) if settings.adapter else None,
+        layers=len(manifest.layers),
+        fallback_note=_fallback_note(manifest),
+        reference=reference,
+        quantized=quantized,
+        task_changes=compare_quality(ref_quality, q_quality),
+        n_eval=len(items),
+        new_tokens=settings.new_tokens,
+        device=settings.device,
+    )
+    atomic_write_text(folder / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(folder / "report.md", report.to_markdown())
+    return QuantizeResult(folder, manifest, report)
+
+
+def _quantize_save(
+    settings: QuantizeSettings,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    plans: Any,
+    fingerprint: str,
+    adapter: dict[str, Any] | None,
+    console: Console,
+) -> Manifest:
+    """Calibrate, quantize ``model`` in place and write it to ``settings.out_dir``."""
     factors, calibration = _calibrate(settings, model, tokenizer, plans, console)
     with progress_bar(console) as bar:
         task = bar.add_task(f"quantizing to {settings.method}", total=None)
@@ -234,34 +277,22 @@ def run_quantize(settings: QuantizeSettings, *, console: Console | None = None) 
         smooth_alpha=settings.alpha if factors else None,
         calibration=calibration,
     )
-    folder = settings.out_dir
-    manifest = save_quantized(model, tokenizer, folder, manifest)
+    return save_quantized(model, tokenizer, settings.out_dir, manifest)
+
+
+def quantize_to_folder(settings: QuantizeSettings, *, console: Console | None = None) -> Manifest:
+    """The quantized model in ``settings.out_dir``, without the before/after measurements of
+    :func:`run_quantize` (for callers that measure the model themselves, like the bakeoff)."""
+    from mentor.finetune.lora import base_fingerprint
+    from mentor.models.loading import load_causal_lm, load_tokenizer
+
+    console = console or Console(stderr=True)
+    model = load_causal_lm(settings.model, dtype="float32", device=settings.device)
+    tokenizer = load_tokenizer(settings.model)
+    fingerprint = base_fingerprint(model)
+    adapter = merge_adapter(model, settings.adapter) if settings.adapter is not None else None
+    plans = plan_layers(model, settings.method, settings.group_size)
+    manifest = _quantize_save(settings, model, tokenizer, plans, fingerprint, adapter, console)
     del model
     gc.collect()
-    console.print(f"saved {folder}; measuring it as loaded back")
-    quantized_model = load_quantized(folder, device=settings.device)
-    quantized, q_quality = measure(
-        settings.method,
-        quantized_model,
-        tokenizer,
-        disk_bytes=(folder / WEIGHTS_FILE).stat().st_size,
-        **common,
-    )
-    report = QuantizeReport(
-        model=settings.model,
-        method=settings.method,
-        group_size=manifest.group_size,
-        smooth_alpha=manifest.smooth_alpha,
-        adapter=str(settings.adapter) if settings.adapter else None,
-        layers=len(plans),
-        fallback_note=_fallback_note(manifest),
-        reference=reference,
-        quantized=quantized,
-        task_changes=compare_quality(ref_quality, q_quality),
-        n_eval=len(items),
-        new_tokens=settings.new_tokens,
-        device=settings.device,
-    )
-    atomic_write_text(folder / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    atomic_write_text(folder / "report.md", report.to_markdown())
-    return QuantizeResult(folder, manifest, report)
+    return manifest

@@ -1,0 +1,261 @@
+"""One arm, measured: load its model, answer every held-out question, and time it.
+
+An arm is a model (the base, a LoRA adapter merged into it, a fully tuned copy, a distilled
+student), optionally quantized (``run_quantize``, with any adapter merged first), optionally
+with retrieval. Every arm answers the same questions with the same system prompt, greedy, at most
+``answer.max_new_tokens`` tokens:
+
+- quality: all questions in batches of ``answer.batch_size`` (left padded, sorted by length);
+- latency: ``answer.latency_queries`` questions one at a time, end to end (retrieval, prompt,
+  generation), as a user would wait for them;
+- memory: the process's peak resident set while the arm answers, sampled every 20 ms, and the
+  bytes of the weights (and index) it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mentor.bakeoff.config import ArmSpec, BakeoffConfig, RetrievalSettings
+from mentor.bakeoff.data import Question
+from mentor.bakeoff.stages import Built, closed_book_prompt, cut_answer
+from mentor.models.protocols import ChatMessage
+from mentor.utils.fs import atomic_write_text
+from mentor.utils.progress import progress_bar
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    description: str
+    artifact_mb: float  # what this arm adds on disk (adapter, model copy, quantized weights)
+    extra_build_s: float = 0.0  # quantization time
+    notes: list[str] = field(default_factory=list)
+
+
+def folder_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def weights_mb(model: Any) -> float:
+    tensors = [*model.parameters(), *model.buffers()]
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total / 2**20
+
+
+def release() -> None:
+    """Give freed model memory back to the system, so the next arm's peak is its own."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@contextmanager
+def peak_rss(every_s: float = 0.02) -> Iterator[list[float]]:
+    """Yields a one-item list that holds the peak resident memory (MB) seen while inside."""
+    import psutil
+
+    process = psutil.Process()
+    peak = [process.memory_info().rss / 2**20]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every_s):
+            peak[0] = max(peak[0], process.memory_info().rss / 2**20)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], process.memory_info().rss / 2**20)
+
+
+def load_arm_model(
+    arm: ArmSpec,
+    built: Built | None,
+    config: BakeoffConfig,
+    quant_folder: Path,
+    console: Console,
+) -> LoadedModel:
+    """The arm's model, ready to generate."""
+    from mentor.models.loading import load_causal_lm, load_tokenizer
+
+    base = built.base if built is not None else config.models.base
+    adapter = built.path if built is not None and built.kind == "lora" else None
+    weights = built.path if built is not None and built.kind == "full" else None
+    source = str(weights) if weights is not None else base
+    what = {None: "", "lora": " + LoRA adapter", "full": " (all weights tuned)"}
+    description = f"{base}{what[built.kind if built else None]}"
+    if arm.quantize is not None:
+        return _quantized(arm.quantize, source, adapter, description, quant_folder, console)
+    with console.status(f"loading {description}"):
+        model = load_causal_lm(source, device=config.device)
+        tokenizer = load_tokenizer(source)
+        artifact = 0.0
+        if adapter is not None:
+            from mentor.quantize.recipe import merge_adapter
+
+            merge_adapter(model, adapter)
+            artifact = folder_mb(adapter)
+        elif weights is not None:
+            artifact = folder_mb(weights)
+    return LoadedModel(model, tokenizer, description, artifact)
+
+
+def _quantized(
+    level: str,
+    source: str,
+    adapter: Path | None,
+    description: str,
+    folder: Path,
+    console: Console,
+) -> LoadedModel:
+    from mentor.models.loading import load_tokenizer
+    from mentor.quantize.io import WEIGHTS_FILE, load_quantized
+    from mentor.quantize.recipe import QuantizeSettings, quantize_to_folder
+
+    done, timing = folder / WEIGHTS_FILE, folder / "build_seconds.json"
+    if not (done.exists() and timing.exists()):
+        started = time.perf_counter()
+        quantize_to_folder(
+            QuantizeSettings(model=source, method=level, adapter=adapter, out=folder),
+            console=console,
+        )
+        atomic_write_text(timing, json.dumps({"seconds": time.perf_counter() - started}))
+    seconds = float(json.loads(timing.read_text())["seconds"])
+    with console.status(f"loading the {level} model"):
+        model = load_quantized(folder)
+        tokenizer = load_tokenizer(folder)
+    return LoadedModel(
+        model,
+        tokenizer,
+        f"{description}, {level}",
+        folder_mb(done),
+        extra_build_s=seconds,
+        notes=[f"quantized to {level} ({folder})"],
+    )
+
+
+@dataclass
+class Retrieval:
+    """An arm's retriever over one index, and how it searches."""
+
+    searcher: Any  # mentor.rag.Retriever
+    settings: RetrievalSettings
+    rag_system: str
+
+    def search(self, question: str) -> tuple[list[ChatMessage], list[str], list[str]]:
+        """The RAG prompt, the passages' texts and their doc ids."""
+        from mentor.rag import SearchConfig
+        from mentor.rag.answer import build_messages
+
+        hits = self.searcher.search(
+            question, SearchConfig(mode=self.settings.mode, k=self.settings.k)
+        ).hits
+        prompt = build_messages(question, hits, system=self.rag_system)
+        return prompt, [h.chunk.text for h in hits], [h.chunk.doc_id for h in hits]
+
+
+@dataclass
+class Answered:
+    """Answers to a question set, in order, with what each was given."""
+
+    texts: list[str]
+    evidence: list[list[str]]  # passages given (retrieval) or gold documents (closed-book)
+    sources: list[list[str]]
+
+
+def answer_all(
+    loaded: LoadedModel,
+    questions: Sequence[Question],
+    retrieval: Retrieval | None,
+    config: BakeoffConfig,
+    gold: Callable[[Question], list[str]],
+    console: Console,
+    label: str,
+) -> Answered:
+    """Every question answered in batches, with a progress bar."""
+    from mentor.finetune.evaluation import generate_answers
+
+    prompts, evidence, sources = [], [], []
+    for q in questions:
+        if retrieval is not None:
+            prompt, passages, ids = retrieval.search(q.question)
+        else:
+            prompt, passages, ids = (
+                closed_book_prompt(config.answer.system, q.question),
+                gold(q),
+                [],
+            )
+        prompts.append(prompt)
+        evidence.append(passages)
+        sources.append(ids)
+    texts: list[str] = []
+    step = config.answer.batch_size * 2
+    with progress_bar(console) as bar:
+        task = bar.add_task(label, total=len(prompts))
+        for start in range(0, len(prompts), step):
+            texts += generate_answers(
+                loaded.model,
+                loaded.tokenizer,
+                prompts[start : start + step],
+                max_new_tokens=config.answer.max_new_tokens,
+                batch_size=config.answer.batch_size,
+            )
+            bar.update(task, completed=len(texts))
+    return Answered([cut_answer(t) for t in texts], evidence, sources)
+
+
+def time_answers(
+    loaded: LoadedModel,
+    questions: Sequence[Question],
+    retrieval: Retrieval | None,
+    config: BakeoffConfig,
+) -> tuple[list[float], float]:
+    """End-to-end seconds per question answered alone, and mean tokens per answer."""
+    from mentor.finetune.evaluation import generate_answers
+
+    seconds, tokens = [], []
+    # one untimed warm-up, so the first timing does not pay for lazy initialisation
+    warm = closed_book_prompt(config.answer.system, questions[0].question)
+    generate_answers(loaded.model, loaded.tokenizer, [warm], max_new_tokens=4, batch_size=1)
+    for q in questions:
+        started = time.perf_counter()
+        if retrieval is not None:
+            prompt = retrieval.search(q.question)[0]
+        else:
+            prompt = closed_book_prompt(config.answer.system, q.question)
+        text = generate_answers(
+            loaded.model,
+            loaded.tokenizer,
+            [prompt],
+            max_new_tokens=config.answer.max_new_tokens,
+            batch_size=1,
+        )[0]
+        seconds.append(time.perf_counter() - started)
+        tokens.append(len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return seconds, sum(tokens) / max(1, len(tokens))

@@ -1,0 +1,78 @@
+"""``mentor bakeoff``: measure every arm of a config on your data and recommend one.
+
+mentor bakeoff examples/bakeoff/tidepool.yaml --profile quick
+mentor bakeoff examples/bakeoff/pubmedqa.yaml --profile full --out runs/pubmedqa
+mentor bakeoff my.yaml --arms closed-book,rag --set answer.test_limit=20
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    """``key=value`` pairs; values are read as YAML (numbers, booleans, lists)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. answer.test_limit=20")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def bakeoff_cmd(
+    config: Annotated[Path, typer.Argument(help="The bakeoff YAML: data, models, training, arms.")],
+    profile: Annotated[
+        str | None,
+        typer.Option(help="A named set of overrides in the file's profiles (quick, full)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder [the config's out].")] = None,
+    arms: Annotated[
+        str | None, typer.Option(help="Comma-separated arm names to run, in order [all].")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: KEY=VALUE with a dotted key; repeatable."),
+    ] = None,
+) -> None:
+    """Run the arms side by side on held-out questions; write report.html and report.json.
+
+    Finished arms are kept in the run folder and not measured again; an arm that fails is
+    reported and the others go on."""
+    from mentor.bakeoff.config import load_bakeoff_config
+    from mentor.bakeoff.runner import run_bakeoff
+    from mentor.utils.logs import quiet_libraries
+
+    try:
+        overrides = parse_sets(sets or [])
+        if out is not None:
+            overrides["out"] = str(out)
+        settings = load_bakeoff_config(config, profile=profile, overrides=overrides)
+        if arms:
+            wanted = [a.strip() for a in arms.split(",") if a.strip()]
+            known = {a.name: a for a in settings.arms}
+            missing = [a for a in wanted if a not in known]
+            if missing:
+                raise ValueError(f"--arms: no arm named {', '.join(missing)} in {config}")
+            settings.arms = [known[a] for a in wanted]
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    quiet_libraries()
+    console = Console()
+    try:
+        run_bakeoff(settings, console=console, profile=profile)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None

@@ -1,0 +1,335 @@
+"""The bakeoff's configuration: the data, the models, what to train and the arms to compare.
+
+One YAML file names all of it (``mentor bakeoff examples/bakeoff/tidepool.yaml``); paths in it are
+relative to the file. ``profiles`` holds named sets of overrides (``quick``, ``full``) applied on
+top with dotted keys, the same way command-line overrides are::
+
+    profiles:
+      quick: {answer.test_limit: 24, training.lora.epochs: 1, arms: [closed-book, rag, lora]}
+
+An arm is a model (``base`` or the name of an entry of ``training``) answering the held-out
+questions, optionally with retrieval and optionally quantized. Trained models are built once and
+shared: the ``lora`` adapter serves both the ``lora`` and the ``lora+rag`` arm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mentor.advisor.situation import BudgetTier, Freshness, Hardware
+
+Metric = Literal["contains", "exact_match", "f1", "rouge_l", "accuracy", "macro_f1"]
+BASE = "base"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpdateSettings(_Strict):
+    """Documents that changed after training, and questions about the new facts."""
+
+    docs: Path = Field(description="Folder of replacement documents (same file names replace).")
+    questions: Path = Field(description="qa JSONL of questions whose answers are the new facts.")
+
+
+class DataSettings(_Strict):
+    """What the arms learn from and are scored on."""
+
+    docs: Path | None = Field(
+        default=None, description="Folder of documents to retrieve from (md, txt, pdf, html...)."
+    )
+    train: Path | None = Field(
+        default=None, description="qa JSONL of training questions with answers (none: no labels)."
+    )
+    validation: Path | None = Field(
+        default=None, description="qa JSONL used for early stopping and calibration."
+    )
+    test: Path | None = Field(
+        default=None,
+        description="qa JSONL of held-out questions every arm is scored on (required unless "
+        "`prepare` makes it).",
+    )
+    updates: UpdateSettings | None = Field(
+        default=None,
+        description="A knowledge update: every arm is also scored on questions about documents "
+        "that changed after training (retrieval arms read the new documents).",
+    )
+    group_by: str | None = Field(
+        default=None,
+        description="A field of the test records to report scores by group as well "
+        "(for example seen_in_training).",
+    )
+    labels: list[str] | None = Field(
+        default=None,
+        description="Answers are one of these labels (yes/no/maybe): the first label a reply "
+        "names is its answer, scored by accuracy and macro-F1.",
+    )
+    prepare: Literal["pubmedqa"] | None = Field(
+        default=None,
+        description="Build docs/train/validation/test from a raw public set first: pubmedqa reads "
+        "the file in `source` and writes a seeded split under the run folder.",
+    )
+    source: Path | None = Field(default=None, description="The raw file `prepare` reads.")
+    split_seed: int = Field(default=0, description="Seed of the split `prepare` makes.")
+
+
+class ModelSettings(_Strict):
+    """The models the arms use (registry names, folders or hf:ORG/NAME)."""
+
+    base: str = Field(
+        default="smollm2-135m-instruct", description="The model every arm starts from."
+    )
+    embedder: str = Field(default="minilm-l6", description="Sentence embedder of the RAG index.")
+    teacher: str | None = Field(
+        default=None, description="The larger model distillation learns from (default: base)."
+    )
+    student: str | None = Field(
+        default=None, description="The small model distillation trains (default: base)."
+    )
+
+
+class AnswerSettings(_Strict):
+    """How every arm answers, so that arms differ only in what they are."""
+
+    system: str = Field(
+        default="Answer the question briefly.", description="System prompt of every arm."
+    )
+    max_new_tokens: int = Field(default=48, ge=1, description="Longest answer, in tokens.")
+    batch_size: int = Field(default=8, ge=1, description="Questions answered per generate call.")
+    test_limit: int | None = Field(
+        default=None, ge=1, description="Score at most this many test questions (spread evenly)."
+    )
+    latency_queries: int = Field(
+        default=8,
+        ge=1,
+        description="Questions answered one at a time, end to end, to measure latency.",
+    )
+    bootstrap: int = Field(default=1000, ge=100, description="Bootstrap resamples of each CI.")
+    seed: int = Field(default=0, description="Seed of the bootstrap and of training.")
+
+
+class RetrievalSettings(_Strict):
+    """Retrieval of an arm; the index is built once per document set and embedder."""
+
+    mode: Literal["hybrid", "dense", "bm25"] = Field(
+        default="hybrid", description="Dense + BM25 fused, dense only or BM25 only."
+    )
+    k: int = Field(default=3, ge=1, description="Passages put in the prompt.")
+    chunk_tokens: int = Field(default=200, ge=16, description="Passage size in tokens.")
+
+
+class TrainingSpec(_Strict):
+    """One trained model: an adapter, a fully tuned copy, or a distilled student."""
+
+    method: Literal["lora", "full", "distill"] = Field(
+        description="lora: adapter on the base; full: every weight; distill: the student learns "
+        "from the teacher."
+    )
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the training questions.")
+    lr: float | None = Field(
+        default=None, gt=0, description="Peak learning rate (default 2e-4 LoRA, 2e-5 full)."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Examples per step.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps.")
+    r: int = Field(default=16, ge=1, description="LoRA rank (lora, and a LoRA student).")
+    distill: Literal["sequence", "logits"] = Field(
+        default="sequence",
+        description="sequence: the student fine-tunes on the teacher's answers (any tokenizers); "
+        "logits: on its token distributions (same tokenizer).",
+    )
+    teacher_retrieval: bool = Field(
+        default=True,
+        description="Sequence distillation: the teacher answers with the retrieved passages, so "
+        "the student learns grounded answers closed-book.",
+    )
+    student_method: Literal["lora", "full"] = Field(
+        default="lora", description="Train an adapter on the student, or every weight."
+    )
+    teacher_limit: int | None = Field(
+        default=None, ge=1, description="Distill from at most this many training questions."
+    )
+
+
+class ArmSpec(_Strict):
+    """One way of answering: a model, optionally with retrieval, optionally quantized."""
+
+    name: str = Field(description="Name in the report.")
+    model: str = Field(default=BASE, description="base, or the name of a training entry.")
+    retrieval: RetrievalSettings | None = Field(
+        default=None, description="Retrieve passages and answer from them (RAG)."
+    )
+    quantize: Literal["int8", "int4"] | None = Field(
+        default=None, description="Quantize the model (with any adapter merged) first."
+    )
+
+
+class CostSettings(_Strict):
+    """Prices that turn measured time into money; edit them to your own."""
+
+    train_usd_per_hour: float = Field(
+        default=0.10,
+        ge=0,
+        description="Price of an hour of the machine that trained (default: a 2-vCPU cloud VM).",
+    )
+    serve_usd_per_hour: float = Field(
+        default=0.10, ge=0, description="Price of an hour of the machine that serves."
+    )
+    index_usd_per_hour: float | None = Field(
+        default=None, ge=0, description="Price of an indexing hour (default: train price)."
+    )
+    concurrency: int = Field(
+        default=1, ge=1, description="Queries one server answers at once (batching)."
+    )
+
+
+class SituationFacts(_Strict):
+    """What the data cannot tell the advisor; the rest (labels, documents) is read from it."""
+
+    freshness: Freshness = Field(default="monthly", description="How often the knowledge changes.")
+    hardware: Hardware = Field(default="cpu_server", description="Where the model will serve.")
+    memory_gb: float | None = Field(default=None, gt=0, description="Memory for the model (GB).")
+    latency_budget_ms: int | None = Field(
+        default=None, gt=0, description="Longest acceptable answer time (p95), in ms."
+    )
+    secret_documents: bool = Field(default=False, description="Documents may not leave the site.")
+    citations_required: bool = Field(default=False, description="Answers must cite sources.")
+    new_capability: bool = Field(default=False, description="The model must learn a new skill.")
+    budget: BudgetTier | float = Field(default="medium", description="low, medium, high or USD/y.")
+    queries_per_day: int = Field(default=1000, ge=0, description="Expected queries per day.")
+
+
+class BakeoffConfig(_Strict):
+    """One bakeoff."""
+
+    name: str = Field(default="bakeoff", description="Title of the report.")
+    data: DataSettings = Field(description="Documents, training and held-out questions.")
+    models: ModelSettings = Field(default_factory=ModelSettings, description="The models.")
+    answer: AnswerSettings = Field(default_factory=AnswerSettings, description="How arms answer.")
+    primary: Metric = Field(
+        default="f1",
+        description="The quality measure the recommendation ranks by (labels: accuracy).",
+    )
+    training: dict[str, TrainingSpec] = Field(
+        default_factory=dict, description="Trained models, by name; arms refer to them."
+    )
+    arms: list[ArmSpec] = Field(description="The arms, in report order; the first is the base.")
+    costs: CostSettings = Field(default_factory=CostSettings, description="Prices.")
+    situation: SituationFacts = Field(
+        default_factory=SituationFacts, description="Facts for the advisor."
+    )
+    out: Path = Field(default=Path("runs/bakeoff"), description="Folder of the run.")
+    device: str = Field(default="cpu", description="cpu, cuda or auto.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BakeoffConfig:
+        names = [a.name for a in self.arms]
+        if not names:
+            raise ValueError("arms: name at least one arm")
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: names repeat ({', '.join(names)})")
+        for arm in self.arms:
+            if arm.model != BASE and arm.model not in self.training:
+                known = ", ".join([BASE, *self.training]) or BASE
+                raise ValueError(f"arms.{arm.name}.model: {arm.model!r} is not one of {known}")
+            if arm.retrieval is not None and self.data.docs is None and self.data.prepare is None:
+                raise ValueError(f"arms.{arm.name}: retrieval needs data.docs")
+        used = {a.model for a in self.arms}
+        for name, spec in self.training.items():
+            if name in used and self.data.train is None and self.data.prepare is None:
+                raise ValueError(f"training.{name}: needs data.train (labelled questions)")
+            rag_teacher = spec.method == "distill" and spec.distill == "sequence"
+            rag_teacher = rag_teacher and spec.teacher_retrieval
+            if rag_teacher and self.data.docs is None and self.data.prepare is None:
+                raise ValueError(f"training.{name}: teacher_retrieval needs data.docs")
+        if self.data.test is None and self.data.prepare is None:
+            raise ValueError("data.test: name the held-out questions (or data.prepare)")
+        if self.data.prepare is not None and self.data.source is None:
+            raise ValueError("data.source: prepare needs the raw file to read")
+        if self.primary in ("accuracy", "macro_f1") and not self.data.labels:
+            raise ValueError(f"primary: {self.primary} needs data.labels")
+        return self
+
+    def trained(self) -> dict[str, TrainingSpec]:
+        """The training entries some arm uses, in config order."""
+        used = {a.model for a in self.arms}
+        return {n: s for n, s in self.training.items() if n in used}
+
+
+_PATHS = ("docs", "train", "validation", "test", "source")
+
+
+def _resolve(data: dict[str, Any], base: Path) -> None:
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    for key in _PATHS:
+        if isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
+            section[key] = str((base / section[key]).resolve())
+    updates = section.get("updates")
+    if isinstance(updates, dict):
+        for key in ("docs", "questions"):
+            if isinstance(updates.get(key), str) and not Path(updates[key]).is_absolute():
+                updates[key] = str((base / updates[key]).resolve())
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, leaf = dotted.split(".")
+    target = data
+    for section in sections:
+        nxt = target.setdefault(section, {})
+        if not isinstance(nxt, dict):
+            raise ValueError(f"{dotted}: {section} is not a section")
+        target = nxt
+    target[leaf] = value
+
+
+def _pick_arms(data: dict[str, Any], wanted: list[str], where: str) -> None:
+    arms = data.get("arms") or []
+    by_name = {a.get("name"): a for a in arms if isinstance(a, dict)}
+    missing = [w for w in wanted if w not in by_name]
+    if missing:
+        raise ValueError(f"{where}: no arm named {', '.join(missing)}")
+    data["arms"] = [by_name[w] for w in wanted]
+
+
+def load_bakeoff_config(
+    path: Path, *, profile: str | None = None, overrides: dict[str, Any] | None = None
+) -> BakeoffConfig:
+    """The YAML at ``path``, with the named profile's overrides, then ``overrides``, applied.
+
+    A profile's ``arms`` entry is a list of arm names to keep, in order. Errors name the file and
+    the field."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of settings at the top")
+    profiles = loaded.pop("profiles", None) or {}
+    _resolve(loaded, Path(path).parent)
+    if profile is not None:
+        if profile not in profiles:
+            known = ", ".join(profiles) or "none"
+            raise ValueError(f"{path}: no profile {profile!r} (profiles: {known})")
+        for key, value in (profiles[profile] or {}).items():
+            if key == "arms":
+                _pick_arms(loaded, list(value), f"{path}: profiles.{profile}.arms")
+            else:
+                _set(loaded, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(loaded, key, value)
+    try:
+        return BakeoffConfig.model_validate(loaded)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{path}: {problems}") from None

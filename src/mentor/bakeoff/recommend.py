@@ -1,0 +1,302 @@
+"""The bakeoff's verdict: the measured arms, filtered by the situation's constraints and read
+together with the advisor's decision framework.
+
+1. The advisor runs on the situation as the data shows it (how many labelled questions, whether
+   there are documents, whether a teacher was named) plus the facts the config states (freshness,
+   hardware, latency budget, budget, secrecy).
+2. An arm is eligible when it ran, its p95 latency fits the budget, its weights fit the
+   hardware's memory and, when knowledge changes weekly or faster, it retrieves (a model without
+   retrieval answers from what it was trained on; its score on the knowledge-update questions is
+   quoted as the evidence).
+3. Among the eligible arms, those whose primary score is not measurably below the best one's
+   (the paired 95% interval of the difference reaches 0) are tied; of these the one closest to
+   the framework's methods wins, then the cheapest a year. A clear winner wins on its own, and
+   the paragraph says when the measurement overrules the framework.
+4. The fallback is the best eligible arm of other methods; the monitoring plan puts measured
+   thresholds beside the framework's signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mentor.advisor.report import Advice, advise
+from mentor.advisor.rules import METHODS
+from mentor.advisor.situation import Situation
+from mentor.bakeoff.config import BakeoffConfig
+from mentor.bakeoff.results import ArmResult, Estimate, Verdict, Watch
+from mentor.bakeoff.scoring import metric_statistic, paired_difference
+
+FRESH = ("weekly", "daily", "realtime")
+
+
+def situation_for(config: BakeoffConfig, counts: dict[str, int]) -> Situation:
+    """The advisor's situation: what the data shows, plus the facts the config states."""
+    facts = config.situation
+    return Situation(
+        task="chat",
+        freshness=facts.freshness,
+        citations_required=facts.citations_required,
+        documents=counts.get("documents", 0) > 0,
+        document_count=counts.get("documents", 0),
+        secret_documents=facts.secret_documents,
+        labelled_examples=counts.get("train", 0),
+        unlabelled_text=False,
+        teacher_available=config.models.teacher is not None,
+        new_capability=facts.new_capability,
+        hardware=facts.hardware,
+        memory_gb=facts.memory_gb,
+        latency_budget_ms=facts.latency_budget_ms,
+        budget=facts.budget,
+        queries_per_day=facts.queries_per_day,
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ci(e: Estimate) -> str:
+    return f"{_pct(e.value)} (95% CI {_pct(e.low)}-{_pct(e.high)})"
+
+
+def _points(e: Estimate) -> str:
+    return f"{e.value:+.1f} points (CI {e.low:+.1f} to {e.high:+.1f})"
+
+
+def _methods_text(methods: Sequence[str]) -> str:
+    return " + ".join(methods)
+
+
+def exclusions(arms: Sequence[ArmResult], situation: Situation, primary: str) -> dict[str, str]:
+    """Arm -> why it cannot be recommended here (arms not named are eligible)."""
+    out: dict[str, str] = {}
+    rag_updates = [a.updates.value for a in arms if a.ok and "rag" in a.methods and a.updates]
+    for arm in arms:
+        if not arm.ok:
+            out[arm.name] = f"failed: {arm.error}"
+            continue
+        budget = situation.latency_budget_ms
+        p95 = arm.latency_ms.get("p95")
+        if budget is not None and p95 is not None and p95 > budget:
+            out[arm.name] = f"p95 latency {p95:,.0f} ms is over the {budget:,} ms budget"
+            continue
+        memory_gb = situation.memory()
+        if arm.model_memory_mb / 1024 > memory_gb:
+            out[arm.name] = (
+                f"needs {arm.model_memory_mb / 1024:.1f} GB for its weights; the "
+                f"{situation.hardware} has {memory_gb:g} GB"
+            )
+            continue
+        if situation.freshness in FRESH and "rag" not in arm.methods:
+            evidence = ""
+            if arm.updates is not None:
+                evidence = f": it scores {_pct(arm.updates.value)} {primary} on questions about "
+                evidence += "changed documents"
+                if rag_updates:
+                    evidence += f", retrieval arms up to {_pct(max(rag_updates))}"
+            out[arm.name] = (
+                f"knowledge changes {situation.freshness} and this arm has no retrieval, so it "
+                f"answers from what it was trained on{evidence}"
+            )
+    return out
+
+
+def _overlap(arm: ArmResult, wanted: Sequence[str]) -> float:
+    a, b = set(arm.methods) - {"prompting"}, set(wanted) - {"prompting"}
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def _yearly(arm: ArmResult) -> float:
+    return arm.costs.yearly_usd if arm.costs is not None else float("inf")
+
+
+def _tied_with(
+    best: ArmResult, arm: ArmResult, primary: str, labels: Sequence[str] | None, resamples: int
+) -> bool:
+    if arm is best:
+        return True
+    ids = [a.id for a in best.answers]
+    if [a.id for a in arm.answers] != ids or not ids:
+        return False
+    diff = paired_difference(
+        metric_statistic(primary, best.answers, labels),
+        metric_statistic(primary, arm.answers, labels),
+        len(ids),
+        resamples=resamples,
+    )
+    return diff.low <= 0.0
+
+
+def choose(
+    arms: Sequence[ArmResult],
+    excluded: dict[str, str],
+    advice: Advice,
+    primary: str,
+    labels: Sequence[str] | None,
+    resamples: int = 1000,
+) -> tuple[ArmResult | None, list[ArmResult], list[ArmResult]]:
+    """(chosen arm, eligible arms best first, arms tied with the best)."""
+    eligible = sorted(
+        (a for a in arms if a.name not in excluded and primary in a.quality),
+        key=lambda a: -a.quality[primary].value,
+    )
+    if not eligible:
+        return None, [], []
+    best = eligible[0]
+    tied = [a for a in eligible if _tied_with(best, a, primary, labels, resamples)]
+    wanted = advice.recommendation.methods
+    chosen = max(tied, key=lambda a: (_overlap(a, wanted), -_yearly(a), a.quality[primary].value))
+    return chosen, eligible, tied
+
+
+def _fallback(
+    chosen: ArmResult, eligible: Sequence[ArmResult], advice: Advice
+) -> tuple[str, str | None]:
+    for arm in eligible:
+        if set(arm.methods) != set(chosen.methods):
+            return (
+                f"{arm.name} ({_methods_text(arm.methods)}), the best eligible arm of other "
+                f"methods, if {chosen.name} stops meeting its thresholds",
+                arm.name,
+            )
+    fb = advice.recommendation.fallback
+    return f"{METHODS.get(fb.method, fb.method)}: {fb.why}", None
+
+
+def _monitoring(chosen: ArmResult, primary: str, advice: Advice) -> list[Watch]:
+    quality = chosen.quality[primary]
+    watches = [
+        Watch(
+            f"{primary} on a weekly sample of 50 labelled real questions",
+            f"below {_pct(quality.low)} (the low end of the measured interval)",
+            "re-run this bakeoff with the new questions; re-index or retrain as it shows",
+        )
+    ]
+    p95 = chosen.latency_ms.get("p95")
+    if p95:
+        watches.append(
+            Watch(
+                "p95 answer latency",
+                f"above {1.5 * p95:,.0f} ms (1.5x the measured {p95:,.0f} ms)",
+                "add a replica, shorten answers, or quantize",
+            )
+        )
+    g = chosen.grounding
+    if g is not None and g.supported_share is not None and "rag" in chosen.methods:
+        watches.append(
+            Watch(
+                "share of answers supported by the retrieved passages",
+                f"below {_pct(max(0.0, g.supported_share - 0.1))} (measured "
+                f"{_pct(g.supported_share)})",
+                "check the index is current and retrieval recall on new questions",
+            )
+        )
+    if chosen.updates is not None and "rag" not in chosen.methods:
+        watches.append(
+            Watch(
+                "questions about documents changed since training",
+                f"any: this arm scored {_pct(chosen.updates.value)} on them",
+                "retrain after each knowledge change, or add retrieval",
+            )
+        )
+    for w in advice.recommendation.monitoring[:3]:
+        watches.append(Watch(w.signal, w.threshold, w.action))
+    return watches
+
+
+def verdict(
+    arms: Sequence[ArmResult],
+    base: ArmResult,
+    config: BakeoffConfig,
+    counts: dict[str, int],
+) -> Verdict:
+    """The recommendation for ``arms`` (scored, with costs) in the config's situation."""
+    primary, labels = config.primary, config.data.labels
+    situation = situation_for(config, counts)
+    advice = advise(situation)
+    rec = advice.recommendation
+    excluded = exclusions(arms, situation, primary)
+    chosen, eligible, tied = choose(
+        arms, excluded, advice, primary, labels, resamples=config.answer.bootstrap
+    )
+    because = rec.reasons[0].because.rstrip(".") if rec.reasons else ""
+    framework = (
+        f"The decision framework recommends {rec.summary.rstrip('.')}"
+        + (f", because {because[:1].lower()}{because[1:]}" if because else "")
+        + "."
+    )
+    reasons = [f"framework: {r.because} ({r.condition})" for r in rec.reasons]
+    if chosen is None:
+        return Verdict(
+            arm=None,
+            methods=list(rec.methods),
+            paragraph=(
+                "No arm met the constraints (see the excluded arms). " + framework + " Measure "
+                "an arm of those methods that fits, or relax the constraint that excluded them."
+            ),
+            reasons=reasons,
+            fallback=f"{rec.fallback.method}: {rec.fallback.why}",
+            fallback_arm=None,
+            monitoring=[Watch(w.signal, w.threshold, w.action) for w in rec.monitoring],
+            advisor_methods=list(rec.methods),
+            advisor_summary=rec.summary,
+            agrees=False,
+            eligible=[],
+            excluded=excluded,
+        )
+    quality = chosen.quality[primary]
+    agrees = set(chosen.methods) - {"prompting"} == set(rec.methods) - {"prompting"}
+    parts = [f"Use {chosen.name} ({chosen.description})."]
+    parts.append(f"On {chosen.questions} held-out questions it scores {primary} {_ci(quality)}")
+    if chosen is not base and chosen.vs_base is not None:
+        parts[-1] += f", {_points(chosen.vs_base)} over {base.name}"
+    parts[-1] += "."
+    if chosen.latency_ms:
+        cost = chosen.costs
+        line = f"It answers in {chosen.latency_ms['p95']:,.0f} ms at p95 here"
+        if cost is not None:
+            line += f" and costs about ${cost.serve_usd_per_1k:.3f} per 1,000 queries"
+            line += f" (${cost.yearly_usd:,.0f} a year at {config.situation.queries_per_day:,}/day)"
+        parts.append(line + ".")
+    if len(tied) > 1:
+        others = ", ".join(a.name for a in tied if a is not chosen)
+        parts.append(
+            f"{others} scored within the noise of the best; {chosen.name} was preferred as the "
+            "closest to the framework's advice, then the cheapest."
+        )
+    if agrees:
+        parts.append(framework.replace("recommends", "agrees: it recommends", 1))
+    else:
+        parts.append(
+            framework + f" The measurements point to {_methods_text(chosen.methods)} on this "
+            "data instead; "
+            + (
+                "no arm of the framework's methods was eligible."
+                if not any(_overlap(a, rec.methods) == 1.0 for a in eligible)
+                else "the framework's methods scored measurably lower here."
+            )
+        )
+    fallback, fallback_arm = _fallback(chosen, eligible, advice)
+    parts.append(f"Fallback: {fallback}.")
+    reasons = (
+        [f"measured: {a.name} {primary} {_ci(a.quality[primary])}" for a in eligible[:5]]
+        + [f"excluded: {name}: {why}" for name, why in excluded.items()]
+        + reasons
+    )
+    return Verdict(
+        arm=chosen.name,
+        methods=list(chosen.methods),
+        paragraph=" ".join(parts),
+        reasons=reasons,
+        fallback=fallback,
+        fallback_arm=fallback_arm,
+        monitoring=_monitoring(chosen, primary, advice),
+        advisor_methods=list(rec.methods),
+        advisor_summary=rec.summary,
+        agrees=agrees,
+        eligible=[a.name for a in eligible],
+        excluded=excluded,
+    )

@@ -1,0 +1,459 @@
+"""``mentor bakeoff``, top to bottom: data, models, indexes, training, every arm, the verdict, the
+report.
+
+The run folder keeps everything (``out/``):
+
+- ``indexes/``, ``models/<name>/``, ``quantized/<arm>/``: what was built, each with its
+  ``stage.json`` (see :mod:`mentor.bakeoff.stages`);
+- ``arms/<arm>.json``: one arm's measurements, written as soon as the arm is done, with the
+  fingerprint of what it was measured on. A rerun skips every arm whose fingerprint still matches
+  (so an interrupted bakeoff resumes at the first unfinished arm) and measures again any arm that
+  failed or whose model, data or settings changed;
+- ``report.json``, ``report.html``: the whole result.
+
+An arm that fails (an exception while building or answering) is recorded with its error and the
+others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mentor.bakeoff.arms import (
+    LoadedModel,
+    Retrieval,
+    answer_all,
+    folder_mb,
+    load_arm_model,
+    peak_rss,
+    release,
+    time_answers,
+    weights_mb,
+)
+from mentor.bakeoff.config import BASE, ArmSpec, BakeoffConfig, RetrievalSettings
+from mentor.bakeoff.data import BakeoffData, Question, load_data, spread
+from mentor.bakeoff.recommend import verdict
+from mentor.bakeoff.results import ArmResult, BakeoffResult, arm_from_dict
+from mentor.bakeoff.scoring import (
+    LABEL_METRICS,
+    TEXT_METRICS,
+    UPDATES_PER_YEAR,
+    costs,
+    estimate,
+    grounding,
+    groups,
+    metric_statistic,
+    paired_difference,
+    per_point,
+    score_answer,
+)
+from mentor.bakeoff.stages import Built, build_rag_index, fingerprint, merged_docs, train_model
+from mentor.utils.fs import atomic_write_text
+
+RAG_RULES = "Answer only from the numbered sources; if they do not hold the answer, say so."
+
+
+def metrics_for(config: BakeoffConfig) -> list[str]:
+    names = [*LABEL_METRICS, "contains"] if config.data.labels else list(TEXT_METRICS)
+    return [config.primary, *[m for m in names if m != config.primary]]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "arm"
+
+
+def arm_methods(arm: ArmSpec, built: Built | None, config: BakeoffConfig) -> list[str]:
+    """The advisor's method keys this arm is made of."""
+    methods: list[str] = []
+    if arm.model != BASE:
+        method = config.training[arm.model].method
+        methods.append({"lora": "lora", "full": "full_finetune", "distill": "distillation"}[method])
+    if arm.retrieval is not None:
+        methods.append("rag")
+    if arm.quantize is not None:
+        methods.append("quantization")
+    return methods or ["prompting"]
+
+
+def _doc_texts(folder: Path | None) -> dict[str, str]:
+    if folder is None:
+        return {}
+    return {
+        p.stem: p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix.lower() in {".md", ".txt"}
+    }
+
+
+class Bakeoff:
+    """One run: holds the data, the built indexes and models, and measures the arms."""
+
+    def __init__(self, config: BakeoffConfig, console: Console, *, profile: str | None) -> None:
+        self.config = config
+        self.console = console
+        self.profile = profile
+        self.out = config.out
+        self.data: BakeoffData = load_data(config, self.out)
+        self.docs = _doc_texts(self.data.docs)
+        self.updated_docs: dict[str, str] = {}
+        self.indexes: dict[tuple[int, bool], Built] = {}
+        self.retrievers: dict[tuple[int, bool], Any] = {}
+        self.trained: dict[str, Built] = {}
+        self.failed_training: dict[str, str] = {}
+        self.embedder: Any = None
+
+    # --- building -------------------------------------------------------------------------
+
+    def pull_models(self) -> None:
+        from mentor.models.commands import pull_with_progress
+        from mentor.models.registry import REGISTRY
+
+        m = self.config.models
+        uses_retrieval = any(a.retrieval for a in self.config.arms)
+        names = [m.base, m.teacher, m.student, m.embedder if uses_retrieval else None]
+        wanted = list(dict.fromkeys(n for n in names if n and n in REGISTRY))
+        if wanted:
+            self.console.rule("models")
+            pull_with_progress(wanted, self.console)
+
+    def index(self, settings: RetrievalSettings, updated: bool) -> Built:
+        key = (settings.chunk_tokens, updated)
+        if key not in self.indexes:
+            assert self.data.docs is not None
+            docs = self.data.docs
+            if updated:
+                assert self.data.updated_docs is not None
+                docs = merged_docs(docs, self.data.updated_docs, self.out / "docs-updated")
+                self.updated_docs = _doc_texts(docs)
+            folder = self.out / "indexes" / f"{'updated' if updated else 'docs'}-{key[0]}"
+            self.indexes[key] = build_rag_index(
+                docs, self.config.models.embedder, settings, folder, self.console
+            )
+        return self.indexes[key]
+
+    def retrieval(self, settings: RetrievalSettings, updated: bool = False) -> Retrieval:
+        from mentor.models.loading import load_embedder
+        from mentor.rag import Retriever
+
+        key = (settings.chunk_tokens, updated)
+        if key not in self.retrievers:
+            built = self.index(settings, updated)
+            if self.embedder is None:
+                self.embedder = load_embedder(self.config.models.embedder)
+            self.retrievers[key] = Retriever(built.path, self.embedder)
+        from mentor.rag.answer import DEFAULT_SYSTEM
+
+        system = f"{DEFAULT_SYSTEM}\n{self.config.answer.system}"
+        return Retrieval(self.retrievers[key], settings, system)
+
+    def train_all(self) -> None:
+        for name, spec in self.config.trained().items():
+            self.console.rule(f"training: {name} ({spec.method})")
+            rag_prompt: Callable[[str], Any] | None = None
+            if spec.method == "distill" and spec.teacher_retrieval and self.data.docs is not None:
+                teacher_rag = self.retrieval(RetrievalSettings())
+                rag_prompt = lambda q, r=teacher_rag: r.search(q)[0]  # noqa: E731
+            try:
+                self.trained[name] = train_model(
+                    name,
+                    spec,
+                    self.config,
+                    self.data.train,
+                    self.data.validation,
+                    self.out / "models" / slug(name),
+                    self.console,
+                    rag_prompt=rag_prompt,
+                )
+            except Exception as exc:  # one failed model must not stop the bakeoff
+                self.failed_training[name] = f"training {name} failed: {exc}"
+                self.console.print(f"[red]{self.failed_training[name]}[/red]")
+                self.console.print(traceback.format_exc(limit=4), markup=False, highlight=False)
+            release()
+
+    # --- measuring ------------------------------------------------------------------------
+
+    def _gold(self, updated: bool) -> Callable[[Question], list[str]]:
+        texts = self.updated_docs if updated else self.docs
+
+        def gold(q: Question) -> list[str]:
+            return [texts[d] for d in q.doc_ids if d in texts]
+
+        return gold
+
+    def _score(
+        self, questions: Sequence[Question], loaded: LoadedModel, arm: ArmSpec, updated: bool
+    ) -> list[Any]:
+        retrieval = self.retrieval(arm.retrieval, updated) if arm.retrieval else None
+        if updated and retrieval is None:
+            self.updated_docs = self.updated_docs or self._merged_texts()
+        answered = answer_all(
+            loaded,
+            questions,
+            retrieval,
+            self.config,
+            self._gold(updated),
+            self.console,
+            f"{arm.name}: {'update' if updated else 'test'} questions",
+        )
+        labels = self.config.data.labels
+        return [
+            score_answer(
+                id=q.id,
+                question=q.question,
+                reference=q.answer,
+                answer=text,
+                labels=labels,
+                evidence=evidence,
+                sources=sources,
+                group=q.group,
+            )
+            for q, text, evidence, sources in zip(
+                questions, answered.texts, answered.evidence, answered.sources, strict=True
+            )
+        ]
+
+    def _merged_texts(self) -> dict[str, str]:
+        assert self.data.docs is not None and self.data.updated_docs is not None
+        return {**self.docs, **_doc_texts(self.data.updated_docs)}
+
+    def measure(self, arm: ArmSpec) -> ArmResult:
+        config = self.config
+        built = self.trained.get(arm.model)
+        if arm.model != BASE and built is None:
+            raise RuntimeError(self.failed_training.get(arm.model, f"{arm.model} was not built"))
+        started = time.perf_counter()
+        methods = arm_methods(arm, built, config)
+        made_from = fingerprint(built.fingerprint if built else config.models.base, arm.quantize)
+        loaded = load_arm_model(
+            arm,
+            built,
+            config,
+            self.out / "quantized" / f"{slug(arm.name)}-{made_from}",
+            self.console,
+        )
+        retrieval = self.retrieval(arm.retrieval) if arm.retrieval else None
+        with peak_rss() as peak:
+            before = peak[0]
+            scored = self._score(self.data.test, loaded, arm, updated=False)
+            latency_set = spread(self.data.test, config.answer.latency_queries)
+            seconds, tokens = time_answers(loaded, latency_set, retrieval, config)
+        updates = None
+        if self.data.updates and (arm.retrieval is None or self.data.docs is not None):
+            fresh = self._score(self.data.updates, loaded, arm, updated=True)
+            stat = metric_statistic(config.primary, fresh, config.data.labels)
+            updates = estimate(stat, len(fresh), resamples=config.answer.bootstrap)
+        labels = config.data.labels
+        metrics = metrics_for(config)
+        quality = {
+            m: estimate(
+                metric_statistic(m, scored, labels),
+                len(scored),
+                resamples=config.answer.bootstrap,
+                seed=config.answer.seed,
+            )
+            for m in metrics
+        }
+        from mentor.evaluate.stats import latency_summary
+
+        lat = latency_summary(seconds)
+        index = self.index(arm.retrieval, False) if arm.retrieval else None
+        result = ArmResult(
+            name=arm.name,
+            model=arm.model,
+            methods=methods,
+            description=self._describe(arm, loaded, built),
+            questions=len(scored),
+            quality=quality,
+            groups=groups(scored, metrics, labels),
+            updates=updates,
+            grounding=grounding(scored),
+            latency_ms={
+                "p50": lat.p50_ms,
+                "p95": lat.p95_ms,
+                "mean": lat.mean_ms,
+                "queries": float(lat.count),
+            },
+            tokens_per_answer=tokens,
+            peak_memory_mb=weights_mb(loaded.model) + max(0.0, peak[0] - before),
+            model_memory_mb=weights_mb(loaded.model),
+            artifact_mb=loaded.artifact_mb + (folder_mb(index.path) if index else 0.0),
+            training_s=(built.seconds if built else 0.0) + loaded.extra_build_s,
+            index_s=index.seconds if index else 0.0,
+            curve=built.curve if built else [],
+            answers=scored,
+            seconds=time.perf_counter() - started,
+        )
+        del loaded
+        release()
+        return result
+
+    def _describe(self, arm: ArmSpec, loaded: LoadedModel, built: Built | None) -> str:
+        parts = [loaded.description]
+        if built is not None and built.notes:
+            parts.append(built.notes[0])
+        if arm.retrieval is not None:
+            r = arm.retrieval
+            parts.append(f"retrieval: {r.mode}, top {r.k} passages of ~{r.chunk_tokens} tokens")
+        return "; ".join(parts)
+
+    def arm_fingerprint(self, arm: ArmSpec) -> str:
+        built = self.trained.get(arm.model)
+        return fingerprint(
+            arm.model_dump(),
+            built.fingerprint if built else self.config.models.base,
+            self.config.models.embedder if arm.retrieval else None,
+            self.config.answer.model_dump(exclude={"bootstrap"}),
+            self.config.primary,
+            self.config.data.labels,
+            [(q.id, q.question, q.answer) for q in self.data.test],
+            [(q.id, q.question, q.answer) for q in self.data.updates],
+            self.data.docs if arm.retrieval else None,
+        )
+
+    def run_arm(self, arm: ArmSpec) -> ArmResult:
+        """The arm's stored result if still valid, else a new measurement (or its failure)."""
+        path = self.out / "arms" / f"{slug(arm.name)}.json"
+        wanted = self.arm_fingerprint(arm)
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if stored.get("fingerprint") == wanted and stored["arm"]["status"] == "done":
+                self.console.print(f"{arm.name}: measured in an earlier run, reused ({path})")
+                return arm_from_dict(stored["arm"])
+        try:
+            result = self.measure(arm)
+        except Exception as exc:  # report the arm as failed; the others go on
+            self.console.print(f"[red]{arm.name} failed: {exc}[/red]")
+            self.console.print(traceback.format_exc(limit=6), markup=False, highlight=False)
+            built = self.trained.get(arm.model)
+            result = ArmResult(
+                name=arm.name,
+                model=arm.model,
+                methods=arm_methods(arm, built, self.config),
+                description=arm.name,
+                status="failed",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            release()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"fingerprint": wanted, "arm": result.__dict__ | {}}
+        import dataclasses
+
+        record["arm"] = dataclasses.asdict(result)
+        atomic_write_text(path, json.dumps(record, indent=1, default=str))
+        return result
+
+    # --- putting it together --------------------------------------------------------------
+
+    def price(self, arms: list[ArmResult]) -> None:
+        """Costs, differences to the base and cost per point, once every arm is measured."""
+        config = self.config
+        primary, labels = config.primary, config.data.labels
+        updates = UPDATES_PER_YEAR[config.situation.freshness]
+        index_price = config.costs.index_usd_per_hour
+        for arm in arms:
+            if not arm.ok:
+                continue
+            build = arm.training_s
+            if arm.index_s and index_price is not None and config.costs.train_usd_per_hour:
+                build += arm.index_s * index_price / config.costs.train_usd_per_hour
+            elif arm.index_s:
+                build += arm.index_s
+            arm.costs = costs(
+                build_s=build,
+                mean_answer_s=arm.latency_ms["mean"] / 1000,
+                train_usd_per_hour=config.costs.train_usd_per_hour,
+                serve_usd_per_hour=config.costs.serve_usd_per_hour,
+                concurrency=config.costs.concurrency,
+                updates_per_year=updates,
+                queries_per_day=config.situation.queries_per_day,
+            )
+        base = arms[0]
+        if not base.ok or base.costs is None:
+            return
+        for arm in arms:
+            if not arm.ok or arm.costs is None:
+                continue
+            if [a.id for a in arm.answers] == [a.id for a in base.answers]:
+                arm.vs_base = paired_difference(
+                    metric_statistic(primary, arm.answers, labels),
+                    metric_statistic(primary, base.answers, labels),
+                    len(arm.answers),
+                    resamples=config.answer.bootstrap,
+                    seed=config.answer.seed,
+                )
+            if arm is not base:
+                gain = 100 * (arm.quality[primary].value - base.quality[primary].value)
+                arm.costs.usd_per_point = per_point(arm.costs, base.costs, gain)
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def run_bakeoff(
+    config: BakeoffConfig, *, console: Console, profile: str | None = None
+) -> BakeoffResult:
+    """Build, measure and compare every arm of ``config``; write report.json and report.html."""
+    from mentor.bakeoff.datasets import references
+    from mentor.bakeoff.report import print_summary, write_html
+
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    bakeoff = Bakeoff(config, console, profile=profile)
+    counts = bakeoff.data.counts()
+    console.print(
+        f"{config.name}: {counts['documents']} documents, {counts['train']} training, "
+        f"{counts['validation']} validation, {counts['test']} test questions"
+        + (f", {counts['updates']} about updated documents" if counts["updates"] else "")
+        + f"; {len(config.arms)} arms"
+    )
+    bakeoff.pull_models()
+    bakeoff.train_all()
+    arms: list[ArmResult] = []
+    for n, arm in enumerate(config.arms, start=1):
+        spent = time.perf_counter() - started
+        console.rule(f"arm {n}/{len(config.arms)}: {arm.name}  ({spent / 60:.1f} min so far)")
+        arms.append(bakeoff.run_arm(arm))
+    bakeoff.price(arms)
+    notes = [bakeoff.failed_training[n] for n in bakeoff.failed_training]
+    result = BakeoffResult(
+        name=config.name,
+        profile=profile,
+        primary=config.primary,
+        metrics=metrics_for(config),
+        base=arms[0].name,
+        arms=arms,
+        references=references(config.data.prepare),
+        data=counts,
+        machine=_machine(),
+        config=json.loads(config.model_dump_json()),
+        started=started_at,
+        notes=notes,
+    )
+    result.verdict = verdict(arms, arms[0], config, counts)
+    result.seconds = time.perf_counter() - started
+    result.save(config.out / "report.json")
+    html = write_html(result, config.out / "report.html")
+    print_summary(result, console, html)
+    return result

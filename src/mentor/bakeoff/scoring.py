@@ -1,0 +1,207 @@
+"""The bakeoff's arithmetic, as pure functions: per-answer scores, intervals, grounding and money.
+
+Every arm is scored by the same functions on the same questions:
+
+- ``contains``: the normalised reference appears in the normalised answer, as whole words (the
+  fair first measure for short gold answers such as "2016" or "Settings > Billing");
+- ``exact_match``, ``f1`` (token F1) and ``rouge_l`` (LCS F-measure) from :mod:`mentor.evaluate`;
+- with a label set (yes/no/maybe): the first label the answer names is its prediction, scored by
+  ``accuracy`` and ``macro_f1`` (the mean over labels of each label's F1, over the whole set).
+
+Intervals are 95% percentile bootstraps over questions; a difference between two arms resamples
+the questions once for both (paired), so it is narrower than the two intervals suggest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from mentor.bakeoff.results import Costs, Estimate, Grounding, ScoredAnswer
+from mentor.evaluate.grounding import invented_numbers, support
+from mentor.evaluate.text import exact_match, normalize_answer, rouge_l, token_f1
+
+TEXT_METRICS = ("contains", "exact_match", "f1", "rouge_l")
+LABEL_METRICS = ("accuracy", "macro_f1")
+SUPPORTED = 0.8  # share of content words found in the evidence for an answer to count as supported
+GROUNDING_METHOD = (
+    "Lexical, no LM judge (so no judge variance): an answer is supported when at least 80% of its "
+    "content words (stop words and citation markers removed) occur in its evidence, and invents a "
+    "fact when it states a number (digits, compared by value) that neither the evidence nor the "
+    "question contains. Evidence is the retrieved passages for arms with retrieval and the "
+    "question's gold documents for closed-book arms."
+)
+# How many times a year the knowledge changes, so a trained model is retrained or an index updated.
+UPDATES_PER_YEAR = {"static": 1, "monthly": 12, "weekly": 52, "daily": 365, "realtime": 365}
+
+
+def contains(prediction: str, reference: str) -> float:
+    """1.0 when the normalised reference occurs in the normalised prediction as whole words."""
+    ref = normalize_answer(reference)
+    if not ref:
+        return 0.0
+    return (
+        1.0 if re.search(rf"(?:^| ){re.escape(ref)}(?: |$)", normalize_answer(prediction)) else 0.0
+    )
+
+
+def label_of(answer: str, labels: Sequence[str]) -> str | None:
+    """The first of ``labels`` the answer names as a whole word (case-insensitive), or None."""
+    words = normalize_answer(answer).split()
+    wanted = {normalize_answer(label): label for label in labels}
+    for word in words:
+        if word in wanted:
+            return wanted[word]
+    return None
+
+
+def text_scores(prediction: str, reference: str) -> dict[str, float]:
+    return {
+        "contains": contains(prediction, reference),
+        "exact_match": exact_match(prediction, reference),
+        "f1": token_f1(prediction, reference),
+        "rouge_l": rouge_l(prediction, reference),
+    }
+
+
+def label_scores(prediction: str, reference: str, labels: Sequence[str]) -> dict[str, float]:
+    return {"accuracy": 1.0 if label_of(prediction, labels) == reference else 0.0}
+
+
+def macro_f1(predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> float:
+    """Mean over ``labels`` of per-label F1; a label never predicted nor gold scores 0."""
+    scores = []
+    for label in labels:
+        tp = sum(p == label and g == label for p, g in zip(predicted, gold, strict=True))
+        fp = sum(p == label and g != label for p, g in zip(predicted, gold, strict=True))
+        fn = sum(p != label and g == label for p, g in zip(predicted, gold, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores))
+
+
+Statistic = Callable[[np.ndarray], float]
+
+
+def _resamples(n: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def estimate(statistic: Statistic, n: int, *, resamples: int = 1000, seed: int = 0) -> Estimate:
+    """``statistic`` of the question indices 0..n-1, with its 95% bootstrap interval."""
+    if n == 0:
+        raise ValueError("no questions to score")
+    draws = [statistic(row) for row in _resamples(n, resamples, seed)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return Estimate(statistic(np.arange(n)), float(low), float(high))
+
+
+def mean_of(values: Sequence[float]) -> Statistic:
+    array = np.asarray(values, dtype=np.float64)
+    return lambda rows: float(array[rows].mean())
+
+
+def macro_f1_of(
+    predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]
+) -> Statistic:
+    return lambda rows: macro_f1([predicted[i] for i in rows], [gold[i] for i in rows], labels)
+
+
+def metric_statistic(
+    metric: str, answers: Sequence[ScoredAnswer], labels: Sequence[str] | None
+) -> Statistic:
+    """The statistic of ``metric`` over resampled answers: a mean, or macro-F1 over the set."""
+    if metric == "macro_f1":
+        if not labels:
+            raise ValueError("macro_f1 needs labels")
+        predicted = [label_of(a.answer, labels) for a in answers]
+        return macro_f1_of(predicted, [a.reference for a in answers], labels)
+    return mean_of([a.scores[metric] for a in answers])
+
+
+def paired_difference(
+    a: Statistic, b: Statistic, n: int, *, resamples: int = 1000, seed: int = 0
+) -> Estimate:
+    """a - b in points (x100) on the same resampled questions."""
+    return estimate(lambda rows: 100.0 * (a(rows) - b(rows)), n, resamples=resamples, seed=seed)
+
+
+def score_answer(
+    *,
+    id: str,
+    question: str,
+    reference: str,
+    answer: str,
+    labels: Sequence[str] | None,
+    evidence: Sequence[str],
+    sources: Sequence[str] = (),
+    group: str | None = None,
+) -> ScoredAnswer:
+    """One answer with every metric, and its grounding against ``evidence``."""
+    scores = text_scores(answer, reference)
+    if labels:
+        scores.update(label_scores(answer, reference, labels))
+    grounded = bool(evidence) and not labels
+    return ScoredAnswer(
+        id=id,
+        question=question,
+        reference=reference,
+        answer=answer,
+        scores=scores,
+        group=group,
+        support=support(answer, evidence) if grounded else None,
+        invented=invented_numbers(answer, [*evidence, question]) if grounded else [],
+        sources=list(sources),
+    )
+
+
+def grounding(answers: Sequence[ScoredAnswer]) -> Grounding | None:
+    """Shares of supported answers and of answers that invent a number; None without evidence."""
+    measured = [a for a in answers if a.support is not None]
+    if not measured:
+        return None
+    supports = [a.support for a in measured if a.support is not None]
+    return Grounding(
+        supported_share=float(np.mean([s >= SUPPORTED for s in supports])),
+        invented_share=float(np.mean([bool(a.invented) for a in measured])),
+        mean_support=float(np.mean(supports)),
+        method=GROUNDING_METHOD,
+    )
+
+
+def groups(
+    answers: Sequence[ScoredAnswer], metrics: Sequence[str], labels: Sequence[str] | None
+) -> dict[str, dict[str, float]]:
+    """Each metric per value of the answers' group field (with its count ``n``)."""
+    out: dict[str, dict[str, float]] = {}
+    for value in sorted({a.group for a in answers if a.group is not None}):
+        members = [a for a in answers if a.group == value]
+        row = {m: metric_statistic(m, members, labels)(np.arange(len(members))) for m in metrics}
+        out[value] = {**row, "n": float(len(members))}
+    return out
+
+
+def costs(
+    *,
+    build_s: float,
+    mean_answer_s: float,
+    train_usd_per_hour: float,
+    serve_usd_per_hour: float,
+    concurrency: int,
+    updates_per_year: int,
+    queries_per_day: int,
+) -> Costs:
+    """Money from measured time: building once (and again at every knowledge update), and
+    serving. ``usd_per_point`` is left for :func:`per_point`, which needs the base's costs."""
+    training = build_s / 3600 * train_usd_per_hour
+    per_1k = mean_answer_s * 1000 / 3600 * serve_usd_per_hour / concurrency
+    yearly = training * updates_per_year + per_1k * queries_per_day * 365 / 1000
+    return Costs(training, per_1k, yearly, None)
+
+
+def per_point(arm: Costs, base: Costs, gain_points: float) -> float | None:
+    """Extra yearly cost over the base per point of quality gained; None when nothing is gained."""
+    if gain_points <= 0:
+        return None
+    return max(0.0, arm.yearly_usd - base.yearly_usd) / gain_points

@@ -1,0 +1,388 @@
+"""The bakeoff's building steps, each done once and kept: the RAG indexes and the trained models.
+
+Every step goes through the project's own recipe (``build_index``, ``run_sft``, ``run_distill``,
+``generate_dataset``) and leaves a ``stage.json`` beside its output with the wall time it took,
+its training curve and a fingerprint of what it was built from. A later run with the same
+fingerprint reuses the output; a changed config or data file rebuilds it; an interrupted training
+resumes from its last checkpoint.
+
+Fine-tuned arms train on exactly the prompt the closed-book arms are scored with (the bakeoff's
+system prompt, then the question). Sequence distillation with ``teacher_retrieval`` lets the
+teacher answer each training question from the retrieved passages, then fine-tunes the student
+on those answers closed-book: the student learns grounded answers it will give without retrieval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mentor.bakeoff.config import BakeoffConfig, RetrievalSettings, TrainingSpec
+from mentor.bakeoff.data import Question
+from mentor.models.protocols import ChatMessage
+from mentor.utils.fs import atomic_write_text
+
+STAGE_FILE = "stage.json"
+
+
+@dataclass
+class Built:
+    """What a building step made, and what it cost."""
+
+    path: Path  # the index folder, adapter folder or model folder
+    seconds: float  # wall time to build it (the first time)
+    kind: str  # index, lora, full
+    base: str  # the model an adapter sits on (or the model itself)
+    curve: list[dict[str, float]]
+    notes: list[str]
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able ``parts`` (Paths by their content hash)."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, Path):
+            if value.is_file():
+                return hashlib.sha256(value.read_bytes()).hexdigest()
+            if value.is_dir():
+                files = sorted(p for p in value.rglob("*") if p.is_file())
+                return [(str(p.relative_to(value)), encode(p)) for p in files]
+            return str(value)
+        if isinstance(value, dict):
+            return {str(k): encode(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [encode(v) for v in value]
+        return value
+
+    text = json.dumps(encode(list(parts)), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _reuse(folder: Path, wanted: str) -> Built | None:
+    stage = folder / STAGE_FILE
+    if not stage.exists():
+        return None
+    raw = json.loads(stage.read_text())
+    if raw.get("fingerprint") != wanted:
+        return None
+    return Built(**{**raw, "path": Path(raw["path"])})
+
+
+def _record(built: Built, folder: Path) -> Built:
+    atomic_write_text(folder / STAGE_FILE, json.dumps(built.to_dict(), indent=1))
+    return built
+
+
+def _fresh(folder: Path, wanted: str) -> None:
+    """Clear ``folder`` when it holds a run of other settings, so it cannot be resumed."""
+    stage = folder / "fingerprint"
+    if stage.exists() and stage.read_text() != wanted:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stage, wanted)
+
+
+# --- retrieval -------------------------------------------------------------------------------
+
+
+def merged_docs(docs: Path, updates: Path, out: Path) -> Path:
+    """A copy of ``docs`` with the files of ``updates`` replacing (or adding to) it."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(docs, out)
+    for path in sorted(updates.iterdir()):
+        document = path.suffix.lower() in {".md", ".txt", ".html", ".pdf", ".json"}
+        if path.is_file() and document and path.name.lower() != "readme.md":
+            shutil.copy2(path, out / path.name)
+    return out
+
+
+def build_rag_index(
+    docs: Path, embedder_name: str, settings: RetrievalSettings, folder: Path, console: Console
+) -> Built:
+    """The index of ``docs`` for ``settings`` (built once; ``build_index`` skips what is there)."""
+    from mentor.models.loading import load_embedder
+    from mentor.rag import build_index
+    from mentor.rag.index import IndexConfig
+
+    wanted = fingerprint(docs, embedder_name, settings.chunk_tokens)
+    if (done := _reuse(folder, wanted)) is not None:
+        return done
+    _fresh(folder, wanted)
+    started = time.perf_counter()
+    problems: list[str] = []
+    with console.status(f"indexing {docs.name} with {embedder_name} + BM25"):
+        embedder = load_embedder(embedder_name)
+        report = build_index(
+            folder / "index",
+            [docs],
+            embedder,
+            config=IndexConfig(embedder=embedder_name, chunk_tokens=settings.chunk_tokens),
+            on_problem=problems.append,
+        )
+    notes = [f"{report.documents} documents, {report.chunks} chunks", *problems]
+    console.print(
+        f"index of {docs.name}: {notes[0]}" + (f"; {len(problems)} problems" if problems else "")
+    )
+    built = Built(
+        folder / "index", time.perf_counter() - started, "index", embedder_name, [], notes, wanted
+    )
+    return _record(built, folder)
+
+
+# --- training data ---------------------------------------------------------------------------
+
+
+def closed_book_prompt(system: str, question: str) -> list[ChatMessage]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
+def write_chat(path: Path, rows: Sequence[tuple[list[ChatMessage], str]]) -> Path:
+    """Conversations (prompt, answer) as chat JSONL, written atomically."""
+    lines = [
+        json.dumps({"messages": [*prompt, {"role": "assistant", "content": answer}]})
+        for prompt, answer in rows
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _curve(run: Path) -> list[dict[str, float]]:
+    metrics = run / "metrics.jsonl"
+    if not metrics.exists():
+        return []
+    keep = ("step", "loss", "val_loss")
+    return [
+        {k: float(v) for k, v in json.loads(line).items() if k in keep}
+        for line in metrics.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def _train_settings(spec: TrainingSpec, full: bool, seed: int) -> dict[str, Any]:
+    lr = spec.lr if spec.lr is not None else (2e-5 if full else 2e-4)
+    settings: dict[str, Any] = {
+        "epochs": spec.epochs,
+        "lr": lr,
+        "batch_size": spec.batch_size,
+        "eval_every": 10,
+        "save_every": 20,
+        "seed": seed,
+        "warmup": 0.1,
+    }
+    if spec.max_steps is not None:
+        settings["max_steps"] = spec.max_steps
+    return settings
+
+
+def _sft(
+    model: str,
+    method: str,
+    train: Path,
+    val: Path | None,
+    out: Path,
+    spec: TrainingSpec,
+    config: BakeoffConfig,
+    console: Console,
+) -> Path:
+    from mentor.finetune.config import FinetuneConfig
+    from mentor.finetune.recipe import run_sft
+
+    settings = FinetuneConfig(
+        model=model,
+        data=train,
+        method=method,
+        task="sft",
+        val=val,
+        val_share=0.0 if val is None else 0.1,
+        out=out,
+        max_length=512,
+        device=config.device,
+        lora={"r": spec.r, "alpha": 2.0 * spec.r},
+        train=_train_settings(spec, method == "full", config.answer.seed),
+    )
+    return run_sft(settings, resume=True, console=console).saved
+
+
+def train_model(
+    name: str,
+    spec: TrainingSpec,
+    config: BakeoffConfig,
+    train: list[Question],
+    validation: list[Question],
+    folder: Path,
+    console: Console,
+    *,
+    rag_prompt: Any = None,
+) -> Built:
+    """Fine-tune (lora, full) or distil (distill) the model named ``name``; reuse it if built.
+
+    ``rag_prompt(question) -> messages`` gives the teacher's prompt with retrieved passages
+    (sequence distillation with ``teacher_retrieval``)."""
+    system = config.answer.system
+    base = config.models.base
+    student = config.models.student or base
+    teacher = config.models.teacher or base
+    wanted = fingerprint(
+        name,
+        spec.model_dump(),
+        base,
+        student if spec.method == "distill" else None,
+        teacher if spec.method == "distill" else None,
+        system,
+        config.answer.max_new_tokens,
+        [(q.question, q.answer) for q in train],
+        [(q.question, q.answer) for q in validation],
+        config.models.embedder if spec.teacher_retrieval else None,
+    )
+    if (done := _reuse(folder, wanted)) is not None:
+        console.print(f"{name}: trained model reused ({done.path})")
+        return done
+    _fresh(folder, wanted)
+    started = time.perf_counter()
+    val_file = None
+    if validation:
+        val_file = write_chat(
+            folder / "validation.jsonl",
+            [(closed_book_prompt(system, q.question), q.answer) for q in validation],
+        )
+    notes: list[str] = []
+    if spec.method in ("lora", "full"):
+        train_file = write_chat(
+            folder / "train.jsonl",
+            [(closed_book_prompt(system, q.question), q.answer) for q in train],
+        )
+        saved = _sft(base, spec.method, train_file, val_file, folder / "run", spec, config, console)
+        kind, on = spec.method, base
+        notes.append(f"{spec.method} on {base}: {len(train)} training questions")
+    elif spec.distill == "logits":
+        saved, notes = _distill_logits(spec, config, train, val_file, folder, console)
+        kind, on = spec.student_method, student
+    else:
+        saved, notes = _distill_sequence(
+            spec, config, train, val_file, folder, console, rag_prompt=rag_prompt
+        )
+        kind, on = spec.student_method, student
+    built = Built(
+        saved, time.perf_counter() - started, kind, on, _curve(folder / "run"), notes, wanted
+    )
+    return _record(built, folder)
+
+
+def _distill_logits(
+    spec: TrainingSpec,
+    config: BakeoffConfig,
+    train: list[Question],
+    val_file: Path | None,
+    folder: Path,
+    console: Console,
+) -> tuple[Path, list[str]]:
+    from mentor.distill.config import DistillConfig
+    from mentor.distill.recipe import run_distill
+
+    system = config.answer.system
+    teacher = config.models.teacher or config.models.base
+    student = config.models.student or config.models.base
+    train_file = write_chat(
+        folder / "train.jsonl", [(closed_book_prompt(system, q.question), q.answer) for q in train]
+    )
+    settings = DistillConfig(
+        teacher=teacher,
+        student=student,
+        data=train_file,
+        method="logits",
+        student_method=spec.student_method,
+        val=val_file,
+        val_share=0.0 if val_file is None else 0.1,
+        similarity_embedder=None,
+        out=folder / "run",
+        max_length=512,
+        device=config.device,
+        lora={"r": spec.r, "alpha": 2.0 * spec.r},
+        train=_train_settings(spec, spec.student_method == "full", config.answer.seed),
+    )
+    report = run_distill(settings, resume=True, console=console)
+    saved = report.saved
+    return saved, [f"logit distillation {teacher} -> {student} on {len(train)} questions"]
+
+
+def _distill_sequence(
+    spec: TrainingSpec,
+    config: BakeoffConfig,
+    train: list[Question],
+    val_file: Path | None,
+    folder: Path,
+    console: Console,
+    *,
+    rag_prompt: Any,
+) -> tuple[Path, list[str]]:
+    from mentor.distill.sequence import GenerationSettings, generate_dataset, teacher_answers
+    from mentor.evaluate.grounding import strip_citations
+    from mentor.models.hub import weights_fingerprint
+    from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+    from mentor.rag.answer import is_refusal
+
+    system = config.answer.system
+    teacher = config.models.teacher or config.models.base
+    student = config.models.student or config.models.base
+    questions = train[: spec.teacher_limit] if spec.teacher_limit else train
+    with_rag = spec.teacher_retrieval and rag_prompt is not None
+    prompts = [
+        rag_prompt(q.question) if with_rag else closed_book_prompt(system, q.question)
+        for q in questions
+    ]
+    prompt_file = folder / "teacher_prompts.jsonl"
+    if not prompt_file.exists():
+        lines = [json.dumps({"messages": p}) for p in prompts]
+        atomic_write_text(prompt_file, "\n".join(lines) + "\n")
+    with console.status(f"loading the teacher {teacher}"):
+        model = load_causal_lm(teacher, device=config.device)
+        tokenizer = load_tokenizer(teacher)
+    answers_file = folder / "teacher_answers.jsonl"
+    generate_dataset(
+        model,
+        tokenizer,
+        prompt_file,
+        answers_file,
+        GenerationSettings(
+            max_new_tokens=config.answer.max_new_tokens, batch_size=config.answer.batch_size
+        ),
+        teacher_name=teacher,
+        teacher_fingerprint=weights_fingerprint(resolve_model_path(teacher)),
+        console=console,
+    )
+    del model
+    said = teacher_answers(answers_file)
+    kept = [
+        (closed_book_prompt(system, q.question), cut_answer(strip_citations(a)))
+        for q, a in zip(questions, said, strict=True)
+        if a.strip() and not is_refusal(a)
+    ]
+    if not kept:
+        raise ValueError(f"the teacher {teacher} refused or left empty every training question")
+    train_file = write_chat(folder / "train.jsonl", [(p, a) for p, a in kept if a])
+    saved = _sft(
+        student, spec.student_method, train_file, val_file, folder / "run", spec, config, console
+    )
+    how = "reading the retrieved passages" if with_rag else "closed-book"
+    return saved, [
+        f"sequence distillation: {teacher} answered {len(questions)} training questions {how}; "
+        f"{student} ({spec.student_method}) learned from the {len(kept)} it answered"
+    ]
+
+
+def cut_answer(text: str) -> str:
+    """The answer up to its first blank line, trimmed (small models ramble on after it)."""
+    return " ".join(text.strip().split("\n\n")[0].split())
