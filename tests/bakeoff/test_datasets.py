@@ -271,7 +271,7 @@ def test_example_config_loads(profile: str | None) -> None:
     assert names[0] == "closed-book" and "rag" in names
     if profile == "quick":
         assert names == ["closed-book", "rag", "lora", "lora+rag"]
-        assert config.answer.test_limit is not None and config.training["lora"].epochs == 1
+        assert config.answer.test_limit is not None and config.training["lora"].epochs == 2
     else:
         assert len(names) == 6 and set(config.trained()) == {"lora", "distilled"}
     assert config.models.teacher == ("qwen2.5-coder-0.5b-instruct" if profile == "full" else None)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from mentor.advisor.situation import BudgetTier, Freshness, Hardware
 
@@ -103,6 +104,9 @@ class AnswerSettings(_Strict):
     batch_size: int = Field(default=8, ge=1, description="Questions answered per generate call.")
     test_limit: int | None = Field(
         default=None, ge=1, description="Score at most this many test questions (spread evenly)."
+    )
+    updates_limit: int | None = Field(
+        default=None, ge=1, description="Score at most this many knowledge-update questions."
     )
     latency_queries: int = Field(
         default=8,
@@ -313,7 +317,6 @@ def load_bakeoff_config(
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of settings at the top")
     profiles = loaded.pop("profiles", None) or {}
-    _resolve(loaded, Path(path).parent)
     if profile is not None:
         if profile not in profiles:
             known = ", ".join(profiles) or "none"
@@ -322,14 +325,28 @@ def load_bakeoff_config(
             if key == "arms":
                 _pick_arms(loaded, list(value), f"{path}: profiles.{profile}.arms")
             else:
-                _set(loaded, key, value)
+                _set_or_fail(loaded, key, value, f"{path}: profiles.{profile}")
+    # after the profile, so that its paths are relative to the file too; before the overrides,
+    # whose paths are typed on the command line and so relative to where it runs
+    _resolve(loaded, Path(path).parent)
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set(loaded, key, value)
+            _set_or_fail(loaded, key, value, str(path))
     try:
         return BakeoffConfig.model_validate(loaded)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(f"{path}: {problems}") from None
+        raise ValueError(f"{path}: {'; '.join(_problem(e) for e in exc.errors())}") from None
+
+
+def _set_or_fail(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    try:
+        _set(data, dotted, value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """``field: message``; a check of the whole config names its field in the message."""
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

@@ -107,6 +107,6 @@ def load_data(config: BakeoffConfig, work: Path) -> BakeoffData:
         test=spread(read_questions(test, data.group_by), config.answer.test_limit),
     )
     if data.updates is not None:
-        result.updates = spread(read_questions(data.updates.questions), config.answer.test_limit)
+        result.updates = spread(read_questions(data.updates.questions), config.answer.updates_limit)
         result.updated_docs = data.updates.docs
     return result

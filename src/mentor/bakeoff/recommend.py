@@ -28,6 +28,7 @@ from mentor.bakeoff.results import ArmResult, Estimate, Verdict, Watch
 from mentor.bakeoff.scoring import metric_statistic, paired_difference
 
 FRESH = ("weekly", "daily", "realtime")
+MEMORY_SHARE = 0.8  # of the device's memory, as in the advisor's monitoring plan
 
 
 def situation_for(config: BakeoffConfig, counts: dict[str, int]) -> Situation:
@@ -82,10 +83,12 @@ def exclusions(arms: Sequence[ArmResult], situation: Situation, primary: str) ->
             out[arm.name] = f"p95 latency {p95:,.0f} ms is over the {budget:,} ms budget"
             continue
         memory_gb = situation.memory()
-        if arm.model_memory_mb / 1024 > memory_gb:
+        needed = max(arm.model_memory_mb, arm.peak_memory_mb) / 1024
+        if needed > MEMORY_SHARE * memory_gb:
             out[arm.name] = (
-                f"needs {arm.model_memory_mb / 1024:.1f} GB for its weights; the "
-                f"{situation.hardware} has {memory_gb:g} GB"
+                f"needs {needed:.1f} GB at its peak (weights and working memory); the "
+                f"{situation.hardware} has {memory_gb:g} GB, of which {MEMORY_SHARE:.0%} is "
+                "planned for the model"
             )
             continue
         if situation.freshness in FRESH and "rag" not in arm.methods:
@@ -114,7 +117,12 @@ def _yearly(arm: ArmResult) -> float:
 
 
 def _tied_with(
-    best: ArmResult, arm: ArmResult, primary: str, labels: Sequence[str] | None, resamples: int
+    best: ArmResult,
+    arm: ArmResult,
+    primary: str,
+    labels: Sequence[str] | None,
+    resamples: int,
+    seed: int,
 ) -> bool:
     if arm is best:
         return True
@@ -126,6 +134,7 @@ def _tied_with(
         metric_statistic(primary, arm.answers, labels),
         len(ids),
         resamples=resamples,
+        seed=seed,
     )
     return diff.low <= 0.0
 
@@ -137,6 +146,7 @@ def choose(
     primary: str,
     labels: Sequence[str] | None,
     resamples: int = 1000,
+    seed: int = 0,
 ) -> tuple[ArmResult | None, list[ArmResult], list[ArmResult]]:
     """(chosen arm, eligible arms best first, arms tied with the best)."""
     eligible = sorted(
@@ -146,10 +156,32 @@ def choose(
     if not eligible:
         return None, [], []
     best = eligible[0]
-    tied = [a for a in eligible if _tied_with(best, a, primary, labels, resamples)]
+    tied = [a for a in eligible if _tied_with(best, a, primary, labels, resamples, seed)]
     wanted = advice.recommendation.methods
     chosen = max(tied, key=lambda a: (_overlap(a, wanted), -_yearly(a), a.quality[primary].value))
     return chosen, eligible, tied
+
+
+def _disagreement(
+    chosen: ArmResult,
+    arms: Sequence[ArmResult],
+    eligible: Sequence[ArmResult],
+    wanted: Sequence[str],
+    primary: str,
+) -> str:
+    """Why the measured choice is not the framework's methods, in one sentence."""
+    said = f"The measurements point to {_methods_text(chosen.methods)} on this data instead"
+    closer = [a for a in arms if _overlap(a, wanted) > _overlap(chosen, wanted)]
+    if not closer:
+        return f"{said}: no measured arm is closer to the framework's methods."
+    nearest = max(closer, key=lambda a: _overlap(a, wanted))
+    if nearest.name not in {a.name for a in eligible}:
+        return f"{said}: the nearest arm to them, {nearest.name}, was excluded (see below)."
+    score = nearest.quality[primary]
+    return (
+        f"{said}: the nearest arm to them, {nearest.name} ({_methods_text(nearest.methods)}), "
+        f"scored {_ci(score)}, measurably below {chosen.name}."
+    )
 
 
 def _fallback(
@@ -163,7 +195,7 @@ def _fallback(
                 arm.name,
             )
     fb = advice.recommendation.fallback
-    return f"{METHODS.get(fb.method, fb.method)}: {fb.why}", None
+    return f"{METHODS.get(fb.method, fb.method)}: {fb.why.rstrip('.')}", None
 
 
 def _monitoring(chosen: ArmResult, primary: str, advice: Advice) -> list[Watch]:
@@ -220,7 +252,13 @@ def verdict(
     rec = advice.recommendation
     excluded = exclusions(arms, situation, primary)
     chosen, eligible, tied = choose(
-        arms, excluded, advice, primary, labels, resamples=config.answer.bootstrap
+        arms,
+        excluded,
+        advice,
+        primary,
+        labels,
+        resamples=config.answer.bootstrap,
+        seed=config.answer.seed,
     )
     because = rec.reasons[0].because.rstrip(".") if rec.reasons else ""
     framework = (
@@ -238,7 +276,7 @@ def verdict(
                 "an arm of those methods that fits, or relax the constraint that excluded them."
             ),
             reasons=reasons,
-            fallback=f"{rec.fallback.method}: {rec.fallback.why}",
+            fallback=f"{rec.fallback.method}: {rec.fallback.why.rstrip('.')}",
             fallback_arm=None,
             monitoring=[Watch(w.signal, w.threshold, w.action) for w in rec.monitoring],
             advisor_methods=list(rec.methods),
@@ -270,15 +308,7 @@ def verdict(
     if agrees:
         parts.append(framework.replace("recommends", "agrees: it recommends", 1))
     else:
-        parts.append(
-            framework + f" The measurements point to {_methods_text(chosen.methods)} on this "
-            "data instead; "
-            + (
-                "no arm of the framework's methods was eligible."
-                if not any(_overlap(a, rec.methods) == 1.0 for a in eligible)
-                else "the framework's methods scored measurably lower here."
-            )
-        )
+        parts.append(framework + " " + _disagreement(chosen, arms, eligible, rec.methods, primary))
     fallback, fallback_arm = _fallback(chosen, eligible, advice)
     parts.append(f"Fallback: {fallback}.")
     reasons = (

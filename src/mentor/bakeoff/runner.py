@@ -174,6 +174,7 @@ class Bakeoff:
                     self.out / "models" / slug(name),
                     self.console,
                     rag_prompt=rag_prompt,
+                    docs=self.data.docs,
                 )
             except Exception as exc:  # one failed model must not stop the bakeoff
                 self.failed_training[name] = f"training {name} failed: {exc}"
@@ -285,8 +286,10 @@ class Bakeoff:
                 "queries": float(lat.count),
             },
             tokens_per_answer=tokens,
-            peak_memory_mb=weights_mb(loaded.model) + max(0.0, peak[0] - before),
-            model_memory_mb=weights_mb(loaded.model),
+            peak_memory_mb=weights_mb(loaded.model)
+            + (self._embedder_mb() if index else 0.0)
+            + max(0.0, peak[0] - before),
+            model_memory_mb=weights_mb(loaded.model) + (self._embedder_mb() if index else 0.0),
             artifact_mb=loaded.artifact_mb + (folder_mb(index.path) if index else 0.0),
             training_s=(built.seconds if built else 0.0) + loaded.extra_build_s,
             index_s=index.seconds if index else 0.0,
@@ -297,6 +300,10 @@ class Bakeoff:
         del loaded
         release()
         return result
+
+    def _embedder_mb(self) -> float:
+        model = getattr(self.embedder, "model", None)
+        return weights_mb(model) if model is not None else 0.0
 
     def _describe(self, arm: ArmSpec, loaded: LoadedModel, built: Built | None) -> str:
         parts = [loaded.description]
@@ -316,9 +323,10 @@ class Bakeoff:
             self.config.answer.model_dump(exclude={"bootstrap"}),
             self.config.primary,
             self.config.data.labels,
-            [(q.id, q.question, q.answer) for q in self.data.test],
+            [(q.id, q.question, q.answer, q.group) for q in self.data.test],
             [(q.id, q.question, q.answer) for q in self.data.updates],
-            self.data.docs if arm.retrieval else None,
+            self.data.docs,  # retrieved from, or the closed-book arms' grounding evidence
+            self.data.updated_docs if self.data.updates else None,
         )
 
     def run_arm(self, arm: ArmSpec) -> ArmResult:

@@ -67,7 +67,8 @@ def text_scores(prediction: str, reference: str) -> dict[str, float]:
 
 
 def label_scores(prediction: str, reference: str, labels: Sequence[str]) -> dict[str, float]:
-    return {"accuracy": 1.0 if label_of(prediction, labels) == reference else 0.0}
+    gold = label_of(reference, labels) or reference
+    return {"accuracy": 1.0 if label_of(prediction, labels) == gold else 0.0}
 
 
 def macro_f1(predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> float:
@@ -116,7 +117,8 @@ def metric_statistic(
         if not labels:
             raise ValueError("macro_f1 needs labels")
         predicted = [label_of(a.answer, labels) for a in answers]
-        return macro_f1_of(predicted, [a.reference for a in answers], labels)
+        gold = [label_of(a.reference, labels) or a.reference for a in answers]
+        return macro_f1_of(predicted, gold, labels)
     return mean_of([a.scores[metric] for a in answers])
 
 

@@ -226,11 +226,12 @@ def train_model(
     console: Console,
     *,
     rag_prompt: Any = None,
+    docs: Path | None = None,
 ) -> Built:
     """Fine-tune (lora, full) or distil (distill) the model named ``name``; reuse it if built.
 
     ``rag_prompt(question) -> messages`` gives the teacher's prompt with retrieved passages
-    (sequence distillation with ``teacher_retrieval``)."""
+    from ``docs`` (sequence distillation with ``teacher_retrieval``)."""
     system = config.answer.system
     base = config.models.base
     student = config.models.student or base
@@ -246,6 +247,7 @@ def train_model(
         [(q.question, q.answer) for q in train],
         [(q.question, q.answer) for q in validation],
         config.models.embedder if spec.teacher_retrieval else None,
+        docs if spec.method == "distill" and spec.teacher_retrieval else None,
     )
     if (done := _reuse(folder, wanted)) is not None:
         console.print(f"{name}: trained model reused ({done.path})")
