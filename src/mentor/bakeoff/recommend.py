@@ -173,7 +173,20 @@ def _disagreement(
     said = f"The measurements point to {_methods_text(chosen.methods)} on this data instead"
     closer = [a for a in arms if _overlap(a, wanted) > _overlap(chosen, wanted)]
     if not closer:
-        return f"{said}: no measured arm is closer to the framework's methods."
+        missing = [m for m in wanted if m not in chosen.methods]
+        extra = [m for m in chosen.methods if m not in wanted and m != "prompting"]
+        gap = "; ".join(
+            part
+            for part in (
+                f"it lacks {_methods_text(missing)}" if missing else "",
+                f"it adds {_methods_text(extra)}" if extra else "",
+            )
+            if part
+        )
+        return (
+            f"Of the measured arms, {chosen.name} is the closest to that advice ({gap}); no arm "
+            "with exactly those methods was measured."
+        )
     nearest = max(closer, key=lambda a: _overlap(a, wanted))
     if nearest.name not in {a.name for a in eligible}:
         return f"{said}: the nearest arm to them, {nearest.name}, was excluded (see below)."
