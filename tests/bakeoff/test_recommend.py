@@ -18,14 +18,10 @@ from mentor.advisor.report import advise
 from mentor.bakeoff.config import BakeoffConfig
 from mentor.bakeoff.recommend import exclusions, situation_for, verdict
 from mentor.bakeoff.results import ArmResult, Estimate, Grounding, ScoredAnswer, Verdict
+from mentor.bakeoff.runner import price
 from mentor.bakeoff.scoring import (
-    UPDATES_PER_YEAR,
-    costs,
     estimate,
-    mean_of,
     metric_statistic,
-    paired_difference,
-    per_point,
 )
 
 N = 40
@@ -157,34 +153,6 @@ def _config(
     )
 
 
-def _priced(arms: list[ArmResult], config: BakeoffConfig) -> list[ArmResult]:
-    """Costs, differences to the base and cost per point, as a real run fills them in."""
-    updates = UPDATES_PER_YEAR[config.situation.freshness]
-    for arm in arms:
-        if arm.ok:
-            arm.costs = costs(
-                build_s=arm.training_s + arm.index_s,
-                mean_answer_s=arm.latency_ms["mean"] / 1000,
-                train_usd_per_hour=config.costs.train_usd_per_hour,
-                serve_usd_per_hour=config.costs.serve_usd_per_hour,
-                concurrency=config.costs.concurrency,
-                updates_per_year=updates,
-                queries_per_day=config.situation.queries_per_day,
-            )
-    base = arms[0]
-    assert base.costs is not None
-    for arm in arms[1:]:
-        if arm.ok and arm.costs is not None:
-            arm.vs_base = paired_difference(
-                mean_of([a.scores[PRIMARY] for a in arm.answers]),
-                mean_of([a.scores[PRIMARY] for a in base.answers]),
-                N,
-            )
-            gain = 100 * (arm.quality[PRIMARY].value - base.quality[PRIMARY].value)
-            arm.costs.usd_per_point = per_point(arm.costs, base.costs, gain)
-    return arms
-
-
 def _verdict(
     tmp_path: Path,
     arms: list[ArmResult],
@@ -195,7 +163,7 @@ def _verdict(
     **situation: Any,
 ) -> tuple[Verdict, BakeoffConfig]:
     config = _config(tmp_path, arms, docs=docs, train=train, **situation)
-    arms = _priced(arms, config)
+    price(arms, config)
     return verdict(arms, arms[0], config, counts), config
 
 

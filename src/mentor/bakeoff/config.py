@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from mentor.advisor.situation import BudgetTier, Freshness, Hardware
+from mentor.utils.config import read_yaml_mapping
 
 Metric = Literal["contains", "exact_match", "f1", "rouge_l", "accuracy", "macro_f1"]
 BASE = "base"
@@ -178,13 +178,11 @@ class CostSettings(_Strict):
     train_usd_per_hour: float = Field(
         default=0.10,
         ge=0,
-        description="Price of an hour of the machine that trained (default: a 2-vCPU cloud VM).",
+        description="Price of an hour of the machine that trains and indexes (default: a 2-vCPU "
+        "cloud VM).",
     )
     serve_usd_per_hour: float = Field(
         default=0.10, ge=0, description="Price of an hour of the machine that serves."
-    )
-    index_usd_per_hour: float | None = Field(
-        default=None, ge=0, description="Price of an indexing hour (default: train price)."
     )
     concurrency: int = Field(
         default=1, ge=1, description="Queries one server answers at once (batching)."
@@ -308,14 +306,7 @@ def load_bakeoff_config(
 
     A profile's ``arms`` entry is a list of arm names to keep, in order. Errors name the file and
     the field."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of settings at the top")
+    loaded = read_yaml_mapping(path)
     profiles = loaded.pop("profiles", None) or {}
     if profile is not None:
         if profile not in profiles:

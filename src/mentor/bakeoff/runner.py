@@ -361,48 +361,39 @@ class Bakeoff:
         atomic_write_text(path, json.dumps(record, indent=1, default=str))
         return result
 
-    # --- putting it together --------------------------------------------------------------
 
-    def price(self, arms: list[ArmResult]) -> None:
-        """Costs, differences to the base and cost per point, once every arm is measured."""
-        config = self.config
-        primary, labels = config.primary, config.data.labels
-        updates = UPDATES_PER_YEAR[config.situation.freshness]
-        index_price = config.costs.index_usd_per_hour
-        for arm in arms:
-            if not arm.ok:
-                continue
-            build = arm.training_s
-            if arm.index_s and index_price is not None and config.costs.train_usd_per_hour:
-                build += arm.index_s * index_price / config.costs.train_usd_per_hour
-            elif arm.index_s:
-                build += arm.index_s
+def price(arms: list[ArmResult], config: BakeoffConfig) -> None:
+    """Fill in every measured arm's costs, its paired difference to the first arm (the base)
+    and its cost per point gained over it."""
+    primary, labels = config.primary, config.data.labels
+    for arm in arms:
+        if arm.ok:
             arm.costs = costs(
-                build_s=build,
+                build_s=arm.training_s + arm.index_s,
                 mean_answer_s=arm.latency_ms["mean"] / 1000,
                 train_usd_per_hour=config.costs.train_usd_per_hour,
                 serve_usd_per_hour=config.costs.serve_usd_per_hour,
                 concurrency=config.costs.concurrency,
-                updates_per_year=updates,
+                updates_per_year=UPDATES_PER_YEAR[config.situation.freshness],
                 queries_per_day=config.situation.queries_per_day,
             )
-        base = arms[0]
-        if not base.ok or base.costs is None:
-            return
-        for arm in arms:
-            if not arm.ok or arm.costs is None:
-                continue
-            if [a.id for a in arm.answers] == [a.id for a in base.answers]:
-                arm.vs_base = paired_difference(
-                    metric_statistic(primary, arm.answers, labels),
-                    metric_statistic(primary, base.answers, labels),
-                    len(arm.answers),
-                    resamples=config.answer.bootstrap,
-                    seed=config.answer.seed,
-                )
-            if arm is not base:
-                gain = 100 * (arm.quality[primary].value - base.quality[primary].value)
-                arm.costs.usd_per_point = per_point(arm.costs, base.costs, gain)
+    base = arms[0]
+    if base.costs is None:
+        return
+    for arm in arms:
+        if arm.costs is None:
+            continue
+        if [a.id for a in arm.answers] == [a.id for a in base.answers]:
+            arm.vs_base = paired_difference(
+                metric_statistic(primary, arm.answers, labels),
+                metric_statistic(primary, base.answers, labels),
+                len(arm.answers),
+                resamples=config.answer.bootstrap,
+                seed=config.answer.seed,
+            )
+        if arm is not base:
+            gain = 100 * (arm.quality[primary].value - base.quality[primary].value)
+            arm.costs.usd_per_point = per_point(arm.costs, base.costs, gain)
 
 
 def _machine() -> dict[str, Any]:
@@ -443,7 +434,7 @@ def run_bakeoff(
         spent = time.perf_counter() - started
         console.rule(f"arm {n}/{len(config.arms)}: {arm.name}  ({spent / 60:.1f} min so far)")
         arms.append(bakeoff.run_arm(arm))
-    bakeoff.price(arms)
+    price(arms, config)
     notes = [bakeoff.failed_training[n] for n in bakeoff.failed_training]
     result = BakeoffResult(
         name=config.name,

@@ -145,6 +145,11 @@ def build_rag_index(
 # --- training data ---------------------------------------------------------------------------
 
 
+def teacher_and_student(config: BakeoffConfig) -> tuple[str, str]:
+    """Distillation's teacher and student; each defaults to the base model."""
+    return config.models.teacher or config.models.base, config.models.student or config.models.base
+
+
 def closed_book_prompt(system: str, question: str) -> list[ChatMessage]:
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
@@ -234,8 +239,7 @@ def train_model(
     from ``docs`` (sequence distillation with ``teacher_retrieval``)."""
     system = config.answer.system
     base = config.models.base
-    student = config.models.student or base
-    teacher = config.models.teacher or base
+    teacher, student = teacher_and_student(config)
     wanted = fingerprint(
         name,
         spec.model_dump(),
@@ -295,8 +299,7 @@ def _distill_logits(
     from mentor.distill.recipe import run_distill
 
     system = config.answer.system
-    teacher = config.models.teacher or config.models.base
-    student = config.models.student or config.models.base
+    teacher, student = teacher_and_student(config)
     train_file = write_chat(
         folder / "train.jsonl", [(closed_book_prompt(system, q.question), q.answer) for q in train]
     )
@@ -337,8 +340,7 @@ def _distill_sequence(
     from mentor.rag.answer import is_refusal
 
     system = config.answer.system
-    teacher = config.models.teacher or config.models.base
-    student = config.models.student or config.models.base
+    teacher, student = teacher_and_student(config)
     questions = train[: spec.teacher_limit] if spec.teacher_limit else train
     with_rag = spec.teacher_retrieval and rag_prompt is not None
     prompts = [

@@ -12,6 +12,20 @@ from pydantic import BaseModel, ValidationError
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping at the top of the YAML file ``path`` (empty for an empty file); ``ValueError``
+    naming the file when it is missing, not YAML, or not a mapping."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of settings at the top")
+    return loaded or {}
+
+
 def load_yaml_config(
     schema: type[ConfigT],
     path: Path | None,
@@ -24,15 +38,7 @@ def load_yaml_config(
     under ``path_keys`` in the file are relative to the file. Errors name the file and field."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: no such config file") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings at the top")
-        data = loaded or {}
+        data = read_yaml_mapping(path)
         base = Path(path).parent
         for key in path_keys:
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
