@@ -92,7 +92,7 @@ def test_tidepool_full_profile_names_a_teacher_and_keeps_every_arm() -> None:
 
 def test_pubmedqa_loads_with_its_source_next_to_it() -> None:
     config = load_bakeoff_config(EXAMPLES / "pubmedqa.yaml", profile="quick")
-    assert config.data.prepare == "pubmedqa" and config.primary == "accuracy"
+    assert config.data.prepare == "pubmedqa" and config.primary == "macro_f1"
     assert config.data.labels == ["yes", "no", "maybe"]
     assert config.data.source is not None and config.data.source.is_absolute()
     assert config.data.source.name == "pqal_train.json"

@@ -264,7 +264,7 @@ def test_example_config_loads(profile: str | None) -> None:
     config = load_bakeoff_config(EXAMPLE, profile=profile)
     assert config.data.prepare == "pubmedqa"
     assert config.data.labels == ["yes", "no", "maybe"]
-    assert config.primary == "accuracy"
+    assert config.primary == "macro_f1"
     assert config.data.source is not None
     assert config.data.source.resolve() == REAL.resolve()
     names = [arm.name for arm in config.arms]

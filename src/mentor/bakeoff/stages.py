@@ -247,7 +247,7 @@ def train_model(
         student if spec.method == "distill" else None,
         teacher if spec.method == "distill" else None,
         system,
-        config.answer.max_new_tokens,
+        config.answer.max_new_tokens if spec.method == "distill" else None,  # teacher answers
         [(q.question, q.answer) for q in train],
         [(q.question, q.answer) for q in validation],
         config.models.embedder if spec.teacher_retrieval else None,
