@@ -39,9 +39,11 @@ def bakeoff_cmd(
         str | None,
         typer.Option(help="A named set of overrides in the file's profiles (quick, full)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder [the config's out].")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: the config's out).")
+    ] = None,
     arms: Annotated[
-        str | None, typer.Option(help="Comma-separated arm names to run, in order [all].")
+        str | None, typer.Option(help="Comma-separated arm names to run, in order (default: all).")
     ] = None,
     sets: Annotated[
         list[str] | None,
@@ -50,8 +52,7 @@ def bakeoff_cmd(
 ) -> None:
     """Run the arms side by side on held-out questions; write report.html and report.json.
 
-    Finished arms are kept in the run folder and not measured again; an arm that fails is
-    reported and the others go on."""
+    Finished arms are reused on a rerun; a failing arm is reported and the others go on."""
     from mentor.bakeoff.config import load_bakeoff_config
     from mentor.bakeoff.runner import run_bakeoff
     from mentor.utils.logs import quiet_libraries
