@@ -227,7 +227,11 @@ def answer_all(
                 batch_size=config.answer.batch_size,
             )
             bar.update(task, completed=len(texts))
-    return Answered([cut_answer(t) for t in texts], evidence, sources)
+    first = config.answer.first_paragraph
+    if first is None:
+        first = not config.data.labels
+    kept = [cut_answer(t) if first else " ".join(t.split()) for t in texts]
+    return Answered(kept, evidence, sources)
 
 
 def time_answers(

@@ -108,6 +108,12 @@ class AnswerSettings(_Strict):
     updates_limit: int | None = Field(
         default=None, ge=1, description="Score at most this many knowledge-update questions."
     )
+    first_paragraph: bool | None = Field(
+        default=None,
+        description="Score only the answer's first paragraph (small models ramble on after a "
+        "blank line); default: yes for free text, no with labels, whose label may follow a "
+        "lead-in such as 'The answer is:'.",
+    )
     latency_queries: int = Field(
         default=8,
         ge=1,
