@@ -17,6 +17,7 @@ others go on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -61,8 +62,6 @@ from mentor.bakeoff.scoring import (
 from mentor.bakeoff.stages import Built, build_rag_index, fingerprint, merged_docs, train_model
 from mentor.utils.fs import atomic_write_text
 
-RAG_RULES = "Answer only from the numbered sources; if they do not hold the answer, say so."
-
 
 def metrics_for(config: BakeoffConfig) -> list[str]:
     names = [*LABEL_METRICS, "contains"] if config.data.labels else list(TEXT_METRICS)
@@ -73,7 +72,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "arm"
 
 
-def arm_methods(arm: ArmSpec, built: Built | None, config: BakeoffConfig) -> list[str]:
+def arm_methods(arm: ArmSpec, config: BakeoffConfig) -> list[str]:
     """The advisor's method keys this arm is made of."""
     methods: list[str] = []
     if arm.model != BASE:
@@ -92,7 +91,7 @@ def _doc_texts(folder: Path | None) -> dict[str, str]:
     return {
         p.stem: p.read_text(encoding="utf-8", errors="replace")
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.suffix.lower() in {".md", ".txt"}
+        if p.is_file() and p.suffix.lower() in {".md", ".txt"} and p.name.lower() != "readme.md"
     }
 
 
@@ -106,7 +105,8 @@ class Bakeoff:
         self.out = config.out
         self.data: BakeoffData = load_data(config, self.out)
         self.docs = _doc_texts(self.data.docs)
-        self.updated_docs: dict[str, str] = {}
+        # the documents after the knowledge update: the closed-book arms' evidence on its questions
+        self.updated_docs = {**self.docs, **_doc_texts(self.data.updated_docs)}
         self.indexes: dict[tuple[int, bool], Built] = {}
         self.retrievers: dict[tuple[int, bool], Any] = {}
         self.trained: dict[str, Built] = {}
@@ -135,7 +135,6 @@ class Bakeoff:
             if updated:
                 assert self.data.updated_docs is not None
                 docs = merged_docs(docs, self.data.updated_docs, self.out / "docs-updated")
-                self.updated_docs = _doc_texts(docs)
             folder = self.out / "indexes" / f"{'updated' if updated else 'docs'}-{key[0]}"
             self.indexes[key] = build_rag_index(
                 docs, self.config.models.embedder, settings, folder, self.console
@@ -145,6 +144,7 @@ class Bakeoff:
     def retrieval(self, settings: RetrievalSettings, updated: bool = False) -> Retrieval:
         from mentor.models.loading import load_embedder
         from mentor.rag import Retriever
+        from mentor.rag.answer import DEFAULT_SYSTEM
 
         key = (settings.chunk_tokens, updated)
         if key not in self.retrievers:
@@ -152,8 +152,6 @@ class Bakeoff:
             if self.embedder is None:
                 self.embedder = load_embedder(self.config.models.embedder)
             self.retrievers[key] = Retriever(built.path, self.embedder)
-        from mentor.rag.answer import DEFAULT_SYSTEM
-
         system = f"{DEFAULT_SYSTEM}\n{self.config.answer.system}"
         return Retrieval(self.retrievers[key], settings, system)
 
@@ -196,8 +194,6 @@ class Bakeoff:
         self, questions: Sequence[Question], loaded: LoadedModel, arm: ArmSpec, updated: bool
     ) -> list[Any]:
         retrieval = self.retrieval(arm.retrieval, updated) if arm.retrieval else None
-        if updated and retrieval is None:
-            self.updated_docs = self.updated_docs or self._merged_texts()
         answered = answer_all(
             loaded,
             questions,
@@ -224,17 +220,13 @@ class Bakeoff:
             )
         ]
 
-    def _merged_texts(self) -> dict[str, str]:
-        assert self.data.docs is not None and self.data.updated_docs is not None
-        return {**self.docs, **_doc_texts(self.data.updated_docs)}
-
     def measure(self, arm: ArmSpec) -> ArmResult:
         config = self.config
         built = self.trained.get(arm.model)
         if arm.model != BASE and built is None:
             raise RuntimeError(self.failed_training.get(arm.model, f"{arm.model} was not built"))
         started = time.perf_counter()
-        methods = arm_methods(arm, built, config)
+        methods = arm_methods(arm, config)
         made_from = fingerprint(built.fingerprint if built else config.models.base, arm.quantize)
         loaded = load_arm_model(
             arm,
@@ -269,6 +261,7 @@ class Bakeoff:
 
         lat = latency_summary(seconds)
         index = self.index(arm.retrieval, False) if arm.retrieval else None
+        held_mb = weights_mb(loaded.model) + (self._embedder_mb() if index else 0.0)
         result = ArmResult(
             name=arm.name,
             model=arm.model,
@@ -286,10 +279,8 @@ class Bakeoff:
                 "queries": float(lat.count),
             },
             tokens_per_answer=tokens,
-            peak_memory_mb=weights_mb(loaded.model)
-            + (self._embedder_mb() if index else 0.0)
-            + max(0.0, peak[0] - before),
-            model_memory_mb=weights_mb(loaded.model) + (self._embedder_mb() if index else 0.0),
+            peak_memory_mb=held_mb + max(0.0, peak[0] - before),
+            model_memory_mb=held_mb,
             artifact_mb=loaded.artifact_mb + (folder_mb(index.path) if index else 0.0),
             training_s=(built.seconds if built else 0.0) + loaded.extra_build_s,
             index_s=index.seconds if index else 0.0,
@@ -343,21 +334,17 @@ class Bakeoff:
         except Exception as exc:  # report the arm as failed; the others go on
             self.console.print(f"[red]{arm.name} failed: {exc}[/red]")
             self.console.print(traceback.format_exc(limit=6), markup=False, highlight=False)
-            built = self.trained.get(arm.model)
             result = ArmResult(
                 name=arm.name,
                 model=arm.model,
-                methods=arm_methods(arm, built, self.config),
+                methods=arm_methods(arm, self.config),
                 description=arm.name,
                 status="failed",
                 error=f"{type(exc).__name__}: {exc}",
             )
             release()
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"fingerprint": wanted, "arm": result.__dict__ | {}}
-        import dataclasses
-
-        record["arm"] = dataclasses.asdict(result)
+        record = {"fingerprint": wanted, "arm": dataclasses.asdict(result)}
         atomic_write_text(path, json.dumps(record, indent=1, default=str))
         return result
 
