@@ -37,7 +37,7 @@ TARGET_RETENTION, TARGET_SPEEDUP, TARGET_GENERATIVE = 0.97, 3.0, 0.90
 
 
 def _settings(epochs: float, lr: float, rows: int, batch: int = 32) -> Any:
-    from mentor.finetune.trainer import TrainSettings
+    from mentor.train.trainer import TrainSettings
 
     steps = max(1, rows // batch)
     return TrainSettings(
@@ -48,7 +48,8 @@ def _settings(epochs: float, lr: float, rows: int, batch: int = 32) -> Any:
 
 def banking(args: argparse.Namespace) -> None:
     from mentor.distill.classify import distill_classifier
-    from mentor.finetune.classify import load_classification, split_validation, train_and_evaluate
+    from mentor.finetune.classify import train_and_evaluate
+    from mentor.train.classifier import load_classification, split_validation
 
     if not (DATA / "train.csv").exists():
         console.print(f"BANKING77 not found at {DATA}; skipping")
@@ -135,7 +136,7 @@ def _distil(out: Path, **settings: Any) -> dict[str, Any]:
 
     if (out / "report.json").exists():
         return json.loads((out / "report.json").read_text())  # type: ignore[no-any-return]
-    from mentor.finetune.checkpoint import latest
+    from mentor.train.checkpoint import latest
 
     config = DistillConfig.model_validate({"out": str(out), **settings})
     resume = latest(out / "checkpoints") is not None  # an interrupted run continues

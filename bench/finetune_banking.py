@@ -23,18 +23,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from mentor.finetune.classify import (
-    ClassifierResult,
-    Labelled,
-    load_classification,
-    logistic_regression,
-    split_validation,
-    train_and_evaluate,
-)
-from mentor.finetune.evaluation import classification_accuracy
-from mentor.finetune.lora import LoRAConfig
-from mentor.finetune.trainer import TrainSettings
+from mentor.evaluate.answers import classification_accuracy
+from mentor.finetune.classify import ClassifierResult, logistic_regression, train_and_evaluate
 from mentor.models.loading import load_embedder
+from mentor.train.classifier import Labelled, load_classification, split_validation
+from mentor.train.lora import LoRAConfig
+from mentor.train.trainer import TrainSettings
 from mentor.utils.fs import mentor_home
 from mentor.utils.logs import quiet_libraries
 

@@ -84,7 +84,7 @@ def loop_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
             model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS)
         )
     else:
-        from mentor.finetune.lora import LoRAConfig, add_lora, mark_trainable
+        from mentor.train.lora import LoRAConfig, add_lora, mark_trainable
 
         torch.manual_seed(0)
         dropout = 0.0 if row == "ours-nodrop" else 0.05
@@ -120,7 +120,7 @@ def loop_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pubmedqa_examples(tokenizer: Any, limit: int, max_length: int) -> list[Any]:
-    from mentor.finetune.data import chat_example, qa_messages
+    from mentor.train.data import chat_example, qa_messages
 
     raw = json.loads((DATA / "pubmedqa" / "pqal_train.json").read_text())
     examples = []
@@ -139,10 +139,10 @@ def pipeline_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
     real_tokens = sum(len(e.input_ids) for e in examples)
     with tempfile.TemporaryDirectory() as tmp:
         if row == "ours":
-            from mentor.finetune.data import collate, pack
-            from mentor.finetune.lora import LoRAConfig, add_lora, mark_trainable
-            from mentor.finetune.objectives import CausalLMLoss
-            from mentor.finetune.trainer import TrainSettings, train
+            from mentor.train.data import collate, pack
+            from mentor.train.lora import LoRAConfig, add_lora, mark_trainable
+            from mentor.train.objectives import CausalLMLoss
+            from mentor.train.trainer import TrainSettings, train
 
             model = _model(args.device, False, torch.float32)
             torch.manual_seed(0)

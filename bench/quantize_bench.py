@@ -56,7 +56,7 @@ def run_row(name: str, level: str, args: argparse.Namespace) -> dict[str, Any]:
     """Load (and quantize) one model at one level and measure it."""
     import torch
 
-    from mentor.finetune.evaluation import general_sample, perplexity
+    from mentor.evaluate.perplexity import general_sample, perplexity
     from mentor.models.loading import load_causal_lm, load_tokenizer
     from mentor.quantize.convert import plan_layers, quantize_model
     from mentor.quantize.io import WEIGHTS_FILE, load_quantized, new_manifest, save_quantized

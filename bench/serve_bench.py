@@ -58,9 +58,9 @@ def _adapters(model: str, folder: Path, count: int = 3) -> list[Path]:
     """``count`` LoRA adapters (r=16, all projections) with random B, so each changes outputs."""
     import torch
 
-    from mentor.finetune.adapters import save_adapter
-    from mentor.finetune.lora import LoRAConfig, add_lora, delete_adapter
     from mentor.models.loading import load_causal_lm
+    from mentor.train.adapters import save_adapter
+    from mentor.train.lora import LoRAConfig, add_lora, delete_adapter
 
     paths = [folder / f"adapter-{i}" for i in range(count)]
     if all((p / "adapter_config.json").exists() for p in paths):

@@ -14,11 +14,10 @@ from mentor.distill.commands import distill_cmd
 from mentor.doctor import doctor_cmd
 from mentor.finetune.commands import adapters_app, finetune_cmd
 from mentor.models.commands import app as models_app
-from mentor.models.commands import generate_cmd
 from mentor.monitor.commands import app as monitor_app
 from mentor.quantize.commands import quantize_cmd
 from mentor.rag.commands import app as rag_app
-from mentor.serve.commands import serve_cmd
+from mentor.serve.commands import generate_cmd, serve_cmd
 from mentor.utils.logs import quiet_libraries
 
 app = typer.Typer(

@@ -12,9 +12,10 @@ import torch
 
 from mentor.distill.classify import ClassifierKDLoss, SoftRow, collate, distill_classifier
 from mentor.distill.losses import IGNORE, forward_kl
-from mentor.finetune.classify import LabelSet, build_classifier, train_and_evaluate
-from mentor.finetune.trainer import TrainSettings
+from mentor.finetune.classify import train_and_evaluate
 from mentor.testing import tiny_sentence_transformer_folder
+from mentor.train.classifier import LabelSet, build_classifier
+from mentor.train.trainer import TrainSettings
 
 CALM = ["coffee", "kettle", "water", "grinder", "filter", "chair"]
 LOUD = ["router", "wireless", "devices", "headphones", "electric", "support"]

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from mentor.cli import app
 from mentor.distill import recipe
-from mentor.finetune.trainer import read_metrics
 from mentor.testing import save_model_folder, save_tiny_llama, tiny_qwen2
+from mentor.train.trainer import read_metrics
 
 runner = CliRunner()
 COLOURS = ["red", "green", "blue", "amber", "violet", "teal", "coral", "olive"]
@@ -170,8 +170,8 @@ def test_the_same_command_runs_under_torchrun(workspace: Path, tmp_path: Path) -
 
 
 def test_classifier_distillation_from_the_same_command(tmp_path: Path) -> None:
-    from mentor.finetune.classify import LabelSet, build_classifier, save_classifier
     from mentor.testing import tiny_sentence_transformer_folder
+    from mentor.train.classifier import LabelSet, build_classifier, save_classifier
 
     teacher_enc = tiny_sentence_transformer_folder(tmp_path / "t-enc", seed=0)
     student_enc = tiny_sentence_transformer_folder(tmp_path / "s-enc", seed=1)

@@ -13,9 +13,9 @@ from mentor.distill.data import collate_with_teacher
 from mentor.distill.losses import kd_loss, supervised
 from mentor.distill.objectives import LogitKDLoss
 from mentor.distill.teacher_cache import build_cache
-from mentor.finetune.data import IGNORE, Example, collate, pack
-from mentor.finetune.trainer import TrainSettings, train
 from mentor.testing import tiny_qwen2
+from mentor.train.data import IGNORE, Example, collate, pack
+from mentor.train.trainer import TrainSettings, train
 
 QUIET = Console(quiet=True)
 

@@ -19,8 +19,8 @@ from mentor.distill.report import (
     token_agreement_cached,
 )
 from mentor.distill.teacher_cache import build_cache
-from mentor.finetune.data import IGNORE, Example
 from mentor.testing import HashEmbedder, tiny_qwen2
+from mentor.train.data import IGNORE, Example
 
 
 def _examples() -> list[Example]:

@@ -11,8 +11,8 @@ from rich.console import Console
 
 import mentor.distill.sequence as sequence
 from mentor.distill.sequence import GenerationSettings, generate_dataset, load_prompts
-from mentor.finetune.data import load_sft_examples
 from mentor.testing import tiny_llama
+from mentor.train.data import load_sft_examples
 
 QUIET = Console(quiet=True)
 

@@ -16,9 +16,9 @@ from mentor.distill.teacher_cache import (
     target_positions,
     tokenizer_fingerprint,
 )
-from mentor.finetune.data import IGNORE, Example
-from mentor.finetune.lora import base_fingerprint
 from mentor.testing import tiny_llama, tiny_qwen2
+from mentor.train.data import IGNORE, Example
+from mentor.train.lora import base_fingerprint
 
 QUIET = Console(quiet=True)
 

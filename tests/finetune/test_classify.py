@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from mentor.finetune.classify import (
+from mentor.finetune.classify import train_classifier
+from mentor.testing import tiny_sentence_transformer_folder
+from mentor.train.classifier import (
     LabelSet,
     SequenceClassifier,
     build_classifier,
@@ -21,12 +23,10 @@ from mentor.finetune.classify import (
     load_encoder,
     save_classifier,
     split_validation,
-    train_classifier,
 )
-from mentor.finetune.data import DataError
-from mentor.finetune.lora import LoRAConfig
-from mentor.finetune.trainer import TrainSettings
-from mentor.testing import tiny_sentence_transformer_folder
+from mentor.train.data import DataError
+from mentor.train.lora import LoRAConfig
+from mentor.train.trainer import TrainSettings
 
 CALM = ["coffee", "kettle", "water", "grinder", "filter", "chair"]
 LOUD = ["router", "wireless", "devices", "headphones", "electric", "support"]

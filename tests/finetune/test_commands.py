@@ -16,9 +16,9 @@ import torch
 from typer.testing import CliRunner
 
 from mentor.cli import app
-from mentor.finetune.adapters import load_adapter, read_info
-from mentor.finetune.trainer import read_metrics
 from mentor.testing import save_tiny_llama
+from mentor.train.adapters import load_adapter, read_info
+from mentor.train.trainer import read_metrics
 
 runner = CliRunner()
 COLOURS = ["red", "green", "blue", "amber", "violet", "teal", "coral", "olive"]

@@ -19,7 +19,7 @@ def test_config_loads_and_names_real_files(path: Path) -> None:
         if data is not None:
             assert data.exists(), f"{path.name}: {data} is missing"
             if config.task == "classify":
-                from mentor.finetune.classify import load_classification
+                from mentor.train.classifier import load_classification
 
                 texts, labels = load_classification(data)
                 assert len(texts) == len(labels) > 0

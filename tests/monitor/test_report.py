@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mentor.monitor.figures import latency_figures, volume, window_figures
+from mentor.monitor.files import write_report
 from mentor.monitor.log import RequestRecord
 from mentor.monitor.report import (
     DriftSettings,
@@ -17,7 +18,6 @@ from mentor.monitor.report import (
     Windows,
     analyse,
     split_windows,
-    write_report,
 )
 from mentor.testing import HashEmbedder
 from mentor.testing.requests import synthetic_records

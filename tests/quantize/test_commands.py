@@ -11,11 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from mentor.cli import app
-from mentor.finetune.adapters import save_adapter
-from mentor.finetune.lora import LoRAConfig, add_lora, merge, unwrap
 from mentor.quantize import load_quantized, read_manifest
 from mentor.quantize.convert import METHODS
 from mentor.testing import save_model_folder, save_tiny_llama, tiny_qwen2
+from mentor.train.adapters import save_adapter
+from mentor.train.lora import LoRAConfig, add_lora, merge, unwrap
 
 runner = CliRunner()
 IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 61, 11, 4]])

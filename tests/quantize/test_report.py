@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mentor.finetune.evaluation import MetricChange
+from mentor.evaluate.compare import MetricChange
 from mentor.quantize.convert import pack_for_cpu, quantize_model
 from mentor.quantize.report import (
     Measurement,

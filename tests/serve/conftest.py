@@ -11,13 +11,13 @@ import pytest
 import torch
 from openai import OpenAI
 
-from mentor.finetune.adapters import save_adapter
-from mentor.finetune.lora import LoRAConfig, add_lora, delete_adapter
 from mentor.serve.app import create_app
 from mentor.serve.engine import Decoding, Engine, Generated
 from mentor.serve.runner import serve_in_thread
 from mentor.serve.state import Limits, Server
 from mentor.testing.tiny_models import tiny_llama
+from mentor.train.adapters import save_adapter
+from mentor.train.lora import LoRAConfig, add_lora, delete_adapter
 
 KEY = "test-key"
 

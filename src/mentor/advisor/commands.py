@@ -15,13 +15,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mentor.utils.cli import fail
+
 console = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def advise_cmd(
@@ -126,7 +123,7 @@ def advise_cmd(
         situation = load_situation(config, overrides)
         cost_model = load_cost_model(costs)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if interactive:
         situation = ask_situation(situation)
     advice = advise(situation, cost_model)

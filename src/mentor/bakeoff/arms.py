@@ -199,7 +199,7 @@ def answer_all(
     label: str,
 ) -> Answered:
     """Every question answered in batches, with a progress bar."""
-    from mentor.finetune.evaluation import generate_answers
+    from mentor.evaluate.answers import generate_answers
 
     prompts, evidence, sources = [], [], []
     for q in questions:
@@ -241,7 +241,7 @@ def time_answers(
     config: BakeoffConfig,
 ) -> tuple[list[float], float]:
     """End-to-end seconds per question answered alone, and mean tokens per answer."""
-    from mentor.finetune.evaluation import generate_answers
+    from mentor.evaluate.answers import generate_answers
 
     seconds, tokens = [], []
     # one untimed warm-up, so the first timing does not pay for lazy initialisation

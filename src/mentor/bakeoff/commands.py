@@ -14,12 +14,9 @@ import typer
 import yaml
 from rich.console import Console
 
+from mentor.utils.cli import fail
+
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:
@@ -70,10 +67,10 @@ def bakeoff_cmd(
                 raise ValueError(f"--arms: no arm named {', '.join(missing)} in {config}")
             settings.arms = [known[a] for a in wanted]
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     quiet_libraries()
     console = Console()
     try:
         run_bakeoff(settings, console=console, profile=profile)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None

@@ -116,7 +116,7 @@ class Bakeoff:
     # --- building -------------------------------------------------------------------------
 
     def pull_models(self) -> None:
-        from mentor.models.commands import pull_with_progress
+        from mentor.models.pulling import pull_with_progress
         from mentor.models.registry import REGISTRY
 
         m = self.config.models

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -25,6 +25,7 @@ from mentor.data.render import print_tables, summary_line, table
 from mentor.data.schemas import schema_docs
 from mentor.data.split import field_value, split_records
 from mentor.data.stats import TokenCounter
+from mentor.utils.cli import fail
 
 SchemaName = Literal["chat", "qa", "classification", "corpus", "query", "qrels"]
 JsonlSchemaName = Literal["chat", "qa", "classification", "corpus", "query"]
@@ -70,11 +71,6 @@ def _parse_map(items: list[str] | None) -> dict[str, str]:
     return mapping
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def _print_problems(console: Console, problems: list[Problem]) -> None:
     for problem in problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
@@ -88,7 +84,7 @@ def _token_counter(name: str | None) -> TokenCounter | None:
         models = importlib.import_module("mentor.models")
         tokenizer = models.load_tokenizer(name)
     except Exception as exc:  # any loading failure is a usage problem here
-        _fail(f"cannot load tokenizer {name!r}: {exc}")
+        raise fail(f"cannot load tokenizer {name!r}: {exc}", code=2) from None
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -161,7 +157,7 @@ def check(
             path, against, schema, counter, near_threshold, max_tokens, _parse_map(mapping)
         )
     except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        raise fail(str(exc), code=2) from None
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -233,17 +229,17 @@ def split(
     try:
         loaded = read_records(path, schema, _parse_map(mapping))
     except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        raise fail(str(exc), code=2) from None
     err = Console(stderr=True)
     _print_problems(err, loaded.problems)
     if loaded.errors and not skip_bad:
-        _fail(
+        raise fail(
             f"{loaded.bad_lines} bad lines in {path}; nothing written (--skip-bad splits the "
             f"{len(loaded.records)} valid records anyway)",
             1,
         )
     if not loaded.records:
-        _fail(f"no valid records in {path}", 1)
+        raise fail(f"no valid records in {path}", 1)
     try:
         parts = split_records(
             loaded.records,
@@ -254,7 +250,7 @@ def split(
             schema=loaded.schema,
         )
     except ValueError as exc:
-        _fail(str(exc))
+        raise fail(str(exc), code=2) from None
     parts_table = table(f"Split of {path} (seed {seed})", "part", "records", "share", "file")
     if stratify:
         parts_table.add_column(f"{stratify} counts", overflow="fold")
@@ -322,14 +318,14 @@ def convert(
             src, dst, to, source, _parse_map(mapping), system, instruction, skip_bad
         )
     except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        raise fail(str(exc), code=2) from None
     err = Console(stderr=True)
     _print_problems(err, result.problems)
     good = len(result.source.records)
     if result.source.schema is None:
-        _fail(f"cannot tell the kind of {src}; pass --from", 1)
+        raise fail(f"cannot tell the kind of {src}; pass --from", 1)
     if not result.wrote_file:
-        _fail(
+        raise fail(
             f"{result.bad} bad lines in {src}; nothing written (--skip-bad writes the {good} "
             "good records anyway)",
             1,

@@ -28,7 +28,9 @@ from torch import nn
 from mentor.distill.config import DistillConfig
 from mentor.distill.losses import IGNORE, Divergence, divergence
 from mentor.distill.students import count_params
-from mentor.finetune.classify import (
+from mentor.evaluate.answers import classification_accuracy
+from mentor.models.loading import resolve_device
+from mentor.train.classifier import (
     ClassBatch,
     ClassRow,
     Labelled,
@@ -40,11 +42,9 @@ from mentor.finetune.classify import (
     save_classifier,
     split_validation,
 )
-from mentor.finetune.classify import collate as collate_rows
-from mentor.finetune.evaluation import classification_accuracy
-from mentor.finetune.lora import LoRAConfig, parameter_report
-from mentor.finetune.trainer import TrainResult, TrainSettings, train
-from mentor.models.loading import resolve_device
+from mentor.train.classifier import collate as collate_rows
+from mentor.train.lora import LoRAConfig, parameter_report
+from mentor.train.trainer import TrainResult, TrainSettings, train
 from mentor.utils.fs import atomic_write_text, dir_size
 
 
@@ -274,7 +274,7 @@ def run_classifier_distill(
     """``mentor distill`` on classification data: the teacher is a classifier folder.
 
     Without ``eval``, a stratified ``val_share`` (seed + 1) is held out as the test set first."""
-    from mentor.finetune.classify import load_classification
+    from mentor.train.classifier import load_classification
 
     data = load_classification(config.data)
     if config.eval is not None:

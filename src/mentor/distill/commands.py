@@ -8,13 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mentor.utils.cli import fail
+
 console = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def distill_cmd(
@@ -107,7 +104,7 @@ def distill_cmd(
     from mentor.distill.config import load_config
 
     if config is None and (teacher is None or data is None):
-        raise _fail("give --teacher and --data (or --config distill.yaml)")
+        raise fail("give --teacher and --data (or --config distill.yaml)")
     overrides = {
         "teacher": teacher,
         "teacher_endpoint.base_url": teacher_url,
@@ -143,34 +140,34 @@ def distill_cmd(
     try:
         settings = load_config(config, overrides)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not settings.data.exists():
-        raise _fail(f"{settings.data}: no such file")
+        raise fail(f"{settings.data}: no such file")
 
     from mentor.distill.recipe import run_distill
-    from mentor.finetune.checkpoint import run_folder_problem
-    from mentor.finetune.data import DataError
-    from mentor.finetune.trainer import TrainingDivergedError
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.registry import UnknownModelError
     from mentor.models.remote import RemoteError
     from mentor.models.sources import SourceError
+    from mentor.train.checkpoint import run_folder_problem
+    from mentor.train.data import DataError
+    from mentor.train.trainer import TrainingDivergedError
 
     problem = run_folder_problem(settings.out, resume)
     if problem:
-        raise _fail(problem)
+        raise fail(problem)
     try:
         if _is_classification(settings.data):
             from mentor.distill.classify import run_classifier_distill
 
             if settings.teacher_endpoint is not None:
-                raise _fail("a hosted teacher only writes answers; a classifier needs its logits")
+                raise fail("a hosted teacher only writes answers; a classifier needs its logits")
 
             saved = run_classifier_distill(settings, resume=resume, console=err).model_dir
         else:
             saved = run_distill(settings, resume=resume, console=err).saved
     except (DataError, TrainingDivergedError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except (
         UnknownModelError,
         NotPulledError,
@@ -179,7 +176,7 @@ def distill_cmd(
         RemoteError,
         ValueError,
     ) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     report = settings.out / "report.md"
     if report.exists():
         console.print(report.read_text(), markup=False, highlight=False)

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mentor.distill.losses import Divergence
 from mentor.distill.sequence import GenerationSettings
-from mentor.finetune.config import LoRASettings
-from mentor.finetune.trainer import TrainSettings
 from mentor.models.remote import EndpointSettings
+from mentor.train.lora import LoRASettings
+from mentor.train.trainer import TrainSettings
 from mentor.utils.config import load_yaml_config
 
 

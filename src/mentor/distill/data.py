@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from mentor.distill.teacher_cache import TeacherCache
-from mentor.finetune.data import Batch, PackedRow, collate
+from mentor.train.data import Batch, PackedRow, collate
 
 
 @dataclass
 class KDBatch(Batch):
-    """A :class:`~mentor.finetune.data.Batch` with the teacher's top-k at its N targets."""
+    """A :class:`~mentor.train.data.Batch` with the teacher's top-k at its N targets."""
 
     teacher_logprobs: torch.Tensor  # (N, k) fp32
     teacher_ids: torch.Tensor  # (N, k) int64

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mentor.distill.losses import Divergence, TopK, chunked_kd_loss, supervised
-from mentor.finetune.objectives import backbone_and_head
+from mentor.train.objectives import backbone_and_head
 
 
 class LogitKDLoss(nn.Module):

@@ -47,26 +47,26 @@ from mentor.distill.teacher_cache import (
     data_fingerprint,
     tokenizer_fingerprint,
 )
-from mentor.finetune.adapters import save_adapter
-from mentor.finetune.data import (
+from mentor.evaluate.answers import EvalItem, load_eval_items, score_generations
+from mentor.models.hub import weights_fingerprint
+from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from mentor.models.protocols import SamplingConfig
+from mentor.models.remote import RemoteGenerator, open_remote
+from mentor.train.adapters import save_adapter
+from mentor.train.data import (
     Example,
     PackedRow,
     chat_example,
     collate,
     load_sft_examples,
     pack,
+    split_validation,
     unpacked,
 )
-from mentor.finetune.distributed import World, setup
-from mentor.finetune.evaluation import EvalItem, load_eval_items, score_generations
-from mentor.finetune.lora import add_lora, mark_trainable, parameter_report
-from mentor.finetune.objectives import CausalLMLoss
-from mentor.finetune.recipe import split_validation
-from mentor.finetune.trainer import TrainResult, train, use_bf16
-from mentor.models.hub import weights_fingerprint
-from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
-from mentor.models.protocols import SamplingConfig
-from mentor.models.remote import RemoteGenerator, open_remote
+from mentor.train.distributed import World, setup
+from mentor.train.lora import add_lora, mark_trainable, parameter_report
+from mentor.train.objectives import CausalLMLoss
+from mentor.train.trainer import TrainResult, train, use_bf16
 from mentor.utils.fs import atomic_dir, atomic_write_text, dir_size, mentor_home
 
 

@@ -29,11 +29,11 @@ from torch import nn
 
 from mentor.distill.losses import supervised
 from mentor.distill.teacher_cache import TeacherCache
+from mentor.evaluate.answers import generate_answers
 from mentor.evaluate.text import rouge_l
-from mentor.finetune.data import Example, collate, unpacked
-from mentor.finetune.evaluation import generate_answers
-from mentor.finetune.objectives import backbone_and_head
 from mentor.models.protocols import ChatMessage, Embedder
+from mentor.train.data import Example, collate, unpacked
+from mentor.train.objectives import backbone_and_head
 
 SIMILAR = 0.85  # embedding cosine above which two answers are taken to say the same thing
 

@@ -37,7 +37,7 @@ from rich.progress import Progress, TaskID
 
 from mentor.data.convert import qa_to_chat
 from mentor.data.schemas import QARecord
-from mentor.finetune.evaluation import generate_answers
+from mentor.evaluate.answers import generate_answers
 from mentor.models.protocols import ChatMessage, SamplingConfig
 from mentor.models.remote import RemoteGenerator
 from mentor.utils.fs import atomic_write_text, sha256_file

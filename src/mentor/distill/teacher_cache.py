@@ -33,8 +33,8 @@ from rich.console import Console
 from torch import nn
 
 from mentor.distill.losses import IGNORE, TopK
-from mentor.finetune.data import Example
-from mentor.finetune.objectives import backbone_and_head
+from mentor.train.data import Example
+from mentor.train.objectives import backbone_and_head
 from mentor.utils.fs import atomic_path, atomic_write_text
 from mentor.utils.progress import progress_bar
 

@@ -9,16 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mentor.utils.cli import fail
+
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.finetune.config import FinetuneConfig
 
 console = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def finetune_cmd(
@@ -66,7 +63,7 @@ def finetune_cmd(
     if config is None and (model is None or data is None):
         model = model or "smollm2-135m-instruct"
         if data is None:
-            raise _fail("give --data (or --config run.yaml)")
+            raise fail("give --data (or --config run.yaml)")
     overrides = {
         "model": model,
         "data": str(data) if data else None,
@@ -93,7 +90,7 @@ def finetune_cmd(
     try:
         settings = load_config(config, overrides)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     run(settings, resume)
 
 
@@ -106,20 +103,20 @@ def _task(settings_task: str, data: Path) -> str:
 
 
 def run(settings: FinetuneConfig, resume: bool) -> None:
-    from mentor.finetune.adapters import AdapterError
-    from mentor.finetune.data import DataError
-    from mentor.finetune.trainer import TrainingDivergedError
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.registry import UnknownModelError
     from mentor.models.sources import SourceError
+    from mentor.train.adapters import AdapterError
+    from mentor.train.data import DataError
+    from mentor.train.trainer import TrainingDivergedError
 
     if not settings.data.exists():
-        raise _fail(f"{settings.data}: no such file")
-    from mentor.finetune.checkpoint import run_folder_problem
+        raise fail(f"{settings.data}: no such file")
+    from mentor.train.checkpoint import run_folder_problem
 
     problem = run_folder_problem(settings.out, resume)
     if problem:
-        raise _fail(problem)
+        raise fail(problem)
     try:
         if _task(settings.task, settings.data) == "classify":
             from mentor.finetune.classify import run_classification
@@ -130,9 +127,9 @@ def run(settings: FinetuneConfig, resume: bool) -> None:
 
             saved = run_sft(settings, resume=resume, console=err).saved
     except (DataError, TrainingDivergedError, AdapterError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     report = settings.out / "report.md"
     if report.exists():
         console.print(report.read_text(), markup=False, highlight=False)
@@ -154,7 +151,7 @@ def list_cmd(
     ] = None,
 ) -> None:
     """Every adapter folder under ROOTS, with its base model, rank and size."""
-    from mentor.finetune.adapters import AdapterError, find_adapters, read_info
+    from mentor.train.adapters import AdapterError, find_adapters, read_info
     from mentor.utils.fs import human_bytes, mentor_home
 
     folders = find_adapters(roots or [Path("runs"), mentor_home() / "adapters"])
@@ -183,13 +180,13 @@ def list_cmd(
 @adapters_app.command("info")
 def info_cmd(folder: Annotated[Path, typer.Argument(help="An adapter folder.")]) -> None:
     """What an adapter is: its base model and fingerprint, shape, targets and training facts."""
-    from mentor.finetune.adapters import AdapterError, read_info
+    from mentor.train.adapters import AdapterError, read_info
     from mentor.utils.fs import human_bytes
 
     try:
         info = read_info(folder)
     except AdapterError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     c = info.config
     rows = {
         "folder": str(info.path),
@@ -211,13 +208,13 @@ def info_cmd(folder: Annotated[Path, typer.Argument(help="An adapter folder.")])
 
 
 def _load_base_with_adapter(folder: Path, base: str | None, device: str) -> tuple[object, object]:
-    from mentor.finetune.adapters import load_adapter, read_info
     from mentor.models.loading import load_causal_lm, load_tokenizer
+    from mentor.train.adapters import load_adapter, read_info
 
     info = read_info(folder)
     name = base or info.base_model
     if not name:
-        raise _fail(f"{folder}: the adapter does not name its base model; give --base")
+        raise fail(f"{folder}: the adapter does not name its base model; give --base")
     with console.status(f"loading {name}"):
         model = load_causal_lm(name, dtype="float32", device=device)
         tokenizer = load_tokenizer(name)
@@ -239,14 +236,14 @@ def merge_cmd(
     """Fold the adapter into its base and write a standalone model (safetensors + tokenizer)."""
     import torch
 
-    from mentor.finetune.adapters import AdapterError
-    from mentor.finetune.lora import merge, unwrap
+    from mentor.train.adapters import AdapterError
+    from mentor.train.lora import merge, unwrap
     from mentor.utils.fs import atomic_dir
 
     try:
         model, tokenizer = _load_base_with_adapter(folder, base, "cpu")
     except AdapterError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     merge(model, "default", keep_original=False)  # type: ignore[arg-type]
     plain: Any = unwrap(model).to(getattr(torch, dtype))  # type: ignore[arg-type]
     with atomic_dir(out) as tmp:
@@ -269,14 +266,14 @@ def export_cmd(
     import json
     import shutil
 
-    from mentor.finetune.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError, read_info
     from mentor.models.registry import REGISTRY
+    from mentor.train.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError, read_info
     from mentor.utils.fs import atomic_dir
 
     try:
         info = read_info(folder)
     except AdapterError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     spec = REGISTRY.get(info.base_model or "")
     upstream = base_id or (spec.upstream if spec else info.base_model)
     settings = json.loads((folder / CONFIG_FILE).read_text())

@@ -11,29 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mentor.finetune.lora import LoRAConfig
-from mentor.finetune.trainer import TrainSettings
+from mentor.train.lora import LoRASettings
+from mentor.train.trainer import TrainSettings
 from mentor.utils.config import load_yaml_config
-
-
-class LoRASettings(BaseModel):
-    """The adapter's shape (``method: lora``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(default=16, ge=1, description="Rank of the update B·A.")
-    alpha: float = Field(default=32.0, gt=0, description="The update is scaled by alpha/r.")
-    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    targets: list[str] | str | None = Field(
-        default=None,
-        description="Layers to adapt: a list of layer names (suffixes of module paths) or one "
-        "regular expression; empty takes the architecture's attention and MLP projections.",
-    )
-    use_rslora: bool = Field(default=False, description="Scale by alpha/sqrt(r) instead.")
-
-    def to_config(self) -> LoRAConfig:
-        targets = tuple(self.targets) if isinstance(self.targets, list) else self.targets
-        return LoRAConfig(self.r, self.alpha, self.dropout, targets, self.use_rslora)
 
 
 class FinetuneConfig(BaseModel):

@@ -11,7 +11,6 @@ Run ``mentor finetune --model smollm2-135m-instruct --data train.jsonl --eval te
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,24 +18,22 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from mentor.finetune.adapters import save_adapter
-from mentor.finetune.config import FinetuneConfig
-from mentor.finetune.data import Example, collate, load_sft_examples, pack, unpacked
-from mentor.finetune.distributed import World, setup
-from mentor.finetune.evaluation import (
-    BeforeAfter,
+from mentor.evaluate.answers import (
     EvalItem,
     GenerationScores,
-    compare_generation,
-    general_sample,
     generate_answers,
     load_eval_items,
-    perplexity,
     score_generations,
 )
-from mentor.finetune.lora import add_lora, mark_trainable, parameter_report
-from mentor.finetune.objectives import CausalLMLoss
-from mentor.finetune.trainer import TrainResult, train, use_bf16
+from mentor.evaluate.compare import BeforeAfter, compare_generation
+from mentor.evaluate.perplexity import general_sample, perplexity
+from mentor.finetune.config import FinetuneConfig
+from mentor.train.adapters import save_adapter
+from mentor.train.data import collate, load_sft_examples, pack, split_validation, unpacked
+from mentor.train.distributed import World, setup
+from mentor.train.lora import add_lora, mark_trainable, parameter_report
+from mentor.train.objectives import CausalLMLoss
+from mentor.train.trainer import TrainResult, train, use_bf16
 from mentor.utils.fs import atomic_dir, atomic_write_text
 
 
@@ -59,22 +56,6 @@ class FinetuneReport:
     rows: int
     before_after: BeforeAfter | None
     general_perplexity: tuple[float, float]
-
-
-def split_validation(
-    examples: list[Example], share: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Hold out ``share`` of the examples (at least 1, none when there are fewer than 10)."""
-    if share <= 0 or len(examples) < 10:
-        return examples, []
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    cut = max(1, round(len(examples) * share))
-    held = set(order[:cut])
-    return (
-        [e for i, e in enumerate(examples) if i not in held],
-        [e for i, e in enumerate(examples) if i in held],
-    )
 
 
 def score(

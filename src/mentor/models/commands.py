@@ -1,37 +1,29 @@
-"""``mentor models ...`` and ``mentor generate``: the command-line face of the model hub."""
+"""``mentor models ...``: the command-line face of the model hub."""
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    TaskID,
-)
 from rich.table import Table
 
-from mentor.models.hub import NotPulledError, PullError, list_models, model_dir, pull, verify
+from mentor.models.hub import NotPulledError, PullError, list_models, model_dir, verify
 from mentor.models.info import info
+from mentor.models.pulling import pull_with_progress
 from mentor.models.registry import DEFAULT_MODELS, REGISTRY, UnknownModelError
 from mentor.models.sources import SourceError
+from mentor.utils.cli import fail
 from mentor.utils.fs import human_bytes
-from mentor.utils.progress import progress_bar
 
 app = typer.Typer(
     help="List, pull, verify and describe models (works offline).", no_args_is_help=True
 )
 console = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 @app.command("list")
@@ -83,36 +75,12 @@ def pull_cmd(
     """
     wanted = list(REGISTRY) if all_models else (names or list(DEFAULT_MODELS))
     if from_path is not None and len(wanted) != 1:
-        raise _fail("--from needs exactly one NAME to cache the model under")
+        raise fail("--from needs exactly one NAME to cache the model under")
     try:
         pull_with_progress(wanted, console, source=from_path, force=force)
     except (PullError, SourceError, UnknownModelError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print("[green]ok[/green] " + ", ".join(wanted))
-
-
-def pull_with_progress(
-    names: list[str], out: Console, *, source: Path | None = None, force: bool = False
-) -> None:
-    """Pull ``names`` one after another behind a rich progress display."""
-    with progress_bar(out) as bar:
-        for name in names:
-            task = bar.add_task(f"{name}: starting", total=None)
-
-            def report(
-                what: str, done: int, total: int, task_id: TaskID = task, model: str = name
-            ) -> None:
-                bar.update(task_id, description=f"{model}: {what}", completed=done, total=total)
-
-            result = pull(
-                name,
-                source=source,
-                force=force,
-                progress=report,
-                log=lambda msg: bar.console.print(msg, highlight=False),
-            )
-            done = f"{result.name}: {result.action} ({result.seconds:.1f} s)"
-            bar.update(task, description=done, completed=1, total=1)
 
 
 @app.command("verify")
@@ -124,7 +92,7 @@ def verify_cmd(
     """Re-hash every cached file against its manifest; name each file that differs."""
     wanted = names or [r.name for r in list_models() if r.status != "not pulled"]
     if not wanted:
-        raise _fail("no model is pulled yet; run: mentor models pull")
+        raise fail("no model is pulled yet; run: mentor models pull")
     failed = 0
     for name in wanted:
         result = verify(name)
@@ -145,7 +113,7 @@ def path_cmd(name: Annotated[str, typer.Argument(help="A pulled model's name.")]
     """Print the cached folder of a model (for scripts and other tools)."""
     folder = model_dir(name)
     if folder is None:
-        raise _fail(f"{name} is not pulled; run: mentor models pull {name}")
+        raise fail(f"{name} is not pulled; run: mentor models pull {name}")
     print(folder)
 
 
@@ -158,7 +126,7 @@ def info_cmd(
     try:
         about = info(name)
     except NotPulledError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         print(json.dumps(asdict(about), indent=2, default=str))
         return
@@ -180,53 +148,3 @@ def info_cmd(
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
-
-
-def generate_cmd(
-    model: Annotated[str, typer.Argument(help="Registry name, pulled name or model folder.")],
-    prompt: Annotated[str, typer.Argument(help="The user's message.")],
-    system: Annotated[
-        str | None, typer.Option(help="A system message to put before the prompt.")
-    ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.", min=1)] = 256,
-    temperature: Annotated[
-        float, typer.Option(help="0 decodes greedily; above 0 samples.", min=0.0)
-    ] = 0.0,
-    top_p: Annotated[
-        float, typer.Option(help="Nucleus mass when sampling.", min=0.0, max=1.0)
-    ] = 0.95,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable runs.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    adapter: Annotated[
-        Path | None, typer.Option(help="A LoRA adapter folder (ours or PEFT's) to apply.")
-    ] = None,
-) -> None:
-    """Stream a reply from MODEL to PROMPT, using the model's own chat template."""
-    from mentor.models.generation import HFGenerator
-    from mentor.models.loading import load_causal_lm, load_tokenizer
-    from mentor.models.protocols import ChatMessage, SamplingConfig
-
-    try:
-        with console.status(f"loading {model}"):
-            lm = load_causal_lm(model, device=device)
-            tokenizer = load_tokenizer(model)
-    except (UnknownModelError, NotPulledError, PullError, SourceError) as exc:
-        raise _fail(str(exc)) from None
-    if adapter is not None:
-        from mentor.finetune.adapters import AdapterError, load_adapter
-
-        try:
-            load_adapter(lm, adapter)
-        except AdapterError as exc:
-            raise _fail(str(exc)) from None
-    messages: list[ChatMessage] = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": prompt})
-    config = SamplingConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
-    )
-    for piece in HFGenerator(lm, tokenizer, name=model).stream(messages, config):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")

@@ -125,3 +125,35 @@ class StopCutter:
     def flush(self) -> str:
         out, self._buffer = self._buffer, ""
         return out
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[ChatMessage]) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        [{"role": m["role"], "content": m["content"]} for m in prompt],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert isinstance(text, str)
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id to pad generation batches with: the pad token, else the end-of-sequence token."""
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    if not isinstance(pad_id, int):
+        raise ValueError("the tokenizer has neither a pad token nor an eos token")
+    return pad_id
+
+
+def left_pad(rows: Sequence[list[int]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """Rows of ids left padded into one batch, so every row's new tokens start at one column."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}

@@ -3,7 +3,8 @@
 - ``log.py``: :class:`RequestLog` samples, scrubs and stores request records in SQLite (WAL);
 - ``scrub.py``: :func:`scrub` removes secret-looking spans from text before it is stored;
 - ``drift.py``: MMD^2 with a permutation test, mean-embedding shift, PCA for plots;
-- ``figures.py`` / ``report.py`` / ``plots.py``: the figures, alerts, report files and plots;
+- ``figures.py`` / ``report.py``: the figures and the alerts; ``plots.py``: the plots;
+- ``files.py``: the report folder (JSON, Markdown, plots);
 - ``commands.py``: ``mentor monitor report`` and ``mentor monitor tail``.
 """
 
@@ -18,6 +19,7 @@ from mentor.monitor.scrub import scrub
 from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mentor.monitor.files import write_report
     from mentor.monitor.report import (
         Alert,
         DriftSettings,
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
         Thresholds,
         Windows,
         analyse,
-        write_report,
     )
 
 __all__ = [
@@ -52,6 +53,6 @@ __getattr__ = lazy_exports(
         "Thresholds": "mentor.monitor.report",
         "Windows": "mentor.monitor.report",
         "analyse": "mentor.monitor.report",
-        "write_report": "mentor.monitor.report",
+        "write_report": "mentor.monitor.files",
     },
 )

@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mentor.utils.cli import fail
+
 if TYPE_CHECKING:
     from mentor.monitor.report import MonitorReport
 
@@ -34,11 +36,6 @@ def _time_option(what: str) -> typer.models.OptionInfo:
     return typer.Option(help=f"{what}: {_WHEN}.")  # type: ignore[no-any-return]
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 def parse_time(value: str | None, option: str) -> float | None:
     """Unix seconds from ``value``: a number, or an ISO 8601 time (naive means UTC)."""
     if value is None:
@@ -50,7 +47,7 @@ def parse_time(value: str | None, option: str) -> float | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(
+        raise fail(
             f"{option}: expected unix seconds or an ISO time such as 2025-05-01T13:00, "
             f"got {value!r}"
         ) from None
@@ -129,11 +126,12 @@ def report_cmd(
 ) -> None:
     """Volume, latency, tokens, retrieval scores, refusals and query drift of the logged
     requests, recent window against reference; alerts say what to do."""
+    from mentor.monitor.files import write_report
     from mentor.monitor.log import read_records
-    from mentor.monitor.report import DriftSettings, Thresholds, Windows, analyse, write_report
+    from mentor.monitor.report import DriftSettings, Thresholds, Windows, analyse
 
     if recent_hours is not None and recent_share is not None:
-        raise _fail("give --recent-hours or --recent-share, not both")
+        raise fail("give --recent-hours or --recent-share, not both")
     try:
         windows = Windows(
             recent_hours=recent_hours,
@@ -146,7 +144,7 @@ def report_cmd(
         )
         records = read_records(log, parse_time(since, "--since"), parse_time(until, "--until"))
     except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     model = None
     if drift:
         from mentor.models.loading import load_embedder
@@ -176,7 +174,7 @@ def report_cmd(
             )
             written = write_report(analysis, out)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print(analysis.report)
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
     if fail_on_alert and analysis.report.alerts:
@@ -214,7 +212,7 @@ def tail_cmd(
     try:
         records = read_records(log)[-n:]
     except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table()
     for column in ("time (UTC)", "endpoint", "model", "status", "latency s", "top-1", "refused"):
         table.add_column(column)

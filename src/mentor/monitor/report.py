@@ -7,19 +7,18 @@ the last N hours), then tests whether the recent queries' embeddings come from t
 distribution as the reference ones (:mod:`mentor.monitor.drift`). The recent window is checked
 against :class:`Thresholds`; each crossing becomes an :class:`Alert` that says what to do.
 
-``write_report`` puts ``report.json``, ``report.md`` and PNG plots into a folder.
+:func:`mentor.monitor.files.write_report` puts ``report.json``, ``report.md`` and the plots
+into a folder.
 Run: ``mentor monitor report --log requests.db --out monitor-report``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,6 @@ from mentor.monitor.figures import (
     window_figures,
 )
 from mentor.monitor.log import RequestRecord
-from mentor.utils.fs import atomic_write_text
 
 __all__ = [
     "Alert",
@@ -51,7 +49,6 @@ __all__ = [
     "analyse",
     "check_thresholds",
     "split_windows",
-    "write_report",
 ]
 
 WEAK_RETRIEVAL_PERCENTILE = 10.0
@@ -494,15 +491,3 @@ def markdown(report: MonitorReport, plots: Sequence[str] = ()) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
-
-
-def write_report(analysis: Analysis, out: Path) -> list[Path]:
-    """Write ``report.json``, ``report.md`` and the plots into ``out``; return their paths."""
-    from mentor.monitor.plots import write_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(analysis, out)
-    report = analysis.report
-    atomic_write_text(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    atomic_write_text(out / "report.md", markdown(report, [p.name for p in plots]))
-    return [out / "report.json", out / "report.md", *plots]

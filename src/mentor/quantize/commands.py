@@ -8,13 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mentor.utils.cli import fail
+
 console = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def quantize_cmd(
@@ -86,8 +83,8 @@ def quantize_cmd(
         )
         result = run_quantize(settings, console=err)
     except UnknownModelError as exc:
-        raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
+        raise fail(str(exc.args[0]) if exc.args else str(exc)) from None
     except (NotPulledError, PullError, SourceError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(result.report.to_markdown(), markup=False, highlight=False)
     console.print(f"saved {result.folder}; report {result.folder / 'report.md'}")

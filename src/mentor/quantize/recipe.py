@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from mentor.finetune.evaluation import EvalItem
+    from mentor.evaluate.answers import EvalItem
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ class QuantizeResult:
 def merge_adapter(model: nn.Module, folder: Path) -> dict[str, Any]:
     """Fold the LoRA adapter in ``folder`` into ``model``'s weights; returns what the manifest
     records of it. The adapter must have been trained on this base (its fingerprint is checked)."""
-    from mentor.finetune.adapters import load_adapter
-    from mentor.finetune.lora import merge, unwrap
+    from mentor.train.adapters import load_adapter
+    from mentor.train.lora import merge, unwrap
 
     info = load_adapter(model, folder, name="default")
     merge(model, "default", keep_original=False)
@@ -155,7 +155,7 @@ def _fallback_note(manifest: Manifest) -> str | None:
 
 
 def _eval_items(settings: QuantizeSettings) -> list[EvalItem]:
-    from mentor.finetune.evaluation import load_eval_items
+    from mentor.evaluate.answers import load_eval_items
 
     if settings.eval is None:
         return []
@@ -186,9 +186,9 @@ def _calibrate(
 
 def run_quantize(settings: QuantizeSettings, *, console: Console | None = None) -> QuantizeResult:
     """Run the whole pipeline (see the module doc); writes the folder and its report."""
-    from mentor.finetune.evaluation import general_sample
-    from mentor.finetune.lora import base_fingerprint
+    from mentor.evaluate.perplexity import general_sample
     from mentor.models.loading import load_causal_lm, load_tokenizer
+    from mentor.train.lora import base_fingerprint
 
     console = console or Console(stderr=True)
     items = _eval_items(settings)
@@ -283,8 +283,8 @@ def _quantize_save(
 def quantize_to_folder(settings: QuantizeSettings, *, console: Console | None = None) -> Manifest:
     """The quantized model in ``settings.out_dir``, without the before/after measurements of
     :func:`run_quantize` (for callers that measure the model themselves, like the bakeoff)."""
-    from mentor.finetune.lora import base_fingerprint
     from mentor.models.loading import load_causal_lm, load_tokenizer
+    from mentor.train.lora import base_fingerprint
 
     console = console or Console(stderr=True)
     model = load_causal_lm(settings.model, dtype="float32", device=settings.device)

@@ -22,17 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mentor.finetune.evaluation import (
-    CONFIDENCE,
-    EvalItem,
-    MetricChange,
-    compare_scores,
-    generate_answers,
-    left_pad,
-    padding_id,
-    perplexity,
-    score_generations,
-)
+from mentor.evaluate.answers import EvalItem, generate_answers, score_generations
+from mentor.evaluate.compare import CONFIDENCE, MetricChange, compare_scores
+from mentor.evaluate.perplexity import perplexity
+from mentor.models.generation import left_pad, padding_id
 from mentor.utils.fs import human_bytes
 
 if TYPE_CHECKING:

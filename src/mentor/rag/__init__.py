@@ -6,7 +6,35 @@ The command-line face is ``mentor rag index | search | ask | eval | calibrate | 
 diagnose | train-reranker``.
 """
 
-from mentor.rag.index import BuildReport, IndexConfig, build_index
-from mentor.rag.retrieve import Retriever, SearchConfig, SearchResult
+from __future__ import annotations
 
-__all__ = ["BuildReport", "IndexConfig", "Retriever", "SearchConfig", "SearchResult", "build_index"]
+from typing import TYPE_CHECKING
+
+from mentor.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mentor.rag.index import BuildReport, IndexConfig, build_index
+    from mentor.rag.retrieve import Retriever, SearchConfig, SearchResult, open_retriever
+
+__all__ = [
+    "BuildReport",
+    "IndexConfig",
+    "Retriever",
+    "SearchConfig",
+    "SearchResult",
+    "build_index",
+    "open_retriever",
+]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "BuildReport": "mentor.rag.index",
+        "IndexConfig": "mentor.rag.index",
+        "build_index": "mentor.rag.index",
+        "Retriever": "mentor.rag.retrieve",
+        "SearchConfig": "mentor.rag.retrieve",
+        "SearchResult": "mentor.rag.retrieve",
+        "open_retriever": "mentor.rag.retrieve",
+    },
+)

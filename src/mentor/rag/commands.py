@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mentor.utils.cli import fail
 from mentor.utils.progress import progress_bar
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
@@ -35,32 +36,26 @@ RerankFusionOpt = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 def _manifest(index: Path) -> Manifest:
     from mentor.rag.index import Manifest
 
     try:
         return Manifest.read(index)
     except FileNotFoundError:
-        raise _fail(
+        raise fail(
             f"{index}: no index here; build one with: mentor rag index PATH --index {index}"
         ) from None
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def open_retriever(index: Path, device: str = "auto") -> Retriever:
-    from mentor.models.loading import load_embedder
-    from mentor.rag.retrieve import Retriever
+    """The index's retriever behind a spinner, or a clear error when there is no index."""
+    from mentor.rag.retrieve import open_retriever as open_index
 
     manifest = _manifest(index)
     with console.status(f"loading {manifest.config.embedder}"):
-        embedder = load_embedder(manifest.config.embedder, device=device)
-    return Retriever(index, embedder)
+        return open_index(index, device=device)
 
 
 @app.command("index")
@@ -90,7 +85,7 @@ def index_cmd(
 
     for path in paths:
         if not path.exists():
-            raise _fail(f"{path}: no such file or folder")
+            raise fail(f"{path}: no such file or folder")
     config = IndexConfig(embedder=embedder, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
     if (index / "index.json").exists():
         config = _manifest(index).config
@@ -155,11 +150,11 @@ def search_cmd(
     from mentor.rag.retrieve import SearchConfig, parse_filters
 
     if mode not in ("dense", "bm25", "hybrid"):
-        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
     try:
         parsed = parse_filters(filters or [])
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     retriever = open_retriever(index, device)
     mode_: Mode = mode  # type: ignore[assignment]
     config = SearchConfig(
@@ -275,12 +270,12 @@ def eval_cmd(
     from mentor.rag.retrieve import SearchConfig
 
     if mode not in ("dense", "bm25", "hybrid"):
-        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
     try:
         cutoffs = tuple(int(k) for k in ks.split(","))
         eval_set = load_eval_set(queries, qrels)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     retriever = open_retriever(index, device)
     mode_: Mode = mode  # type: ignore[assignment]
     config = SearchConfig(
@@ -365,7 +360,7 @@ def _searcher(retriever: Retriever, expansion: str, generator: Generator) -> Sea
         tuning = load_tuning(retriever.folder)
         expansion = tuning.expansion if tuning else "none"
     if expansion not in ("none", "multi-query", "hyde"):
-        raise _fail(f"--expansion {expansion}: expected auto, none, multi-query or hyde")
+        raise fail(f"--expansion {expansion}: expected auto, none, multi-query or hyde")
     return ExpandingSearcher(retriever, make_expander(expansion, generator))  # type: ignore[arg-type]
 
 
@@ -396,7 +391,7 @@ def ask_cmd(
     from mentor.rag.retrieve import SearchConfig
 
     if mode not in ("dense", "bm25", "hybrid"):
-        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
     retriever = open_retriever(index, device)
     generator = _generator(model, device)
     limit = threshold if threshold is not None else load_threshold(index)
@@ -472,12 +467,12 @@ def calibrate_cmd(
     from mentor.rag.retrieve import SearchConfig
 
     if mode not in ("dense", "hybrid"):
-        raise _fail(f"--mode {mode}: expected dense or hybrid")
+        raise fail(f"--mode {mode}: expected dense or hybrid")
     retriever = open_retriever(index, device)
     if queries is not None:
         loaded = read_records(queries)
         if loaded.errors:
-            raise _fail("\n".join(str(p) for p in loaded.errors[:20]))
+            raise fail("\n".join(str(p) for p in loaded.errors[:20]))
         answerable = [
             r.data.question if isinstance(r.data, QARecord) else r.data.text
             for r in loaded.records
@@ -489,7 +484,7 @@ def calibrate_cmd(
     if unanswerable is not None:
         negatives = [line.strip() for line in unanswerable.read_text().splitlines() if line.strip()]
     if not answerable or not negatives:
-        raise _fail("need at least one answerable and one unanswerable question")
+        raise fail("need at least one answerable and one unanswerable question")
     with console.status(
         f"scoring {len(answerable)} answerable and {len(negatives)} unanswerable questions"
     ):
@@ -531,7 +526,7 @@ def diagnose_cmd(
     from mentor.rag.retrieve import SearchConfig
 
     if mode not in ("dense", "bm25", "hybrid"):
-        raise _fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
     retriever = open_retriever(index, device)
     generator = _generator(model, device)
     with console.status("running each stage"):
@@ -576,7 +571,7 @@ def tune_cmd(
     try:
         eval_set = load_eval_set(queries, qrels)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     retriever = open_retriever(index, device)
     generator = _generator(model, device)
     with console.status("measuring none, multi-query and HyDE"):
@@ -654,7 +649,7 @@ def train_reranker_cmd(
         try:
             eval_set = load_eval_set(queries, qrels)
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         texts = eval_set.queries
         positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
     else:
@@ -668,7 +663,7 @@ def train_reranker_cmd(
             try:
                 generator = _hosted(model, model_url, model_key_env, model_rpm)
             except (RemoteError, ValueError) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
         with progress_bar(console) as bar:
             task = bar.add_task(f"writing questions with {model}", total=synthetic)
             written = synthetic_questions(
@@ -693,7 +688,7 @@ def train_reranker_cmd(
     random.Random(0).shuffle(pairs)
     held = int(len(pairs) * validation_share)
     if len(pairs) - held < 1:
-        raise _fail("no training pairs: check that the judged documents are in the index")
+        raise fail("no training pairs: check that the judged documents are in the index")
     with progress_bar(console) as bar:
         task = bar.add_task("training", total=None)
 

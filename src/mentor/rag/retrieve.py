@@ -227,3 +227,14 @@ class Retriever:
             stages = {name: values[row] for name, values in evidence.items() if row in values}
             hits.append(Hit(chunks[row], float(score), rank, stages))
         return SearchResult(query, hits, timings)
+
+
+def open_retriever(index: Path, *, device: str = "auto") -> Retriever:
+    """The retriever of the index folder ``index``, with the embedder its manifest names.
+
+    Raises ``FileNotFoundError`` when there is no index there, ``ValueError`` when its manifest is
+    unreadable."""
+    from mentor.models.loading import load_embedder
+
+    manifest = Manifest.read(index)
+    return Retriever(index, load_embedder(manifest.config.embedder, device=device))

@@ -1,4 +1,5 @@
-"""``mentor serve``: the OpenAI-compatible server over a model, its adapters and an index.
+"""``mentor serve``: the OpenAI-compatible server over a model, its adapters and an index;
+``mentor generate``: one reply from a model (and an adapter) in the terminal.
 
     mentor serve --model smollm2-135m-instruct --adapter legal=runs/a --adapter hr=runs/b \\
         --rag idx --log requests.db
@@ -11,19 +12,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
+from mentor.utils.cli import fail
+
 console = Console(stderr=True)
 LOCAL_HOSTS = ("localhost",)
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def is_local(host: str) -> bool:
@@ -41,7 +40,7 @@ def parse_adapters(items: list[str]) -> list[tuple[str, Path]]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise _fail(f"--adapter {item!r}: write NAME=FOLDER, e.g. --adapter legal=runs/a")
+            raise fail(f"--adapter {item!r}: write NAME=FOLDER, e.g. --adapter legal=runs/a")
         out.append((name, Path(path).expanduser()))
     return out
 
@@ -50,7 +49,7 @@ def resolve_keys(keys: list[str], no_auth: bool, host: str) -> tuple[str, ...]:
     """The accepted API keys: --api-key values, else $MENTOR_API_KEY, else a fresh one."""
     if no_auth:
         if not is_local(host):
-            raise _fail(
+            raise fail(
                 f"--no-auth serves without a key, so it only binds to this machine; {host} "
                 "is reachable from others. Keep auth on (the default) or use --host 127.0.0.1"
             )
@@ -125,28 +124,33 @@ def serve_cmd(
     """Serve MODEL (and its adapters, and an index) over an OpenAI-compatible API."""
     import uvicorn
 
-    from mentor.finetune.adapters import AdapterError
     from mentor.serve.app import create_app
     from mentor.serve.chat import Retrieval
     from mentor.serve.engine import load_engine
     from mentor.serve.state import Limits, Server
+    from mentor.train.adapters import AdapterError
 
     if rag_search not in ("always", "model"):
-        raise _fail(f"--rag-search {rag_search!r}: use always or model")
+        raise fail(f"--rag-search {rag_search!r}: use always or model")
     keys = resolve_keys(api_key or [], no_auth, host)
     try:
         with console.status(f"loading {model}"):
             engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
                                  device=device)  # fmt: skip
     except (AdapterError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     retrieval, embed = None, None
     if rag is not None:
         from mentor.rag.calibrate import load_threshold
-        from mentor.rag.commands import open_retriever
-        from mentor.rag.retrieve import SearchConfig
+        from mentor.rag.retrieve import SearchConfig, open_retriever
 
-        retriever = open_retriever(rag, device=device)
+        try:
+            retriever = open_retriever(rag, device=device)
+        except FileNotFoundError:
+            hint = f"mentor rag index PATH --index {rag}"
+            raise fail(f"{rag}: no index here; build one with: {hint}") from None
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         mode: Literal["always", "model"] = "always" if rag_search == "always" else "model"
         retrieval = Retrieval(retriever, SearchConfig(k=top_k), load_threshold(rag), mode)
         embed = retriever.embedder
@@ -172,3 +176,56 @@ def serve_cmd(
         server.scheduler.close()
         if request_log is not None:
             request_log.close()
+
+
+def generate_cmd(
+    model: Annotated[str, typer.Argument(help="Registry name, pulled name or model folder.")],
+    prompt: Annotated[str, typer.Argument(help="The user's message.")],
+    system: Annotated[
+        str | None, typer.Option(help="A system message to put before the prompt.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.", min=1)] = 256,
+    temperature: Annotated[
+        float, typer.Option(help="0 decodes greedily; above 0 samples.", min=0.0)
+    ] = 0.0,
+    top_p: Annotated[
+        float, typer.Option(help="Nucleus mass when sampling.", min=0.0, max=1.0)
+    ] = 0.95,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable runs.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    adapter: Annotated[
+        Path | None, typer.Option(help="A LoRA adapter folder (ours or PEFT's) to apply.")
+    ] = None,
+) -> None:
+    """Stream a reply from MODEL to PROMPT, using the model's own chat template."""
+    from mentor.models.generation import HFGenerator
+    from mentor.models.hub import NotPulledError, PullError
+    from mentor.models.loading import load_causal_lm, load_tokenizer
+    from mentor.models.protocols import ChatMessage, SamplingConfig
+    from mentor.models.registry import UnknownModelError
+    from mentor.models.sources import SourceError
+
+    try:
+        with console.status(f"loading {model}"):
+            lm = load_causal_lm(model, device=device)
+            tokenizer = load_tokenizer(model)
+    except (UnknownModelError, NotPulledError, PullError, SourceError) as exc:
+        raise fail(str(exc)) from None
+    if adapter is not None:
+        from mentor.train.adapters import AdapterError, load_adapter
+
+        try:
+            load_adapter(lm, adapter)
+        except AdapterError as exc:
+            raise fail(str(exc)) from None
+    messages: list[ChatMessage] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": prompt})
+    config = SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    for piece in HFGenerator(lm, tokenizer, name=model).stream(messages, config):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")

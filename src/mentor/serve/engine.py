@@ -1,6 +1,6 @@
 """The model behind the server: one base, any number of LoRA adapters, a streaming decode loop.
 
-Adapters stay unmerged beside the base weights (:mod:`mentor.finetune.lora`), so switching from
+Adapters stay unmerged beside the base weights (:mod:`mentor.train.lora`), so switching from
 one request's adapter to the next is a pointer change on each wrapped layer: nothing is reloaded
 or re-merged, and a request for ``base`` simply runs with no adapter active.
 
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from mentor.finetune.adapters import AdapterInfo, load_adapter
-from mentor.finetune.lora import delete_adapter, use_adapter
 from mentor.models.generation import StopCutter
+from mentor.train.adapters import AdapterInfo, load_adapter
+from mentor.train.lora import delete_adapter, use_adapter
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

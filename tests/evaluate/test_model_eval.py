@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 import torch
 
-from mentor.finetune.evaluation import (
-    FORGETTING_THRESHOLD,
-    BeforeAfter,
+from mentor.evaluate.answers import (
     classification_accuracy,
-    compare_classification,
-    compare_generation,
-    general_sample,
     generate_answers,
     load_eval_items,
-    perplexity,
     score_generations,
-    token_windows,
 )
+from mentor.evaluate.compare import (
+    FORGETTING_THRESHOLD,
+    BeforeAfter,
+    compare_classification,
+    compare_generation,
+)
+from mentor.evaluate.perplexity import general_sample, perplexity, token_windows
 from mentor.models.protocols import ChatMessage
 from mentor.testing import tiny_llama
 

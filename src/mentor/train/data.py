@@ -28,12 +28,13 @@ other. Two conditions are easy to miss:
   gets its own position ids (0, 1, ...), which makes it a separate block. Right padding under a
   causal mask is never attended to by the real tokens before it, so nothing else is needed.
 
-``tests/finetune/test_data.py`` checks that each example's logits inside a packed, padded batch
+``tests/train/test_data.py`` checks that each example's logits inside a packed, padded batch
 equal its logits alone, for Llama and Qwen2 with sdpa and eager attention.
 """
 
 from __future__ import annotations
 
+import random
 from bisect import bisect_left, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -354,4 +355,20 @@ def collate(rows: Sequence[PackedRow], pad_id: int) -> Batch:
         attention_mask=torch.tensor(mask, dtype=torch.long) if use_mask else None,
         n_targets=int((label_tensor[:, 1:] != IGNORE).sum()),
         n_tokens=sum(len(r.input_ids) for r in rows),
+    )
+
+
+def split_validation(
+    examples: list[Example], share: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Hold out ``share`` of the examples (at least 1, none when there are fewer than 10)."""
+    if share <= 0 or len(examples) < 10:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, round(len(examples) * share))
+    held = set(order[:cut])
+    return (
+        [e for i, e in enumerate(examples) if i not in held],
+        [e for i, e in enumerate(examples) if i in held],
     )

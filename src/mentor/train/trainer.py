@@ -31,7 +31,7 @@ from rich.progress import TextColumn
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mentor.finetune.checkpoint import (
+from mentor.train.checkpoint import (
     CheckpointWriter,
     TrainerState,
     latest,
@@ -39,7 +39,7 @@ from mentor.finetune.checkpoint import (
     load_trainable,
     trainable_state,
 )
-from mentor.finetune.distributed import World
+from mentor.train.distributed import World
 from mentor.utils.fs import atomic_path, atomic_write_text
 from mentor.utils.progress import progress_bar
 

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mentor.finetune.lora import (
+from mentor.train.lora import (
     LoRAConfig,
     adapter_names,
     adapter_state,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from mentor.finetune.data import IGNORE
+from mentor.train.data import IGNORE
 
 # Backbones whose logits are exactly ``lm_head(hidden)`` (no soft-capping or scaling).
 _PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma"}

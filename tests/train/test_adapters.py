@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from mentor.finetune.adapters import (
+from mentor.testing import tiny_llama, tiny_qwen2
+from mentor.train.adapters import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     AdapterError,
@@ -18,8 +19,7 @@ from mentor.finetune.adapters import (
     read_info,
     save_adapter,
 )
-from mentor.finetune.lora import LoRAConfig, add_lora, lora_layers, use_adapter
-from mentor.testing import tiny_llama, tiny_qwen2
+from mentor.train.lora import LoRAConfig, add_lora, lora_layers, use_adapter
 
 IDS = torch.tensor([[2, 17, 33, 48, 5, 91, 120, 7]])
 
@@ -155,7 +155,7 @@ def test_a_failed_save_keeps_the_previous_adapter(tmp_path: Path, monkeypatch) -
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("disk full")
 
-    monkeypatch.setattr("mentor.finetune.adapters.save_file", boom)
+    monkeypatch.setattr("mentor.train.adapters.save_file", boom)
     with pytest.raises(OSError, match="disk full"):
         save_adapter(model, tmp_path / "a", config=config)
     assert (tmp_path / "a" / WEIGHTS_FILE).read_bytes() == before

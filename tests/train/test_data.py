@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.nn.functional import cross_entropy
 
-from mentor.finetune.data import (
+from mentor.testing import CHATML_TEMPLATE, tiny_chat_tokenizer, tiny_corpus, tiny_llama, tiny_qwen2
+from mentor.train.data import (
     IGNORE,
     DataError,
     Example,
@@ -25,7 +26,6 @@ from mentor.finetune.data import (
     qa_messages,
     unpacked,
 )
-from mentor.testing import CHATML_TEMPLATE, tiny_chat_tokenizer, tiny_corpus, tiny_llama, tiny_qwen2
 
 SYSTEM = {"role": "system", "content": "Answer in one sentence."}
 CHATS: list[list[dict[str, str]]] = [

@@ -16,13 +16,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from mentor.finetune import trainer as trainer_module
-from mentor.finetune.checkpoint import latest, step_dirs, trainable_state
-from mentor.finetune.data import chat_example, collate, pack
-from mentor.finetune.distributed import World
-from mentor.finetune.lora import LoRAConfig, add_lora, mark_trainable
-from mentor.finetune.objectives import CausalLMLoss
-from mentor.finetune.trainer import (
+from mentor.testing import tiny_llama
+from mentor.train import trainer as trainer_module
+from mentor.train.checkpoint import latest, step_dirs, trainable_state
+from mentor.train.data import chat_example, collate, pack
+from mentor.train.distributed import World
+from mentor.train.lora import LoRAConfig, add_lora, mark_trainable
+from mentor.train.objectives import CausalLMLoss
+from mentor.train.trainer import (
     TrainingDivergedError,
     TrainSettings,
     epoch_order,
@@ -31,7 +32,6 @@ from mentor.finetune.trainer import (
     step_rows,
     train,
 )
-from mentor.testing import tiny_llama
 
 WORDS = [
     "river",
@@ -203,9 +203,9 @@ DDP_SCRIPT = textwrap.dedent(
     import sys, torch
     from pathlib import Path
     from safetensors.torch import save_file
-    from mentor.finetune.distributed import setup, teardown
-    from mentor.finetune.checkpoint import trainable_state
-    from mentor.finetune.trainer import TrainSettings, train
+    from mentor.train.distributed import setup, teardown
+    from mentor.train.checkpoint import trainable_state
+    from mentor.train.trainer import TrainSettings, train
     sys.path.insert(0, sys.argv[3])
     from test_trainer import _setup
     world, device = setup("cpu")

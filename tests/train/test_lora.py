@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mentor.finetune.lora import (
+from mentor.testing import tiny_bert, tiny_llama, tiny_qwen2
+from mentor.train.lora import (
     LoRAConfig,
     LoRALinear,
     adapter_names,
@@ -26,7 +27,6 @@ from mentor.finetune.lora import (
     unwrap,
     use_adapter,
 )
-from mentor.testing import tiny_bert, tiny_llama, tiny_qwen2
 
 
 def _randomise(model: nn.Module, seed: int = 1) -> None:

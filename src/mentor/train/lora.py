@@ -11,7 +11,7 @@ base. Merging folds ``(alpha/r)·B A`` into ``W`` for adapter-free inference; un
 the original weights bit for bit (they are kept aside while merged).
 
 Module and parameter names follow PEFT's in-memory layout (``q_proj.base_layer``,
-``q_proj.lora_A.<adapter>``), which keeps the file format in :mod:`mentor.finetune.adapters` a
+``q_proj.lora_A.<adapter>``), which keeps the file format in :mod:`mentor.train.adapters` a
 plain renaming.
 """
 
@@ -27,6 +27,7 @@ from typing import cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 # Attention and MLP projections per architecture (``config.model_type``).
@@ -491,3 +492,23 @@ def _human(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f}{unit}"
     return str(count)
+
+
+class LoRASettings(BaseModel):
+    """The adapter's shape (``method: lora``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=16, ge=1, description="Rank of the update B·A.")
+    alpha: float = Field(default=32.0, gt=0, description="The update is scaled by alpha/r.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    targets: list[str] | str | None = Field(
+        default=None,
+        description="Layers to adapt: a list of layer names (suffixes of module paths) or one "
+        "regular expression; empty takes the architecture's attention and MLP projections.",
+    )
+    use_rslora: bool = Field(default=False, description="Scale by alpha/sqrt(r) instead.")
+
+    def to_config(self) -> LoRAConfig:
+        targets = tuple(self.targets) if isinstance(self.targets, list) else self.targets
+        return LoRAConfig(self.r, self.alpha, self.dropout, targets, self.use_rslora)

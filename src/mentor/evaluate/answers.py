@@ -1,0 +1,190 @@
+"""Held-out answers: the prompts and references of a qa or chat file, the model's answers to them,
+and every text metric on each answer.
+
+    items = load_eval_items(Path("test.jsonl"))
+    answers = generate_answers(model, tokenizer, [i.prompt for i in items])
+    scores = score_generations(answers, [i.reference for i in items])
+    scores.mean("token_f1")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from mentor.data.convert import qa_to_chat
+from mentor.data.io import read_records
+from mentor.data.schemas import ChatRecord, QARecord
+from mentor.evaluate.text import exact_match, rouge_l, token_f1
+from mentor.models.protocols import ChatMessage
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from mentor.evaluate.perplexity import _eval_mode
+from mentor.models.generation import left_pad, padding_id, render_chat
+
+METRICS: dict[str, Callable[[str, str], float]] = {
+    "exact_match": exact_match,
+    "token_f1": token_f1,
+    "rouge_l": rouge_l,
+}
+"""The answer-quality metrics, each ``(prediction, reference) -> score in [0, 1]``, by name."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One held-out example: the conversation to answer and the reference answer."""
+
+    prompt: list[ChatMessage]
+    reference: str
+    line: int
+    """1-based line of the source file, to trace a score back to its example."""
+
+
+def _split_chat(record: ChatRecord) -> tuple[list[ChatMessage], str] | None:
+    """Everything before the last assistant turn, and that turn; ``None`` if no user precedes."""
+    last = max(i for i, m in enumerate(record.messages) if m.role == "assistant")
+    prompt: list[ChatMessage] = [
+        {"role": m.role, "content": m.content} for m in record.messages[:last]
+    ]
+    if not any(m["role"] == "user" for m in prompt):
+        return None
+    return prompt, record.messages[last].content
+
+
+def load_eval_items(path: Path) -> list[EvalItem]:
+    """The held-out set in ``path`` (``qa`` or ``chat`` JSONL) as prompts and reference answers.
+
+    A qa record becomes the user turn :func:`~mentor.data.convert.qa_to_chat` builds for training
+    (the context first, when there is one); a chat record is cut before its last assistant turn,
+    which is the reference. Any bad line raises ``ValueError`` naming ``path:line``.
+    """
+    loaded = read_records(path)
+    if loaded.schema not in (None, "qa", "chat"):
+        raise ValueError(
+            f"{path}: {loaded.schema} records have no answer to generate; held-out sets for "
+            "generation are qa or chat (score classifiers with classification_accuracy)"
+        )
+    errors = [str(p) for p in loaded.errors]
+    items: list[EvalItem] = []
+    for record in loaded.records:
+        data = record.data
+        chat = qa_to_chat(data) if isinstance(data, QARecord) else data
+        assert isinstance(chat, ChatRecord)
+        split = _split_chat(chat)
+        if split is None:
+            errors.append(f"{path}:{record.line}: no user message before the last assistant turn")
+            continue
+        items.append(EvalItem(prompt=split[0], reference=split[1], line=record.line))
+    if errors:
+        raise ValueError(f"{path}: {len(errors)} bad lines:\n" + "\n".join(errors[:20]))
+    return items
+
+
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[ChatMessage]],
+    *,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> list[str]:
+    """Answers to ``prompts``, in order, decoded without special tokens and stripped; greedy
+    unless ``temperature`` > 0 (then sampled with ``top_p``, from torch's global generator).
+
+    Prompts are rendered with the tokenizer's chat template plus the assistant's generation
+    prompt, sorted by length so a batch carries little padding, and left padded, so every row's
+    new tokens start at the same column. The tokenizer is not modified.
+    """
+    if not tokenizer.chat_template:
+        raise ValueError("the tokenizer has no chat template")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    pad_id = padding_id(tokenizer)
+    encoded = [render_chat(tokenizer, p) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    answers = [""] * len(encoded)
+    with torch.inference_mode(), _eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            inputs = left_pad([encoded[i] for i in chunk], pad_id, model.device)
+            output = model.generate(  # type: ignore[operator]
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                # the checkpoint's sampling defaults must not leak into ours
+                temperature=temperature if temperature > 0 else None,
+                top_p=top_p if temperature > 0 else None,
+                top_k=None,
+                pad_token_id=pad_id,
+            )
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (B, generated)
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text in zip(chunk, texts, strict=True):
+                answers[i] = text.strip()
+    return answers
+
+
+@dataclass(frozen=True)
+class GenerationScores:
+    """Answers to a held-out set and their score on every metric of :data:`METRICS`."""
+
+    predictions: list[str]
+    references: list[str]
+    per_example: dict[str, list[float]]
+    """Metric name -> its score on each example, in the order of ``predictions``."""
+
+    @property
+    def n(self) -> int:
+        return len(self.predictions)
+
+    def mean(self, metric: str) -> float:
+        values = self.per_example[metric]
+        return sum(values) / len(values)
+
+    @property
+    def exact_match(self) -> float:
+        return self.mean("exact_match")
+
+    @property
+    def token_f1(self) -> float:
+        return self.mean("token_f1")
+
+    @property
+    def rouge_l(self) -> float:
+        return self.mean("rouge_l")
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"n": self.n, **{name: self.mean(name) for name in self.per_example}}
+
+
+def score_generations(predictions: Sequence[str], references: Sequence[str]) -> GenerationScores:
+    """Score each prediction against its reference with every metric of :data:`METRICS`."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        raise ValueError("nothing to score: no predictions")
+    per_example = {
+        name: [metric(p, r) for p, r in zip(predictions, references, strict=True)]
+        for name, metric in METRICS.items()
+    }
+    return GenerationScores(list(predictions), list(references), per_example)
+
+
+def classification_accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
+    """Fraction of labels predicted exactly (labels are compared as given, case included)."""
+    return sum(correct_labels(predicted, gold)) / len(gold)
+
+
+def correct_labels(predicted: Sequence[str], gold: Sequence[str]) -> list[float]:
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predicted labels for {len(gold)} gold labels")
+    if not gold:
+        raise ValueError("nothing to score: no labels")
+    return [float(p == g) for p, g in zip(predicted, gold, strict=True)]

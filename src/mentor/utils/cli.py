@@ -1,0 +1,22 @@
+"""What every ``mentor`` command shares: one way to stop with an error.
+
+raise fail(f"{path}: no such file")            # prints "error: ..." on stderr, exit code 1
+raise fail("no valid records", code=2)          # a usage error
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+_stderr = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on standard error and return the exit to raise.
+
+    The message is printed as plain text (no rich markup), so paths and field names with brackets
+    come out as written."""
+    _stderr.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    return typer.Exit(code)
