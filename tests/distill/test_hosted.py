@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mentor.cli import app
-from mentor.distill.sequence import GenerationSettings, generate_dataset
+from mentor.distill.sequence import GenerationSettings, HostedTeacher, generate_dataset
 from mentor.models.remote import EndpointSettings, RemoteGenerator, open_remote
 from mentor.testing import save_model_folder, tiny_qwen2
 from mentor.testing.fake_openai import FakeOpenAI
@@ -49,8 +49,7 @@ def _teacher(url: str, cache: Path, **changes: Any) -> RemoteGenerator:
 
 def _generate(teacher: RemoteGenerator, prompts: Path, out: Path) -> Any:
     return generate_dataset(
-        teacher,
-        None,
+        HostedTeacher(teacher),
         prompts,
         out,
         GenerationSettings(max_new_tokens=16, block=4),

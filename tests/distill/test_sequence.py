@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 import mentor.distill.sequence as sequence
-from mentor.distill.sequence import GenerationSettings, generate_dataset, load_prompts
+from mentor.distill.sequence import GenerationSettings, LocalTeacher, generate_dataset, load_prompts
+from mentor.models.engine import HFEngine
 from mentor.testing import tiny_llama
 from mentor.train.data import load_sft_examples
 
@@ -44,8 +45,7 @@ SAMPLED = GenerationSettings(max_new_tokens=6, temperature=0.9, seed=3, batch_si
 def _generate(tmp_path: Path, out: Path, settings: GenerationSettings = SAMPLED, **kw):  # type: ignore[no-untyped-def]
     model, tok = tiny_llama(seed=0)
     return generate_dataset(
-        model,
-        tok,
+        LocalTeacher(HFEngine(model, tok), batch_size=settings.batch_size),
         _prompts(tmp_path / "prompts.jsonl"),
         out,
         settings,

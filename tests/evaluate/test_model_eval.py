@@ -24,7 +24,8 @@ from mentor.evaluate.compare import (
     compare_generation,
 )
 from mentor.evaluate.perplexity import general_sample, perplexity, token_windows
-from mentor.models.protocols import ChatMessage
+from mentor.models.engine import HFEngine
+from mentor.models.protocols import ChatMessage, SamplingConfig
 from mentor.testing import tiny_llama
 
 TEXT = (
@@ -213,6 +214,9 @@ PROMPTS: list[list[ChatMessage]] = [
 ]
 
 
+TWELVE = SamplingConfig(max_new_tokens=12)
+
+
 def test_generate_answers_batched_equals_one_at_a_time(chatty_llama: tuple[Any, Any]) -> None:
     model, tokenizer = chatty_llama
     rendered = [
@@ -221,9 +225,9 @@ def test_generate_answers_batched_equals_one_at_a_time(chatty_llama: tuple[Any, 
     ]
     lengths = {len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered}
     assert len(lengths) > 1  # the batch really is padded
-    one_by_one = [generate_answers(model, tokenizer, [p], max_new_tokens=12)[0] for p in PROMPTS]
-    batched = generate_answers(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=8)
-    in_pairs = generate_answers(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=2)
+    one_by_one = [generate_answers(HFEngine(model, tokenizer), [p], TWELVE)[0] for p in PROMPTS]
+    batched = generate_answers(HFEngine(model, tokenizer), PROMPTS, TWELVE, batch_size=8)
+    in_pairs = generate_answers(HFEngine(model, tokenizer), PROMPTS, TWELVE, batch_size=2)
     assert batched == one_by_one
     assert in_pairs == one_by_one
     assert len(set(one_by_one)) == len(PROMPTS)  # each prompt gets its own answer
@@ -241,7 +245,7 @@ def test_generate_answers_matches_plain_greedy_generate(chatty_llama: tuple[Any,
         )
     expected = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert expected
-    assert generate_answers(model, tokenizer, [prompt], max_new_tokens=12) == [expected]
+    assert generate_answers(HFEngine(model, tokenizer), [prompt], TWELVE) == [expected]
 
 
 # --- scores and the report --------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ import torch
 from openai import OpenAI
 
 from mentor.serve.app import create_app
-from mentor.serve.engine import Decoding, Engine, Generated
+from mentor.serve.engine import Engine
 from mentor.serve.runner import serve_in_thread
 from mentor.serve.state import Limits, Server
+from mentor.testing.engines import ScriptedEngine
 from mentor.testing.tiny_models import tiny_llama
 from mentor.train.adapters import save_adapter
 from mentor.train.lora import LoRAConfig, add_lora, delete_adapter
@@ -38,39 +39,6 @@ def make_adapter(folder: Path, seed: int) -> Path:
 
 
 @dataclass
-class ScriptedEngine(Engine):
-    """The tiny model's tokenizer and context, with replies taken from a script (test fake)."""
-
-    script: list[str] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    delay_s: float = 0.0
-
-    def stream(
-        self,
-        prompt: list[int],
-        decoding: Decoding,
-        *,
-        adapter: str | None,
-        result: Generated,
-        deadline: float | None = None,
-        cancelled: Callable[[], bool] = lambda: False,
-    ) -> Iterator[str]:
-        import time
-
-        self.prompts.append(self.tokenizer.decode(prompt))
-        reply = self.script.pop(0) if self.script else "nothing scripted"
-        for word in reply.split(" "):
-            if self.delay_s:
-                time.sleep(self.delay_s)
-            if deadline is not None and time.monotonic() > deadline:
-                result.finish_reason = "timeout"
-                return
-            result.completion_tokens += 1
-            yield word if result.completion_tokens == 1 else f" {word}"
-        result.finish_reason = "stop"
-
-
-@dataclass
 class Running:
     url: str
     server: Server
@@ -87,7 +55,7 @@ def start() -> Iterator[Callable[..., Running]]:
     def run(engine: Engine | None = None, keys: Sequence[str] = (KEY,), **kwargs: Any) -> Running:
         if engine is None:
             model, tokenizer = tiny_llama()
-            engine = Engine(model, tokenizer, "tiny")
+            engine = Engine.local(model, tokenizer, "tiny")
         limits = kwargs.pop("limits", Limits())
         server = Server(engine, limits, tuple(keys), **kwargs)
         context = serve_in_thread(create_app(server))
@@ -101,8 +69,11 @@ def start() -> Iterator[Callable[..., Running]]:
         server.scheduler.close()
 
 
-def scripted(*replies: str, delay_s: float = 0.0) -> ScriptedEngine:
+def scripted(*replies: str, delay_s: float = 0.0) -> Engine:
+    """The server's engine over a :class:`ScriptedEngine` (``.lm``) with the tiny model's tokenizer
+    and an 8192-token context; adapters attach to the tiny model."""
     model, tokenizer = tiny_llama()
-    return ScriptedEngine(
-        model, tokenizer, "tiny", context_length=8192, script=list(replies), delay_s=delay_s
+    lm = ScriptedEngine(
+        tokenizer, script=list(replies), name="tiny", context_length=8192, delay_s=delay_s
     )
+    return Engine(lm, model)

@@ -9,7 +9,7 @@ import httpx2 as httpx
 from rich.console import Console
 from tests.serve.conftest import KEY
 
-from mentor.distill.sequence import GenerationSettings, generate_dataset
+from mentor.distill.sequence import GenerationSettings, HostedTeacher, generate_dataset
 from mentor.models.remote import EndpointSettings, open_remote
 
 
@@ -39,8 +39,7 @@ def test_sequence_data_from_mentor_serve_is_paid_once(start, tmp_path: Path) -> 
     def generate(out: Path) -> None:
         teacher = open_remote(settings, environ={"MENTOR_TEST_SERVE_KEY": KEY})
         generate_dataset(
-            teacher,
-            None,
+            HostedTeacher(teacher),
             prompts,
             out,
             GenerationSettings(max_new_tokens=8, block=3),

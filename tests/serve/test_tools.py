@@ -70,7 +70,7 @@ def test_client_tools_get_standard_tool_calls(start) -> None:
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
         "city": "Oslo"
     }
-    assert "<tools>" in engine.prompts[0]  # offered to a template without tool support
+    assert "<tools>" in engine.lm.prompts[0]  # offered to a template without tool support
     chunks = list(client.chat.completions.create(
         model="tiny", messages=messages, tools=[WEATHER], stream=True))  # fmt: skip
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -83,7 +83,7 @@ def test_client_tools_get_standard_tool_calls(start) -> None:
                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 12 C"}]  # fmt: skip
     final = client.chat.completions.create(model="tiny", messages=followup, tools=[WEATHER])
     assert final.choices[0].message.content == "It is sunny in Oslo."
-    assert "<tool_response>\nsunny, 12 C\n</tool_response>" in engine.prompts[-1]
+    assert "<tool_response>\nsunny, 12 C\n</tool_response>" in engine.lm.prompts[-1]
 
 
 def test_server_searches_first_in_always_mode(start, retrieval: Retrieval) -> None:
@@ -93,7 +93,7 @@ def test_server_searches_first_in_always_mode(start, retrieval: Retrieval) -> No
         model="tiny", messages=[{"role": "user", "content": "How fast are refunds issued?"}]
     )
     assert reply.choices[0].message.content == "Refunds are issued within 14 days [1]."
-    prompt = engine.prompts[0]
+    prompt = engine.lm.prompts[0]
     assert "search_documents" in prompt and "within 14 days" in prompt
     assert 'id="1"' in prompt
     sources = reply.model_extra["sources"]  # type: ignore[index]
@@ -113,8 +113,8 @@ def test_model_calls_search_in_the_tool_loop(start, tmp_path: Path) -> None:
         stream=True))  # fmt: skip
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Comments are not exported [1]."
-    assert len(engine.prompts) == 2 and "within 14 days" not in engine.prompts[0]
-    assert "Comments and attachments are not included" in engine.prompts[1]
+    assert len(engine.lm.prompts) == 2 and "within 14 days" not in engine.lm.prompts[0]
+    assert "Comments and attachments are not included" in engine.lm.prompts[1]
     sources = [c.model_extra["sources"] for c in chunks if c.model_extra.get("sources")]
     assert sources[0][0]["doc_id"].endswith("export.md")
 

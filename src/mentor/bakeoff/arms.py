@@ -31,7 +31,8 @@ from rich.console import Console
 from mentor.bakeoff.config import ArmSpec, BakeoffConfig, RetrievalSettings
 from mentor.bakeoff.data import Question
 from mentor.bakeoff.stages import Built, closed_book_prompt, cut_answer
-from mentor.models.protocols import ChatMessage
+from mentor.models.engine import HFEngine
+from mentor.models.protocols import ChatMessage, SamplingConfig
 from mentor.utils.fs import atomic_write_text
 from mentor.utils.progress import progress_bar
 
@@ -44,6 +45,11 @@ class LoadedModel:
     artifact_mb: float  # what this arm adds on disk (adapter, model copy, quantized weights)
     extra_build_s: float = 0.0  # quantization time
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def engine(self) -> HFEngine:
+        """The one decode loop every arm answers through."""
+        return HFEngine(self.model, self.tokenizer)
 
 
 def folder_mb(path: Path) -> float:
@@ -215,15 +221,15 @@ def answer_all(
         evidence.append(passages)
         sources.append(ids)
     texts: list[str] = []
+    engine, sampling = loaded.engine, SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
     step = config.answer.batch_size * 2
     with progress_bar(console) as bar:
         task = bar.add_task(label, total=len(prompts))
         for start in range(0, len(prompts), step):
             texts += generate_answers(
-                loaded.model,
-                loaded.tokenizer,
+                engine,
                 prompts[start : start + step],
-                max_new_tokens=config.answer.max_new_tokens,
+                sampling,
                 batch_size=config.answer.batch_size,
             )
             bar.update(task, completed=len(texts))
@@ -246,20 +252,15 @@ def time_answers(
     seconds, tokens = [], []
     # one untimed warm-up, so the first timing does not pay for lazy initialisation
     warm = closed_book_prompt(config.answer.system, questions[0].question)
-    generate_answers(loaded.model, loaded.tokenizer, [warm], max_new_tokens=4, batch_size=1)
+    engine, sampling = loaded.engine, SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
+    generate_answers(engine, [warm], SamplingConfig(max_new_tokens=4), batch_size=1)
     for q in questions:
         started = time.perf_counter()
         if retrieval is not None:
             prompt = retrieval.search(q.question)[0]
         else:
             prompt = closed_book_prompt(config.answer.system, q.question)
-        text = generate_answers(
-            loaded.model,
-            loaded.tokenizer,
-            [prompt],
-            max_new_tokens=config.answer.max_new_tokens,
-            batch_size=1,
-        )[0]
+        text = generate_answers(engine, [prompt], sampling, batch_size=1)[0]
         seconds.append(time.perf_counter() - started)
         tokens.append(len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]))
     return seconds, sum(tokens) / max(1, len(tokens))

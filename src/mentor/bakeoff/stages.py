@@ -333,8 +333,14 @@ def _distill_sequence(
     *,
     rag_prompt: Any,
 ) -> tuple[Path, list[str]]:
-    from mentor.distill.sequence import GenerationSettings, generate_dataset, teacher_answers
+    from mentor.distill.sequence import (
+        GenerationSettings,
+        LocalTeacher,
+        generate_dataset,
+        teacher_answers,
+    )
     from mentor.evaluate.grounding import strip_citations
+    from mentor.models.engine import HFEngine
     from mentor.models.hub import weights_fingerprint
     from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from mentor.rag.answer import is_refusal
@@ -356,8 +362,7 @@ def _distill_sequence(
         tokenizer = load_tokenizer(teacher)
     answers_file = folder / "teacher_answers.jsonl"
     generate_dataset(
-        model,
-        tokenizer,
+        LocalTeacher(HFEngine(model, tokenizer), batch_size=config.answer.batch_size),
         prompt_file,
         answers_file,
         GenerationSettings(

@@ -39,7 +39,7 @@ from mentor.distill.report import (
     token_agreement,
     token_agreement_cached,
 )
-from mentor.distill.sequence import generate_dataset
+from mentor.distill.sequence import HostedTeacher, LocalTeacher, Teacher, generate_dataset
 from mentor.distill.students import count_params, keep_every_kth_layer, smaller_config
 from mentor.distill.teacher_cache import (
     TeacherCache,
@@ -48,6 +48,7 @@ from mentor.distill.teacher_cache import (
     tokenizer_fingerprint,
 )
 from mentor.evaluate.answers import EvalItem, load_eval_items, score_generations
+from mentor.models.engine import HFEngine
 from mentor.models.hub import weights_fingerprint
 from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from mentor.models.protocols import SamplingConfig
@@ -148,9 +149,15 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
     if config.method == "sequence":
         data_path = out / "teacher_answers.jsonl"
         if world.is_main:
+            answerer: Teacher = (
+                HostedTeacher(remote)
+                if remote is not None
+                else LocalTeacher(
+                    HFEngine(teacher(), teacher_tok), batch_size=config.generation.batch_size
+                )
+            )
             stats = generate_dataset(
-                remote or teacher(),
-                teacher_tok,
+                answerer,
                 config.data,
                 data_path,
                 config.generation,

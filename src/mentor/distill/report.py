@@ -31,7 +31,8 @@ from mentor.distill.losses import supervised
 from mentor.distill.teacher_cache import TeacherCache
 from mentor.evaluate.answers import generate_answers
 from mentor.evaluate.text import rouge_l
-from mentor.models.protocols import ChatMessage, Embedder
+from mentor.models.engine import HFEngine
+from mentor.models.protocols import ChatMessage, Embedder, SamplingConfig
 from mentor.train.data import Example, collate, unpacked
 from mentor.train.objectives import backbone_and_head
 
@@ -64,7 +65,10 @@ def timed_answers(
     """Greedy answers to ``prompts`` with the wall time and the number of tokens generated."""
     started = time.perf_counter()
     answers = generate_answers(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+        HFEngine(model, tokenizer),
+        prompts,
+        SamplingConfig(max_new_tokens=max_new_tokens),
+        batch_size=batch_size,
     )
     seconds = time.perf_counter() - started
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)

@@ -12,10 +12,12 @@ before the next one starts, with the block's own seed (``seed`` + block index), 
 interrupted resumes at the first missing prompt and produces what an uninterrupted run would
 have. A half-written last line (a kill mid-write) is dropped on resume.
 
-The teacher may also be a hosted endpoint (a :class:`~mentor.models.remote.RemoteGenerator`):
-then each prompt is one request, several in flight at once, sampled with seed ``seed`` + the
-prompt's index, and every answer is committed to the response cache as it arrives, so even the
-answers of a block cut short are not paid for again.
+The teacher is anything with the :class:`Teacher` protocol: a local model
+(:class:`LocalTeacher`, batched through the models layer's engine) or a hosted endpoint
+(:class:`HostedTeacher` over a :class:`~mentor.models.remote.RemoteGenerator`: each prompt is one
+request, several in flight at once, and every answer is committed to the response cache as it
+arrives, so even the answers of a block cut short are not paid for again). Either way prompt i is
+sampled with seed ``seed`` + i.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import torch
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.progress import Progress, TaskID
@@ -38,6 +39,7 @@ from rich.progress import Progress, TaskID
 from mentor.data.convert import qa_to_chat
 from mentor.data.schemas import QARecord
 from mentor.evaluate.answers import generate_answers
+from mentor.models.engine import TextEngine
 from mentor.models.protocols import ChatMessage, SamplingConfig
 from mentor.models.remote import RemoteGenerator
 from mentor.utils.fs import atomic_write_text, sha256_file
@@ -54,7 +56,9 @@ class GenerationSettings(BaseModel):
         0.0, ge=0.0, description="0: greedy (the usual choice for sequence KD); > 0 samples."
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus mass when sampling.")
-    seed: int = Field(0, description="Seed of block i is seed + i: the same answers on resume.")
+    seed: int = Field(
+        0, description="Prompt i is sampled with seed + i: the same answers on resume."
+    )
     batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
     block: int = Field(32, ge=1, description="Prompts written to disk together.")
 
@@ -139,6 +143,74 @@ def load_prompts(path: Path) -> list[Prompt]:
     return prompts
 
 
+class Teacher(Protocol):
+    """Writes the answers a student learns from: a local model or a hosted endpoint."""
+
+    def answer(
+        self,
+        prompts: Sequence[list[ChatMessage]],
+        sampling: Sequence[SamplingConfig],
+        *,
+        skip: int,
+        progress: Callable[[int], None],
+    ) -> list[str]:
+        """Answers to ``prompts`` in order, prompt i sampled with ``sampling[i]``.
+
+        The first ``skip`` are already on disk: a teacher may leave them empty (a hosted one does,
+        to pay for nothing twice) or answer them again so that its batches are those of an
+        uninterrupted run (a local one does). ``progress(n)`` reports n new answers so far."""
+        ...
+
+
+class LocalTeacher:
+    """A causal LM answering in batches through a :class:`~mentor.models.engine.TextEngine`."""
+
+    def __init__(self, engine: TextEngine, *, batch_size: int = 8) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+
+    def answer(
+        self,
+        prompts: Sequence[list[ChatMessage]],
+        sampling: Sequence[SamplingConfig],
+        *,
+        skip: int,
+        progress: Callable[[int], None],
+    ) -> list[str]:
+        answers = generate_answers(self.engine, prompts, sampling, batch_size=self.batch_size)
+        progress(len(prompts) - skip)
+        return answers
+
+
+class HostedTeacher:
+    """An OpenAI-compatible endpoint, one request per prompt, answers cached as they arrive."""
+
+    def __init__(self, remote: RemoteGenerator) -> None:
+        self.remote = remote
+
+    def answer(
+        self,
+        prompts: Sequence[list[ChatMessage]],
+        sampling: Sequence[SamplingConfig],
+        *,
+        skip: int,
+        progress: Callable[[int], None],
+    ) -> list[str]:
+        got = self.remote.answer_all(list(prompts[skip:]), list(sampling[skip:]), progress=progress)
+        return [""] * skip + [a.text.strip() for a in got]
+
+
+def teacher_sampling(settings: GenerationSettings, index: int) -> SamplingConfig:
+    """How prompt ``index`` is answered; greedy answers need no seed."""
+    sampled = settings.temperature > 0
+    return SamplingConfig(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed + index if sampled else None,
+    )
+
+
 def _done_lines(out: Path) -> int:
     """Complete lines already in ``out``; a torn last line is cut off."""
     if not out.exists():
@@ -152,8 +224,7 @@ def _done_lines(out: Path) -> int:
 
 
 def generate_dataset(
-    teacher: Any,
-    tokenizer: Any,
+    teacher: Teacher,
     prompt_file: Path,
     out: Path,
     settings: GenerationSettings,
@@ -162,10 +233,7 @@ def generate_dataset(
     teacher_fingerprint: str,
     console: Console | None = None,
 ) -> GenerationStats:
-    """Write the teacher's answers to ``prompt_file``'s prompts as chat JSONL at ``out``.
-
-    ``teacher`` is a causal LM with its ``tokenizer``, or a hosted ``RemoteGenerator`` (then
-    ``tokenizer`` is unused and may be None)."""
+    """Write the teacher's answers to ``prompt_file``'s prompts as chat JSONL at ``out``."""
     console = console or Console(stderr=True)
     prompts = load_prompts(prompt_file)
     provenance_path = out.with_suffix(".provenance.json")
@@ -199,26 +267,12 @@ def generate_dataset(
             lo = max(b * settings.block, done)
             hi = min((b + 1) * settings.block, len(prompts))
             part = prompts[b * settings.block : hi]  # whole block: same batches, same seed
-            if isinstance(teacher, RemoteGenerator):
-                answers = _hosted_answers(
-                    teacher,
-                    part,
-                    b * settings.block,
-                    lo,
-                    settings,
-                    functools.partial(_advance, bar, task, lo),
-                )
-            else:
-                torch.manual_seed(settings.seed + b)
-                answers = generate_answers(
-                    teacher,
-                    tokenizer,
-                    [p.messages for p in part],
-                    max_new_tokens=settings.max_new_tokens,
-                    batch_size=settings.batch_size,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                )
+            answers = teacher.answer(
+                [p.messages for p in part],
+                [teacher_sampling(settings, b * settings.block + i) for i in range(len(part))],
+                skip=lo - b * settings.block,
+                progress=functools.partial(_advance, bar, task, lo),
+            )
             offset = b * settings.block
             for i in range(lo, hi):
                 fh.write(json.dumps(_record(prompts[i], answers[i - offset]), ensure_ascii=False))
@@ -235,33 +289,6 @@ def generate_dataset(
     }
     atomic_write_text(provenance_path, json.dumps(provenance, indent=2) + "\n")
     return GenerationStats(len(prompts), generated, done, seconds, out)
-
-
-def _hosted_answers(
-    teacher: RemoteGenerator,
-    part: list[Prompt],
-    offset: int,
-    first: int,
-    settings: GenerationSettings,
-    progress: Callable[[int], None],
-) -> list[str]:
-    """Answers to ``part`` (prompts ``offset``...) from a hosted teacher; those before ``first``
-    are already on disk and stay empty here."""
-
-    def sampling(index: int) -> SamplingConfig:
-        sampled = settings.temperature > 0
-        return SamplingConfig(
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            seed=settings.seed + index if sampled else None,  # greedy: the seed changes nothing
-        )
-
-    todo = range(first - offset, len(part))
-    got = teacher.answer_all(
-        [part[i].messages for i in todo], [sampling(offset + i) for i in todo], progress=progress
-    )
-    return [""] * (first - offset) + [a.text.strip() for a in got]
 
 
 def _advance(bar: Progress, task: TaskID, first: int, done: int) -> None:

@@ -2,7 +2,7 @@
 and every text metric on each answer.
 
     items = load_eval_items(Path("test.jsonl"))
-    answers = generate_answers(model, tokenizer, [i.prompt for i in items])
+    answers = generate_answers(HFEngine(model, tokenizer), [i.prompt for i in items])
     scores = score_generations(answers, [i.reference for i in items])
     scores.mean("token_f1")
 """
@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from mentor.data.convert import qa_to_chat
 from mentor.data.io import read_records
 from mentor.data.schemas import ChatRecord, QARecord
@@ -23,9 +21,12 @@ from mentor.evaluate.text import exact_match, rouge_l, token_f1
 from mentor.models.protocols import ChatMessage
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from mentor.evaluate.perplexity import _eval_mode
-from mentor.models.generation import left_pad, padding_id, render_chat
+    pass
+from mentor.models.engine import Request, TextEngine
+from mentor.models.protocols import SamplingConfig
+
+EVAL_SAMPLING = SamplingConfig(max_new_tokens=128)
+"""Greedy answers of at most 128 tokens: how held-out sets are answered unless a caller says."""
 
 METRICS: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match,
@@ -86,49 +87,21 @@ def load_eval_items(path: Path) -> list[EvalItem]:
 
 
 def generate_answers(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    engine: TextEngine,
     prompts: Sequence[Sequence[ChatMessage]],
+    sampling: SamplingConfig | Sequence[SamplingConfig] = EVAL_SAMPLING,
     *,
-    max_new_tokens: int = 128,
     batch_size: int = 8,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
 ) -> list[str]:
-    """Answers to ``prompts``, in order, decoded without special tokens and stripped; greedy
-    unless ``temperature`` > 0 (then sampled with ``top_p``, from torch's global generator).
-
-    Prompts are rendered with the tokenizer's chat template plus the assistant's generation
-    prompt, sorted by length so a batch carries little padding, and left padded, so every row's
-    new tokens start at the same column. The tokenizer is not modified.
-    """
-    if not tokenizer.chat_template:
-        raise ValueError("the tokenizer has no chat template")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    pad_id = padding_id(tokenizer)
-    encoded = [render_chat(tokenizer, p) for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    answers = [""] * len(encoded)
-    with torch.inference_mode(), _eval_mode(model):
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            inputs = left_pad([encoded[i] for i in chunk], pad_id, model.device)
-            output = model.generate(  # type: ignore[operator]
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                # the checkpoint's sampling defaults must not leak into ours
-                temperature=temperature if temperature > 0 else None,
-                top_p=top_p if temperature > 0 else None,
-                top_k=None,
-                pad_token_id=pad_id,
-            )
-            new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (B, generated)
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text in zip(chunk, texts, strict=True):
-                answers[i] = text.strip()
-    return answers
+    """Answers to ``prompts``, in order, stripped: each conversation rendered with the engine's
+    chat template plus the assistant's generation prompt, decoded in batches of ``batch_size``
+    (:meth:`~mentor.models.engine.TextEngine.generate`). ``sampling`` is one setting for every
+    prompt or one per prompt (each its own seed)."""
+    each = [sampling] * len(prompts) if isinstance(sampling, SamplingConfig) else list(sampling)
+    if len(each) != len(prompts):
+        raise ValueError(f"{len(each)} sampling settings for {len(prompts)} prompts")
+    requests = [Request(engine.encode_chat(p), s) for p, s in zip(prompts, each, strict=True)]
+    return [c.text.strip() for c in engine.generate(requests, batch_size=batch_size)]
 
 
 @dataclass(frozen=True)

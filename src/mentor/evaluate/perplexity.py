@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F  # noqa: N812  (the usual torch alias)
+
+from mentor.models.engine import eval_mode
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -34,17 +34,6 @@ def token_windows(n_tokens: int, seq_len: int) -> list[tuple[int, int]]:
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")
     return [(start, min(start + seq_len, n_tokens)) for start in range(0, n_tokens, seq_len)]
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    # Dropout must be off while scoring, but the caller's model may be mid-training: restore it.
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def perplexity(
@@ -70,7 +59,7 @@ def perplexity(
         raise ValueError("perplexity needs a text of at least 2 tokens")
     all_ids = torch.tensor(ids, dtype=torch.long, device=model.device)
     total_nll, total_tokens = 0.0, 0
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         # Only the last window can be shorter, so a batch splits into at most two equal-length
         # groups and no padding is ever needed.
         for start in range(0, len(windows), batch_size):

@@ -28,6 +28,8 @@ from mentor.evaluate.answers import (
 from mentor.evaluate.compare import BeforeAfter, compare_generation
 from mentor.evaluate.perplexity import general_sample, perplexity
 from mentor.finetune.config import FinetuneConfig
+from mentor.models.engine import HFEngine
+from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import save_adapter
 from mentor.train.data import collate, load_sft_examples, pack, split_validation, unpacked
 from mentor.train.distributed import World, setup
@@ -70,10 +72,9 @@ def score(
     if items is not None:
         with console.status(f"answering {len(items)} held-out questions with the {label} model"):
             predictions = generate_answers(
-                model,
-                tokenizer,
+                HFEngine(model, tokenizer),
                 [i.prompt for i in items],
-                max_new_tokens=config.eval_max_new_tokens,
+                SamplingConfig(max_new_tokens=config.eval_max_new_tokens),
             )
         answers = score_generations(predictions, [i.reference for i in items])
     with console.status(f"perplexity of the {label} model on general text"):

@@ -25,10 +25,11 @@ class ChatMessage(TypedDict):
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How a generator picks tokens."""
+    """How a generator picks tokens: the one sampling type of every engine and generator (local
+    models, the server, hosted endpoints)."""
 
     max_new_tokens: int = 256
-    """Upper bound on generated tokens."""
+    """Upper bound on generated tokens (OpenAI's ``max_tokens``)."""
     temperature: float = 0.0
     """0 means greedy decoding; above 0 samples from the softened distribution."""
     top_p: float = 1.0
@@ -39,6 +40,12 @@ class SamplingConfig:
     """Seed for sampling, for repeatable runs."""
     stop: tuple[str, ...] = field(default_factory=tuple)
     """Strings that end the generation when they appear (not included in the output)."""
+    presence_penalty: float = 0.0
+    """Subtracted once from the logit of every token already generated (OpenAI's definition)."""
+    frequency_penalty: float = 0.0
+    """Subtracted from each token's logit once per time it was already generated."""
+    ignore_eos: bool = False
+    """Keep generating past the end-of-sequence token (benchmarks: a fixed reply length)."""
 
 
 @runtime_checkable

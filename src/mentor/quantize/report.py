@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from mentor.evaluate.answers import EvalItem, generate_answers, score_generations
 from mentor.evaluate.compare import CONFIDENCE, MetricChange, compare_scores
 from mentor.evaluate.perplexity import perplexity
-from mentor.models.generation import left_pad, padding_id
+from mentor.models.engine import HFEngine, Request
+from mentor.models.protocols import SamplingConfig
 from mentor.utils.fs import human_bytes
 
 if TYPE_CHECKING:
@@ -94,23 +94,11 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     return ids
 
 
-def _generate(
-    model: PreTrainedModel, rows: Sequence[list[int]], new_tokens: int, pad_id: int
-) -> int:
-    """Greedy, exactly ``new_tokens`` per row (end of sequence suppressed); returns the count."""
-    inputs = left_pad(rows, pad_id, model.device)  # (B, T)
-    width = inputs["input_ids"].shape[1]
-    out = model.generate(  # type: ignore[operator]
-        **inputs,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        pad_token_id=pad_id,
-    )
-    return int(out[:, width:].numel())
+def _generate(engine: HFEngine, rows: Sequence[list[int]], new_tokens: int) -> int:
+    """Greedy, exactly ``new_tokens`` per row (end of sequence ignored); returns the count."""
+    fixed = SamplingConfig(max_new_tokens=new_tokens, ignore_eos=True)
+    done = engine.generate([Request(row, fixed) for row in rows], batch_size=len(rows))
+    return sum(c.completion_tokens for c in done)
 
 
 def measure_speed(
@@ -123,16 +111,15 @@ def measure_speed(
     """Latency per token (one prompt at a time) and batched throughput; see the module doc."""
     if new_tokens < 1 or not prompts:
         raise ValueError("speed needs at least one prompt and one new token")
-    pad_id = padding_id(tokenizer)
+    engine = HFEngine(model, tokenizer)
     rows = [_encode(tokenizer, p) for p in prompts]
-    with torch.inference_mode():
-        _generate(model, rows[:1], min(4, new_tokens), pad_id)  # warm-up: allocations, kernels
-        started = time.perf_counter()
-        single = sum(_generate(model, [row], new_tokens, pad_id) for row in rows)
-        single_s = time.perf_counter() - started
-        started = time.perf_counter()
-        batched = _generate(model, rows, new_tokens, pad_id)
-        batched_s = time.perf_counter() - started
+    _generate(engine, rows[:1], min(4, new_tokens))  # warm-up: allocations, kernels
+    started = time.perf_counter()
+    single = sum(_generate(engine, [row], new_tokens) for row in rows)
+    single_s = time.perf_counter() - started
+    started = time.perf_counter()
+    batched = _generate(engine, rows, new_tokens)
+    batched_s = time.perf_counter() - started
     return Speed(
         latency_ms_per_token=1000 * single_s / single,
         tokens_per_s=batched / batched_s,
@@ -174,10 +161,9 @@ def task_quality(
     batch_size: int = 8,
 ) -> Quality:
     answers = generate_answers(
-        model,
-        tokenizer,
+        HFEngine(model, tokenizer),
         [i.prompt for i in items],
-        max_new_tokens=max_new_tokens,
+        SamplingConfig(max_new_tokens=max_new_tokens),
         batch_size=batch_size,
     )
     return Quality(score_generations(answers, [i.reference for i in items]).per_example)

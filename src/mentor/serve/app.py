@@ -32,12 +32,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mentor.models.protocols import SamplingConfig
 from mentor.rag.retrieve import SearchConfig
 from mentor.serve.chat import (
     chat_turn,
     completion_turn,
 )
-from mentor.serve.engine import Decoding
 from mentor.serve.replies import evidence, record, respond
 from mentor.serve.schemas import (
     AdapterRequest,
@@ -180,14 +180,15 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat(body: ChatRequest) -> Response:
         adapter = _adapter(server, body.model)
-        decoding = _decoding(server.limits, body, body.limit(), "max_completion_tokens"
-                             if body.max_completion_tokens else "max_tokens")  # fmt: skip
+        sampling, fit = _sampling(server.limits, body, body.limit(), "max_completion_tokens"
+                                  if body.max_completion_tokens else "max_tokens")  # fmt: skip
         messages = [m.to_template() for m in body.messages]
         tools = [t.model_dump() for t in body.tools or []]
         work = chat_turn(
             server.engine,
             messages,
-            decoding,
+            sampling,
+            fit_context=fit,
             adapter=adapter,
             client_tools=tools,
             retrieval=server.retrieval,
@@ -200,9 +201,9 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/completions", dependencies=auth)
     async def completions(body: CompletionRequest) -> Response:
         adapter = _adapter(server, body.model)
-        decoding = _decoding(server.limits, body, body.max_tokens, "max_tokens")
-        work = completion_turn(server.engine, body.text(), decoding, adapter=adapter,
-                               timeout_s=server.limits.timeout_s)  # fmt: skip
+        sampling, fit = _sampling(server.limits, body, body.max_tokens, "max_tokens")
+        work = completion_turn(server.engine, body.text(), sampling, fit_context=fit,
+                               adapter=adapter, timeout_s=server.limits.timeout_s)  # fmt: skip
         return await respond(server, body, work, body.text(), chat=False)
 
     @app.post("/v1/embeddings", dependencies=auth)
@@ -273,12 +274,16 @@ def _adapter(server: Server, model: str) -> str | None:
                        param="model", code="model_not_found") from None  # fmt: skip
 
 
-def _decoding(limits: Limits, body: Any, asked: int | None, field_name: str) -> Decoding:
+def _sampling(
+    limits: Limits, body: Any, asked: int | None, field_name: str
+) -> tuple[SamplingConfig, bool]:
+    """The request's sampling, and whether its reply may shrink to the room the prompt leaves
+    (only when the client asked for no particular length)."""
     if asked is not None and asked > limits.max_tokens:
         raise APIError(400, f"{field_name}: at most {limits.max_tokens} on this server",
                        param=field_name)  # fmt: skip
-    return Decoding(
-        max_tokens=asked or limits.default_max_tokens,
+    sampling = SamplingConfig(
+        max_new_tokens=asked or limits.default_max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
@@ -286,5 +291,5 @@ def _decoding(limits: Limits, body: Any, asked: int | None, field_name: str) -> 
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         ignore_eos=body.ignore_eos,
-        fit_context=asked is None,
     )
+    return sampling, asked is None

@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from mentor.models.generation import StopCutter
+from mentor.models.engine import Completion, StopCutter
+from mentor.models.protocols import SamplingConfig
 from mentor.rag.answer import confidence
 from mentor.rag.retrieve import SearchConfig, Searcher
-from mentor.serve.engine import Decoding, Engine, Generated
+from mentor.serve.engine import Engine
 from mentor.serve.scheduler import Job
 from mentor.serve.tools import (
     CALL_OPEN,
@@ -94,22 +95,26 @@ class _ToolWatch:
         return "" if self._cut.stopped else self._cut.flush()
 
 
-def _fit(engine: Engine, prompt: list[int], decoding: Decoding) -> Decoding:
-    """``decoding`` for this prompt; PromptTooLongError if the two do not fit the context."""
+def _fit(
+    engine: Engine, prompt: list[int], sampling: SamplingConfig, fit_context: bool
+) -> SamplingConfig:
+    """``sampling`` for this prompt, its length shortened to the room left when ``fit_context``;
+    PromptTooLongError if the two do not fit the context."""
     room = engine.context_length - len(prompt)
     if room < 1:
         raise PromptTooLongError(
             f"the prompt is {len(prompt)} tokens; this model's context is "
             f"{engine.context_length} tokens"
         )
-    if decoding.max_tokens > room and decoding.fit_context:
-        return replace(decoding, max_tokens=room)
-    if decoding.max_tokens > room:
+    if sampling.max_new_tokens > room and fit_context:
+        return replace(sampling, max_new_tokens=room)
+    if sampling.max_new_tokens > room:
+        asked = sampling.max_new_tokens
         raise PromptTooLongError(
-            f"the prompt ({len(prompt)} tokens) plus max_tokens ({decoding.max_tokens}) exceeds "
-            f"the context of {engine.context_length} tokens; lower max_tokens to {room} or less"
+            f"the prompt ({len(prompt)} tokens) plus max_tokens ({asked}) exceeds the context "
+            f"of {engine.context_length} tokens; lower max_tokens to {room} or less"
         )
-    return decoding
+    return sampling
 
 
 def _with_rules(messages: list[dict[str, Any]], rules: str) -> list[dict[str, Any]]:
@@ -121,8 +126,9 @@ def _with_rules(messages: list[dict[str, Any]], rules: str) -> list[dict[str, An
 def chat_turn(
     engine: Engine,
     messages: list[dict[str, Any]],
-    decoding: Decoding,
+    sampling: SamplingConfig,
     *,
+    fit_context: bool = False,
     adapter: str | None,
     client_tools: list[dict[str, Any]],
     retrieval: Retrieval | None,
@@ -154,8 +160,8 @@ def chat_turn(
                 prompt = engine.encode_chat(template_messages(convo), offered)
             else:
                 prompt = engine.encode_chat(template_messages(convo))
-            fitted = _fit(engine, prompt, decoding)
-            generated = Generated(prompt_tokens=len(prompt))
+            fitted = _fit(engine, prompt, sampling, fit_context)
+            generated = Completion(prompt_tokens=len(prompt))
             watch = _ToolWatch(bool(names))
             stream = engine.stream(
                 prompt,
@@ -223,8 +229,9 @@ def _search_messages(
 def completion_turn(
     engine: Engine,
     prompt_text: str,
-    decoding: Decoding,
+    sampling: SamplingConfig,
     *,
+    fit_context: bool = False,
     adapter: str | None,
     timeout_s: float | None,
 ) -> Callable[[Job], Iterator[Piece | Finished]]:
@@ -233,8 +240,8 @@ def completion_turn(
     def work(job: Job) -> Iterator[Piece | Finished]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         prompt = engine.encode_text(prompt_text)
-        fitted = _fit(engine, prompt, decoding)
-        generated = Generated(prompt_tokens=len(prompt))
+        fitted = _fit(engine, prompt, sampling, fit_context)
+        generated = Completion(prompt_tokens=len(prompt))
         done = Finished("stop")
         for text in engine.stream(
             prompt,

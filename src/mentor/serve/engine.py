@@ -1,16 +1,10 @@
-"""The model behind the server: one base, any number of LoRA adapters, a streaming decode loop.
+"""The model behind the server: one text engine, any number of LoRA adapters on its base.
 
-Adapters stay unmerged beside the base weights (:mod:`mentor.train.lora`), so switching from
-one request's adapter to the next is a pointer change on each wrapped layer: nothing is reloaded
-or re-merged, and a request for ``base`` simply runs with no adapter active.
-
-The decode loop is ours rather than ``model.generate`` so that every step can check the request's
-deadline and whether its client is still there, and so that text leaves as soon as a token
-completes a character:
-
-    prompt ids ─► forward (fills the KV cache) ─► logits ─► pick ─► token ─► detokenize ─► text
-                       ▲                                               │
-                       └────────────── forward(token) ◄────────────────┘
+Decoding is the models layer's (:class:`~mentor.models.engine.TextEngine`, by default an
+:class:`~mentor.models.engine.HFEngine` over the loaded model): this file adds what a server needs
+on top. Adapters stay unmerged beside the base weights (:mod:`mentor.train.lora`), so switching
+from one request's adapter to the next is a pointer change on each wrapped layer: nothing is
+reloaded or re-merged, and a request for ``base`` simply runs with no adapter active.
 
 Everything here runs on the scheduler's one worker thread (:mod:`mentor.serve.scheduler`).
 
@@ -19,142 +13,55 @@ Run: ``mentor serve --model smollm2-135m-instruct --adapter legal=runs/a``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from mentor.models.generation import StopCutter
+from mentor.models.engine import Completion, HFEngine, Request, TextEngine
+from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import AdapterInfo, load_adapter
 from mentor.train.lora import delete_adapter, use_adapter
 
 if TYPE_CHECKING:
+    from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-FinishReason = Literal["stop", "length", "timeout", "cancelled"]
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How one request picks its tokens (the OpenAI request fields, already validated)."""
-
-    max_tokens: int = 256
-    """Most tokens to generate."""
-    temperature: float = 0.0
-    """0 decodes greedily; above 0 samples from softmax(logits / temperature)."""
-    top_p: float = 1.0
-    """Nucleus mass: sample only among the most likely tokens that make up this much."""
-    seed: int | None = None
-    """Seed of this request's own random generator (sampling only)."""
-    stop: tuple[str, ...] = ()
-    """Strings that end the reply; they are not part of it."""
-    presence_penalty: float = 0.0
-    """Subtracted once from the logit of every token already generated (OpenAI's definition)."""
-    frequency_penalty: float = 0.0
-    """Subtracted from each token's logit once per time it was already generated."""
-    ignore_eos: bool = False
-    """Keep generating past the end-of-sequence token (benchmarks: a fixed reply length)."""
-    fit_context: bool = False
-    """Shorten max_tokens to the room the prompt leaves (for a default, not a client's value)."""
-
-
-@dataclass
-class Generated:
-    """What one request produced, filled in as the loop runs."""
-
-    prompt_tokens: int
-    completion_tokens: int = 0
-    finish_reason: FinishReason | None = None
-    first_token_s: float | None = None
-    """Seconds from the start of decoding to the first token."""
-    seconds: float = 0.0
-
-
-class Detokenizer:
-    """Turns a growing list of token ids into text pieces, never splitting a character.
-
-    Each step decodes a short window (the last complete piece plus the new tokens) and emits what
-    the new tokens added, once it no longer ends in an incomplete UTF-8 sequence (shown by the
-    tokenizer as U+FFFD).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self._prefix = 0  # start of the window
-        self._read = 0  # end of what was already emitted
-
-    def _decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-    def add(self, token: int) -> str:
-        self.ids.append(token)
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self.ids)
-            return after[len(before) :]
-        return ""
-
-
-def pick_token(
-    logits: torch.Tensor,
-    decoding: Decoding,
-    generator: torch.Generator | None,
-    counts: dict[int, int],
-) -> int:
-    """The next token from one row of logits (V,), after the penalties."""
-    logits = logits.float()
-    if counts and (decoding.presence_penalty or decoding.frequency_penalty):
-        ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)
-        times = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
-        logits = logits.clone()
-        logits[ids] -= decoding.frequency_penalty * times + decoding.presence_penalty
-    if decoding.temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / decoding.temperature, dim=-1)
-    if decoding.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        before = sorted_probs.cumsum(0) - sorted_probs  # mass of the tokens ranked above
-        sorted_probs[before >= decoding.top_p] = 0.0  # the top token always survives
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """Token ids that end a reply: the generation config's EOS ids and the tokenizer's."""
-    ids: set[int] = set()
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (config_eos, tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list):
-            ids.update(int(v) for v in value)
-    return ids
 
 
 @dataclass
 class Engine:
-    """A causal LM and its tokenizer, the adapters loaded on it, and the decode loop."""
+    """A text engine, the adapters loaded on its model, and the names clients use."""
 
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    name: str
-    """The name clients use in ``model``; adapters are ``<name>:<adapter>``."""
+    lm: TextEngine
+    """What decodes: an :class:`HFEngine`, or any other :class:`TextEngine`."""
+    model: nn.Module | None = None
+    """The module adapters attach to (the engine's model); None refuses adapters."""
+    name: str = ""
+    """The name clients use in ``model``; adapters are ``<name>:<adapter>`` ('': ``lm.name``)."""
     context_length: int = 0
-    """Longest prompt + reply in tokens (0: the model's ``max_position_embeddings``)."""
+    """Longest prompt + reply in tokens (0: the engine's own)."""
     adapters: dict[str, AdapterInfo] = field(default_factory=dict)
     quantized: bool = False
     """Loaded from a mentor quantize folder (no adapters on top)."""
-    _stop_ids: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        if not self.context_length:
-            self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
-        self._stop_ids = stop_token_ids(self.model, self.tokenizer)
+        self.name = self.name or self.lm.name
+        self.context_length = self.context_length or self.lm.context_length
+
+    @classmethod
+    def local(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        *,
+        context_length: int = 0,
+        quantized: bool = False,
+    ) -> Engine:
+        """A Hugging Face model and its tokenizer, decoded by :class:`HFEngine`."""
+        lm = HFEngine(model, tokenizer, name=name)
+        return cls(lm, model, name, context_length=context_length, quantized=quantized)
 
     # ---- adapters: call on the worker thread (Scheduler.run_exclusive) ----------------------
 
@@ -168,6 +75,8 @@ class Engine:
                 f"{folder}: {self.name} is quantized, and adapters run on unquantized bases only; "
                 "merge the adapter when quantizing instead (mentor quantize MODEL --adapter A)"
             )
+        if self.model is None:
+            raise ValueError(f"{folder}: {self.name} takes no adapters (its engine has no model)")
         info = load_adapter(self.model, Path(folder), name=name)
         self.adapters[name] = info
         return info
@@ -175,6 +84,7 @@ class Engine:
     def remove_adapter(self, name: str) -> None:
         if name not in self.adapters:
             raise KeyError(name)
+        assert self.model is not None  # adapters are only ever added to a model
         delete_adapter(self.model, name)
         del self.adapters[name]
 
@@ -190,87 +100,34 @@ class Engine:
             return adapter
         raise KeyError(model_id)
 
-    # ---- prompts ----------------------------------------------------------------------------
+    # ---- prompts and decoding ---------------------------------------------------------------
 
     def supports_tools(self) -> bool:
         """Whether the chat template renders a ``tools`` list itself."""
-        return "tools" in (self.tokenizer.chat_template or "")
+        return self.lm.supports_tools()
 
     def encode_chat(
-        self, messages: Sequence[dict[str, Any]], tools: Sequence[Any] = ()
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()
     ) -> list[int]:
-        """Token ids of the conversation plus the assistant's generation prompt."""
-        if not self.tokenizer.chat_template:
-            raise ValueError(
-                f"{self.name}: the tokenizer has no chat template; use /v1/completions"
-            )
-        kwargs: dict[str, Any] = {"tools": list(tools)} if tools else {}
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True, **kwargs
-        )
-        return self.encode_text(str(text), special=False)
+        return self.lm.encode_chat(messages, tools)
 
     def encode_text(self, text: str, *, special: bool = True) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
-        return [int(i) for i in ids]
-
-    # ---- decoding ---------------------------------------------------------------------------
+        return self.lm.encode_text(text, special=special)
 
     def stream(
         self,
         prompt: list[int],
-        decoding: Decoding,
+        sampling: SamplingConfig,
         *,
         adapter: str | None,
-        result: Generated,
+        result: Completion,
         deadline: float | None = None,
-        cancelled: Callable[[], bool] = lambda: False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        """Yield the reply's text pieces; ``result`` holds the counts and why it ended."""
-        device = self.model.device
-        generator = None
-        if decoding.temperature > 0:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(decoding.seed if decoding.seed is not None else time.time_ns())
-        detok, cutter = Detokenizer(self.tokenizer), StopCutter(decoding.stop)
-        counts: dict[int, int] = {}
-        start = time.perf_counter()
-        reason: FinishReason = "length"
-        with torch.inference_mode(), use_adapter(self.model, adapter):
-            from transformers import DynamicCache
-
-            cache = DynamicCache()
-            ids = torch.tensor([prompt], dtype=torch.long, device=device)
-            out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-            for _ in range(decoding.max_tokens):
-                token = pick_token(out.logits[0, -1], decoding, generator, counts)
-                if result.first_token_s is None:
-                    result.first_token_s = time.perf_counter() - start
-                if token in self._stop_ids and not decoding.ignore_eos:
-                    reason = "stop"
-                    break
-                result.completion_tokens += 1
-                counts[token] = counts.get(token, 0) + 1
-                text = cutter.feed(detok.add(token))
-                if text:
-                    yield text
-                if cutter.stopped:
-                    reason = "stop"
-                    break
-                if cancelled():
-                    reason = "cancelled"
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    reason = "timeout"
-                    break
-                step = torch.tensor([[token]], dtype=torch.long, device=device)
-                out = self.model(input_ids=step, cache=cache, use_cache=True)
-        if not cutter.stopped:
-            rest = cutter.flush()
-            if rest:
-                yield rest
-        result.finish_reason = reason
-        result.seconds = time.perf_counter() - start
+        """Yield the reply's text pieces with ``adapter`` active; ``result`` holds the counts."""
+        active = use_adapter(self.model, adapter) if self.model is not None else nullcontext()
+        with active:
+            yield from self.lm.stream(Request(prompt, sampling, deadline, cancelled), result)
 
 
 def load_engine(
@@ -293,7 +150,7 @@ def load_engine(
     else:
         lm = load_causal_lm(model, device=device, dtype=dtype)  # type: ignore[arg-type]
         tokenizer = load_tokenizer(model)
-    engine = Engine(lm, tokenizer, name or _default_name(model), quantized=quantized)
+    engine = Engine.local(lm, tokenizer, name or _default_name(model), quantized=quantized)
     for adapter, path in adapters:
         engine.add_adapter(adapter, path)
     return engine  # each request picks its adapter (Engine.stream), whichever was loaded last

@@ -3,7 +3,8 @@
 Everything here runs offline in seconds on a CPU, so every mentor command can be tested end to
 end: ``tiny_llama``/``tiny_qwen2``/``tiny_bert`` are random Hugging Face models with tokenizers
 trained in code, the ``save_*`` writers put them on disk as real model folders, and
-``HashEmbedder``/``ScriptedGenerator`` stand in for an ``Embedder`` and a ``Generator``.
+``HashEmbedder``/``ScriptedGenerator`` stand in for an ``Embedder`` and a ``Generator``, and
+``ScriptedEngine`` for a ``TextEngine`` (the server's decode loop).
 
 The fakes need only numpy; the tokenizers and models load transformers (and torch) on first use,
 so ``from mentor.testing import HashEmbedder`` stays fast.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from mentor.testing.fakes import HashEmbedder, ScriptedCall, ScriptedGenerator
 
 if TYPE_CHECKING:
+    from mentor.testing.engines import ScriptedEngine
     from mentor.testing.tiny_models import (
         save_model_folder,
         save_tiny_llama,
@@ -36,6 +38,7 @@ __all__ = [
     "CHATML_TEMPLATE",
     "HashEmbedder",
     "ScriptedCall",
+    "ScriptedEngine",
     "ScriptedGenerator",
     "save_model_folder",
     "save_tiny_llama",
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ScriptedEngine": "mentor.testing.engines",
     **dict.fromkeys(
         ["CHATML_TEMPLATE", "tiny_chat_tokenizer", "tiny_corpus", "tiny_wordpiece_tokenizer"],
         "mentor.testing.tokenizers",

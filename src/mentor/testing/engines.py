@@ -1,0 +1,89 @@
+"""A scripted :class:`~mentor.models.engine.TextEngine`: real prompts, canned replies.
+
+``ScriptedEngine`` renders prompts with a real tokenizer (so chat templates, tool rendering and
+context lengths behave as with a model) but answers from a script, one whitespace-separated word
+per "token", optionally slowly. It records every prompt as text, so a test can assert on what a
+component sent (the server's tool loop, retrieval prompts). No model and no torch are needed.
+
+    lm = ScriptedEngine(tokenizer, script=["Refunds take 14 days [1]."], context_length=8192)
+    engine = Engine(lm)          # mentor.serve.engine: the server over any text engine
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from mentor.models.engine import Completion, Request
+
+
+class ScriptedEngine:
+    """Replies taken in order from ``script`` ("nothing scripted" once it runs out)."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        script: Sequence[str] = (),
+        name: str = "scripted",
+        context_length: int = 8192,
+        delay_s: float = 0.0,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.script = list(script)
+        self.name = name
+        self.context_length = context_length
+        self.delay_s = delay_s
+        """Seconds to wait before each word (to test timeouts, queues and cancellation)."""
+        self.prompts: list[str] = []
+        """Every prompt this engine was asked to continue, decoded to text, in order."""
+
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()
+    ) -> list[int]:
+        kwargs: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True, **kwargs
+        )
+        return self.encode_text(str(text), special=False)
+
+    def encode_text(self, text: str, *, special: bool = True) -> list[int]:
+        return [int(i) for i in self.tokenizer(text, add_special_tokens=special)["input_ids"]]
+
+    def supports_tools(self) -> bool:
+        return "tools" in (self.tokenizer.chat_template or "")
+
+    def stream(self, request: Request, result: Completion | None = None) -> Iterator[str]:
+        result = result if result is not None else Completion()
+        result.prompt_tokens = len(request.prompt)
+        self.prompts.append(str(self.tokenizer.decode(request.prompt)))
+        reply = self.script.pop(0) if self.script else "nothing scripted"
+        started = time.perf_counter()
+        result.finish_reason = "stop"
+        for word in reply.split(" "):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            if request.deadline is not None and time.monotonic() > request.deadline:
+                result.finish_reason = "timeout"
+                break
+            if request.cancelled is not None and request.cancelled():
+                result.finish_reason = "cancelled"
+                break
+            if result.completion_tokens >= request.sampling.max_new_tokens:
+                result.finish_reason = "length"
+                break
+            result.completion_tokens += 1
+            if result.first_token_s is None:
+                result.first_token_s = time.perf_counter() - started
+            piece = word if result.completion_tokens == 1 else f" {word}"
+            result.text += piece
+            yield piece
+        result.seconds = time.perf_counter() - started
+
+    def generate(self, requests: Sequence[Request], *, batch_size: int = 8) -> list[Completion]:
+        results = [Completion() for _ in requests]
+        for request, result in zip(requests, results, strict=True):
+            for _ in self.stream(request, result):
+                pass
+        return results

@@ -1,0 +1,197 @@
+"""The one decode loop (HFEngine) against transformers' generate, and its pure parts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from mentor.models.engine import (
+    Completion,
+    Detokenizer,
+    HFEngine,
+    Request,
+    StopCutter,
+    TextEngine,
+    pick_token,
+)
+from mentor.models.protocols import SamplingConfig
+from mentor.testing.engines import ScriptedEngine
+from mentor.testing.tiny_models import tiny_llama, tiny_qwen2
+
+GREEDY = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def test_greedy_stream_equals_generate() -> None:
+    for build in (tiny_llama, tiny_qwen2):
+        model, tokenizer = build()
+        engine = HFEngine(model, tokenizer, name="tiny")
+        prompt = engine.encode_chat([{"role": "user", "content": "hello there"}])
+        result = Completion()
+        text = "".join(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=20)), result))
+        ids = torch.tensor([prompt])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=20,
+                             **GREEDY)  # fmt: skip
+        expected = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
+        assert text == expected == result.text
+        assert result.prompt_tokens == len(prompt)
+        assert result.completion_tokens == out.shape[1] - len(prompt) - (
+            1 if result.finish_reason == "stop" else 0
+        )
+
+
+def test_a_left_padded_batch_equals_generate_row_by_row() -> None:
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer)
+    prompts = [engine.encode_text(t) for t in ("hi", "a much longer prompt than the first", "ok")]
+    done = engine.generate([Request(p, SamplingConfig(max_new_tokens=9)) for p in prompts])
+    for prompt, completion in zip(prompts, done, strict=True):
+        ids = torch.tensor([prompt])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=9,
+                             **GREEDY)  # fmt: skip
+        assert completion.text == tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
+
+
+def test_rows_keep_their_own_settings_in_one_batch() -> None:
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer)
+    prompt = engine.encode_text("hello")
+    short, fixed, sampled = engine.generate(
+        [
+            Request(prompt, SamplingConfig(max_new_tokens=3)),
+            Request(prompt, SamplingConfig(max_new_tokens=12, ignore_eos=True)),
+            Request(prompt, SamplingConfig(max_new_tokens=8, temperature=1.0, seed=5)),
+        ]
+    )
+    assert short.completion_tokens <= 3
+    assert fixed.completion_tokens == 12 and fixed.finish_reason == "length"
+    again = engine.generate([Request(prompt, SamplingConfig(max_new_tokens=8, temperature=1.0,
+                                                            seed=5))])[0]  # fmt: skip
+    assert again.text == sampled.text  # a row's seed is its own, whatever shares its batch
+
+
+def test_generate_keeps_the_order_and_checks_its_input() -> None:
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer)
+    prompts = [engine.encode_text("x " * n) for n in (9, 1, 5)]
+    sampling = SamplingConfig(max_new_tokens=5)
+    together = engine.generate([Request(p, sampling) for p in prompts], batch_size=2)
+    alone = [engine.generate([Request(p, sampling)])[0] for p in prompts]
+    assert [c.text for c in together] == [c.text for c in alone]
+    with pytest.raises(ValueError, match="batch_size"):
+        engine.generate([Request(prompts[0])], batch_size=0)
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.generate([Request([])])
+
+
+def test_detokenizer_never_splits_a_character() -> None:
+    _, tokenizer = tiny_llama()
+    text = "café → naïve 東京 ok"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    detok = Detokenizer(tokenizer)
+    pieces = [detok.add(i) for i in ids]
+    assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stop_cutter() -> None:
+    cutter = StopCutter(["END", "\n\n"])
+    out = "".join(cutter.feed(p) for p in ["one tw", "o E", "NDthree"])
+    assert out == "one two " and cutter.stopped
+    plain = StopCutter([])
+    assert plain.feed("abc") == "abc" and plain.flush() == ""
+    held = StopCutter(["STOP"])
+    assert held.feed("xyzST") == "xy"
+    assert held.flush() == "zST"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stop", "expected"),
+    [
+        (["Hello wor", "ld. END and", " more"], ("END",), "Hello world. "),
+        (["a", "b", "c"], (), "abc"),
+        (["ab", "cS", "TOPd"], ("STOP",), "abc"),
+        (["no stop here"], ("XYZ",), "no stop here"),
+        (["x<|e", "nd|>y"], ("<|end|>", "y"), "x"),
+    ],
+)
+def test_stop_strings_cut_across_piece_boundaries(
+    pieces: list[str], stop: tuple[str, ...], expected: str
+) -> None:
+    cutter, out = StopCutter(stop), []
+    for piece in pieces:
+        out.append(cutter.feed(piece))
+        if cutter.stopped:
+            break
+    else:
+        out.append(cutter.flush())
+    assert "".join(out) == expected
+
+
+def test_pick_token_greedy_top_p_and_penalties() -> None:
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
+    assert pick_token(logits, SamplingConfig(temperature=0), None, {}) == 1
+    # A frequency penalty of 0.2 after one use moves the choice to the runner-up.
+    penalised = SamplingConfig(temperature=0, frequency_penalty=0.2)
+    assert pick_token(logits, penalised, None, {1: 1}) == 2
+    assert (
+        pick_token(logits, SamplingConfig(temperature=0, presence_penalty=0.05), None, {1: 3}) == 1
+    )
+    # top_p 0.6: token 1 holds 0.507 of the mass, tokens 1 and 2 together 0.965: both remain.
+    generator = torch.Generator().manual_seed(0)
+    nucleus = SamplingConfig(temperature=1.0, top_p=0.6)
+    picks = {pick_token(logits, nucleus, generator, {}) for _ in range(200)}
+    assert picks == {1, 2}
+    # A tiny top_p keeps the top token only.
+    tiny = SamplingConfig(temperature=1.0, top_p=1e-6)
+    assert {pick_token(logits, tiny, generator, {}) for _ in range(50)} == {1}
+
+
+def test_repetition_penalty_matches_transformers() -> None:
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    logits = torch.tensor([1.0, 2.5, -0.5, 2.4, 0.3])
+    seen = [1, 2, 1]
+    reference = RepetitionPenaltyLogitsProcessor(penalty=1.3)(
+        torch.tensor([seen]), logits[None].clone()
+    )[0]
+    assert int(reference.argmax()) == 3  # 2.5 / 1.3 falls below 2.4
+    assert pick_token(logits, SamplingConfig(repetition_penalty=1.3), None, {}, seen) == 3
+    assert pick_token(logits, SamplingConfig(), None, {}, seen) == 1
+
+
+def test_stop_strings_deadline_and_cancel() -> None:
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer, name="tiny")
+    prompt = engine.encode_text("hello")
+    full = Completion()
+    text = "".join(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30)), full))
+    stop = text[5:8]
+    cut = Completion()
+    stopped = Request(prompt, SamplingConfig(max_new_tokens=30, stop=(stop,)))
+    short = "".join(engine.stream(stopped, cut))
+    assert short == text[: text.index(stop)] == cut.text and cut.finish_reason == "stop"
+    batch = engine.generate([stopped])[0]
+    assert batch.text == short
+    late = Completion()
+    list(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30),
+                               deadline=time.monotonic() - 1), late))  # fmt: skip
+    assert late.finish_reason == "timeout" and late.completion_tokens == 1
+    gone = Completion()
+    list(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30),
+                               cancelled=lambda: True), gone))  # fmt: skip
+    assert gone.finish_reason == "cancelled"
+
+
+def test_engines_satisfy_the_protocol() -> None:
+    model, tokenizer = tiny_llama()
+    engines: list[TextEngine] = [
+        HFEngine(model, tokenizer),
+        ScriptedEngine(tokenizer, script=["one two three"], context_length=64),
+    ]
+    for engine in engines:
+        prompt = engine.encode_chat([{"role": "user", "content": "hi"}])
+        assert prompt and engine.context_length > 0 and isinstance(engine.supports_tools(), bool)
+        (done,) = engine.generate([Request(prompt, SamplingConfig(max_new_tokens=2))])
+        assert done.completion_tokens <= 2 and done.finish_reason in ("stop", "length")
