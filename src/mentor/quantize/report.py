@@ -7,7 +7,7 @@ unquantized one, measured the same way on both.
 - speed: greedy generation of a fixed prompt set (:data:`SPEED_PROMPTS`), exactly
   ``new_tokens`` tokens per answer, after one warm-up call: latency is wall time per generated
   token answering one prompt at a time, throughput is tokens/s with all prompts in one batch;
-- quality: perplexity on held-out text (:func:`mentor.finetune.evaluation.perplexity`, by
+- quality: perplexity on held-out text (:func:`mentor.evaluate.perplexity.perplexity`, by
   default on the packaged general-English sample) and, given a held-out chat/qa set, exact match,
   token F1 and ROUGE-L of greedy answers, with paired bootstrap intervals on the changes.
 """
