@@ -142,7 +142,7 @@ def test_every_arm_is_measured_and_the_failing_one_is_reported(
         assert arm.ok, (name, arm.error)
         quality = arm.quality["contains"]
         assert 0.0 <= quality.low <= quality.value <= quality.high <= 1.0
-        assert set(arm.quality) == {"contains", "exact_match", "f1", "rouge_l"}
+        assert set(arm.quality) == {"contains", "exact_match", "token_f1", "rouge_l"}
         assert arm.questions == 6 and len(arm.answers) == 6
         assert {a.id for a in arm.answers} == {f"te{i}" for i in range(6)}
         assert set(arm.groups) == {"seen=true", "seen=false"}

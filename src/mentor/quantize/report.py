@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from mentor.evaluate.answers import EvalItem, generate_answers, score_generations
-from mentor.evaluate.compare import CONFIDENCE, MetricChange, compare_scores
+from mentor.evaluate.compare import MetricChange, compare_scores
 from mentor.evaluate.perplexity import perplexity
+from mentor.evaluate.stats import CONFIDENCE
 from mentor.models.generation import left_pad, padding_id
 from mentor.utils.fs import human_bytes
 
