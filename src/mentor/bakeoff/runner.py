@@ -314,6 +314,7 @@ class Bakeoff:
             self.config.models.embedder if arm.retrieval else None,
             self.config.answer.model_dump(exclude={"bootstrap"}),
             self.config.primary,
+            list(TEXT_METRICS),  # an arm stored under other metric names is measured again
             self.config.data.labels,
             [(q.id, q.question, q.answer, q.group) for q in self.data.test],
             [(q.id, q.question, q.answer) for q in self.data.updates],
