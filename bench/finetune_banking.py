@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from mentor.evaluate.answers import classification_accuracy
+from mentor.evaluate.labels import accuracy
 from mentor.finetune.classify import ClassifierResult, logistic_regression, train_and_evaluate
 from mentor.models.loading import load_embedder
 from mentor.train.classifier import Labelled, load_classification, split_validation
@@ -62,7 +62,7 @@ def mteb_protocol(
             for i in rng.sample(by_label[label], min(8, len(by_label[label])))
         ]
         predicted = logistic_regression(train_x[picked], [train_labels[i] for i in picked], test_x)
-        scores.append(classification_accuracy(predicted, gold))
+        scores.append(accuracy(predicted, gold))
     return statistics.mean(scores), statistics.stdev(scores)
 
 
@@ -118,7 +118,7 @@ def main() -> None:
     started = time.perf_counter()
     frozen = logistic_regression(train_x, train[1], test_x)
     fit_s = time.perf_counter() - started
-    frozen_acc = classification_accuracy(frozen, gold)
+    frozen_acc = accuracy(frozen, gold)
     mteb_mean, mteb_std = mteb_protocol(train_x, train[1], test_x, gold)
     head_params = embedder.dim * len(set(train[1])) + len(set(train[1]))
     console.print(

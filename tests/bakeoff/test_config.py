@@ -4,15 +4,17 @@ paths are relative to the file, and every mistake is reported with the file and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from mentor.bakeoff.commands import parse_sets
-from mentor.bakeoff.config import BakeoffConfig, load_bakeoff_config
+from mentor.bakeoff.config import BakeoffConfig, Metric, load_bakeoff_config
 from mentor.cli import app
+from mentor.evaluate.labels import LABEL_METRICS
+from mentor.evaluate.text import TEXT_METRICS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bakeoff"
 TIDEPOOL = EXAMPLES / "tidepool.yaml"
@@ -210,6 +212,11 @@ def test_paths_a_profile_sets_are_relative_to_the_file_too(
     assert config.data.test == Path("mine.jsonl")
 
 
+def test_the_metric_names_are_the_evaluate_layers() -> None:
+    assert get_args(Metric) == (*TEXT_METRICS, *LABEL_METRICS)
+    assert BakeoffConfig.model_fields["primary"].default == "token_f1"
+
+
 # --- mistakes --------------------------------------------------------------------------------
 
 
@@ -232,6 +239,7 @@ def test_an_arm_of_an_unknown_training_entry_names_the_field() -> None:
         ({"data": {"test": "t.jsonl"}}, r"training\.lora: needs data\.train"),
         ({"data": {"docs": "d", "train": "t.jsonl"}}, r"data\.test: name the held-out questions"),
         ({"primary": "accuracy"}, r"primary: accuracy needs data\.labels"),
+        ({"primary": "f1"}, r"primary: Input should be 'exact_match', 'token_f1'"),
         ({"data": {"prepare": "pubmedqa"}}, r"data\.source: prepare needs the raw file"),
         ({"data": {"train": "t.jsonl", "test": "t.jsonl"},
           "training": {"lora": {"method": "distill"}}},

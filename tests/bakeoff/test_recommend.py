@@ -19,10 +19,8 @@ from mentor.bakeoff.config import BakeoffConfig
 from mentor.bakeoff.recommend import exclusions, situation_for, verdict
 from mentor.bakeoff.results import ArmResult, Estimate, Grounding, ScoredAnswer, Verdict
 from mentor.bakeoff.runner import price
-from mentor.bakeoff.scoring import (
-    estimate,
-    metric_statistic,
-)
+from mentor.bakeoff.scoring import metric_statistic
+from mentor.evaluate.stats import bootstrap
 
 N = 40
 PRIMARY = "contains"
@@ -37,7 +35,7 @@ def _answers(name: str, right: int | set[int]) -> list[ScoredAnswer]:
             question=f"question {i}?",
             reference=f"fact {i}",
             answer=f"fact {i}" if i in hits else f"{name} guess",
-            scores={PRIMARY: float(i in hits), "f1": 1.0 if i in hits else 0.2},
+            scores={PRIMARY: float(i in hits), "token_f1": 1.0 if i in hits else 0.2},
         )
         for i in range(N)
     ]
@@ -56,9 +54,7 @@ def _arm(
     index_s: float = 0.0,
 ) -> ArmResult:
     answers = _answers(name, right)
-    quality = {
-        m: estimate(metric_statistic(m, answers, None), N, resamples=1000) for m in (PRIMARY, "f1")
-    }
+    quality = {m: bootstrap(metric_statistic(m, answers, None), N) for m in (PRIMARY, "token_f1")}
     retrieves = "rag" in methods
     return ArmResult(
         name=name,

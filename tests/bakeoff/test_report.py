@@ -36,16 +36,16 @@ def _arm(
         description=f"{name} arm",
         questions=40,
         quality={
-            "f1": Estimate(f1, f1 - 0.05, f1 + 0.05),
+            "token_f1": Estimate(f1, f1 - 0.05, f1 + 0.05),
             "contains": Estimate(f1 + 0.1, f1, f1 + 0.2),
         },
         grounding=GROUNDING,
         latency_ms={"p50": p95 / 2, "p95": p95, "mean": p95 / 2, "queries": 8},
         peak_memory_mb=900.0,
         costs=Costs(training_usd=0.1, serve_usd_per_1k=0.05, yearly_usd=yearly, usd_per_point=2.5),
-        groups={"seen": {"f1": f1 + 0.1, "n": 10}, "unseen": {"f1": f1 - 0.1, "n": 30}},
+        groups={"seen": {"token_f1": f1 + 0.1, "n": 10}, "unseen": {"token_f1": f1 - 0.1, "n": 30}},
         answers=[
-            ScoredAnswer(f"{name}-{i}", f"question {i}?", "2016", "It was 2016.", {"f1": 0.5})
+            ScoredAnswer(f"{name}-{i}", f"question {i}?", "2016", "It was 2016.", {"token_f1": 0.5})
             for i in range(12)
         ],
     )
@@ -79,8 +79,8 @@ def _result() -> BakeoffResult:
     return BakeoffResult(
         name="tidepool",
         profile="quick",
-        primary="f1",
-        metrics=["f1", "contains"],
+        primary="token_f1",
+        metrics=["token_f1", "contains"],
         base="closed-book",
         arms=arms,
         verdict=verdict,

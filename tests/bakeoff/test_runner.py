@@ -19,6 +19,7 @@ from rich.console import Console
 from mentor.bakeoff import runner
 from mentor.bakeoff.config import ArmSpec, BakeoffConfig
 from mentor.bakeoff.results import ArmResult, BakeoffResult, load_result
+from mentor.evaluate import text
 from mentor.testing import save_tiny_llama, tiny_sentence_transformer_folder
 
 COLOURS = ["red", "green", "blue", "amber", "violet", "teal"]
@@ -142,7 +143,7 @@ def test_every_arm_is_measured_and_the_failing_one_is_reported(
         assert arm.ok, (name, arm.error)
         quality = arm.quality["contains"]
         assert 0.0 <= quality.low <= quality.value <= quality.high <= 1.0
-        assert set(arm.quality) == {"contains", "exact_match", "f1", "rouge_l"}
+        assert set(arm.quality) == {"contains", "exact_match", "token_f1", "rouge_l"}
         assert arm.questions == 6 and len(arm.answers) == 6
         assert {a.id for a in arm.answers} == {f"te{i}" for i in range(6)}
         assert set(arm.groups) == {"seen=true", "seen=false"}
@@ -262,3 +263,19 @@ def test_changed_update_documents_measure_the_retrieval_arms_again(
     measured = _measuring(monkeypatch)
     _run(config)
     assert "rag" in measured
+
+
+def test_an_arm_stored_under_other_metric_names_is_measured_again(
+    first: tuple[BakeoffConfig, BakeoffResult, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result stored before a metric was renamed (the bakeoff's "f1" is now "token_f1") is not
+    served: the registry's names are part of an arm's fingerprint."""
+    config = first[0].model_copy(deep=True)
+    config.arms = [a for a in config.arms if a.name == "closed-book"]
+    renamed = {**text.TEXT_METRICS, "whole_words": text.contains}
+    monkeypatch.setattr(text, "TEXT_METRICS", renamed)
+    monkeypatch.setattr(runner, "TEXT_METRICS", renamed)
+    measured = _measuring(monkeypatch)
+    after, _ = _run(config)
+    assert measured == ["closed-book"]
+    assert "whole_words" in after.arm("closed-book").quality

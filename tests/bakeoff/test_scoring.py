@@ -1,5 +1,6 @@
-"""The bakeoff's arithmetic against hand-computed numbers: per-answer scores, labels, macro-F1,
-bootstrap intervals (single and paired), grounding, groups and money."""
+"""The bakeoff's own arithmetic against hand-computed numbers: per-answer scores, the statistic of
+a metric over resampled answers, grounding, groups and money. The metrics themselves (contains,
+label_of, macro-F1) and the bootstrap are tested in tests/evaluate."""
 
 from __future__ import annotations
 
@@ -9,19 +10,14 @@ import pytest
 from mentor.bakeoff.results import Costs, ScoredAnswer
 from mentor.bakeoff.scoring import (
     GROUNDING_METHOD,
-    contains,
     costs,
-    estimate,
     grounding,
     groups,
-    label_of,
-    macro_f1,
-    mean_of,
     metric_statistic,
-    paired_difference,
     per_point,
     score_answer,
 )
+from mentor.evaluate.stats import bootstrap, bootstrap_mean
 
 LABELS = ["yes", "no", "maybe"]
 
@@ -34,68 +30,13 @@ def _answer(
         question=f"question {i}?",
         reference="gold",
         answer="gold" if right else "wrong",
-        scores={"contains": right, "f1": right / 2},
+        scores={"contains": right, "token_f1": right / 2},
         group=group,
         support=support,
     )
 
 
 # --- per-answer scores ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("prediction", "reference", "expected"),
-    [
-        ("It was founded in 2016.", "2016", 1.0),
-        ("2016", "2016", 1.0),
-        ("In 20161 or so", "2016", 0.0),  # whole words only: 2016 inside 20161 does not count
-        ("the year 12016", "2016", 0.0),
-        ("Go to Settings > Billing.", "Settings > Billing", 1.0),  # menu path, punctuation gone
-        ("Open settings, then billing", "Settings > Billing", 0.0),  # words apart: not the path
-        ("Click SETTINGS > BILLING > Legal documents", "Settings > Billing", 1.0),
-        ("The plan costs $5,000 a year", "$5,000", 1.0),
-        ("An answer", "the", 0.0),  # a reference that normalises to nothing never matches
-        ("", "2016", 0.0),
-        ("Calm planning for busy teams", "calm planning for busy teams", 1.0),
-        ("calm planning for teams", "calm planning for busy teams", 0.0),
-    ],
-)
-def test_contains(prediction: str, reference: str, expected: float) -> None:
-    assert contains(prediction, reference) == expected
-
-
-@pytest.mark.parametrize(
-    ("answer", "expected"),
-    [
-        ("Yes.", "yes"),
-        ("Maybe, but yes in most trials", "maybe"),  # the first label named wins
-        ("NO: the abstract says otherwise", "no"),
-        ("Yesterday nobody knew", None),  # labels match whole words only
-        ("unclear", None),
-        ("", None),
-    ],
-)
-def test_label_of(answer: str, expected: str | None) -> None:
-    assert label_of(answer, LABELS) == expected
-
-
-def test_label_of_returns_the_label_as_configured() -> None:
-    assert label_of("the answer is yes", ["Yes", "No"]) == "Yes"
-
-
-def test_macro_f1_by_hand_with_a_label_never_predicted() -> None:
-    gold = ["yes", "yes", "no", "maybe"]
-    predicted: list[str | None] = ["yes", "no", "no", "yes"]
-    # yes: tp 1, fp 1, fn 1 -> 2/4; no: tp 1, fp 1, fn 0 -> 2/3; maybe: never predicted -> 0
-    assert macro_f1(predicted, gold, LABELS) == pytest.approx((0.5 + 2 / 3 + 0.0) / 3)
-
-
-def test_macro_f1_counts_an_unparsed_answer_as_a_miss() -> None:
-    # yes: tp 1, fn 1 -> 2/3; no: tp 1 -> 1; maybe: neither gold nor predicted -> 0
-    assert macro_f1(["yes", None, "no"], ["yes", "yes", "no"], LABELS) == pytest.approx(
-        (2 / 3 + 1.0 + 0.0) / 3
-    )
-    assert macro_f1(["yes", "no"], ["yes", "no"], ["yes", "no"]) == 1.0
 
 
 def test_score_answer_scores_every_metric_and_flags_an_invented_number() -> None:
@@ -109,7 +50,7 @@ def test_score_answer_scores_every_metric_and_flags_an_invented_number() -> None
         sources=["company-overview"],
         group="seen=true",
     )
-    assert scored.scores == {"contains": 0.0, "exact_match": 0.0, "f1": 0.0, "rouge_l": 0.0}
+    assert scored.scores == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "contains": 0.0}
     assert scored.invented == ["2017"]
     # content words: founded, 2017, ana; the evidence holds founded and ana
     assert scored.support == pytest.approx(2 / 3)
@@ -125,7 +66,7 @@ def test_score_answer_grounded_answer_invents_nothing() -> None:
         labels=None,
         evidence=["Tidepool was founded in 2016 by Ana."],
     )
-    assert scored.scores["contains"] == 1.0 and scored.scores["f1"] == pytest.approx(0.5)
+    assert scored.scores["contains"] == 1.0 and scored.scores["token_f1"] == pytest.approx(0.5)
     assert scored.support == 1.0 and scored.invented == []
 
 
@@ -156,61 +97,7 @@ def test_score_answer_without_evidence_or_with_labels_is_not_grounded() -> None:
     assert wrong.scores["accuracy"] == 0.0
 
 
-# --- intervals ------------------------------------------------------------------------------
-
-
-def test_estimate_interval_holds_the_point_and_is_deterministic() -> None:
-    values = [1.0] * 7 + [0.0] * 13
-    first = estimate(mean_of(values), len(values), resamples=500, seed=3)
-    assert first.value == pytest.approx(0.35)
-    assert first.low <= first.value <= first.high
-    assert 0.0 < first.low < first.high < 1.0
-    assert estimate(mean_of(values), len(values), resamples=500, seed=3) == first
-
-
-def test_estimate_of_an_all_equal_sample_has_zero_width() -> None:
-    for value in (0.0, 1.0, 0.25):
-        e = estimate(mean_of([value] * 9), 9, resamples=200)
-        assert e.value == e.low == e.high == pytest.approx(value)
-
-
-def test_estimate_refuses_no_questions() -> None:
-    with pytest.raises(ValueError, match="no questions"):
-        estimate(mean_of([]), 0)
-
-
-def test_estimate_interval_is_close_to_the_normal_approximation() -> None:
-    values = [1.0] * 50 + [0.0] * 50
-    e = estimate(mean_of(values), 100, resamples=2000, seed=0)
-    half = 1.96 * np.sqrt(0.25 / 100)  # ~0.098
-    assert e.low == pytest.approx(0.5 - half, abs=0.02)
-    assert e.high == pytest.approx(0.5 + half, abs=0.02)
-
-
-def test_paired_difference_of_identical_arms_is_zero_with_zero_width() -> None:
-    values = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
-    diff = paired_difference(mean_of(values), mean_of(values), len(values))
-    assert (diff.value, diff.low, diff.high) == (0.0, 0.0, 0.0)
-    assert not diff.excludes_zero()
-
-
-def test_paired_difference_of_a_clearly_better_arm_excludes_zero() -> None:
-    better = [1.0] * 30 + [0.0] * 10
-    worse = [1.0] * 18 + [0.0] * 22  # right on a subset of the better arm's questions
-    diff = paired_difference(mean_of(better), mean_of(worse), 40, resamples=500)
-    assert diff.value == pytest.approx(30.0)  # points
-    assert diff.low > 0 and diff.excludes_zero()
-    # pairing: unpaired intervals of 75% and 45% on 40 questions would overlap far more
-    assert diff.high - diff.low < 35
-    reverse = paired_difference(mean_of(worse), mean_of(better), 40, resamples=500)
-    assert reverse.value == pytest.approx(-30.0) and reverse.high < 0
-
-
-def test_paired_difference_of_a_small_gap_reaches_zero() -> None:
-    a = [1.0] * 11 + [0.0] * 9
-    b = [1.0] * 10 + [0.0] * 10
-    diff = paired_difference(mean_of(a), mean_of(b), 20, resamples=500)
-    assert diff.value == pytest.approx(5.0) and diff.low <= 0 <= diff.high
+# --- the statistic of a metric -------------------------------------------------------------
 
 
 def test_metric_statistic_macro_f1_resamples_answers() -> None:
@@ -226,6 +113,13 @@ def test_metric_statistic_macro_f1_resamples_answers() -> None:
     assert metric_statistic("accuracy", answers, LABELS)(np.arange(4)) == 0.5
     with pytest.raises(ValueError, match="needs labels"):
         metric_statistic("macro_f1", answers, None)
+
+
+def test_a_mean_metric_is_bootstrapped_as_the_mean_of_its_scores() -> None:
+    answers = [_answer(i, float(i % 3 == 0)) for i in range(30)]
+    for metric in ("contains", "token_f1"):
+        values = [a.scores[metric] for a in answers]
+        assert bootstrap(metric_statistic(metric, answers, None), 30) == bootstrap_mean(values)
 
 
 # --- grounding and groups -------------------------------------------------------------------
@@ -262,10 +156,10 @@ def test_groups_by_hand() -> None:
         _answer(4, 1.0, group="seen=false"),
         _answer(5, 1.0),  # no group: only in the overall score
     ]
-    out = groups(answers, ["contains", "f1"], None)
+    out = groups(answers, ["contains", "token_f1"], None)
     assert list(out) == ["seen=false", "seen=true"]  # sorted
-    assert out["seen=true"] == pytest.approx({"contains": 2 / 3, "f1": 1 / 3, "n": 3.0})
-    assert out["seen=false"] == pytest.approx({"contains": 0.5, "f1": 0.25, "n": 2.0})
+    assert out["seen=true"] == pytest.approx({"contains": 2 / 3, "token_f1": 1 / 3, "n": 3.0})
+    assert out["seen=false"] == pytest.approx({"contains": 0.5, "token_f1": 0.25, "n": 2.0})
     assert groups([_answer(0, 1.0)], ["contains"], None) == {}
 
 

@@ -70,7 +70,7 @@ def test_logit_kd_writes_the_report_and_a_second_run_reuses_the_teacher_cache(
     assert pair["param_ratio"] < 1
     assert pair["retention"] is None or pair["retention"] >= 0  # None when the teacher scores 0
     assert pair["similarity"]["bleu"] >= 0
-    assert set(pair["student_before"]) == {"exact_match", "token_f1", "rouge_l"}
+    assert set(pair["student_before"]) == {"exact_match", "token_f1", "rouge_l", "contains"}
     report = (tmp_path / "a" / "report.md").read_text()
     assert "Teacher and student" in report and "top-1 agreement" in report
     assert (tmp_path / "a" / "student" / "model.safetensors").exists()

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from mentor.evaluate.answers import (
-    classification_accuracy,
     generate_answers,
     load_eval_items,
     score_generations,
@@ -22,8 +21,11 @@ from mentor.evaluate.compare import (
     BeforeAfter,
     compare_classification,
     compare_generation,
+    compare_scores,
 )
 from mentor.evaluate.perplexity import general_sample, perplexity, token_windows
+from mentor.evaluate.stats import mean_of, paired_bootstrap
+from mentor.evaluate.text import TEXT_METRICS
 from mentor.models.engine import HFEngine
 from mentor.models.protocols import ChatMessage, SamplingConfig
 from mentor.testing import tiny_llama
@@ -264,15 +266,12 @@ def test_score_generations_on_hand_made_answers() -> None:
     assert scores.exact_match == pytest.approx(1 / 3)
     assert scores.token_f1 == pytest.approx(0.5)
     assert scores.rouge_l == pytest.approx(0.5)
+    assert scores.per_example["contains"] == [1.0, 0.0, 0.0]  # "red car" is not in "blue car"
+    assert scores.contains == pytest.approx(1 / 3)
+    assert list(scores.per_example) == list(TEXT_METRICS)
     assert scores.to_dict()["n"] == 3
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
         score_generations(["a", "b"], ["a"])
-
-
-def test_classification_accuracy() -> None:
-    assert classification_accuracy(["a", "b", "b", "c"], ["a", "b", "c", "c"]) == 0.75
-    with pytest.raises(ValueError):
-        classification_accuracy(["a"], ["a", "b"])
 
 
 def _report(ppl_base: float, ppl_tuned: float) -> BeforeAfter:
@@ -285,7 +284,7 @@ def _report(ppl_base: float, ppl_tuned: float) -> BeforeAfter:
 def test_before_after_rows_and_changes() -> None:
     report = _report(20.0, 21.0)
     rows = {m.name: m for m in report.metrics}
-    assert list(rows) == ["exact_match", "token_f1", "rouge_l"]
+    assert list(rows) == ["exact_match", "token_f1", "rouge_l", "contains"]
     em = rows["exact_match"]
     assert (em.base, em.tuned, em.change) == pytest.approx((0.2, 1.0, 0.8))
     assert em.low <= em.change <= em.high
@@ -302,6 +301,17 @@ def test_before_after_rows_and_changes() -> None:
     assert data["n"] == 5 and data["forgetting"] is False
     assert data["metrics"][0]["name"] == "exact_match"
     json.dumps(data)  # the report's JSON is plain data
+
+
+def test_each_change_is_the_paired_bootstrap_of_tuned_minus_base() -> None:
+    base = {"m": [0.0, 1.0, 0.0, 1.0, 0.0, 0.5]}
+    tuned = {"m": [1.0, 1.0, 0.0, 1.0, 1.0, 0.5]}
+    (row,) = compare_scores(base, tuned).metrics
+    diff = paired_bootstrap(mean_of(tuned["m"]), mean_of(base["m"]), 6)
+    assert (row.change, row.low, row.high) == (diff.value, diff.low, diff.high)
+    assert row.change == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match="different numbers of examples"):
+        compare_scores({"m": [1.0, 2.0]}, {"m": [1.0]})
 
 
 def test_forgetting_fires_above_threshold() -> None:

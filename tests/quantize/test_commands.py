@@ -56,11 +56,16 @@ def test_int4_run_writes_a_loadable_folder_and_its_report(workspace: Path, tmp_p
         row = report[side]
         assert row["disk_bytes"] > 0 and row["memory_bytes"] > 0 and row["perplexity"] > 1
         assert row["tokens_per_s"] > 0 and row["latency_ms_per_token"] > 0
-        assert set(row["task"]) == {"exact_match", "token_f1", "rouge_l"}
+        assert set(row["task"]) == {"exact_match", "token_f1", "rouge_l", "contains"}
     assert report["quantized"]["disk_bytes"] == (out / "quantized.safetensors").stat().st_size
     assert report["disk_ratio"] > 2  # tiny Qwen2's untied head is int8, the rest int4
     assert abs(report["perplexity_change"]) < 0.2
-    assert [c["name"] for c in report["task_changes"]] == ["exact_match", "token_f1", "rouge_l"]
+    assert [c["name"] for c in report["task_changes"]] == [
+        "exact_match",
+        "token_f1",
+        "rouge_l",
+        "contains",
+    ]
     assert (out / "report.md").read_text().startswith("# ")
     manifest = read_manifest(out)
     assert manifest.method == "int4" and manifest.base_model == str(workspace / "qwen")

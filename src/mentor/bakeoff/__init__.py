@@ -5,7 +5,8 @@ advisor's decision framework.
 - ``config.py``: the typed :class:`BakeoffConfig` (data, models, training, arms, prices, facts);
 - ``data.py``: the question sets; ``datasets.py``: public sets prepared into them (PubMedQA);
 - ``stages.py``: what is built once and kept: indexes, adapters, tuned and distilled models;
-- ``arms.py``: one arm loaded, answering, timed; ``scoring.py``: the arithmetic;
+- ``arms.py``: one arm loaded, answering, timed; ``scoring.py``: answers scored with
+  :mod:`mentor.evaluate`'s metrics and bootstrap, grounding, groups and money;
 - ``recommend.py``: the verdict; ``report.py``: HTML, JSON and the terminal summary;
 - ``runner.py``: all of it in order, resumable; ``commands.py``: ``mentor bakeoff``.
 

@@ -21,9 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails
 
 from mentor.advisor.situation import BudgetTier, Freshness, Hardware
+from mentor.evaluate.labels import LABEL_METRICS
+from mentor.evaluate.stats import RESAMPLES
 from mentor.utils.config import read_yaml_mapping
 
-Metric = Literal["contains", "exact_match", "f1", "rouge_l", "accuracy", "macro_f1"]
+Metric = Literal["exact_match", "token_f1", "rouge_l", "contains", "accuracy", "macro_f1"]
+"""The names in :data:`mentor.evaluate.text.TEXT_METRICS` and
+:data:`mentor.evaluate.labels.LABEL_METRICS` (``tests/bakeoff/test_config.py`` keeps them equal)."""
 BASE = "base"
 
 
@@ -119,7 +123,7 @@ class AnswerSettings(_Strict):
         ge=1,
         description="Questions answered one at a time, end to end, to measure latency.",
     )
-    bootstrap: int = Field(default=1000, ge=100, description="Bootstrap resamples of each CI.")
+    bootstrap: int = Field(default=RESAMPLES, ge=100, description="Bootstrap resamples of each CI.")
     seed: int = Field(default=0, description="Seed of the bootstrap and of training.")
 
 
@@ -219,7 +223,7 @@ class BakeoffConfig(_Strict):
     models: ModelSettings = Field(default_factory=ModelSettings, description="The models.")
     answer: AnswerSettings = Field(default_factory=AnswerSettings, description="How arms answer.")
     primary: Metric = Field(
-        default="f1",
+        default="token_f1",
         description="The quality measure the recommendation ranks by (labels: accuracy).",
     )
     training: dict[str, TrainingSpec] = Field(
@@ -258,7 +262,7 @@ class BakeoffConfig(_Strict):
             raise ValueError("data.test: name the held-out questions (or data.prepare)")
         if self.data.prepare is not None and self.data.source is None:
             raise ValueError("data.source: prepare needs the raw file to read")
-        if self.primary in ("accuracy", "macro_f1") and not self.data.labels:
+        if self.primary in LABEL_METRICS and not self.data.labels:
             raise ValueError(f"primary: {self.primary} needs data.labels")
         return self
 

@@ -25,7 +25,8 @@ from mentor.advisor.rules import METHODS
 from mentor.advisor.situation import Situation
 from mentor.bakeoff.config import BakeoffConfig
 from mentor.bakeoff.results import ArmResult, Estimate, Verdict, Watch
-from mentor.bakeoff.scoring import metric_statistic, paired_difference
+from mentor.bakeoff.scoring import metric_statistic
+from mentor.evaluate.stats import paired_bootstrap
 
 FRESH = ("weekly", "daily", "realtime")
 MEMORY_SHARE = 0.8  # of the device's memory, as in the advisor's monitoring plan
@@ -129,10 +130,11 @@ def _tied_with(
     ids = [a.id for a in best.answers]
     if [a.id for a in arm.answers] != ids or not ids:
         return False
-    diff = paired_difference(
+    diff = paired_bootstrap(
         metric_statistic(primary, best.answers, labels),
         metric_statistic(primary, arm.answers, labels),
         len(ids),
+        scale=100.0,  # points
         resamples=resamples,
         seed=seed,
     )

@@ -35,7 +35,8 @@ SAMPLES = 10  # answers shown per arm
 METRIC_MEANINGS = {
     "contains": "the normalised reference appears, as whole words, in the normalised answer",
     "exact_match": "the normalised answer equals the normalised reference",
-    "f1": "token F1: the harmonic mean of the shares of answer and reference words they share",
+    "token_f1": "token F1: the harmonic mean of the shares of answer and reference words they "
+    "share",
     "rouge_l": "ROUGE-L: the F-measure of the longest common word subsequence of answer and "
     "reference",
     "accuracy": "the first label the answer names is the reference label",

@@ -2,8 +2,9 @@
 them. Plain dataclasses that go to and from JSON unchanged (``report.json``), so the HTML report,
 the terminal summary and a resumed run all read the same thing.
 
-Scores are shares in [0, 1]; "points" are those shares times 100. Every estimate carries its 95%
-bootstrap interval over the held-out questions.
+Scores are shares in [0, 1]; "points" are those shares times 100. Every estimate is a
+:class:`mentor.evaluate.stats.Estimate` (``value``, ``low``, ``high``): the value with its 95%
+bootstrap interval over the held-out questions, stored in JSON as those three fields.
 """
 
 from __future__ import annotations
@@ -14,21 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mentor.evaluate.stats import Estimate as Estimate  # re-exported: an arm's measures are these
 from mentor.utils.fs import atomic_write_text
 
 Status = Literal["done", "failed"]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A measured value with its 95% bootstrap interval."""
-
-    value: float
-    low: float
-    high: float
-
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
 
 
 @dataclass

@@ -47,19 +47,18 @@ from mentor.bakeoff.data import BakeoffData, Question, load_data, spread
 from mentor.bakeoff.recommend import verdict
 from mentor.bakeoff.results import ArmResult, BakeoffResult, arm_from_dict
 from mentor.bakeoff.scoring import (
-    LABEL_METRICS,
-    TEXT_METRICS,
     UPDATES_PER_YEAR,
     costs,
-    estimate,
     grounding,
     groups,
     metric_statistic,
-    paired_difference,
     per_point,
     score_answer,
 )
 from mentor.bakeoff.stages import Built, build_rag_index, fingerprint, merged_docs, train_model
+from mentor.evaluate.labels import LABEL_METRICS
+from mentor.evaluate.stats import bootstrap, paired_bootstrap
+from mentor.evaluate.text import TEXT_METRICS
 from mentor.utils.fs import atomic_write_text
 
 
@@ -245,11 +244,13 @@ class Bakeoff:
         if self.data.updates and (arm.retrieval is None or self.data.docs is not None):
             fresh = self._score(self.data.updates, loaded, arm, updated=True)
             stat = metric_statistic(config.primary, fresh, config.data.labels)
-            updates = estimate(stat, len(fresh), resamples=config.answer.bootstrap)
+            updates = bootstrap(
+                stat, len(fresh), resamples=config.answer.bootstrap, seed=config.answer.seed
+            )
         labels = config.data.labels
         metrics = metrics_for(config)
         quality = {
-            m: estimate(
+            m: bootstrap(
                 metric_statistic(m, scored, labels),
                 len(scored),
                 resamples=config.answer.bootstrap,
@@ -313,6 +314,7 @@ class Bakeoff:
             self.config.models.embedder if arm.retrieval else None,
             self.config.answer.model_dump(exclude={"bootstrap"}),
             self.config.primary,
+            list(TEXT_METRICS),  # an arm stored under other metric names is measured again
             self.config.data.labels,
             [(q.id, q.question, q.answer, q.group) for q in self.data.test],
             [(q.id, q.question, q.answer) for q in self.data.updates],
@@ -371,10 +373,11 @@ def price(arms: list[ArmResult], config: BakeoffConfig) -> None:
         if arm.costs is None:
             continue
         if [a.id for a in arm.answers] == [a.id for a in base.answers]:
-            arm.vs_base = paired_difference(
+            arm.vs_base = paired_bootstrap(
                 metric_statistic(primary, arm.answers, labels),
                 metric_statistic(primary, base.answers, labels),
                 len(arm.answers),
+                scale=100.0,  # points
                 resamples=config.answer.bootstrap,
                 seed=config.answer.seed,
             )

@@ -1,30 +1,33 @@
-"""The bakeoff's arithmetic, as pure functions: per-answer scores, intervals, grounding and money.
+"""The bakeoff's own arithmetic, as pure functions: each answer scored, the statistic of a metric
+over resampled questions, grounding shares, groups and money.
 
-Every arm is scored by the same functions on the same questions:
+Every arm is scored by the same functions on the same questions, and those are the ones every
+method uses (:mod:`mentor.evaluate`):
 
-- ``contains``: the normalised reference appears in the normalised answer, as whole words (the
-  fair first measure for short gold answers such as "2016" or "Settings > Billing");
-- ``exact_match``, ``f1`` (token F1) and ``rouge_l`` (LCS F-measure) from :mod:`mentor.evaluate`;
-- with a label set (yes/no/maybe): the first label the answer names is its prediction, scored by
-  ``accuracy`` and ``macro_f1`` (the mean over labels of each label's F1, over the whole set).
+- every text metric of :data:`mentor.evaluate.text.TEXT_METRICS` (``contains``, the fair first
+  measure for short gold answers such as "2016" or "Settings > Billing"; ``exact_match``,
+  ``token_f1`` and ``rouge_l``);
+- with a label set (yes/no/maybe): the first label the answer names is its prediction
+  (:func:`mentor.evaluate.labels.label_of`), scored by ``accuracy`` and ``macro_f1`` (the mean
+  over labels of each label's F1, over the whole set).
 
-Intervals are 95% percentile bootstraps over questions; a difference between two arms resamples
-the questions once for both (paired), so it is narrower than the two intervals suggest.
+Intervals are :mod:`mentor.evaluate.stats`' 95% percentile bootstraps over questions of
+:func:`metric_statistic`; a difference between two arms resamples the questions once for both
+(``paired_bootstrap``), so it is narrower than the two intervals suggest.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from mentor.bakeoff.results import Costs, Estimate, Grounding, ScoredAnswer
+from mentor.bakeoff.results import Costs, Grounding, ScoredAnswer
 from mentor.evaluate.grounding import invented_numbers, support
-from mentor.evaluate.text import exact_match, normalize_answer, rouge_l, token_f1
+from mentor.evaluate.labels import correct_labels, label_of, macro_f1_of
+from mentor.evaluate.stats import Statistic, mean_of
+from mentor.evaluate.text import text_scores
 
-TEXT_METRICS = ("contains", "exact_match", "f1", "rouge_l")
-LABEL_METRICS = ("accuracy", "macro_f1")
 SUPPORTED = 0.8  # share of content words found in the evidence for an answer to count as supported
 GROUNDING_METHOD = (
     "Lexical, no LM judge (so no judge variance): an answer is supported when at least 80% of its "
@@ -37,76 +40,10 @@ GROUNDING_METHOD = (
 UPDATES_PER_YEAR = {"static": 1, "monthly": 12, "weekly": 52, "daily": 365, "realtime": 365}
 
 
-def contains(prediction: str, reference: str) -> float:
-    """1.0 when the normalised reference occurs in the normalised prediction as whole words."""
-    ref = normalize_answer(reference)
-    if not ref:
-        return 0.0
-    return (
-        1.0 if re.search(rf"(?:^| ){re.escape(ref)}(?: |$)", normalize_answer(prediction)) else 0.0
-    )
-
-
-def label_of(answer: str, labels: Sequence[str]) -> str | None:
-    """The first of ``labels`` the answer names as a whole word (case-insensitive), or None."""
-    words = normalize_answer(answer).split()
-    wanted = {normalize_answer(label): label for label in labels}
-    for word in words:
-        if word in wanted:
-            return wanted[word]
-    return None
-
-
-def text_scores(prediction: str, reference: str) -> dict[str, float]:
-    return {
-        "contains": contains(prediction, reference),
-        "exact_match": exact_match(prediction, reference),
-        "f1": token_f1(prediction, reference),
-        "rouge_l": rouge_l(prediction, reference),
-    }
-
-
 def label_scores(prediction: str, reference: str, labels: Sequence[str]) -> dict[str, float]:
+    """Per-answer ``accuracy``: the label the answer names is the reference's (or the reference)."""
     gold = label_of(reference, labels) or reference
-    return {"accuracy": 1.0 if label_of(prediction, labels) == gold else 0.0}
-
-
-def macro_f1(predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> float:
-    """Mean over ``labels`` of per-label F1; a label never predicted nor gold scores 0."""
-    scores = []
-    for label in labels:
-        tp = sum(p == label and g == label for p, g in zip(predicted, gold, strict=True))
-        fp = sum(p == label and g != label for p, g in zip(predicted, gold, strict=True))
-        fn = sum(p != label and g == label for p, g in zip(predicted, gold, strict=True))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return float(np.mean(scores))
-
-
-Statistic = Callable[[np.ndarray], float]
-
-
-def _resamples(n: int, resamples: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
-def estimate(statistic: Statistic, n: int, *, resamples: int = 1000, seed: int = 0) -> Estimate:
-    """``statistic`` of the question indices 0..n-1, with its 95% bootstrap interval."""
-    if n == 0:
-        raise ValueError("no questions to score")
-    draws = [statistic(row) for row in _resamples(n, resamples, seed)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return Estimate(statistic(np.arange(n)), float(low), float(high))
-
-
-def mean_of(values: Sequence[float]) -> Statistic:
-    array = np.asarray(values, dtype=np.float64)
-    return lambda rows: float(array[rows].mean())
-
-
-def macro_f1_of(
-    predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]
-) -> Statistic:
-    return lambda rows: macro_f1([predicted[i] for i in rows], [gold[i] for i in rows], labels)
+    return {"accuracy": correct_labels([label_of(prediction, labels)], [gold])[0]}
 
 
 def metric_statistic(
@@ -120,13 +57,6 @@ def metric_statistic(
         gold = [label_of(a.reference, labels) or a.reference for a in answers]
         return macro_f1_of(predicted, gold, labels)
     return mean_of([a.scores[metric] for a in answers])
-
-
-def paired_difference(
-    a: Statistic, b: Statistic, n: int, *, resamples: int = 1000, seed: int = 0
-) -> Estimate:
-    """a - b in points (x100) on the same resampled questions."""
-    return estimate(lambda rows: 100.0 * (a(rows) - b(rows)), n, resamples=resamples, seed=seed)
 
 
 def score_answer(

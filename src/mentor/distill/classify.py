@@ -28,7 +28,7 @@ from torch import nn
 from mentor.distill.config import DistillConfig
 from mentor.distill.losses import IGNORE, Divergence, divergence
 from mentor.distill.students import count_params
-from mentor.evaluate.answers import classification_accuracy
+from mentor.evaluate.labels import accuracy
 from mentor.models.loading import resolve_device
 from mentor.train.classifier import (
     ClassBatch,
@@ -251,8 +251,8 @@ def distill_classifier(
         train_rows=len(train_data[0]),
         unlabelled_rows=len(unlabelled),
         test_rows=len(gold),
-        teacher_accuracy=classification_accuracy(labels.decode(t_logits.argmax(-1).tolist()), gold),
-        student_accuracy=classification_accuracy(labels.decode(s_logits.argmax(-1).tolist()), gold),
+        teacher_accuracy=accuracy(labels.decode(t_logits.argmax(-1).tolist()), gold),
+        student_accuracy=accuracy(labels.decode(s_logits.argmax(-1).tolist()), gold),
         agreement=float((t_logits.argmax(-1) == s_logits.argmax(-1)).float().mean()),
         kl=kl,
         teacher_params=count_params(teacher),

@@ -1,15 +1,17 @@
 """Held-out answers: the prompts and references of a qa or chat file, the model's answers to them,
-and every text metric on each answer.
+and every text metric of :data:`mentor.evaluate.text.TEXT_METRICS` on each answer.
 
     items = load_eval_items(Path("test.jsonl"))
     answers = generate_answers(HFEngine(model, tokenizer), [i.prompt for i in items])
     scores = score_generations(answers, [i.reference for i in items])
     scores.mean("token_f1")
+
+Classifiers are scored with :mod:`mentor.evaluate.labels` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 from mentor.data.convert import qa_to_chat
 from mentor.data.io import read_records
 from mentor.data.schemas import ChatRecord, QARecord
-from mentor.evaluate.text import exact_match, rouge_l, token_f1
+from mentor.evaluate.text import TEXT_METRICS
 from mentor.models.protocols import ChatMessage
 
 if TYPE_CHECKING:
@@ -27,13 +29,6 @@ from mentor.models.protocols import SamplingConfig
 
 EVAL_SAMPLING = SamplingConfig(max_new_tokens=128)
 """Greedy answers of at most 128 tokens: how held-out sets are answered unless a caller says."""
-
-METRICS: dict[str, Callable[[str, str], float]] = {
-    "exact_match": exact_match,
-    "token_f1": token_f1,
-    "rouge_l": rouge_l,
-}
-"""The answer-quality metrics, each ``(prediction, reference) -> score in [0, 1]``, by name."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ def load_eval_items(path: Path) -> list[EvalItem]:
     if loaded.schema not in (None, "qa", "chat"):
         raise ValueError(
             f"{path}: {loaded.schema} records have no answer to generate; held-out sets for "
-            "generation are qa or chat (score classifiers with classification_accuracy)"
+            "generation are qa or chat (score classifiers with mentor.evaluate.labels.accuracy)"
         )
     errors = [str(p) for p in loaded.errors]
     items: list[EvalItem] = []
@@ -106,7 +101,7 @@ def generate_answers(
 
 @dataclass(frozen=True)
 class GenerationScores:
-    """Answers to a held-out set and their score on every metric of :data:`METRICS`."""
+    """Answers to a held-out set and their score on every metric of :data:`TEXT_METRICS`."""
 
     predictions: list[str]
     references: list[str]
@@ -133,31 +128,22 @@ class GenerationScores:
     def rouge_l(self) -> float:
         return self.mean("rouge_l")
 
+    @property
+    def contains(self) -> float:
+        return self.mean("contains")
+
     def to_dict(self) -> dict[str, float | int]:
         return {"n": self.n, **{name: self.mean(name) for name in self.per_example}}
 
 
 def score_generations(predictions: Sequence[str], references: Sequence[str]) -> GenerationScores:
-    """Score each prediction against its reference with every metric of :data:`METRICS`."""
+    """Score each prediction against its reference with every metric of :data:`TEXT_METRICS`."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:
         raise ValueError("nothing to score: no predictions")
     per_example = {
         name: [metric(p, r) for p, r in zip(predictions, references, strict=True)]
-        for name, metric in METRICS.items()
+        for name, metric in TEXT_METRICS.items()
     }
     return GenerationScores(list(predictions), list(references), per_example)
-
-
-def classification_accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
-    """Fraction of labels predicted exactly (labels are compared as given, case included)."""
-    return sum(correct_labels(predicted, gold)) / len(gold)
-
-
-def correct_labels(predicted: Sequence[str], gold: Sequence[str]) -> list[float]:
-    if len(predicted) != len(gold):
-        raise ValueError(f"{len(predicted)} predicted labels for {len(gold)} gold labels")
-    if not gold:
-        raise ValueError("nothing to score: no labels")
-    return [float(p == g) for p, g in zip(predicted, gold, strict=True)]

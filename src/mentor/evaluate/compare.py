@@ -1,5 +1,9 @@
 """Before/after: two models scored on the same examples, each change with a paired bootstrap
-interval, and forgetting measured as the rise in general-English perplexity.
+interval (:func:`mentor.evaluate.stats.paired_bootstrap`, :data:`~mentor.evaluate.stats.RESAMPLES`
+resamples), and forgetting measured as the rise in general-English perplexity.
+
+The fine-tune recipes (generation and classification) and the quantization report build their
+tables here.
 
 Usage::
 
@@ -13,19 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mentor.evaluate.answers import GenerationScores, correct_labels
-from mentor.evaluate.stats import paired_bootstrap_diff
+from mentor.evaluate.labels import correct_labels
+from mentor.evaluate.stats import CONFIDENCE, mean_of, paired_bootstrap
 
 if TYPE_CHECKING:
-    pass
-
+    from mentor.evaluate.answers import GenerationScores
 
 FORGETTING_THRESHOLD = 0.10
 """Relative rise in general-text perplexity above which a report flags forgetting."""
-
-
-CONFIDENCE = 0.95
-"""Coverage of the paired bootstrap interval on each change."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +138,14 @@ def compare_scores(
     sizes = {len(v) for v in (*base.values(), *tuned.values())}
     if len(sizes) != 1:
         raise ValueError(f"the models were scored on different numbers of examples: {sizes}")
+    n = sizes.pop()
     rows = []
     for name in base:
-        change, low, high = paired_bootstrap_diff(tuned[name], base[name], confidence=CONFIDENCE)
         b, t = base[name], tuned[name]
-        rows.append(MetricChange(name, sum(b) / len(b), sum(t) / len(t), change, low, high))
-    return BeforeAfter(n=sizes.pop(), metrics=rows, general=general)
+        diff = paired_bootstrap(mean_of(t), mean_of(b), n)
+        mean_b, mean_t = sum(b) / len(b), sum(t) / len(t)
+        rows.append(MetricChange(name, mean_b, mean_t, diff.value, diff.low, diff.high))
+    return BeforeAfter(n=n, metrics=rows, general=general)
 
 
 def compare_generation(

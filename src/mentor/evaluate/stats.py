@@ -1,15 +1,24 @@
-"""Small statistics for evaluation reports: percentiles, latency summaries and bootstrap CIs.
+"""Small statistics for evaluation reports: percentiles, latency summaries and the bootstrap.
 
 ``percentile`` interpolates linearly between order statistics, as ``numpy.percentile``'s default
-(Hyndman & Fan, 1996, definition 7). The confidence intervals are percentile bootstrap intervals
-(Efron & Tibshirani, 1993, ch. 13), seeded through a numpy ``Generator`` so a report is
-reproducible; ``paired_bootstrap_diff`` resamples queries jointly for two systems scored on the
-same queries, the paired bootstrap used to compare systems in MT (Koehn, 2004) and IR (Sakai,
-2006); it is far tighter than setting two independent intervals side by side.
+(Hyndman & Fan, 1996, definition 7). Every confidence interval in mentor (the fine-tune
+before/after report, quantization, the bakeoff) is a percentile bootstrap interval (Efron &
+Tibshirani, 1993, ch. 13) computed here, with :data:`RESAMPLES` resamples by default and a seeded
+numpy ``Generator``, so a report is reproducible and two reports agree on the same scores.
+
+The bootstrap resamples *example indices*: a statistic is a function of the indices ``rows`` of
+the examples drawn (:data:`Statistic`), so a statistic that is not a mean of per-example scores,
+such as macro-F1 over a label set, is resampled the same way as a mean (:func:`mean_of` turns
+per-example scores into one). :func:`paired_bootstrap` evaluates two systems' statistics on the
+same resampled indices: the paired bootstrap used to compare systems in MT (Koehn, 2004) and IR
+(Sakai, 2006), far tighter than setting two independent intervals side by side.
 
 Usage::
 
-    point, low, high = paired_bootstrap_diff(ndcg_rag, ndcg_finetune, seed=0)
+    accuracy = bootstrap_mean(correct)  # Estimate(value, low, high)
+    f1 = bootstrap(macro_f1_of(predicted, gold, labels), len(gold))  # not a mean
+    gain = paired_bootstrap(mean_of(tuned), mean_of(base), n, scale=100.0)  # in points
+    gain.excludes_zero()
 """
 
 from __future__ import annotations
@@ -21,12 +30,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-Statistic = Callable[[NDArray[np.float64]], float]
+RESAMPLES = 2000
+"""Bootstrap resamples of every interval unless a caller asks for another number."""
 
+CONFIDENCE = 0.95
+"""Coverage of every interval unless a caller asks for another."""
 
-def mean(values: NDArray[np.float64]) -> float:
-    """Arithmetic mean as a Python float; the default bootstrap statistic."""
-    return float(np.mean(values))
+Statistic = Callable[[NDArray[np.intp]], float]
+"""A statistic of the examples at the given indices (drawn with replacement), e.g. their mean."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -72,50 +83,89 @@ def latency_summary(seconds: Sequence[float]) -> LatencySummary:
     )
 
 
-def bootstrap_ci(
-    values: Sequence[float],
-    statistic: Statistic = mean,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(point, low, high): the statistic on ``values`` and its percentile bootstrap interval.
+@dataclass(frozen=True)
+class Estimate:
+    """A measured value with its percentile bootstrap interval ``[low, high]``."""
 
-    Each resample draws len(values) values with replacement; the interval is the
-    (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of the resampled statistics.
+    value: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        """The interval lies on one side of 0: for a difference, beyond resampling noise."""
+        return self.low > 0 or self.high < 0
+
+
+def mean_of(values: Sequence[float]) -> Statistic:
+    """The mean of ``values`` at the drawn indices: the statistic of per-example scores."""
+    array = np.asarray(values, dtype=np.float64)
+    return lambda rows: float(array[rows].mean())
+
+
+def bootstrap(
+    statistic: Statistic,
+    n: int,
+    *,
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Estimate:
+    """``statistic`` of all ``n`` examples, with its percentile bootstrap interval.
+
+    Each resample draws n indices from 0..n-1 with replacement; the interval is the
+    (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of the resampled statistics.
     """
-    if len(values) == 0:
-        raise ValueError("bootstrap_ci of an empty sample")
+    if n < 1:
+        raise ValueError("nothing to resample: no examples")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
-    sample = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, len(sample), size=(resamples, len(sample)))  # (resamples, n)
-    stats = [statistic(sample[row]) for row in indices]
+    draws = rng.integers(0, n, size=(resamples, n))  # (resamples, n): one resample per row
+    stats = [statistic(rows) for rows in draws]
     alpha = (1.0 - confidence) / 2.0
-    low = percentile(stats, 100.0 * alpha)
-    high = percentile(stats, 100.0 * (1.0 - alpha))
-    return statistic(sample), low, high
+    return Estimate(
+        statistic(np.arange(n)),
+        percentile(stats, 100.0 * alpha),
+        percentile(stats, 100.0 * (1.0 - alpha)),
+    )
 
 
-def paired_bootstrap_diff(
-    a: Sequence[float],
-    b: Sequence[float],
+def bootstrap_mean(
+    values: Sequence[float],
     *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
     seed: int = 0,
-) -> tuple[float, float, float]:
-    """(point, low, high) for mean(a) - mean(b), where a[i] and b[i] score the same query.
+) -> Estimate:
+    """The mean of ``values`` (one score per example), with its percentile bootstrap interval."""
+    return bootstrap(
+        mean_of(values), len(values), confidence=confidence, resamples=resamples, seed=seed
+    )
 
-    Resampling queries and keeping each pair together is the same as bootstrapping the mean of
-    the per-query differences, since the mean of differences equals the difference of means.
-    An interval that excludes 0 says a beats (or trails) b beyond resampling noise.
+
+def paired_bootstrap(
+    a: Statistic,
+    b: Statistic,
+    n: int,
+    *,
+    scale: float = 1.0,
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Estimate:
+    """``scale * (a - b)`` for two systems scored on the same ``n`` examples, with its paired
+    percentile bootstrap interval (``scale=100`` turns shares into points).
+
+    Both statistics see the same resampled indices, so the per-example pairing is kept and the
+    interval reflects only how the *difference* varies. An interval that excludes 0 says a beats
+    (or trails) b beyond resampling noise.
     """
-    if len(a) != len(b):
-        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
-    differences = [x - y for x, y in zip(a, b, strict=True)]
-    return bootstrap_ci(differences, mean, confidence=confidence, resamples=resamples, seed=seed)
+    return bootstrap(
+        lambda rows: scale * (a(rows) - b(rows)),
+        n,
+        confidence=confidence,
+        resamples=resamples,
+        seed=seed,
+    )

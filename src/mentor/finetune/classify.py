@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 from rich.console import Console
 
-from mentor.evaluate.answers import classification_accuracy
 from mentor.evaluate.compare import BeforeAfter, compare_classification
+from mentor.evaluate.labels import accuracy
 from mentor.models.loading import load_embedder, resolve_device
 from mentor.train.classifier import (
     Labelled,
@@ -233,8 +233,8 @@ def train_and_evaluate(
         train_rows=len(train_rows),
         val_rows=len(val_rows),
         test_rows=len(gold),
-        base_accuracy=classification_accuracy(base_predicted, gold),
-        tuned_accuracy=classification_accuracy(tuned, gold),
+        base_accuracy=accuracy(base_predicted, gold),
+        tuned_accuracy=accuracy(tuned, gold),
         trainable_params=report.trainable,
         base_params=report.base,
         train_seconds=training.seconds,

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from mentor.evaluate.answers import EvalItem, generate_answers, score_generations
-from mentor.evaluate.compare import CONFIDENCE, MetricChange, compare_scores
+from mentor.evaluate.compare import MetricChange, compare_scores
 from mentor.evaluate.perplexity import perplexity
+from mentor.evaluate.stats import CONFIDENCE
 from mentor.models.engine import HFEngine, Request
 from mentor.models.protocols import SamplingConfig
 from mentor.utils.fs import human_bytes
