@@ -1,9 +1,18 @@
-"""Test kit: tiny real models and tokenizers, and deterministic fakes of the model protocols.
+"""Test kit: tiny real models and tokenizers, and deterministic fakes of the pluggable parts.
 
 Everything here runs offline in seconds on a CPU, so every mentor command can be tested end to
 end: ``tiny_llama``/``tiny_qwen2``/``tiny_bert`` are random Hugging Face models with tokenizers
-trained in code, the ``save_*`` writers put them on disk as real model folders, and
-``HashEmbedder``/``ScriptedGenerator`` stand in for an ``Embedder`` and a ``Generator``.
+trained in code, and the ``save_*`` writers put them on disk as real model folders.
+
+The fakes (:mod:`mentor.testing.fakes`), one per protocol:
+
+========================  =================================================================
+``HashEmbedder``          :class:`mentor.models.protocols.Embedder` (feature hashing)
+``ScriptedGenerator``     :class:`mentor.models.protocols.Generator` (canned replies)
+``MemoryStore``           :class:`mentor.rag.store.VectorStore` (numpy, exact cosine search);
+                          pass it as ``Retriever(index, embedder, store=...)``
+``KeywordReranker``       :class:`mentor.rag.retrieve.Reranker` (shared words)
+========================  =================================================================
 
 The fakes need only numpy; the tokenizers and models load transformers (and torch) on first use,
 so ``from mentor.testing import HashEmbedder`` stays fast.
@@ -14,7 +23,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from mentor.testing.fakes import HashEmbedder, ScriptedCall, ScriptedGenerator
+from mentor.testing.fakes import (
+    HashEmbedder,
+    KeywordReranker,
+    MemoryStore,
+    RerankCall,
+    ScriptedCall,
+    ScriptedGenerator,
+)
 
 if TYPE_CHECKING:
     from mentor.testing.tiny_models import (
@@ -35,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CHATML_TEMPLATE",
     "HashEmbedder",
+    "KeywordReranker",
+    "MemoryStore",
+    "RerankCall",
     "ScriptedCall",
     "ScriptedGenerator",
     "save_model_folder",
