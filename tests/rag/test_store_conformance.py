@@ -2,7 +2,7 @@
 
 Every test takes a store from :data:`STORES`: a function that fills a new store, under a folder
 of its own, with the given chunks and their vectors in that order. Adding a store to the suite
-is one line there. The data are hand-made so the answers are known: eight unit vectors at known
+is one line there. The data are hand-made so the answers are known: nine unit vectors at known
 angles from the first axis (the score of a chunk for that axis is the cosine of its angle), and
 chunks whose fields test the filter language (:mod:`mentor.rag.filters`), quotes and SQL's
 own wildcards included.
@@ -90,8 +90,9 @@ CHUNKS = [
     _chunk("o'brien.txt", 0, "O'Brien's notes", "Call back on Monday."),
     _chunk("rates.md", 0, "100% rates_2024", "Rates rise in May."),
     _chunk("misc/a.md", 0, "A", "Odds and ends.", metadata={"lang": "en"}),
+    _chunk("win.txt", 0, r"C:\docs\win", "Paths."),
 ]
-DEGREES = [50, 10, 70, 30, 0, 60, 20, 40]
+DEGREES = [50, 10, 70, 30, 0, 60, 20, 40, 80]
 """Angle of each row's vector from the first axis; the rows nearest that axis: 4, 1, 6, 3, ..."""
 
 
@@ -182,7 +183,7 @@ def test_k_larger_than_the_store_returns_everything_once(store: VectorStore) -> 
 @pytest.mark.parametrize(
     ("filters", "rows"),
     [
-        ({}, {0, 1, 2, 3, 4, 5, 6, 7}),
+        ({}, {0, 1, 2, 3, 4, 5, 6, 7, 8}),
         ({"doc_id": "guide.md"}, {0, 1}),
         ({"doc_id": "guide"}, set()),  # a value without wildcards matches the whole field
         ({"source": "*.pdf"}, {2, 3, 4}),
@@ -200,6 +201,9 @@ def test_k_larger_than_the_store_returns_everything_once(store: VectorStore) -> 
         ({"title": "1%"}, set()),  # SQL's wildcards are plain characters here
         ({"title": "100_*"}, set()),
         ({"title": "[RG]*"}, set()),  # and so are brackets
+        ({"title": r"C:\docs\win"}, {8}),
+        ({"title": r"C:\docs*"}, {8}),  # and backslashes, SQL's escape character
+        ({"title": r"C:\\docs*"}, set()),
         ({"doc_id": "nothing*"}, set()),
     ],
 )

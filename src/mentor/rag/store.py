@@ -127,7 +127,9 @@ def lance_where(filters: Filters) -> str | None:
         if key == "page":
             parts.append(f"page = {int(value)}")
         elif is_glob(value):
-            like = value.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
+            # LIKE's escape character is the backslash: a literal one (a Windows path) doubles
+            literal = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+            like = literal.replace("*", "%").replace("?", "_")
             parts.append(f"{key} LIKE {sql_quote(like)}")
         else:
             parts.append(f"{key} = {sql_quote(value)}")
