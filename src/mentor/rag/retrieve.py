@@ -187,7 +187,10 @@ class Retriever:
         depth = max(config.candidates, config.k)
 
         # One ranking per probe; the first of each kind is the original query, whose scores are
-        # kept as evidence (comparable across queries, unlike fused scores).
+        # kept as evidence (comparable across queries, unlike fused scores). Rankings name chunks
+        # by id, not row: fusion breaks ties by name, and rows are the store's own order.
+        chunks = self.chunks
+        row_of = self.store.row_of
         rankings: dict[str, list[str]] = {}
         weights: dict[str, float] = {}
         evidence: dict[str, dict[int, float]] = {}
@@ -198,7 +201,7 @@ class Retriever:
             t0 = time.perf_counter()
             for i, vector in enumerate(vectors):
                 found = self.store.search(vector, depth, config.filters)
-                rankings[f"dense:{i}"] = [str(row) for row, _ in found]
+                rankings[f"dense:{i}"] = [chunks[row].chunk_id for row, _ in found]
                 weights[f"dense:{i}"] = config.dense_weight
                 if i == 0:
                     evidence["dense"] = dict(found)
@@ -209,7 +212,7 @@ class Retriever:
             for i, text in enumerate(lexical_texts):
                 found = self.bm25.search(text, depth, mask=mask)
                 mapped = [(int(self._bm25_rows[row]), score) for row, score in found]
-                rankings[f"bm25:{i}"] = [str(row) for row, _ in mapped]
+                rankings[f"bm25:{i}"] = [chunks[row].chunk_id for row, _ in mapped]
                 weights[f"bm25:{i}"] = config.bm25_weight
                 if i == 0:
                     evidence["bm25"] = dict(mapped)
@@ -218,13 +221,13 @@ class Retriever:
         t0 = time.perf_counter()
         if len(rankings) == 1:  # a single retriever keeps its own scores
             kind = next(iter(evidence))
-            order = [(int(row), evidence[kind][int(row)]) for row in next(iter(rankings.values()))]
+            [ranking] = rankings.values()
+            order = [(row, evidence[kind][row]) for row in map(row_of, ranking)]
         else:
             fused = reciprocal_rank_fusion(rankings, k=config.rrf_k, weights=weights)
-            order = [(int(row), score) for row, score in fused]
+            order = [(row_of(chunk_id), score) for chunk_id, score in fused]
         timings["fuse"] = time.perf_counter() - t0
 
-        chunks = self.chunks
         if reranker is not None and order:
             t0 = time.perf_counter()
             head = order[: config.rerank_depth]
@@ -233,11 +236,11 @@ class Retriever:
             reranked = sorted(zip(head, scores, strict=True), key=lambda x: -x[1])
             if config.rerank_fusion:
                 both = {
-                    "first": [str(row) for row, _ in head],
-                    "rerank": [str(row) for (row, _), _ in reranked],
+                    "first": [chunks[row].chunk_id for row, _ in head],
+                    "rerank": [chunks[row].chunk_id for (row, _), _ in reranked],
                 }
                 fused = reciprocal_rank_fusion(both, k=config.rrf_k)
-                top = [(int(row), score) for row, score in fused]
+                top = [(row_of(chunk_id), score) for chunk_id, score in fused]
             else:
                 top = [(row, s) for (row, _), s in reranked]
             order = top + order[config.rerank_depth :]
