@@ -1,10 +1,16 @@
-"""Shared fixtures for RAG tests: a small folder of documents about distinct topics."""
+"""Shared fixtures for RAG tests: a small folder of documents about distinct topics, and an
+index's chunks in a :class:`mentor.testing.MemoryStore`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mentor.models.protocols import Embedder
+    from mentor.testing import MemoryStore
 
 DOCS = {
     "guests.md": "# Guests\n\nGuests can view and edit the boards they are invited to.\n\n"
@@ -38,3 +44,14 @@ def index_of(root: Path, documents: dict[str, str], dim: int = 256) -> Path:
         (folder / name).write_text(text)
     build_index(root / "idx", [folder], HashEmbedder(dim))
     return root / "idx"
+
+
+def memory_store_of(index: Path, embedder: Embedder) -> MemoryStore:
+    """A :class:`mentor.testing.MemoryStore` holding the chunks of ``index`` in reverse order,
+    each with the vector ``build_index`` gave it: a stand-in store whose rows differ from the
+    index's own, so a retriever that used it works through ``row_of`` and nothing else."""
+    from mentor.rag.index import embed_input, open_store
+    from mentor.testing import MemoryStore
+
+    chunks = open_store(index).chunks()[::-1]
+    return MemoryStore(chunks, embedder.embed([embed_input(c) for c in chunks]))

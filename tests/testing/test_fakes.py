@@ -1,12 +1,22 @@
-"""Tests for the protocol fakes: HashEmbedder and ScriptedGenerator."""
+"""Tests for the protocol fakes: HashEmbedder, ScriptedGenerator, MemoryStore, KeywordReranker.
+
+The store's whole contract is checked by tests/rag/test_store_conformance.py; here are the
+fake's own promises: input checks, exact cosine for vectors of any length, ties in row order.
+"""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
-from mentor.testing import HashEmbedder, ScriptedGenerator
+from mentor.rag.records import Chunk
+from mentor.rag.retrieve import Reranker
+from mentor.rag.store import VectorStore
+from mentor.testing import HashEmbedder, KeywordReranker, MemoryStore, ScriptedGenerator
 
 ASK: list[ChatMessage] = [{"role": "user", "content": "What is the refund window?"}]
 GREEDY = SamplingConfig()
@@ -179,6 +189,96 @@ def test_scripted_generator_records_calls() -> None:
     assert first.reply == "a b"
     assert second.messages == tuple(ASK)
     assert second.reply == "d"
+
+
+# --- MemoryStore -----------------------------------------------------------------------------
+
+
+def _chunks(*ids: str) -> list[Chunk]:
+    return [Chunk(i, i.split("#")[0], f"/{i}", "T", f"text {i}", 0, 6) for i in ids]
+
+
+def test_memory_store_satisfies_the_protocol_and_holds_what_it_was_given() -> None:
+    chunks = _chunks("a#0", "a#1", "b#0")
+    store = MemoryStore(chunks, np.eye(3, dtype=np.float32))
+    assert isinstance(store, VectorStore)
+    assert len(store) == 3 and store.chunks() == chunks and store.dim == 3
+    assert [store.row_of(c.chunk_id) for c in chunks] == [0, 1, 2]
+    assert repr(store) == "MemoryStore(3 chunks, dim=3)"
+
+
+def test_memory_store_scores_are_exact_cosines_whatever_the_lengths() -> None:
+    vectors = np.array([[3.0, 4.0], [0.0, -2.0], [1.0, 1.0], [0.0, 0.0]])
+    store = MemoryStore(_chunks("a#0", "b#0", "c#0", "zero#0"), vectors)
+    found = store.search(np.array([6.0, 0.0]), 4)  # a query of any length, too
+    assert [row for row, _ in found] == [2, 0, 1, 3]
+    # cos 45 deg, 3/5, then cos 90 deg and a zero vector's 0 (no division by zero), in row order
+    assert [s for _, s in found] == pytest.approx([np.sqrt(0.5), 0.6, 0.0, 0.0])
+
+
+def test_memory_store_breaks_ties_by_row() -> None:
+    store = MemoryStore(_chunks("a#0", "b#0", "c#0", "d#0"), [[0, 1], [1, 0], [0, 1], [1, 0]])
+    assert [row for row, _ in store.search(np.array([1.0, 0.0]), 4)] == [1, 3, 0, 2]
+    assert [row for row, _ in store.search(np.array([1.0, 0.0]), 1)] == [1]
+
+
+def test_memory_store_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="one row to each of 2 chunks"):
+        MemoryStore(_chunks("a#0", "b#0"), np.eye(3))
+    with pytest.raises(ValueError, match="one row to each"):
+        MemoryStore(_chunks("a#0"), np.ones(3))
+    with pytest.raises(ValueError, match="chunk ids repeat"):
+        MemoryStore(_chunks("a#0", "a#0"), np.eye(2))
+    store = MemoryStore(_chunks("a#0"), np.ones((1, 3)))
+    with pytest.raises(ValueError, match="3-d"):
+        store.search(np.ones(4), 1)
+    with pytest.raises(KeyError):
+        store.row_of("b#0")
+
+
+# --- KeywordReranker ------------------------------------------------------------------------
+
+
+def test_keyword_reranker_counts_distinct_shared_words() -> None:
+    reranker = KeywordReranker()
+    assert isinstance(reranker, Reranker) and reranker.name == "keyword"
+    passages = ["Refunds take five days.", "refund REFUNDS take", "nothing here", ""]
+    assert reranker.score("How long do refunds take?", passages) == [2.0, 2.0, 0.0, 0.0]
+    assert reranker.score("anything", []) == []
+    first, second = reranker.calls
+    assert first.query == "How long do refunds take?"
+    assert first.passages == tuple(passages) and first.scores == (2.0, 2.0, 0.0, 0.0)
+    assert second.passages == () and second.scores == ()
+
+
+def test_keyword_reranker_with_keywords_ignores_the_query() -> None:
+    reranker = KeywordReranker(["AES-256", "Encrypted"], name="crypto")
+    scores = reranker.score("boards", ["Data is encrypted with AES-256.", "Boards and guests."])
+    assert scores == [3.0, 0.0]  # aes, 256, encrypted
+    assert reranker.keywords == {"aes", "256", "encrypted"} and reranker.name == "crypto"
+    assert repr(reranker) == "KeywordReranker(['256', 'aes', 'encrypted'], calls=1)"
+    with pytest.raises(TypeError, match="wrap a single word"):
+        KeywordReranker("AES")
+
+
+# --- no torch --------------------------------------------------------------------------------
+
+
+def test_the_fakes_run_without_torch() -> None:
+    script = (
+        "import sys, numpy as np\n"
+        "from mentor.testing import MemoryStore, KeywordReranker, HashEmbedder\n"
+        "from mentor.rag.records import Chunk\n"
+        "store = MemoryStore([Chunk('a#0', 'a', '/a', '', 'x', 0, 1)], np.ones((1, 2)))\n"
+        "store.search(np.ones(2), 1, {'source': '*a'})\n"
+        "KeywordReranker().score('x', ['x'])\n"
+        "HashEmbedder().embed(['x'])\n"
+        "print(sorted(m for m in ('torch', 'lancedb', 'pyarrow') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 # "world" lands in bucket 0 with sign -1; "hello" and "hello world" both land in bucket 7 with

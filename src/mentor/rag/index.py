@@ -81,6 +81,14 @@ class Manifest:
         atomic_write_text(folder / MANIFEST, json.dumps(asdict(self), indent=2))
 
 
+def open_store(folder: Path, manifest: Manifest | None = None) -> LanceStore:
+    """The index's LanceDB table at the version its manifest names: what a reader searches."""
+    manifest = manifest or Manifest.read(folder)
+    store = LanceStore(folder / "lance", manifest.dim)
+    store.checkout(manifest.lance_version)
+    return store
+
+
 @dataclass
 class BuildReport:
     """What an index run did."""

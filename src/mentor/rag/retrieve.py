@@ -2,18 +2,33 @@
 
 Every stage is timed, so evaluation can report latency per stage.
 
+    retriever = Retriever(Path("idx"), embedder)        # or open_retriever(Path("idx"))
+    result = retriever.search("how do I export a board?", SearchConfig(k=5), reranker=None)
+
+Pluggable parts, each a small protocol, with the fake that stands in for it in tests (all in
+:mod:`mentor.testing`, none of them needing torch):
+
+- the embedder (:class:`mentor.models.protocols.Embedder`): ``HashEmbedder``;
+- the vector store (:class:`mentor.rag.store.VectorStore`, passed as ``store=``; by default
+  the index's LanceDB table at the manifest's version): ``MemoryStore``;
+- the reranker (:class:`Reranker`, per search): ``KeywordReranker``;
+- the query expander (:class:`mentor.rag.expansion.QueryExpander`, per search), whose
+  generator ``ScriptedGenerator`` fakes.
+
+Filters (``SearchConfig.filters``) are the store-neutral language of :mod:`mentor.rag.filters`:
+the store applies them to dense search, the retriever itself to BM25.
+
 Run: ``mentor rag search "how do I export a board?" --index idx``.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -22,18 +37,25 @@ from mentor.evaluate.retrieval import reciprocal_rank_fusion
 from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
 from mentor.rag.expansion import Expansion, QueryExpander
-from mentor.rag.index import Manifest, embed_input
+from mentor.rag.filters import FILTER_FIELDS, check_filters, matches
+from mentor.rag.index import Manifest, embed_input, open_store
 from mentor.rag.records import Chunk, Hit
-from mentor.rag.store import LanceStore, sql_quote
+from mentor.rag.store import VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
-FILTER_FIELDS = ("doc_id", "source", "title", "heading", "page")
 
 
+@runtime_checkable
 class Reranker(Protocol):
-    """Scores (query, passage) pairs; higher is more relevant."""
+    """Scores (query, passage) pairs; higher is more relevant.
 
-    def score(self, query: str, passages: list[str]) -> list[float]: ...
+    ``CrossEncoderReranker`` (:mod:`mentor.rag.reranker`) is the real one; the fake is
+    :class:`mentor.testing.KeywordReranker`.
+    """
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        """One score per passage, in the order given (an empty list for no passages)."""
+        ...
 
 
 class Searcher(Protocol):
@@ -67,7 +89,7 @@ class SearchConfig:
     and 0.739 for no reranker (bench/rag_beir.py), so it is the default."""
     filters: Mapping[str, str] = field(default_factory=dict)
     """Field -> value; a value with * or ? is a glob (fields: doc_id, source, title, heading,
-    page)."""
+    page); see :mod:`mentor.rag.filters`."""
 
 
 @dataclass
@@ -88,34 +110,20 @@ def parse_filters(items: list[str]) -> dict[str, str]:
                 f"filter {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(FILTER_FIELDS)}"
             )
         filters[key] = value
+    check_filters(filters)
     return filters
 
 
-def _sql(filters: Mapping[str, str]) -> str | None:
-    parts = []
-    for key, value in filters.items():
-        if key == "page":
-            parts.append(f"page = {int(value)}")
-        elif any(ch in value for ch in "*?"):
-            like = value.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
-            parts.append(f"{key} LIKE {sql_quote(like)}")
-        else:
-            parts.append(f"{key} = {sql_quote(value)}")
-    return " AND ".join(parts) or None
-
-
-def _matches(chunk: Chunk, filters: Mapping[str, str]) -> bool:
-    for key, value in filters.items():
-        actual = "" if getattr(chunk, key) is None else str(getattr(chunk, key))
-        if not fnmatch.fnmatchcase(actual, value):
-            return False
-    return True
-
-
 class Retriever:
-    """An opened index, ready to answer queries."""
+    """An opened index, ready to answer queries.
 
-    def __init__(self, folder: Path, embedder: Embedder) -> None:
+    The index folder gives the manifest and the BM25 index; ``store`` answers dense search and
+    holds the chunks. By default (None) it is the index's LanceDB table at the version the
+    manifest names; any :class:`mentor.rag.store.VectorStore` holding the same chunks (same ids,
+    any row order) and vectors from the same embedder may stand in for it.
+    """
+
+    def __init__(self, folder: Path, embedder: Embedder, store: VectorStore | None = None) -> None:
         self.folder = folder
         self.manifest = Manifest.read(folder)
         if embedder.dim != self.manifest.dim:
@@ -124,13 +132,25 @@ class Retriever:
                 f"the given embedder {embedder.name} is {embedder.dim}-d"
             )
         self.embedder = embedder
-        self.store = LanceStore(folder / "lance", self.manifest.dim)
-        self.store.checkout(self.manifest.lance_version)
+        # not `store or ...`: a store with __len__ is falsy when empty
+        self.store: VectorStore = open_store(folder, self.manifest) if store is None else store
         bm25_folder = folder / self.manifest.bm25_dir
         self.bm25 = BM25Index.load(bm25_folder)
         ids: list[str] = json.loads((bm25_folder / "ids.json").read_text())
-        self._bm25_rows = np.array([self.store.row_of(i) for i in ids], dtype=np.int64)
+        self._bm25_rows = np.array([self._row_in_store(i) for i in ids], dtype=np.int64)
+        if len(self.store) != len(ids):
+            raise ValueError(
+                f"{folder}: the store holds {len(self.store)} chunks, the index {len(ids)}"
+            )
         self._mask_cache: dict[tuple[tuple[str, str], ...], npt.NDArray[np.bool_]] = {}
+
+    def _row_in_store(self, chunk_id: str) -> int:
+        try:
+            return self.store.row_of(chunk_id)
+        except KeyError:
+            raise ValueError(
+                f"{self.folder}: the store lacks chunk {chunk_id!r} of the index"
+            ) from None
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -143,7 +163,7 @@ class Retriever:
         if key not in self._mask_cache:
             chunks = self.chunks
             self._mask_cache[key] = np.array(
-                [_matches(chunks[row], filters) for row in self._bm25_rows], dtype=bool
+                [matches(chunks[row], filters) for row in self._bm25_rows], dtype=bool
             )
         return self._mask_cache[key]
 
@@ -154,6 +174,7 @@ class Retriever:
         reranker: Reranker | None = None,
         expander: QueryExpander | None = None,
     ) -> SearchResult:
+        check_filters(config.filters)  # before any work, whichever retrievers run
         timings: dict[str, float] = {}
         expansion = Expansion()
         if expander is not None:
@@ -166,7 +187,10 @@ class Retriever:
         depth = max(config.candidates, config.k)
 
         # One ranking per probe; the first of each kind is the original query, whose scores are
-        # kept as evidence (comparable across queries, unlike fused scores).
+        # kept as evidence (comparable across queries, unlike fused scores). Rankings name chunks
+        # by id, not row: fusion breaks ties by name, and rows are the store's own order.
+        chunks = self.chunks
+        row_of = self.store.row_of
         rankings: dict[str, list[str]] = {}
         weights: dict[str, float] = {}
         evidence: dict[str, dict[int, float]] = {}
@@ -176,8 +200,8 @@ class Retriever:
             timings["embed"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             for i, vector in enumerate(vectors):
-                found = self.store.search(vector, depth, where=_sql(config.filters))
-                rankings[f"dense:{i}"] = [str(row) for row, _ in found]
+                found = self.store.search(vector, depth, config.filters)
+                rankings[f"dense:{i}"] = [chunks[row].chunk_id for row, _ in found]
                 weights[f"dense:{i}"] = config.dense_weight
                 if i == 0:
                     evidence["dense"] = dict(found)
@@ -188,7 +212,7 @@ class Retriever:
             for i, text in enumerate(lexical_texts):
                 found = self.bm25.search(text, depth, mask=mask)
                 mapped = [(int(self._bm25_rows[row]), score) for row, score in found]
-                rankings[f"bm25:{i}"] = [str(row) for row, _ in mapped]
+                rankings[f"bm25:{i}"] = [chunks[row].chunk_id for row, _ in mapped]
                 weights[f"bm25:{i}"] = config.bm25_weight
                 if i == 0:
                     evidence["bm25"] = dict(mapped)
@@ -197,13 +221,13 @@ class Retriever:
         t0 = time.perf_counter()
         if len(rankings) == 1:  # a single retriever keeps its own scores
             kind = next(iter(evidence))
-            order = [(int(row), evidence[kind][int(row)]) for row in next(iter(rankings.values()))]
+            [ranking] = rankings.values()
+            order = [(row, evidence[kind][row]) for row in map(row_of, ranking)]
         else:
             fused = reciprocal_rank_fusion(rankings, k=config.rrf_k, weights=weights)
-            order = [(int(row), score) for row, score in fused]
+            order = [(row_of(chunk_id), score) for chunk_id, score in fused]
         timings["fuse"] = time.perf_counter() - t0
 
-        chunks = self.chunks
         if reranker is not None and order:
             t0 = time.perf_counter()
             head = order[: config.rerank_depth]
@@ -212,11 +236,11 @@ class Retriever:
             reranked = sorted(zip(head, scores, strict=True), key=lambda x: -x[1])
             if config.rerank_fusion:
                 both = {
-                    "first": [str(row) for row, _ in head],
-                    "rerank": [str(row) for (row, _), _ in reranked],
+                    "first": [chunks[row].chunk_id for row, _ in head],
+                    "rerank": [chunks[row].chunk_id for (row, _), _ in reranked],
                 }
                 fused = reciprocal_rank_fusion(both, k=config.rrf_k)
-                top = [(int(row), score) for row, score in fused]
+                top = [(row_of(chunk_id), score) for chunk_id, score in fused]
             else:
                 top = [(row, s) for (row, _), s in reranked]
             order = top + order[config.rerank_depth :]

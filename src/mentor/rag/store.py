@@ -1,12 +1,21 @@
-"""The chunk store: LanceDB on disk (vectors, text and metadata), read at a pinned version.
+"""The chunk store: what retrieval needs of one (:class:`VectorStore`), and LanceDB's store.
 
+**Pluggable.** :class:`mentor.rag.retrieve.Retriever` reads chunks and runs dense search only
+through :class:`VectorStore`: pass any store that satisfies it as ``Retriever(index, embedder,
+store=...)`` (by default the retriever opens the index's own :class:`LanceStore`). Filters are
+store-neutral (:mod:`mentor.rag.filters`); each store translates them. The in-memory fake is
+:class:`mentor.testing.MemoryStore` (numpy, exact cosine search), and
+``tests/rag/test_store_conformance.py`` is the contract every store must pass: add a store to
+its ``STORES`` to check one.
+
+**LanceDB.** :class:`LanceStore`, the one real store, keeps vectors, text and metadata on disk.
 LanceDB writes every change as a new table version and never touches old versions, so a build
 killed mid-write leaves the last committed version intact. Readers open the table at the version
 the index manifest names (:mod:`mentor.rag.index`), which makes the manifest the commit point.
 
 Small collections are searched exactly with one matrix product over vectors held in memory
-(faster than any index at this size); from ``ANN_THRESHOLD`` rows up, an IVF-HNSW index in
-LanceDB answers instead.
+(faster than any index at this size); from ``ANN_THRESHOLD`` rows up, an IVF index in LanceDB
+answers instead.
 """
 
 from __future__ import annotations
@@ -15,13 +24,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import torch
 
+from mentor.rag.filters import Filters, check_filters, is_glob
 from mentor.rag.records import Chunk
 
 TABLE = "chunks"
@@ -31,17 +41,37 @@ ANN_THRESHOLD = 100_000
 Vectors = npt.NDArray[np.float32]
 
 
+@runtime_checkable
 class VectorStore(Protocol):
-    """What retrieval needs from a store of embedded chunks."""
+    """What retrieval needs from a store of embedded chunks.
 
-    def __len__(self) -> int: ...
+    A store holds chunks, each with one vector, in a fixed order: a chunk's *row* is its position
+    in :meth:`chunks`. Chunk ids are unique. Vectors (stored and queried) are unit length, as
+    embedders return them. A store is read-only to retrieval; how it is filled is its own affair.
+    """
 
-    def chunks(self) -> list[Chunk]:
-        """Every chunk, in row order (the order BM25 indexes them in)."""
+    def __len__(self) -> int:
+        """The number of chunks (0 for an empty store)."""
         ...
 
-    def search(self, vector: Vectors, k: int, where: str | None = None) -> list[tuple[int, float]]:
-        """(row, cosine similarity) of the k nearest chunks, best first."""
+    def chunks(self) -> list[Chunk]:
+        """Every chunk, in row order (the order BM25 indexes them in); callers do not modify it."""
+        ...
+
+    def row_of(self, chunk_id: str) -> int:
+        """The row of the chunk with this id; ``KeyError`` when the store has none."""
+        ...
+
+    def search(
+        self, vector: Vectors, k: int, filters: Filters | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``(row, score)`` of the ``k`` chunks nearest to ``vector`` (shape ``(dim,)``).
+
+        The score is the cosine similarity, higher is nearer; the list is best first (equal
+        scores in any order). Fewer than ``k`` come back when fewer chunks pass the filters,
+        none when ``k <= 0``. ``filters`` is the language of :mod:`mentor.rag.filters` (None or
+        empty: every chunk); a field it does not know raises ``ValueError``.
+        """
         ...
 
 
@@ -89,14 +119,37 @@ def sql_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class LanceStore:
-    """One LanceDB table of chunks under ``<index>/lance``."""
+def lance_where(filters: Filters) -> str | None:
+    """A filter (:mod:`mentor.rag.filters`) as a LanceDB SQL predicate; None for no filter."""
+    check_filters(filters)
+    parts = []
+    for key, value in filters.items():
+        if key == "page":
+            parts.append(f"page = {int(value)}")
+        elif is_glob(value):
+            # LIKE's escape character is the backslash: a literal one (a Windows path) doubles
+            literal = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+            like = literal.replace("*", "%").replace("?", "_")
+            parts.append(f"{key} LIKE {sql_quote(like)}")
+        else:
+            parts.append(f"{key} = {sql_quote(value)}")
+    return " AND ".join(parts) or None
 
-    def __init__(self, path: Path, dim: int) -> None:
+
+class LanceStore:
+    """One LanceDB table of chunks under ``<index>/lance``: a :class:`VectorStore`.
+
+    ``exact_below``: with fewer rows than this, search without filters is one exact matrix
+    product in memory; from there on (and with filters always) LanceDB answers, through its
+    ANN index once :meth:`create_ann_index` has built one.
+    """
+
+    def __init__(self, path: Path, dim: int, *, exact_below: int = ANN_THRESHOLD) -> None:
         import lancedb
 
         self.path = path
         self.dim = dim
+        self.exact_below = exact_below
         self.db = lancedb.connect(str(path))
         if TABLE in self.db.list_tables().tables:
             self.table = self.db.open_table(TABLE)
@@ -212,7 +265,7 @@ class LanceStore:
         rows = data.drop_columns(["vector"]).to_pylist()
         self._chunks = [_rows_to_chunk(r) for r in rows]
         self._row_of = {c.chunk_id: i for i, c in enumerate(self._chunks)}
-        if len(self) < ANN_THRESHOLD:
+        if len(self) < self.exact_below:
             flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             # a writable copy: torch reads it in place for the dense scores
             self._matrix = np.array(flat, dtype=np.float32).reshape(-1, self.dim)
@@ -229,7 +282,12 @@ class LanceStore:
         assert self._row_of is not None
         return self._row_of[chunk_id]
 
-    def search(self, vector: Vectors, k: int, where: str | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, vector: Vectors, k: int, filters: Filters | None = None
+    ) -> list[tuple[int, float]]:
+        where = lance_where(filters or {})
+        if k <= 0:
+            return []
         if self._chunks is None:
             self._load()
         if self._matrix is not None and where is None:

@@ -1,24 +1,42 @@
-"""Test kit: tiny real models and tokenizers, and deterministic fakes of the model protocols.
+"""Test kit: tiny real models and tokenizers, and deterministic fakes of the pluggable parts.
 
 Everything here runs offline in seconds on a CPU, so every mentor command can be tested end to
 end: ``tiny_llama``/``tiny_qwen2``/``tiny_bert`` are random Hugging Face models with tokenizers
-trained in code, the ``save_*`` writers put them on disk as real model folders, and
-``HashEmbedder``/``ScriptedGenerator`` stand in for an ``Embedder`` and a ``Generator``, and
-``ScriptedEngine`` for a ``TextEngine`` (the server's decode loop).
+trained in code, and the ``save_*`` writers put them on disk as real model folders.
 
-The fakes need only numpy; the tokenizers and models load transformers (and torch) on first use,
-so ``from mentor.testing import HashEmbedder`` stays fast.
+The fakes, one per protocol:
+
+========================  =================================================================
+``HashEmbedder``          :class:`mentor.models.protocols.Embedder` (feature hashing)
+``ScriptedGenerator``     :class:`mentor.models.protocols.Generator` (canned replies)
+``ScriptedEngine``        :class:`mentor.models.engine.TextEngine` (canned replies to real
+                          prompts; the server runs on it as ``Engine(ScriptedEngine(...))``)
+``MemoryStore``           :class:`mentor.rag.store.VectorStore` (numpy, exact cosine search);
+                          pass it as ``Retriever(index, embedder, store=...)``
+``KeywordReranker``       :class:`mentor.rag.retrieve.Reranker` (shared words)
+========================  =================================================================
+
+The fakes (:mod:`mentor.testing.fakes`, :mod:`mentor.testing.engines`) need only numpy; the
+tokenizers and models load transformers (and torch) on first use. Every name is imported when
+first used, so ``from mentor.testing import HashEmbedder`` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-from mentor.testing.fakes import HashEmbedder, ScriptedCall, ScriptedGenerator
+from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mentor.testing.engines import ScriptedEngine
+    from mentor.testing.fakes import (
+        HashEmbedder,
+        KeywordReranker,
+        MemoryStore,
+        RerankCall,
+        ScriptedCall,
+        ScriptedGenerator,
+    )
     from mentor.testing.tiny_models import (
         save_model_folder,
         save_tiny_llama,
@@ -37,6 +55,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CHATML_TEMPLATE",
     "HashEmbedder",
+    "KeywordReranker",
+    "MemoryStore",
+    "RerankCall",
     "ScriptedCall",
     "ScriptedEngine",
     "ScriptedGenerator",
@@ -51,31 +72,35 @@ __all__ = [
     "tiny_wordpiece_tokenizer",
 ]
 
-_LAZY = {
-    "ScriptedEngine": "mentor.testing.engines",
-    **dict.fromkeys(
-        ["CHATML_TEMPLATE", "tiny_chat_tokenizer", "tiny_corpus", "tiny_wordpiece_tokenizer"],
-        "mentor.testing.tokenizers",
-    ),
-    **dict.fromkeys(
-        [
-            "save_model_folder",
-            "save_tiny_llama",
-            "tiny_bert",
-            "tiny_llama",
-            "tiny_qwen2",
-            "tiny_sentence_transformer_folder",
-        ],
-        "mentor.testing.tiny_models",
-    ),
-}
-
-
-def __getattr__(name: str) -> object:
-    # PEP 562: import transformers-backed helpers only when first asked for.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "ScriptedEngine": "mentor.testing.engines",
+        **dict.fromkeys(
+            [
+                "HashEmbedder",
+                "KeywordReranker",
+                "MemoryStore",
+                "RerankCall",
+                "ScriptedCall",
+                "ScriptedGenerator",
+            ],
+            "mentor.testing.fakes",
+        ),
+        **dict.fromkeys(
+            [
+                "save_model_folder",
+                "save_tiny_llama",
+                "tiny_bert",
+                "tiny_llama",
+                "tiny_qwen2",
+                "tiny_sentence_transformer_folder",
+            ],
+            "mentor.testing.tiny_models",
+        ),
+        **dict.fromkeys(
+            ["CHATML_TEMPLATE", "tiny_chat_tokenizer", "tiny_corpus", "tiny_wordpiece_tokenizer"],
+            "mentor.testing.tokenizers",
+        ),
+    },
+)

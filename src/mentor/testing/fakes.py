@@ -1,9 +1,12 @@
-"""Deterministic stand-ins for the model protocols: a hash embedder and a scripted generator.
+"""Deterministic stand-ins for the model and retrieval protocols, with no model and no torch.
 
 ``HashEmbedder`` satisfies :class:`mentor.models.protocols.Embedder` with no model at all: texts
 that share words get similar vectors, identically in every process. ``ScriptedGenerator``
 satisfies :class:`mentor.models.protocols.Generator` by replaying canned replies (or calling a
 function) and records every call, so tests can assert on the prompts a component sent.
+``MemoryStore`` satisfies :class:`mentor.rag.store.VectorStore` with numpy arrays and exact
+cosine search, and ``KeywordReranker`` satisfies :class:`mentor.rag.retrieve.Reranker` by
+counting shared words, recording every call.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,8 +24,17 @@ import numpy as np
 import numpy.typing as npt
 
 from mentor.models.protocols import ChatMessage, SamplingConfig
+from mentor.rag.filters import check_filters, matches
+from mentor.rag.records import Chunk
 
-__all__ = ["HashEmbedder", "ScriptedCall", "ScriptedGenerator"]
+__all__ = [
+    "HashEmbedder",
+    "KeywordReranker",
+    "MemoryStore",
+    "RerankCall",
+    "ScriptedCall",
+    "ScriptedGenerator",
+]
 
 _WORD = re.compile(r"\w+")
 _PIECE = re.compile(r"\s*\S+|\s+")
@@ -185,3 +197,101 @@ def _split(reply: str, chunk: Chunking) -> list[str]:
     if chunk == "char":
         return list(reply)
     return _PIECE.findall(reply)
+
+
+class MemoryStore:
+    """A :class:`mentor.rag.store.VectorStore` in memory: chunks and their vectors, exact search.
+
+    ``vectors`` has one row per chunk, in the same order; rows are normalised on the way in and
+    queries on each search, so scores are true cosine similarities. Filtering is
+    :func:`mentor.rag.filters.matches` applied chunk by chunk, the reference meaning of a filter.
+    Equal scores come back in row order.
+    """
+
+    def __init__(self, chunks: Sequence[Chunk], vectors: npt.ArrayLike) -> None:
+        matrix = np.asarray(vectors, dtype=np.float64)
+        if matrix.ndim != 2 or len(matrix) != len(chunks):
+            raise ValueError(
+                f"vectors {matrix.shape} do not give one row to each of {len(chunks)} chunks"
+            )
+        self._chunks = list(chunks)
+        self._row_of = {c.chunk_id: row for row, c in enumerate(self._chunks)}
+        if len(self._row_of) != len(self._chunks):
+            raise ValueError("chunk ids repeat; a store's chunk ids are unique")
+        self.dim = matrix.shape[1]
+        self._unit = _unit_rows(matrix)  # (n, dim)
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def chunks(self) -> list[Chunk]:
+        return self._chunks
+
+    def row_of(self, chunk_id: str) -> int:
+        return self._row_of[chunk_id]
+
+    def search(
+        self, vector: npt.ArrayLike, k: int, filters: Mapping[str, str] | None = None
+    ) -> list[tuple[int, float]]:
+        if filters:
+            check_filters(filters)
+        query = np.asarray(vector, dtype=np.float64)
+        if query.shape != (self.dim,):
+            raise ValueError(f"query vector {query.shape}, this store holds {self.dim}-d vectors")
+        rows = np.array(
+            [row for row, c in enumerate(self._chunks) if not filters or matches(c, filters)],
+            dtype=np.int64,
+        )
+        if k <= 0 or not len(rows):
+            return []
+        scores = self._unit[rows] @ _unit_rows(query[None, :])[0]  # (len(rows),)
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(int(rows[i]), float(scores[i])) for i in best]
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self)} chunks, dim={self.dim})"
+
+
+def _unit_rows(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0.0, 1.0, norms)  # a zero vector stays zero: cosine 0
+
+
+@dataclass(frozen=True)
+class RerankCall:
+    """One call to :meth:`KeywordReranker.score`: the query, the passages, the scores given."""
+
+    query: str
+    passages: tuple[str, ...]
+    scores: tuple[float, ...]
+
+
+class KeywordReranker:
+    """A :class:`mentor.rag.retrieve.Reranker` that scores by shared words, deterministically.
+
+    A passage scores the number of distinct words (lowercase, as ``\\w+`` splits them) it shares
+    with the query, or, when ``keywords`` are given, with those keywords whatever the query: a
+    reranker that disagrees with the first stage on purpose. Every call is recorded in
+    :attr:`calls`.
+    """
+
+    def __init__(self, keywords: Iterable[str] | None = None, name: str = "keyword") -> None:
+        if isinstance(keywords, str):
+            raise TypeError("keywords is a sequence of words; wrap a single word in a list")
+        self.keywords = None if keywords is None else frozenset(_words(" ".join(keywords)))
+        self.name = name
+        self.calls: list[RerankCall] = []
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        wanted = self.keywords if self.keywords is not None else _words(query)
+        scores = [float(len(wanted & _words(p))) for p in passages]
+        self.calls.append(RerankCall(query, tuple(passages), tuple(scores)))
+        return scores
+
+    def __repr__(self) -> str:
+        words = "query words" if self.keywords is None else sorted(self.keywords)
+        return f"KeywordReranker({words}, calls={len(self.calls)})"
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
