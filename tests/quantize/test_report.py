@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -48,18 +49,22 @@ def test_packing_for_the_cpu_keeps_one_copy_of_the_int4_weights() -> None:
 
 
 def test_speed_generates_exactly_the_tokens_asked() -> None:
+    from mentor.models.engine import HFEngine
+
     model, tok = tiny_llama()
-    calls: list[int] = []
-    original = model.generate
+    calls: list[list[int]] = []
+    original = HFEngine.generate
 
-    def counting(**kwargs: object) -> torch.Tensor:
-        out = original(**kwargs)  # type: ignore[arg-type]
-        calls.append(int(out.shape[1] - kwargs["input_ids"].shape[1]))  # type: ignore[union-attr]
-        return out  # type: ignore[no-any-return]
+    def counting(self: HFEngine, requests: Any, **kwargs: Any) -> Any:
+        out = original(self, requests, **kwargs)
+        calls.append([c.completion_tokens for c in out])
+        return out
 
-    model.generate = counting  # type: ignore[method-assign]
-    speed = measure_speed(model, tok, prompts=["hello", "a longer prompt here"], new_tokens=5)
-    assert calls == [4, 5, 5, 5]  # warm-up, one prompt at a time, then both in one batch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HFEngine, "generate", counting)
+        speed = measure_speed(model, tok, prompts=["hello", "a longer prompt here"], new_tokens=5)
+    # warm-up, one prompt at a time, then both in one batch: every row exactly the tokens asked
+    assert calls == [[4], [5], [5], [5, 5]]
     assert speed.prompts == 2 and speed.new_tokens == 5
     assert speed.latency_ms_per_token > 0 and speed.tokens_per_s > 0
     with pytest.raises(ValueError, match="at least one prompt"):
