@@ -12,11 +12,11 @@ import mentor.monitor
 
 def test_exports_load_on_first_read_and_stay() -> None:
     from mentor.monitor.report import analyse
-    from mentor.monitor.scrub import scrub
+    from mentor.monitor.scrubbing import scrub
 
     assert mentor.monitor.analyse is analyse
     assert "analyse" in vars(mentor.monitor)  # cached: the hook is not called again
-    assert mentor.monitor.scrub is scrub  # the function, not the submodule of the same name
+    assert mentor.monitor.scrub is scrub  # the function (its module is scrubbing.py)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mentor.monitor.nope  # noqa: B018
 

@@ -13,49 +13,54 @@ The same operations are on the command line as ``mentor data check | split | con
 
 from __future__ import annotations
 
-from mentor.data.check import CheckReport, LabelConflict, check_dataset
-from mentor.data.convert import ConvertResult, classification_to_chat, convert_file, qa_to_chat
-from mentor.data.dedup import (
-    DuplicateGroup,
-    LeakPair,
-    find_duplicates,
-    find_duplicates_and_leakage,
-    find_leakage,
-    key_text,
-    normalize_text,
-)
-from mentor.data.io import (
-    LoadResult,
-    Problem,
-    Record,
-    dump_record,
-    read_csv_records,
-    read_qrels,
-    read_records,
-    write_jsonl,
-)
-from mentor.data.schemas import (
-    SCHEMAS,
-    ChatMessage,
-    ChatRecord,
-    ClassificationRecord,
-    CorpusRecord,
-    QARecord,
-    QrelRow,
-    QueryRecord,
-    detect_schema,
-    get_schema,
-    schema_docs,
-)
-from mentor.data.split import allocate, split_records, validate_ratios
-from mentor.data.stats import (
-    LabelBalance,
-    LengthStats,
-    approx_token_count,
-    full_text,
-    label_balance,
-    length_stats,
-)
+from typing import TYPE_CHECKING
+
+from mentor.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mentor.data.check import CheckReport, LabelConflict, check_dataset
+    from mentor.data.convert import ConvertResult, classification_to_chat, convert_file, qa_to_chat
+    from mentor.data.dedup import (
+        DuplicateGroup,
+        LeakPair,
+        find_duplicates,
+        find_duplicates_and_leakage,
+        find_leakage,
+        key_text,
+        normalize_text,
+    )
+    from mentor.data.io import (
+        LoadResult,
+        Problem,
+        Record,
+        dump_record,
+        read_csv_records,
+        read_qrels,
+        read_records,
+        write_jsonl,
+    )
+    from mentor.data.schemas import (
+        SCHEMAS,
+        ChatMessage,
+        ChatRecord,
+        ClassificationRecord,
+        CorpusRecord,
+        QARecord,
+        QrelRow,
+        QueryRecord,
+        detect_schema,
+        get_schema,
+        schema_docs,
+    )
+    from mentor.data.split import allocate, split_records, validate_ratios
+    from mentor.data.stats import (
+        LabelBalance,
+        LengthStats,
+        approx_token_count,
+        full_text,
+        label_balance,
+        length_stats,
+    )
 
 __all__ = [
     "SCHEMAS",
@@ -101,3 +106,51 @@ __all__ = [
     "validate_ratios",
     "write_jsonl",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CheckReport": "mentor.data.check",
+        "LabelConflict": "mentor.data.check",
+        "check_dataset": "mentor.data.check",
+        "ConvertResult": "mentor.data.convert",
+        "classification_to_chat": "mentor.data.convert",
+        "convert_file": "mentor.data.convert",
+        "qa_to_chat": "mentor.data.convert",
+        "DuplicateGroup": "mentor.data.dedup",
+        "LeakPair": "mentor.data.dedup",
+        "find_duplicates": "mentor.data.dedup",
+        "find_duplicates_and_leakage": "mentor.data.dedup",
+        "find_leakage": "mentor.data.dedup",
+        "key_text": "mentor.data.dedup",
+        "normalize_text": "mentor.data.dedup",
+        "LoadResult": "mentor.data.io",
+        "Problem": "mentor.data.io",
+        "Record": "mentor.data.io",
+        "dump_record": "mentor.data.io",
+        "read_csv_records": "mentor.data.io",
+        "read_qrels": "mentor.data.io",
+        "read_records": "mentor.data.io",
+        "write_jsonl": "mentor.data.io",
+        "ChatMessage": "mentor.data.schemas",
+        "ChatRecord": "mentor.data.schemas",
+        "ClassificationRecord": "mentor.data.schemas",
+        "CorpusRecord": "mentor.data.schemas",
+        "QARecord": "mentor.data.schemas",
+        "QrelRow": "mentor.data.schemas",
+        "QueryRecord": "mentor.data.schemas",
+        "SCHEMAS": "mentor.data.schemas",
+        "detect_schema": "mentor.data.schemas",
+        "get_schema": "mentor.data.schemas",
+        "schema_docs": "mentor.data.schemas",
+        "allocate": "mentor.data.split",
+        "split_records": "mentor.data.split",
+        "validate_ratios": "mentor.data.split",
+        "LabelBalance": "mentor.data.stats",
+        "LengthStats": "mentor.data.stats",
+        "approx_token_count": "mentor.data.stats",
+        "full_text": "mentor.data.stats",
+        "label_balance": "mentor.data.stats",
+        "length_stats": "mentor.data.stats",
+    },
+)

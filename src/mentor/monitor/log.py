@@ -2,7 +2,7 @@
 
 The server builds one :class:`RequestLog` and calls :meth:`RequestLog.record` once per request.
 ``record`` only decides whether to keep the request (sampling) and puts it on a queue; a
-background thread scrubs the text of secrets (:func:`mentor.monitor.scrub.scrub`), truncates it
+background thread scrubs the text of secrets (:func:`mentor.monitor.scrubbing.scrub`), truncates it
 and writes whatever has queued up in one short transaction, so logging costs a request a few
 microseconds and never waits on the disk. If the disk falls behind and the queue fills, new
 records are dropped and counted (``RequestLog.dropped``) rather than slowing requests down.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mentor.monitor.scrub import scrub
+from mentor.monitor.scrubbing import scrub
 
 __all__ = ["SCHEMA_VERSION", "LogSettings", "RequestLog", "RequestRecord", "read_records"]
 

@@ -36,14 +36,18 @@ __all__ = [
     "save_quantized",
 ]
 
-_LAZY = {
-    **dict.fromkeys(["METHODS", "QuantizeError", "quantize_model"], "mentor.quantize.convert"),
-    **dict.fromkeys(
-        ["Manifest", "load_quantized", "read_manifest", "save_quantized"], "mentor.quantize.io"
-    ),
-    **dict.fromkeys(["QuantizeSettings", "run_quantize"], "mentor.quantize.recipe"),
-    "QuantizeReport": "mentor.quantize.report",
-}
-
-
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "METHODS": "mentor.quantize.convert",
+        "QuantizeError": "mentor.quantize.convert",
+        "quantize_model": "mentor.quantize.convert",
+        "Manifest": "mentor.quantize.io",
+        "load_quantized": "mentor.quantize.io",
+        "read_manifest": "mentor.quantize.io",
+        "save_quantized": "mentor.quantize.io",
+        "QuantizeSettings": "mentor.quantize.recipe",
+        "run_quantize": "mentor.quantize.recipe",
+        "QuantizeReport": "mentor.quantize.report",
+    },
+)

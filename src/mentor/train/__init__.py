@@ -11,3 +11,84 @@ needs (checkpoints, distributed set-up, objectives, SFT data and packing, the en
 ``finetune/``, ``distill/``, ``quantize/``, ``serve/`` and ``bakeoff/`` import from here, never
 from each other.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mentor.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mentor.train.adapters import (
+        AdapterError,
+        AdapterInfo,
+        find_adapters,
+        load_adapter,
+        read_info,
+        save_adapter,
+    )
+    from mentor.train.lora import (
+        LoRAConfig,
+        LoRASettings,
+        add_lora,
+        base_fingerprint,
+        delete_adapter,
+        mark_trainable,
+        merge,
+        parameter_report,
+        set_adapter,
+        unmerge,
+        use_adapter,
+    )
+    from mentor.train.trainer import TrainingDivergedError, TrainResult, TrainSettings, train
+
+__all__ = [
+    "AdapterError",
+    "AdapterInfo",
+    "LoRAConfig",
+    "LoRASettings",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingDivergedError",
+    "add_lora",
+    "base_fingerprint",
+    "delete_adapter",
+    "find_adapters",
+    "load_adapter",
+    "mark_trainable",
+    "merge",
+    "parameter_report",
+    "read_info",
+    "save_adapter",
+    "set_adapter",
+    "train",
+    "unmerge",
+    "use_adapter",
+]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "AdapterError": "mentor.train.adapters",
+        "AdapterInfo": "mentor.train.adapters",
+        "find_adapters": "mentor.train.adapters",
+        "load_adapter": "mentor.train.adapters",
+        "read_info": "mentor.train.adapters",
+        "save_adapter": "mentor.train.adapters",
+        "LoRAConfig": "mentor.train.lora",
+        "LoRASettings": "mentor.train.lora",
+        "add_lora": "mentor.train.lora",
+        "base_fingerprint": "mentor.train.lora",
+        "delete_adapter": "mentor.train.lora",
+        "mark_trainable": "mentor.train.lora",
+        "merge": "mentor.train.lora",
+        "parameter_report": "mentor.train.lora",
+        "set_adapter": "mentor.train.lora",
+        "unmerge": "mentor.train.lora",
+        "use_adapter": "mentor.train.lora",
+        "TrainResult": "mentor.train.trainer",
+        "TrainSettings": "mentor.train.trainer",
+        "TrainingDivergedError": "mentor.train.trainer",
+        "train": "mentor.train.trainer",
+    },
+)

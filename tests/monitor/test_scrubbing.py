@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mentor.monitor.scrub import SECRET_PATTERNS, scrub
+from mentor.monitor.scrubbing import SECRET_PATTERNS, scrub
 
 SECRETS = [
     # (kind, text, expected)
