@@ -112,3 +112,50 @@ def test_sizes_at_other_precisions_are_not_compared() -> None:
     assert "| weights on disk | 2 KB" not in mixed.to_markdown()
     assert "(BF16) | 0 MB (F32) | stored at other precisions |" in mixed.to_markdown()
     assert report("BF16", "BF16").to_dict()["size_ratio"] == 0.5
+
+
+def test_task_intervals_use_the_one_bootstrap() -> None:
+    from mentor.distill.report import task_intervals
+    from mentor.evaluate.stats import bootstrap, mean_of, paired_bootstrap
+
+    teacher = [0.9, 0.8, 1.0, 0.7, 0.6, 0.9, 0.8, 1.0]
+    student = [0.8, 0.8, 0.9, 0.5, 0.6, 0.7, 0.8, 0.9]
+    before = [0.1, 0.2, 0.0, 0.1, 0.3, 0.0, 0.2, 0.1]
+    ci = task_intervals(teacher, student, before)
+    n = len(teacher)
+    assert ci.gap == paired_bootstrap(mean_of(student), mean_of(teacher), n)
+    assert ci.gap.value == pytest.approx(sum(student) / n - sum(teacher) / n)
+    assert ci.change is not None and ci.change.excludes_zero() and ci.change.value > 0.5
+    assert ci.retention is not None
+    assert ci.retention.value == pytest.approx(sum(student) / sum(teacher))
+    assert ci.retention.low <= ci.retention.value <= ci.retention.high < 1.0
+    by_hand = bootstrap(
+        lambda rows: sum(student[i] for i in rows) / sum(teacher[i] for i in rows), n
+    )
+    assert ci.retention == pytest.approx(by_hand)
+    same = task_intervals(teacher, teacher)
+    assert same.gap.value == same.gap.low == same.gap.high == 0.0 and same.change is None
+    assert task_intervals([0.0, 0.0], [0.5, 0.0]).retention is None  # nothing to retain
+    with pytest.raises(ValueError, match="different numbers"):
+        task_intervals(teacher, student[:3])
+
+
+def test_the_markdown_gives_the_intervals() -> None:
+    from mentor.distill.report import task_intervals
+
+    report = TeacherStudentReport(
+        method="logits",
+        metric="token_f1",
+        teacher=Side("big", 1000, 4000, {"token_f1": 0.5}, 2.0, 10.0),
+        student=Side("small", 250, 1000, {"token_f1": 0.45}, 0.5, 40.0),
+        agreement=None,
+        similarity=None,
+        examples=4,
+        student_before={"token_f1": 0.2},
+        intervals=task_intervals([0.5, 0.6, 0.4, 0.5], [0.4, 0.5, 0.4, 0.5], [0.2] * 4),
+    )
+    text = report.to_markdown()
+    assert "keeps 90.0% of the teacher's token_f1 (95% CI" in text
+    assert "Student - teacher token_f1: -0.050 (95% CI" in text
+    assert "distillation changed it by +0.250 (95% CI +0.200 to +0.300)" in text
+    assert report.to_dict()["intervals"]["gap"]["value"] == pytest.approx(-0.05)

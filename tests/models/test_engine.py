@@ -195,3 +195,32 @@ def test_engines_satisfy_the_protocol() -> None:
         assert prompt and engine.context_length > 0 and isinstance(engine.supports_tools(), bool)
         (done,) = engine.generate([Request(prompt, SamplingConfig(max_new_tokens=2))])
         assert done.completion_tokens <= 2 and done.finish_reason in ("stop", "length")
+
+
+class _PastKeyValuesModel(torch.nn.Module):
+    """A model whose forward names the KV cache ``past_key_values``, as transformers 4.x does."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.generation_config = inner.generation_config
+        self.device = inner.device
+
+    def forward(  # type: ignore[no-untyped-def]
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+        use_cache=None, logits_to_keep=0,
+    ):  # fmt: skip
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids, cache=past_key_values, use_cache=use_cache,
+                          logits_to_keep=logits_to_keep)  # fmt: skip
+
+
+def test_the_cache_reaches_a_model_that_calls_it_past_key_values() -> None:
+    model, tokenizer = tiny_llama()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    sampling = SamplingConfig(max_new_tokens=8, ignore_eos=True)
+    expected = HFEngine(model, tokenizer).generate([Request(p, sampling) for p in prompts])
+    old = HFEngine(_PastKeyValuesModel(model), tokenizer)  # type: ignore[arg-type]
+    got = old.generate([Request(p, sampling) for p in prompts])
+    assert [c.text for c in got] == [c.text for c in expected]

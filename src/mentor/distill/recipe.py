@@ -35,6 +35,7 @@ from mentor.distill.report import (
     TeacherStudentReport,
     TimedAnswers,
     answer_similarity,
+    task_intervals,
     timed_answers,
     token_agreement,
     token_agreement_cached,
@@ -47,7 +48,12 @@ from mentor.distill.teacher_cache import (
     data_fingerprint,
     tokenizer_fingerprint,
 )
-from mentor.evaluate.answers import EvalItem, load_eval_items, score_generations
+from mentor.evaluate.answers import (
+    EvalItem,
+    GenerationScores,
+    load_eval_items,
+    score_generations,
+)
 from mentor.models.engine import HFEngine
 from mentor.models.hub import weights_fingerprint
 from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
@@ -208,9 +214,7 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
                 [i.prompt for i in items],
                 max_new_tokens=config.eval_max_new_tokens,
             )
-        before = _means(
-            score_generations(untrained.answers, [i.reference for i in items]).to_dict()
-        )
+        before = score_generations(untrained.answers, [i.reference for i in items])
     torch.manual_seed(config.train.seed)
     if config.student_method == "lora":
         add_lora(student, config.lora.to_config())
@@ -490,7 +494,7 @@ def _compare(
     saved: Path,
     items: list[EvalItem],
     teacher_fp: str,
-    before: dict[str, float] | None,
+    before: GenerationScores | None,
     console: Console,
 ) -> TeacherStudentReport:
     references = [i.reference for i in items]
@@ -543,9 +547,15 @@ def _compare(
     student_bytes = dir_size(saved) + (
         _weights_bytes(config.student) if config.student_method == "lora" else 0
     )
+    metric = "token_f1"
+    intervals = task_intervals(
+        t_scores.per_example[metric],
+        s_scores.per_example[metric],
+        before.per_example[metric] if before is not None else None,
+    )
     return TeacherStudentReport(
         method=config.method,
-        metric="token_f1",
+        metric=metric,
         teacher=Side(
             teacher.remote.settings.label if teacher.remote else config.teacher,
             teacher_params,
@@ -571,8 +581,9 @@ def _compare(
         agreement=agreement,
         similarity=similarity,
         examples=len(items),
-        student_before=before,
+        student_before=_means(before.to_dict()) if before is not None else None,
         teacher_hosted=hosted,
+        intervals=intervals,
     )
 
 

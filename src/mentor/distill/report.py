@@ -2,7 +2,9 @@
 
 Every distillation run writes it (``report.json`` and ``report.md``):
 
-- the task metric of both on the held-out set and the retention, student / teacher;
+- the task metric of both on the held-out set and the retention, student / teacher, with
+  percentile bootstrap intervals on the retention, on student - teacher and on what distillation
+  changed (paired over the same examples; :mod:`mentor.evaluate.stats`);
 - top-1 agreement and KL(teacher || student) per token on held-out text (models that share a
   tokenizer; teacher-forced on the reference answers);
 - how close the student's answers are to the teacher's: ROUGE-L, corpus BLEU (sacrebleu) and
@@ -24,12 +26,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
 from mentor.distill.losses import supervised
 from mentor.distill.teacher_cache import TeacherCache
 from mentor.evaluate.answers import generate_answers
+from mentor.evaluate.stats import CONFIDENCE, Estimate, bootstrap, mean_of, paired_bootstrap
 from mentor.evaluate.text import rouge_l
 from mentor.models.engine import HFEngine
 from mentor.models.protocols import ChatMessage, Embedder, SamplingConfig
@@ -185,6 +189,46 @@ def answer_similarity(
 
 
 @dataclass(frozen=True)
+class TaskIntervals:
+    """How sure the task metric's comparisons are over the held-out examples: percentile
+    bootstrap intervals (:mod:`mentor.evaluate.stats`, the one bootstrap every report uses)."""
+
+    gap: Estimate
+    """student - teacher, paired: both resampled on the same examples."""
+    retention: Estimate | None
+    """mean(student) / mean(teacher) on the same resampled examples; None if the teacher has 0."""
+    change: Estimate | None
+    """student after - before distillation, paired; None without a score before."""
+
+
+def task_intervals(
+    teacher: Sequence[float],
+    student: Sequence[float],
+    before: Sequence[float] | None = None,
+    *,
+    seed: int = 0,
+) -> TaskIntervals:
+    """Intervals of the task metric from per-example scores of each model on the same examples."""
+    n = len(teacher)
+    if len(student) != n or (before is not None and len(before) != n):
+        raise ValueError("the models were scored on different numbers of examples")
+    t, s = np.asarray(teacher, dtype=np.float64), np.asarray(student, dtype=np.float64)
+    gap = paired_bootstrap(mean_of(student), mean_of(teacher), n, seed=seed)
+    retention = None
+    if t.sum() > 0:
+
+        def ratio(rows: npt.NDArray[np.intp]) -> float:
+            drawn = t[rows].sum()  # a resample of only zeros has no ratio: count it as no loss
+            return float(s[rows].sum() / drawn) if drawn > 0 else 1.0
+
+        retention = bootstrap(ratio, n, seed=seed)
+    change = None
+    if before is not None:
+        change = paired_bootstrap(mean_of(student), mean_of(before), n, seed=seed)
+    return TaskIntervals(gap, retention, change)
+
+
+@dataclass(frozen=True)
 class Side:
     """One model's numbers."""
 
@@ -210,6 +254,7 @@ class TeacherStudentReport:
     examples: int  # held-out examples scored
     student_before: dict[str, float] | None = None  # the student's scores before distillation
     teacher_hosted: bool = False  # answered by an endpoint: no logits, no known size
+    intervals: TaskIntervals | None = None  # the task metric's bootstrap intervals
 
     @property
     def retention(self) -> float | None:
@@ -280,10 +325,21 @@ class TeacherStudentReport:
             )
         lines.append("")
         retention = self.retention
+        ci = self.intervals
         if retention is not None:
+            spread = ""
+            if ci is not None and ci.retention is not None:
+                spread = f" ({CONFIDENCE:.0%} CI {ci.retention.low:.1%} to {ci.retention.high:.1%})"
             lines.append(
                 f"**Retention** on {self.examples} held-out examples: the student keeps "
-                f"{retention:.1%} of the teacher's {self.metric}."
+                f"{retention:.1%} of the teacher's {self.metric}{spread}."
+            )
+        if ci is not None:
+            g = ci.gap
+            lines.append(
+                f"Student - teacher {self.metric}: {g.value:+.3f} ({CONFIDENCE:.0%} CI "
+                f"{g.low:+.3f} to {g.high:+.3f}, paired bootstrap over the examples"
+                + ("; beyond resampling noise)." if g.excludes_zero() else "; within noise).")
             )
         before = (self.student_before or {}).get(self.metric)
         if before is not None and t.scores and s.scores:
@@ -292,9 +348,12 @@ class TeacherStudentReport:
                 if t.scores[self.metric]
                 else ""
             )
+            change = ""
+            if ci is not None and ci.change is not None:
+                change = f" ({CONFIDENCE:.0%} CI {ci.change.low:+.3f} to {ci.change.high:+.3f})"
             lines.append(
                 f"Before distillation the student scored {before:.3f} {self.metric}{share}; "
-                f"distillation changed it by {s.scores[self.metric] - before:+.3f}."
+                f"distillation changed it by {s.scores[self.metric] - before:+.3f}{change}."
             )
         if self.agreement is not None:
             a = self.agreement

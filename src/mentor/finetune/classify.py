@@ -1,9 +1,11 @@
-"""Text classification by fine-tuning an encoder: mean pooling and a linear head, LoRA or full.
+"""``mentor finetune --task classify``: an encoder with a classification head, LoRA or full,
+trained on labelled text and measured against a frozen baseline.
 
     token ids ─► encoder (BERT: LoRA on its linear layers, or every weight trained)
               ─► mean over the real tokens (B, H) ─► dropout ─► Linear(H, labels) ─► logits
 
-The pipeline, each step a function of this file::
+The pipeline, each step a function of :mod:`mentor.train.classifier` (the building blocks,
+shared with classifier distillation) or of this file::
 
     texts, labels = load_classification(Path("train.csv"))
     label_set = LabelSet.from_labels(labels)

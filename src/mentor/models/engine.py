@@ -25,6 +25,7 @@ backend (continuous batching across requests, a vLLM server) satisfies the same 
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -267,6 +268,10 @@ class HFEngine:
         self.name = name
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
         self.stop_ids = stop_token_ids(model, tokenizer)
+        # transformers 5 names the KV cache argument ``cache``; 4.x names it ``past_key_values``
+        # (and would silently ignore ``cache``, decoding every step without context).
+        accepted = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
 
     # ---- prompts ----------------------------------------------------------------------------
 
@@ -330,9 +335,12 @@ class HFEngine:
             # Without padding the model builds its own causal mask, which lets attention take
             # its fast unmasked path; a padded batch needs the mask and the shifted positions.
             padded = bool((mask == 0).any())
-            extra = {"attention_mask": mask, "position_ids": positions} if padded else {}
+            extra: dict[str, Any] = (
+                {"attention_mask": mask, "position_ids": positions} if padded else {}
+            )
+            extra[self._cache_arg] = cache
             out = self.model(
-                input_ids=batch["input_ids"], cache=cache, use_cache=True, logits_to_keep=1, **extra
+                input_ids=batch["input_ids"], use_cache=True, logits_to_keep=1, **extra
             )
             for step in range(steps):
                 logits = out.logits[:, -1]  # (B, V)
@@ -351,9 +359,9 @@ class HFEngine:
                     mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
                     positions = positions[:, -1:] + 1
                     extra = {"attention_mask": mask, "position_ids": positions}
+                extra[self._cache_arg] = cache
                 out = self.model(
                     input_ids=torch.tensor(tokens, dtype=torch.long, device=device)[:, None],
-                    cache=cache,
                     use_cache=True,
                     **extra,
                 )
