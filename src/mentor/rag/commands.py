@@ -653,15 +653,16 @@ def train_reranker_cmd(
         texts = eval_set.queries
         positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
     else:
-        from mentor.models.remote import RemoteError, RemoteGenerator
+        from mentor.models.remote import RemoteError
         from mentor.rag.synthetic import synthetic_questions
 
         generator: Generator
+        hosted: RemoteGenerator | None = None
         if model_url is None:
             generator = _generator(model, device)
         else:
             try:
-                generator = _hosted(model, model_url, model_key_env, model_rpm)
+                generator = hosted = _hosted(model, model_url, model_key_env, model_rpm)
             except (RemoteError, ValueError) as exc:
                 raise fail(str(exc)) from None
         with progress_bar(console) as bar:
@@ -673,9 +674,9 @@ def train_reranker_cmd(
                 cache=out.with_name(out.name + ".questions.jsonl"),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        if isinstance(generator, RemoteGenerator):
-            console.print(f"{generator.settings.label}: {generator.tally.summary()}")
-            generator.close()
+        if hosted is not None:  # what the endpoint cost: requests, cached answers, tokens
+            console.print(f"{hosted.settings.label}: {hosted.tally.summary()}")
+            hosted.close()
         texts = {f"s{i}": q.question for i, q in enumerate(written.questions)}
         positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(written.questions)}
         dropped = ", ".join(f"{n} {why}" for why, n in written.dropped.items()) or "none"
