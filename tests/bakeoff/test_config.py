@@ -92,6 +92,14 @@ def test_tidepool_full_profile_names_a_teacher_and_keeps_every_arm() -> None:
     assert config.answer.test_limit is None
 
 
+def test_the_files_profiles_are_kept_for_the_report_to_point_to(tmp_path: Path) -> None:
+    raw = yaml.safe_load(TIDEPOOL.read_text())
+    config = load_bakeoff_config(TIDEPOOL, profile="quick")
+    assert config.profiles == raw["profiles"]
+    assert config.models.teacher is None  # kept, not applied: only the chosen one applies
+    assert load_bakeoff_config(_write(tmp_path, _minimal())).profiles == {}
+
+
 def test_pubmedqa_loads_with_its_source_next_to_it() -> None:
     config = load_bakeoff_config(EXAMPLES / "pubmedqa.yaml", profile="quick")
     assert config.data.prepare == "pubmedqa" and config.primary == "macro_f1"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,3 +171,111 @@ def test_summary_table_and_print(tmp_path: Path) -> None:
     assert "Use retrieval" in text and "fallback: closed-book" in text
     assert "watch p95 latency (> 2 s): add a replica" in text
     assert f"report: {tmp_path / 'report.html'}" in text
+
+
+# --- the first screen: 80 columns, 1,280 pixels, arms that did not learn ---------------------
+
+FAILED_CURVE = [
+    {"step": 1.0, "loss": 1.9},
+    {"step": 10.0, "loss": 0.7, "val_loss": 2.6},
+    {"step": 12.0, "loss": 0.5, "val_loss": 6.7},
+]
+
+
+def _demo_result() -> BakeoffResult:
+    """The quick profile's shape: long arm names, a failed arm, one that did not learn."""
+    result = _result()
+    long_description = "smollm2-135m-instruct + LoRA adapter; sequence distillation: " * 4
+    distilled = _arm(
+        "distilled+rag-int8",
+        "distilled",
+        0.20,
+        900.0,
+        80.0,
+        methods=["distillation", "rag", "quantization"],
+        description=long_description,
+        vs_base=Estimate(-10.0, -20.0, 0.0),
+        updates=Estimate(0.25, 0.0, 0.5),
+        curve=FAILED_CURVE,
+    )
+    result.arms.insert(4, distilled)
+    result.config = {
+        "models": {"base": "smollm2-135m-instruct"},
+        "training": {"distilled": {"method": "distill", "teacher_limit": 60}},
+        "profiles": {"quick": {"training.distilled.teacher_limit": 60}, "full": {}},
+    }
+    return result
+
+
+@pytest.mark.parametrize("width", [80, 99, 100, 120])
+def test_the_terminal_summary_fits_its_width_and_never_cuts_a_name(
+    tmp_path: Path, width: int
+) -> None:
+    from rich.cells import cell_len
+
+    result = _demo_result()
+    console = Console(width=width, record=True)
+    print_summary(result, console, tmp_path / "report.html")
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(cell_len(line) for line in lines) <= width
+    assert "…" not in text  # no header, name or figure is cut
+    table = text.split("! distilled+rag-int8 did not learn")[0]
+    for arm in result.arms:
+        assert arm.name in table
+    assert "★ rag" in table and "✗ int4" in table and "! distilled+rag-int8" in table
+    flat = " ".join(text.split())  # the explanations wrap at the console's width
+    assert "✗ int4 failed: OOM <boom>" in flat
+    assert "validation loss rose from 2.6 to 6.7" in flat and "teacher_limit=60" in flat
+    if width < 100:  # short headers and a legend
+        assert "score: token_f1" in flat and "Δ pts: points over closed-book" in flat
+    if width == 120:  # every interval, and a status column
+        assert "token_f1" in table and "[95% CI]" in table and "[-20.0, +0.0]" in table
+        assert "did not learn" in table
+
+
+def test_the_html_arms_table_is_short_and_says_which_arm_did_not_learn(tmp_path: Path) -> None:
+    page = write_html(_demo_result(), tmp_path / "report.html").read_text()
+    assert ".scroll { max-width: 100%; overflow-x: auto; }" in page
+    assert page.count('<div class="scroll"><table>') == page.count("<table>")
+    shorts = re.findall(r'<td class="short"><span title="[^"]*">([^<]*)</span></td>', page)
+    assert shorts and max(len(s) for s in shorts) <= 40  # the long description is not in a cell
+    assert "distillation + rag + quantization" in shorts
+    assert '<details class="arms"><summary>What each arm is</summary>' in page
+    assert "<dt>distilled+rag-int8</dt><dd>smollm2-135m-instruct + LoRA adapter;" in page
+    assert '<tr class="unlearned"><td>distilled+rag-int8' in page
+    assert '<a href="#not-learned">did&nbsp;not&nbsp;learn</a>' in page
+    assert '<div class="warning" id="not-learned">' in page
+    assert "distilled+rag-int8 did not learn" in page and "rose from 2.6 to 6.7" in page
+    assert "The `full` profile (--profile full)" in page
+    assert "<h3>Speed and cost</h3>" in page and '<tr class="failed"><td>int4' in page
+
+
+def test_no_warning_when_every_trained_arm_learned(tmp_path: Path) -> None:
+    page = write_html(_result(), tmp_path / "report.html").read_text()
+    assert 'id="not-learned"' not in page and "did&nbsp;not" not in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium to lay the page out")
+def test_the_page_fits_a_1280_pixel_window_in_chromium(tmp_path: Path) -> None:
+    """As a user sees it: the page, laid out by Chromium at 1,280 px, is no wider than that."""
+    assert CHROMIUM is not None
+    page = write_html(_demo_result(), tmp_path / "report.html").read_text()
+    probe = (
+        "<script>document.body.insertAdjacentHTML('beforeend', '<pre id=width>' + "
+        "document.documentElement.scrollWidth + '/' + window.innerWidth + '</pre>')</script>"
+    )
+    path = tmp_path / "measure.html"
+    path.write_text(page.replace("</body>", probe + "</body>"))
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"]
+    done = subprocess.run(
+        [*command, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    found = re.search(r"<pre id=\"?width\"?>(\d+)/(\d+)</pre>", done.stdout)
+    assert found, done.stderr[-2000:]
+    scroll, window = int(found[1]), int(found[2])
+    assert window == 1280 and scroll <= window

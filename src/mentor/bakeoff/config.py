@@ -236,6 +236,11 @@ class BakeoffConfig(_Strict):
     )
     out: Path = Field(default=Path("runs/bakeoff"), description="Folder of the run.")
     device: str = Field(default="cpu", description="cpu, cuda or auto.")
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="The file's profiles (overrides by name), kept so that a report on one "
+        "profile can point to another.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> BakeoffConfig:
@@ -333,6 +338,7 @@ def load_bakeoff_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_or_fail(loaded, key, value, str(path))
+    loaded["profiles"] = {name: dict(p or {}) for name, p in profiles.items()}
     try:
         return BakeoffConfig.model_validate(loaded)
     except ValidationError as exc:

@@ -3,11 +3,17 @@
 ``write_html`` writes a single file that opens anywhere offline: the styles are inline, the charts
 are base64 PNGs (matplotlib, drawn on a bare ``Figure``, so no display and no pyplot state), and
 there is no script. In order it shows what ran on what, the recommendation, one row per arm with
-every measure and its 95% interval, scores by group, published reference figures, three charts
-(quality against p95 latency and against yearly cost, each with its Pareto frontier, and the
-training curves), how everything was measured, and a sample of each arm's answers.
+every quality measure and its 95% interval (a few words say what each arm is; the whole
+description is under "What each arm is"), the trained arms that did not learn and why
+(:mod:`mentor.bakeoff.diagnose`), one row per arm of speed and cost, scores by group, published
+reference figures, three charts (quality against p95 latency and against yearly cost, each with
+its Pareto frontier, and the training curves), how everything was measured, and a sample of each
+arm's answers. The arms tables fit a 1,280-pixel window; any table wider than the window scrolls
+by itself rather than widening the page.
 
-``summary_table`` and ``print_summary`` are what ``mentor bakeoff`` prints at the end of a run.
+``summary_table`` and ``print_summary`` are what ``mentor bakeoff`` prints at the end of a run:
+under :data:`WIDE` terminal columns short headers with a legend (80 columns fit), from it every
+interval and a status column. Arm names are never cut.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape as markup_escape
 from rich.table import Table
 
+from mentor.bakeoff.diagnose import not_learned
 from mentor.bakeoff.results import ArmResult, BakeoffResult, Estimate, Verdict
 from mentor.utils.fs import atomic_write_text
 
@@ -53,11 +61,13 @@ COST_FORMULAS = (
     "when the arm gains nothing",
 )
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222;
+  padding: 0 1em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child, td.text { text-align: left; }
+td:first-child, th:first-child, td.text, td.short { text-align: left; }
+td.short, td:first-child { white-space: nowrap; }
 .ci { color: #666; font-size: 0.85em; white-space: nowrap; }
 .meta { color: #555; }
 .verdict { border: 2px solid #2a7; border-radius: 6px; padding: 0.5em 1.2em; background: #f2fbf5; }
@@ -69,6 +79,11 @@ tr.reference td { font-style: italic; color: #555; }
 figure { display: inline-block; margin: 0 1em 1em 0; }
 details { margin: 0.4em 0; }
 td.text { max-width: 30em; white-space: pre-wrap; }
+.scroll { max-width: 100%; overflow-x: auto; }
+tr.unlearned td { background: #fdf3e1; }
+.warning { border: 2px solid #d90; border-radius: 6px; padding: 0.5em 1.2em; background: #fff8ea;
+  margin: 0 0 1.5em; }
+dl { margin: 0.4em 0 1em; } dt { font-weight: 600; } dd { margin: 0 0 0.4em 1.5em; }
 """
 
 
@@ -162,7 +177,8 @@ def _tr(cells: Sequence[str], cls: str | None = None, tag: str = "td") -> str:
 
 def _table(header: Sequence[str], rows: Sequence[str]) -> str:
     head = _tr([escape(h) for h in header], tag="th")
-    return "<table><thead>" + head + "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+    table = "<table><thead>" + head + "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+    return f'<div class="scroll">{table}</div>'  # a table wider than the window scrolls alone
 
 
 def _cell(e: Estimate | None, parts: Callable[[Estimate], tuple[str, str]]) -> str:
@@ -225,7 +241,7 @@ def _verdict_section(verdict: Verdict | None) -> str:
     return '<section class="verdict">' + "".join(parts) + "</section>"
 
 
-def _arm_header(result: BakeoffResult) -> list[str]:
+def _quality_header(result: BakeoffResult) -> list[str]:
     return [
         "arm",
         "what it is",
@@ -236,23 +252,25 @@ def _arm_header(result: BakeoffResult) -> list[str]:
         *(["after the update"] if _has_updates(result) else []),
         "supported",
         "invents numbers",
-        "p50 ms",
-        "p95 ms",
-        "peak memory MB",
-        "artifact MB",
-        "training",
-        "training USD",
-        "USD / 1k queries",
-        "USD / point",
     ]
 
 
-def _measured_cells(result: BakeoffResult, arm: ArmResult) -> list[str]:
+COST_HEADER = [
+    "arm",
+    "p50 ms",
+    "p95 ms",
+    "peak memory MB",
+    "artifact MB",
+    "training",
+    "training USD",
+    "USD / 1k queries",
+    "USD / point",
+]
+
+
+def _quality_cells(result: BakeoffResult, arm: ArmResult) -> list[str]:
     """The cells after name, description and status of an arm that ran."""
-    grounding, costs = arm.grounding, arm.costs
-    training = escape(_duration(arm.training_s))
-    if arm.index_s > 0:
-        training += f'<br><span class="ci">index {escape(_duration(arm.index_s))}</span>'
+    grounding = arm.grounding
     return [
         _cell(arm.quality.get(result.primary), _share),
         *(_cell(arm.quality.get(m), _share) for m in _other_metrics(result)),
@@ -260,6 +278,15 @@ def _measured_cells(result: BakeoffResult, arm: ArmResult) -> list[str]:
         *([_cell(arm.updates, _share)] if _has_updates(result) else []),
         _pct(grounding.supported_share if grounding else None),
         _pct(grounding.invented_share if grounding else None),
+    ]
+
+
+def _cost_cells(arm: ArmResult) -> list[str]:
+    costs = arm.costs
+    training = escape(_duration(arm.training_s))
+    if arm.index_s > 0:
+        training += f'<br><span class="ci">index {escape(_duration(arm.index_s))}</span>'
+    return [
         _num(arm.latency_ms.get("p50"), ".0f"),
         _num(arm.latency_ms.get("p95"), ".0f"),
         _num(arm.peak_memory_mb, ".0f"),
@@ -271,34 +298,89 @@ def _measured_cells(result: BakeoffResult, arm: ArmResult) -> list[str]:
     ]
 
 
-def _arm_row(result: BakeoffResult, arm: ArmResult, columns: int) -> str:
+def _arm_name(result: BakeoffResult, arm: ArmResult) -> str:
     verdict = result.verdict
     name = escape(arm.name)
     if verdict is not None and arm.name == verdict.arm:
-        name = f'★ {name} <span class="badge">recommended</span>'
-    elif verdict is not None and arm.name == verdict.fallback_arm:
-        name += ' <span class="badge fallback">fallback</span>'
-    description = f'<td class="text">{escape(arm.description)}</td>'
+        return f'★ {name} <span class="badge">recommended</span>'
+    if verdict is not None and arm.name == verdict.fallback_arm:
+        return name + ' <span class="badge fallback">fallback</span>'
+    return name
+
+
+def _short_description(arm: ArmResult) -> str:
+    """The arm's methods in a few words; the whole description is its title and below the
+    table."""
+    short = " + ".join(arm.methods) or arm.model
+    return f'<span title="{escape(arm.description)}">{escape(short)}</span>'
+
+
+def _row_class(result: BakeoffResult, arm: ArmResult, unlearned: set[str]) -> str | None:
+    if not arm.ok:
+        return "failed"
+    if arm.name == _recommended(result):
+        return "recommended"
+    return "unlearned" if arm.name in unlearned else None
+
+
+def _quality_row(result: BakeoffResult, arm: ArmResult, unlearned: set[str], columns: int) -> str:
+    cls = _row_class(result, arm, unlearned)
+    attribute = f' class="{cls}"' if cls else ""
+    name, short = _arm_name(result, arm), _short_description(arm)
+    head = f'<tr{attribute}><td>{name}</td><td class="short">{short}</td>'
     if not arm.ok:
         error = escape(arm.error or "unknown error")
-        return (
-            f'<tr class="failed"><td>{name}</td>{description}<td>failed</td>'
-            f'<td class="text" colspan="{columns - 3}">{error}</td></tr>'
-        )
-    cls = ' class="recommended"' if arm.name == _recommended(result) else ""
-    cells = "".join(f"<td>{c}</td>" for c in _measured_cells(result, arm))
-    return f"<tr{cls}><td>{name}</td>{description}<td>done</td>{cells}</tr>"
+        return f'{head}<td>failed</td><td class="text" colspan="{columns - 3}">{error}</td></tr>'
+    status = (
+        '<a href="#not-learned">did&nbsp;not&nbsp;learn</a>' if arm.name in unlearned else "done"
+    )
+    cells = "".join(f"<td>{c}</td>" for c in _quality_cells(result, arm))
+    return f"{head}<td>{status}</td>{cells}</tr>"
+
+
+def _cost_row(result: BakeoffResult, arm: ArmResult, unlearned: set[str]) -> str:
+    cls = _row_class(result, arm, unlearned)
+    attribute = f' class="{cls}"' if cls else ""
+    head = f"<tr{attribute}><td>{_arm_name(result, arm)}</td>"
+    if not arm.ok:
+        return f'{head}<td class="text" colspan="{len(COST_HEADER) - 1}">failed</td></tr>'
+    return head + "".join(f"<td>{c}</td>" for c in _cost_cells(arm)) + "</tr>"
+
+
+def _not_learned_block(result: BakeoffResult) -> str:
+    findings = not_learned(result)
+    if not findings:
+        return ""
+    items = "".join(f"<li>{escape(f.text)}</li>" for f in findings)
+    return (
+        '<div class="warning" id="not-learned"><strong>Trained without learning.</strong> '
+        f"These arms are in the comparison as measured; read their figures with this:<ul>{items}"
+        "</ul></div>"
+    )
+
+
+def _arms_list(result: BakeoffResult) -> str:
+    entries = "".join(
+        f"<dt>{escape(a.name)}</dt><dd>{escape(a.description)}</dd>" for a in result.arms
+    )
+    return f'<details class="arms"><summary>What each arm is</summary><dl>{entries}</dl></details>'
 
 
 def _arms_section(result: BakeoffResult) -> str:
-    header = _arm_header(result)
-    rows = [_arm_row(result, arm, len(header)) for arm in result.arms]
+    unlearned = {f.arm for f in not_learned(result)}
+    header = _quality_header(result)
+    quality = [_quality_row(result, arm, unlearned, len(header)) for arm in result.arms]
+    costs = [_cost_row(result, arm, unlearned) for arm in result.arms]
     return (
         "<h2>Arms</h2>"
         '<p class="meta">Scores in percent with their 95% interval; "vs base" in points, * where '
         "the interval excludes zero. Supported: answers with at least 80% of their content words "
         "in their evidence; invents numbers: answers stating a number their evidence lacks.</p>"
-        + _table(header, rows)
+        + _table(header, quality)
+        + _arms_list(result)
+        + _not_learned_block(result)
+        + "<h3>Speed and cost</h3>"
+        + _table(COST_HEADER, costs)
     )
 
 
@@ -541,51 +623,150 @@ def write_html(result: BakeoffResult, path: Path) -> Path:
 # The terminal.
 
 
-def summary_table(result: BakeoffResult) -> Table:
-    """One row per arm; the recommended arm starred."""
+WIDE = 100  # terminal columns from which the summary shows every interval and a status column
+
+
+def _short_interval(e: Estimate | None) -> str:
+    """A share on one line and its interval below it, in percent: "61.2%\n55.0–67.3"."""
+    if e is None:
+        return "-"
+    return f"{e.value:.1%}\n{100 * e.low:.1f}–{100 * e.high:.1f}"
+
+
+def _stacked(e: Estimate | None, parts: Callable[[Estimate], tuple[str, str]]) -> str:
+    """A figure with its interval on the line below."""
+    return "-" if e is None else "\n".join(parts(e))
+
+
+def _marked(e: Estimate | None) -> str:
+    """A difference in points with ``*`` when its interval excludes zero, without the interval."""
+    return "-" if e is None else _points(e)[0]
+
+
+def _summary_columns(result: BakeoffResult, wide: bool) -> list[str]:
     updates = _has_updates(result)
+    if wide:
+        return [
+            "arm",
+            f"{result.primary}\n[95% CI]",
+            "vs base\npoints",
+            *(["after\nupdate"] if updates else []),
+            "p95\nms",
+            "memory\nMB",
+            "training\ns",
+            "USD /\n1k q",
+            "status",
+        ]
+    return [
+        "arm",
+        "score",
+        "Δ pts",
+        *(["upd"] if updates else []),
+        "p95 ms",
+        "MB",
+        "train s",
+        "$/1k q",
+    ]
+
+
+def _legend(result: BakeoffResult, wide: bool) -> str:
+    marks = "★ recommended; ✗ failed; ! did not learn (see below)"
+    if wide:
+        return f"{marks}; * the difference's 95% interval excludes zero"
+    parts = [
+        f"score: {result.primary}, 95% CI below",
+        f"Δ pts: points over {result.base}, * where its 95% interval excludes zero",
+        *(["upd: score on updated documents"] if _has_updates(result) else []),
+        "MB: peak memory",
+        "train s: seconds of training",
+        "$/1k q: USD per 1,000 queries",
+        marks,
+    ]
+    return "; ".join(parts)
+
+
+def _summary_cells(result: BakeoffResult, arm: ArmResult, wide: bool, status: str) -> list[str]:
+    updates = _has_updates(result)
+    primary, update = arm.quality.get(result.primary), arm.updates
+    if wide:
+        figures = [_stacked(primary, _share), _stacked(arm.vs_base, _points)]
+        figures += [_stacked(update, _share)] if updates else []
+    else:
+        figures = [_short_interval(primary), _marked(arm.vs_base)]
+        figures += [_pct(update.value if update else None)] if updates else []
+    cells = [
+        *figures,
+        _num(arm.latency_ms.get("p95"), ".0f"),
+        _num(arm.peak_memory_mb, ".0f"),
+        _num(arm.training_s, ".0f"),
+        _usd(arm.costs.serve_usd_per_1k if arm.costs else None),
+    ]
+    return [*cells, status] if wide else cells
+
+
+def summary_table(result: BakeoffResult, width: int = 120) -> Table:
+    """One row per arm, sized for a terminal ``width`` columns wide: every interval and a status
+    column where that fits unwrapped (never under :data:`WIDE` columns), otherwise short headers
+    with a legend. Arm names are never cut; the recommended arm is starred, failed ones crossed,
+    ones that did not learn marked."""
+    if width >= WIDE:
+        wide = _summary(result, wide=True)
+        if Console(width=10_000).measure(wide).maximum <= width:
+            return wide
+    return _summary(result, wide=False)
+
+
+def _summary(result: BakeoffResult, *, wide: bool) -> Table:
+    columns = _summary_columns(result, wide)
     table = Table(
         title=f"bakeoff {result.name}: {result.primary} on the held-out questions",
-        caption="★ recommended; * the difference's 95% interval excludes zero",
+        caption=_legend(result, wide),
+        box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
+        pad_edge=wide,
     )
-    columns = [
-        "arm",
-        f"{result.primary} [95% CI]",
-        "vs base, points",
-        *(["after update"] if updates else []),
-        "p95 ms",
-        "memory MB",
-        "training s",
-        "USD / 1k q",
-        "status",
-    ]
+    names = _summary_names(result)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("arm", "status") else "right")
+        if column == "arm":
+            longest = max((len(n) for n in names.values()), default=3)
+            table.add_column(column, justify="left", no_wrap=True, min_width=longest)
+        elif column == "status":
+            table.add_column(column, justify="left", no_wrap=True)
+        else:
+            table.add_column(column, justify="right", overflow="fold")
     recommended = _recommended(result)
+    unlearned = {d.arm for d in not_learned(result)}
     for arm in result.arms:
-        name = markup_escape(f"★ {arm.name}" if arm.name == recommended else arm.name)
+        name = markup_escape(names[arm.name])
         if not arm.ok:
-            status = f"[red]failed: {markup_escape(_error_line(arm))}[/red]"
-            table.add_row(name, *["-"] * (len(columns) - 2), status, style="dim")
+            table.add_row(name, *["-"] * (len(columns) - 2), "failed" if wide else "-", style="dim")
             continue
-        cells = [
-            _text(arm.quality.get(result.primary), _share),
-            _text(arm.vs_base, _points),
-            *([_text(arm.updates, _share)] if updates else []),
-            _num(arm.latency_ms.get("p95"), ".0f"),
-            _num(arm.peak_memory_mb, ".0f"),
-            _num(arm.training_s, ".0f"),
-            _usd(arm.costs.serve_usd_per_1k if arm.costs else None),
-            "done",
-        ]
+        status = "did not learn" if arm.name in unlearned else "done"
+        cells = _summary_cells(result, arm, wide, status)
         style = "bold" if arm.name == recommended else None
         table.add_row(name, *(markup_escape(c) for c in cells), style=style)
     return table
 
 
+def _summary_names(result: BakeoffResult) -> dict[str, str]:
+    """Each arm's name with its mark: ★ recommended, ✗ failed, ! did not learn."""
+    recommended = _recommended(result)
+    unlearned = {d.arm for d in not_learned(result)}
+    names = {}
+    for arm in result.arms:
+        mark = "★ " if arm.name == recommended else ""
+        mark = "✗ " if not arm.ok else "! " if arm.name in unlearned else mark
+        names[arm.name] = mark + arm.name
+    return names
+
+
 def print_summary(result: BakeoffResult, console: Console, html_path: Path | None = None) -> None:
     """The table, the recommendation with its fallback and what to watch, and where the page is."""
-    console.print(summary_table(result))
+    console.print(summary_table(result, console.width))
+    for arm in result.arms:
+        if not arm.ok:
+            console.print(f"✗ {arm.name} failed: {_error_line(arm)}", markup=False)
+    for finding in not_learned(result):
+        console.print(f"! {finding.text}", markup=False)
     verdict = result.verdict
     if verdict is not None:
         console.print(verdict.paragraph, markup=False)
