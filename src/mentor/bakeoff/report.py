@@ -723,6 +723,7 @@ def _summary(result: BakeoffResult, *, wide: bool) -> Table:
         caption=_legend(result, wide),
         box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
         pad_edge=wide,
+        caption_justify="center" if wide else "left",
     )
     names = _summary_names(result)
     for column in columns:
