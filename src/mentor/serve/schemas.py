@@ -267,15 +267,17 @@ class ChatRequest(_Sampling):
     service_tier: str | None = None
     store: bool | None = None
 
-    @model_validator(mode="after")
-    def _tool_choice(self) -> ChatRequest:
-        if isinstance(self.tool_choice, dict):
-            offered = {t.function.name for t in self.tools or []}
-            named = (self.tool_choice.get("function") or {}).get("name")
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict):
+            offered = {t.function.name for t in info.data.get("tools") or []}
+            function = value.get("function")
+            named = function.get("name") if isinstance(function, dict) else None
             if named not in offered:
-                raise ValueError(f"tool_choice: names function {named!r}, which is not in tools")
-            raise ValueError("tool_choice: forcing one function is not supported; use auto or none")
-        return self
+                raise ValueError(f"names function {named!r}, which is not in tools")
+            raise ValueError("forcing one function is not supported; use auto or none")
+        return value
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
