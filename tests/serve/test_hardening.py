@@ -298,6 +298,15 @@ def test_adapter_loading_is_confined_to_its_roots(start, tmp_path: Path) -> None
     assert deleted.status_code == 200
 
 
+def test_no_auth_still_needs_an_admin_key_for_adapters(start, tmp_path: Path) -> None:
+    adapter = make_adapter(tmp_path / "a", 1)
+    running = start(keys=(), admin_keys=(ADMIN,), adapter_roots=(tmp_path,))
+    assert httpx.get(f"{running.url}/v1/models").status_code == 200  # no key needed
+    assert_error(post(running.url, "/v1/adapters", {"name": "x", "path": str(adapter)}, "k"), 403)
+    added = post(running.url, "/v1/adapters", {"name": "x", "path": str(adapter)}, ADMIN)
+    assert added.status_code == 200, added.text
+
+
 def test_loading_is_off_without_roots(start, tmp_path: Path) -> None:
     adapter = make_adapter(tmp_path / "a", 1)
     running = start(keys=(KEY,), admin_keys=(ADMIN,))
