@@ -212,7 +212,11 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
     async def openapi() -> dict[str, Any]:
-        return app.openapi()
+        schema = app.openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)  # validation errors are 400s
+        return schema
 
     @app.get("/metrics", dependencies=auth, responses=_ERRORS)
     async def metrics() -> Response:
