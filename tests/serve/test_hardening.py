@@ -11,7 +11,6 @@ import httpx2 as httpx
 import pytest
 from tests.serve.conftest import ADMIN, KEY, make_adapter, scripted
 
-from mentor.serve.app import create_app
 from mentor.serve.schemas import OPENAI_FIELDS, SEED_MAX, SEED_MIN
 from mentor.serve.state import Limits, Server
 
@@ -321,4 +320,3 @@ def test_the_server_dataclass_keeps_its_positional_order() -> None:
     fields = list(Server.__dataclass_fields__)
     assert fields[:8] == ["engine", "limits", "api_keys", "retrieval", "embedder", "request_log",
                           "admin_keys", "adapter_roots"]  # fmt: skip
-    assert create_app  # imported for the app under test
