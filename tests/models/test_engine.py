@@ -224,3 +224,18 @@ def test_the_cache_reaches_a_model_that_calls_it_past_key_values() -> None:
     old = HFEngine(_PastKeyValuesModel(model), tokenizer)  # type: ignore[arg-type]
     got = old.generate([Request(p, sampling) for p in prompts])
     assert [c.text for c in got] == [c.text for c in expected]
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p"), [(1e-300, 1.0), (5e-324, 1.0), (1.0, 1e-50), (1e-300, 1e-50)]
+)
+def test_pick_token_holds_at_extreme_temperature_and_top_p(
+    temperature: float, top_p: float
+) -> None:
+    # The probe's values: float32 made inf/NaN of 1e-300 and a zero of 1e-50 (top token dropped).
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0, float("-inf")])
+    generator = torch.Generator().manual_seed(0)
+    config = SamplingConfig(temperature=temperature, top_p=top_p)
+    assert {pick_token(logits, config, generator, {}) for _ in range(20)} == {1}
+    half = logits.half()  # a float16 model's logits too
+    assert pick_token(half, config, generator, {}) == 1

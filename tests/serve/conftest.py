@@ -21,6 +21,7 @@ from mentor.train.adapters import save_adapter
 from mentor.train.lora import LoRAConfig, add_lora, delete_adapter
 
 KEY = "test-key"
+ADMIN = "admin-key"
 
 
 def make_adapter(folder: Path, seed: int) -> Path:

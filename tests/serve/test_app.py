@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
-from tests.serve.conftest import KEY, make_adapter, scripted
+from tests.serve.conftest import ADMIN, KEY, make_adapter, scripted
 
 from mentor.serve.state import Limits
 
@@ -69,7 +69,7 @@ def test_completions_endpoint(start) -> None:
 
 
 def test_adapters_switch_per_request_and_load_at_run_time(start, tmp_path: Path) -> None:
-    running = start()
+    running = start(keys=(KEY, ADMIN), admin_keys=(ADMIN,), adapter_roots=(tmp_path,))
     client = running.client()
     engine = running.server.engine
     for name, seed in (("legal", 1), ("hr", 2)):
@@ -87,7 +87,7 @@ def test_adapters_switch_per_request_and_load_at_run_time(start, tmp_path: Path)
     assert len({base, legal, hr}) == 3  # each adapter changes the reply
     assert [answer("tiny:hr"), answer("tiny"), answer("tiny:legal")] == [hr, base, legal]
 
-    http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"})
+    http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {ADMIN}"})
     added = http.post("/v1/adapters", json={"name": "ops", "path": str(tmp_path / "legal")})
     assert added.status_code == 200, added.text
     assert answer("tiny:ops") == legal

@@ -15,7 +15,7 @@ import typer
 from tests.rag.conftest import DOCS
 from tests.serve.conftest import make_adapter
 
-from mentor.serve.commands import is_local, parse_adapters, resolve_keys
+from mentor.serve.commands import is_local, parse_adapters, resolve_admin_keys, resolve_keys
 from mentor.serve.runner import free_port
 from mentor.testing import tiny_sentence_transformer_folder
 from mentor.testing.tiny_models import save_tiny_llama
@@ -42,6 +42,24 @@ def test_adapter_flags() -> None:
     assert parse_adapters(["legal=runs/a"]) == [("legal", Path("runs/a"))]
     with pytest.raises(typer.Exit):
         parse_adapters(["runs/a"])
+
+
+def test_admin_keys_come_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_admin_keys(None) == ()
+    monkeypatch.setenv("ADMIN_KEYS", "root-1, root-2")
+    assert resolve_admin_keys("ADMIN_KEYS") == ("root-1", "root-2")
+    monkeypatch.setenv("ADMIN_KEYS", " ")
+    with pytest.raises(typer.Exit):  # named but empty: a typo must not leave the routes open
+        resolve_admin_keys("ADMIN_KEYS")
+
+
+def test_serve_help_lists_the_admin_options() -> None:
+    from typer.testing import CliRunner
+
+    from mentor.cli import app
+
+    text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    assert "--admin-key-env" in text and "--allow-adapter-loading" in text
 
 
 @pytest.mark.slow

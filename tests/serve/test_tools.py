@@ -129,6 +129,8 @@ def test_retrieve_and_embeddings_endpoints(start, retrieval: Retrieval) -> None:
     hits = raw.json()["data"]
     assert raw.status_code == 200 and len(hits) == 2
     assert hits[0]["doc_id"].endswith("billing.md") and hits[0]["rank"] == 1
+    for hit in hits:  # relative to the indexed folder, never the server's absolute path
+        assert hit["source"] == hit["doc_id"] and not Path(hit["source"]).is_absolute()
     client = running.client()
     vectors = client.embeddings.create(model="hash", input=["one", "two"])
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 256
@@ -136,6 +138,41 @@ def test_retrieve_and_embeddings_endpoints(start, retrieval: Retrieval) -> None:
     assert encoded.data[0].embedding == pytest.approx(vectors.data[0].embedding)
     with pytest.raises(openai.BadRequestError, match="input"):
         client.embeddings.create(model="hash", input=[""])
+    with pytest.raises(openai.NotFoundError, match="text-embedding-3-small") as unknown:
+        client.embeddings.create(model="text-embedding-3-small", input="one")
+    assert unknown.value.body["param"] == "model"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as sized:
+        client.embeddings.create(model="hash", input="one", dimensions=64)
+    assert sized.value.body["param"] == "dimensions"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [({"nosuchfield": "x"}, "nosuchfield"), ({"": "x"}, "''"),
+     ({"1=1 OR doc_id": "nomatch"}, "1=1 OR doc_id"), ({"__class__": "x"}, "__class__"),
+     ({"page": "one"}, "page")],
+)  # fmt: skip
+def test_retrieve_refuses_bad_filters_naming_the_field(
+    start, retrieval: Retrieval, mode: str, filters: dict[str, str], named: str
+) -> None:
+    # The probe: bm25 with an unknown field or an empty key was a 500 (AttributeError).
+    running = start(retrieval=retrieval)
+    raw = httpx.post(f"{running.url}/v1/retrieve", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"query": "invoices", "mode": mode, "filters": filters})  # fmt: skip
+    assert raw.status_code == 400, raw.text
+    error = raw.json()["error"]
+    assert error["param"] == "filters" and named in error["message"]
+
+
+def test_chat_sources_are_relative(start, retrieval: Retrieval, tmp_path: Path) -> None:
+    running = start(scripted("Invoices are emailed [1]."), retrieval=retrieval)
+    reply = running.client().chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Are invoices emailed?"}]
+    )
+    sources = reply.model_extra["sources"]  # type: ignore[index]
+    assert sources and all(str(tmp_path) not in s["source"] for s in sources)
+    assert all(not Path(s["source"]).is_absolute() for s in sources)
 
 
 def test_without_index_retrieve_is_404(start) -> None:

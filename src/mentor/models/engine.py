@@ -183,11 +183,16 @@ def pick_token(
         logits[ids] = torch.where(values < 0, values * penalty, values / penalty)
     if sampling.temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    # float64, and the best logit moved to 0 before dividing: a temperature of 1e-300 then gives
+    # 0 and -inf (a greedy pick) instead of inf/NaN, and a top_p of 1e-50 is no float32 zero.
+    shifted = logits.double() - logits.max().double()
+    probs = torch.softmax(shifted / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         before = sorted_probs.cumsum(0) - sorted_probs  # mass of the tokens ranked above
-        sorted_probs[before >= sampling.top_p] = 0.0  # the top token always survives
+        drop = before >= sampling.top_p
+        drop[0] = False  # the top token always survives
+        sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
 

@@ -5,15 +5,20 @@ Routes (all but ``/health`` need ``Authorization: Bearer <key>`` unless auth is 
 - ``POST /v1/chat/completions`` and ``POST /v1/completions``, streamed as server-sent events when
   ``stream`` is true; ``model`` is ``<base>`` or ``<base>:<adapter>``.
 - ``GET /v1/models``; ``POST /v1/adapters`` and ``DELETE /v1/adapters/{name}`` add and remove
-  adapters while the server runs.
+  adapters while the server runs: admin keys only (``Server.admin_keys``), and loading only from
+  the folders under ``Server.adapter_roots`` (off when either is empty).
 - ``POST /v1/embeddings`` with the index's embedder (or ``--embedder``).
 - ``POST /v1/retrieve`` over the served index; with an index, chat turns get the
   ``search_documents`` tool (:mod:`mentor.serve.chat`).
-- ``GET /health``, ``GET /metrics`` (Prometheus text).
+- ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /openapi.json`` (with a key too).
 
 Errors come in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 naming the
 field for a bad body, 401 without a valid key, 404 for an unknown model, 413 for a body over the
-cap, 503 with Retry-After when the queue is full, 504 when a generation runs past the timeout.
+cap, 403 for an admin route without an admin key, 503 with Retry-After when the queue is full,
+504 when a generation runs past the timeout; anything unforeseen is a 500 in the same shape. Every
+error is counted in ``/metrics`` under its route's template (``/v1/adapters/{name}``), and
+requests that match no route or carry no valid key under one fixed label each, so the label set
+stays bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mentor.models.protocols import SamplingConfig
+from mentor.rag.filters import check_filters
 from mentor.rag.retrieve import SearchConfig
 from mentor.serve.chat import (
     chat_turn,
@@ -44,12 +51,11 @@ from mentor.serve.schemas import (
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ErrorBody,
     RetrieveRequest,
 )
 from mentor.serve.state import APIError, Limits, Server, error_response
-
-if TYPE_CHECKING:
-    pass
+from mentor.serve.tools import public_source
 
 
 class BodyLimit:
@@ -66,32 +72,73 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        # A chunked body: read it all (at most limit bytes) before the app sees any, so an
+        # oversized one gets the same 413 rather than a parse error from inside the framework.
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            more = message.get("more_body", False)
             if seen > self.limit:
-                raise _BodyTooLargeError
-            return message
+                await self._refuse(scope, receive, send)
+                return
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLargeError:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = f"the request body is over the {self.limit}-byte limit"
         await error_response(413, body, code="request_too_large")(scope, receive, send)
 
 
-class _BodyTooLargeError(Exception):
-    pass
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": why}
+    for status, why in (
+        (400, "A bad field, named in error.param."),
+        (401, "No valid API key."),
+        (404, "Unknown model, adapter or resource."),
+        (413, "The body is over the server's limit."),
+        (500, "An unforeseen server error."),
+    )
+}
+_GENERATION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "content": {"application/json": {}, "text/event-stream": {}},
+        "description": "The reply; server-sent events when stream is true.",
+    },
+    503: {"model": ErrorBody, "description": "The queue is full; retry after Retry-After."},
+    504: {"model": ErrorBody, "description": "The generation ran past the server's timeout."},
+}
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"model": ErrorBody, "description": "Not an admin key, or adapter loading is off."},
+}
+UNMATCHED, UNAUTHENTICATED = "unmatched", "unauthenticated"
+"""The metrics labels of requests that match no route, and of those without a valid key."""
+
+
+def _label(request: Request) -> str:
+    """The route template a request matched (a bounded set), never the raw path."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", UNMATCHED))
 
 
 def create_app(server: Server) -> FastAPI:
-    app = FastAPI(title="mentor", version="1", docs_url=None, redoc_url=None)
+    app = FastAPI(title="mentor", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.limits.max_body_bytes)
 
@@ -102,9 +149,9 @@ def create_app(server: Server) -> FastAPI:
         request.state.started = time.time()
         return await call_next(request)
 
-    def refused(request: Request, status: int, message: str) -> None:
+    def refused(request: Request, status: int, message: str, label: str | None = None) -> None:
         started = getattr(request.state, "started", time.time())
-        record(server, request.url.path, "", status, started, error=message)
+        record(server, label or _label(request), "", status, started, error=message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -116,20 +163,40 @@ def create_app(server: Server) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def apierror_response(request: Request, exc: APIError) -> Response:
-        refused(request, exc.status, exc.message)
+        refused(request, exc.status, exc.message, UNAUTHENTICATED if exc.status == 401 else None)
         return error_response(exc.status, exc.message, exc.param, exc.code)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        refused(request, exc.status_code, message, UNMATCHED if exc.status_code == 404 else None)
+        return error_response(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # Every request the schema accepts should be answered; this is the net under that goal.
+        message = f"internal error: {type(exc).__name__}"
+        refused(request, 500, f"{message}: {exc}")
+        return error_response(500, message, code="server_error")
+
     async def authorized(request: Request) -> None:
-        if not server.api_keys:
+        if not server.api_keys:  # --no-auth: admin routes still check for an admin key
             return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(
-            secrets.compare_digest(key.strip().encode(), k.encode()) for k in server.api_keys
-        ):
+        if _key(request, (*server.api_keys, *server.admin_keys)) is None:
             raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)",
                            code="invalid_api_key")  # fmt: skip
 
+    async def admin(request: Request) -> None:
+        await authorized(request)
+        if not server.admin_keys:
+            raise APIError(403, "adapter management is off on this server (start it with "
+                           "--admin-key-env VAR)", code="permission_denied")  # fmt: skip
+        if _key(request, server.admin_keys) is None:
+            raise APIError(403, "adapter management needs an admin key",
+                           code="permission_denied")  # fmt: skip
+
     auth = [Depends(authorized)]
+    admins = [Depends(admin)]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -143,11 +210,19 @@ def create_app(server: Server) -> FastAPI:
             "uptime_s": round(time.time() - server.started, 1),
         }
 
-    @app.get("/metrics", dependencies=auth)
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        schema = app.openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)  # validation errors are 400s
+        return schema
+
+    @app.get("/metrics", dependencies=auth, responses=_ERRORS)
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models", dependencies=auth, responses=_ERRORS)
     async def models() -> dict[str, Any]:
         created = int(server.started)
         return {
@@ -158,18 +233,18 @@ def create_app(server: Server) -> FastAPI:
             ],
         }
 
-    @app.post("/v1/adapters", dependencies=auth)
+    @app.post("/v1/adapters", dependencies=admins, responses=_ADMIN_ERRORS)
     async def add_adapter(body: AdapterRequest) -> dict[str, Any]:
-        path = Path(body.path).expanduser()
-        if not path.is_dir():
-            raise APIError(400, f"path: {path} is not a folder", param="path")
+        if body.name == server.engine.name:
+            raise APIError(400, f"name: {body.name!r} is the model's own name", param="name")
+        path = allowed_adapter_path(body.path, server.adapter_roots)
         try:
             await server.scheduler.run_exclusive(lambda: server.engine.add_adapter(body.name, path))
         except (ValueError, OSError) as exc:
-            raise APIError(400, str(exc), param="path") from None
+            raise APIError(400, f"path: {exc}", param="path") from None
         return {"id": f"{server.engine.name}:{body.name}", "object": "model", "loaded": True}
 
-    @app.delete("/v1/adapters/{name}", dependencies=auth)
+    @app.delete("/v1/adapters/{name}", dependencies=admins, responses=_ADMIN_ERRORS)
     async def remove_adapter(name: str) -> dict[str, Any]:
         try:
             await server.scheduler.run_exclusive(lambda: server.engine.remove_adapter(name))
@@ -177,13 +252,13 @@ def create_app(server: Server) -> FastAPI:
             raise APIError(404, f"no adapter {name!r}", code="model_not_found") from None
         return {"id": f"{server.engine.name}:{name}", "object": "model", "deleted": True}
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post("/v1/chat/completions", dependencies=auth, responses=_GENERATION_ERRORS)
     async def chat(body: ChatRequest) -> Response:
         adapter = _adapter(server, body.model)
         sampling, fit = _sampling(server.limits, body, body.limit(), "max_completion_tokens"
                                   if body.max_completion_tokens else "max_tokens")  # fmt: skip
         messages = [m.to_template() for m in body.messages]
-        tools = [t.model_dump() for t in body.tools or []]
+        tools = [t.model_dump(exclude={"function": {"strict"}}) for t in body.tools or []]
         work = chat_turn(
             server.engine,
             messages,
@@ -198,7 +273,7 @@ def create_app(server: Server) -> FastAPI:
         query = next((m.text() for m in reversed(body.messages) if m.role == "user"), None)
         return await respond(server, body, work, query, chat=True)
 
-    @app.post("/v1/completions", dependencies=auth)
+    @app.post("/v1/completions", dependencies=auth, responses=_GENERATION_ERRORS)
     async def completions(body: CompletionRequest) -> Response:
         adapter = _adapter(server, body.model)
         sampling, fit = _sampling(server.limits, body, body.max_tokens, "max_tokens")
@@ -206,12 +281,17 @@ def create_app(server: Server) -> FastAPI:
                                adapter=adapter, timeout_s=server.limits.timeout_s)  # fmt: skip
         return await respond(server, body, work, body.text(), chat=False)
 
-    @app.post("/v1/embeddings", dependencies=auth)
+    @app.post("/v1/embeddings", dependencies=auth, responses=_ERRORS)
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
         embedder = server.embedder
         if embedder is None:
             raise APIError(404, "this server has no embedder (start it with --embedder or --rag)",
                            param="model", code="model_not_found")  # fmt: skip
+        if body.model != embedder.name:
+            message = (
+                f"model: no embedding model {body.model!r} here; this server has {embedder.name}"
+            )
+            raise APIError(404, message, param="model", code="model_not_found")
         texts = body.texts()
         if len(texts) > server.limits.max_embedding_inputs:
             raise APIError(400, f"input: at most {server.limits.max_embedding_inputs} texts",
@@ -233,10 +313,15 @@ def create_app(server: Server) -> FastAPI:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    @app.post("/v1/retrieve", dependencies=auth)
+    @app.post("/v1/retrieve", dependencies=auth, responses=_ERRORS)
     async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
         if server.retrieval is None:
             raise APIError(404, "this server has no index (start it with --rag INDEX)")
+        for key, value in body.filters.items():  # one at a time, to name the bad one
+            try:
+                check_filters({key: value})
+            except ValueError as exc:
+                raise APIError(400, f"filters: {exc}", param="filters") from None
         started = time.time()
         searcher = server.retrieval.searcher
         config = SearchConfig(mode=body.mode, k=body.top_k, filters=body.filters)
@@ -251,7 +336,7 @@ def create_app(server: Server) -> FastAPI:
                 "chunk_id": hit.chunk.chunk_id,
                 "doc_id": hit.chunk.doc_id,
                 "title": hit.chunk.title,
-                "source": hit.chunk.source,
+                "source": public_source(hit.chunk),
                 "page": hit.chunk.page,
                 "heading": hit.chunk.heading,
                 "text": hit.chunk.text,
@@ -263,6 +348,35 @@ def create_app(server: Server) -> FastAPI:
         return {"object": "list", "query": body.query, "data": hits}
 
     return app
+
+
+def _key(request: Request, keys: tuple[str, ...]) -> str | None:
+    """The bearer key of ``request`` if it is one of ``keys`` (compared in constant time)."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    given = key.strip().encode()
+    found = [k for k in keys if secrets.compare_digest(given, k.encode())]
+    return found[0] if found else None
+
+
+def allowed_adapter_path(asked: str, roots: tuple[Path, ...]) -> Path:
+    """The folder ``asked`` names if it lies under one of ``roots`` (a relative path is taken
+    under each root in turn); APIError otherwise, with one message whether or not it exists."""
+    if not roots:
+        raise APIError(403, "adapter loading is off on this server (start it with "
+                       "--allow-adapter-loading DIR)", code="permission_denied")  # fmt: skip
+    outside = APIError(400, f"path: {asked!r} is not an adapter folder under this server's "
+                       "allowed adapter folders", param="path")  # fmt: skip
+    for root in roots:
+        try:
+            base = root.resolve()
+            path = (base / asked).resolve()  # an absolute `asked` replaces base
+        except (OSError, RuntimeError, ValueError):  # link loops, NUL bytes
+            raise outside from None
+        if path != base and path.is_relative_to(base) and path.is_dir():
+            return path
+    raise outside
 
 
 def _adapter(server: Server, model: str) -> str | None:
@@ -283,13 +397,15 @@ def _sampling(
         raise APIError(400, f"{field_name}: at most {limits.max_tokens} on this server",
                        param=field_name)  # fmt: skip
     sampling = SamplingConfig(
-        max_new_tokens=asked or limits.default_max_tokens,
+        # the cap holds for a defaulted length too; fitting to the context only shortens it
+        max_new_tokens=asked or min(limits.default_max_tokens, limits.max_tokens),
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
         stop=body.stops(),
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
         ignore_eos=body.ignore_eos,
     )
     return sampling, asked is None

@@ -42,6 +42,10 @@ class PromptTooLongError(ValueError):
     """The prompt and the requested reply do not fit the model's context."""
 
 
+class EmptyPromptError(ValueError):
+    """The prompt encodes to no tokens: there is nothing to continue."""
+
+
 @dataclass(frozen=True)
 class Piece:
     text: str
@@ -99,7 +103,9 @@ def _fit(
     engine: Engine, prompt: list[int], sampling: SamplingConfig, fit_context: bool
 ) -> SamplingConfig:
     """``sampling`` for this prompt, its length shortened to the room left when ``fit_context``;
-    PromptTooLongError if the two do not fit the context."""
+    PromptTooLongError if the two do not fit the context, EmptyPromptError for no prompt."""
+    if not prompt:
+        raise EmptyPromptError("the prompt encodes to no tokens; send some text")
     room = engine.context_length - len(prompt)
     if room < 1:
         raise PromptTooLongError(

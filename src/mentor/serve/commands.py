@@ -64,6 +64,16 @@ def resolve_keys(keys: list[str], no_auth: bool, host: str) -> tuple[str, ...]:
     return (key,)
 
 
+def resolve_admin_keys(variable: str | None) -> tuple[str, ...]:
+    """The admin keys in ``$variable`` (comma-separated); none when no variable is named."""
+    if variable is None:
+        return ()
+    found = tuple(k.strip() for k in os.environ.get(variable, "").split(",") if k.strip())
+    if not found:
+        raise fail(f"--admin-key-env {variable}: ${variable} is empty or not set")
+    return found
+
+
 def serve_cmd(
     model: Annotated[
         str, typer.Option(help="Registry name, model folder, or a folder from mentor quantize.")
@@ -100,6 +110,20 @@ def serve_cmd(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="No API key (local work only: binds to localhost).")
     ] = False,
+    admin_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable holding the admin key(s), comma-separated: only they may "
+            "add or remove adapters (POST/DELETE /v1/adapters). Without it those routes are off."
+        ),
+    ] = None,
+    allow_adapter_loading: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder POST /v1/adapters may load adapters from (repeatable); nothing "
+            "outside it. Without it, loading at run time is off."
+        ),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Cap on a request's max_tokens.", min=1)] = 1024,
     timeout: Annotated[
         float, typer.Option(help="Seconds a generation may run before it is stopped.", min=1)
@@ -133,6 +157,10 @@ def serve_cmd(
     if rag_search not in ("always", "model"):
         raise fail(f"--rag-search {rag_search!r}: use always or model")
     keys = resolve_keys(api_key or [], no_auth, host)
+    admin_keys = resolve_admin_keys(admin_key_env)
+    roots = tuple(p.expanduser().resolve() for p in allow_adapter_loading or [])
+    if missing := [str(p) for p in roots if not p.is_dir()]:
+        raise fail(f"--allow-adapter-loading {', '.join(missing)}: no such folder")
     try:
         with console.status(f"loading {model}"):
             engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
@@ -165,7 +193,7 @@ def serve_cmd(
         request_log = RequestLog(LogSettings(path=log, sample_rate=log_sample, log_text=log_text))
     limits = Limits(max_tokens=max_tokens, timeout_s=timeout, max_queue=max_queue,
                     max_body_bytes=max_body)  # fmt: skip
-    server = Server(engine, limits, keys, retrieval, embed, request_log)
+    server = Server(engine, limits, keys, retrieval, embed, request_log, admin_keys, roots)
     console.print(
         f"serving {', '.join(engine.model_ids())} on http://{host}:{port}/v1"
         + (f" with {rag}" if rag else "")

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from mentor.rag.answer import is_refusal
 from mentor.rag.records import Hit
-from mentor.serve.chat import Finished, Piece, PromptTooLongError
+from mentor.serve.chat import EmptyPromptError, Finished, Piece, PromptTooLongError
 from mentor.serve.scheduler import Job, QueueFullError
 from mentor.serve.schemas import ChatRequest, CompletionRequest
 from mentor.serve.state import APIError, Server, error_body
@@ -48,6 +48,10 @@ async def respond(
     except PromptTooLongError as exc:
         raise APIError(400, str(exc), param="messages" if chat else "prompt",
                        code="context_length_exceeded") from None  # fmt: skip
+    except EmptyPromptError as exc:
+        field_name = "messages" if chat else "prompt"
+        raise APIError(400, f"{field_name}: {exc}", param=field_name,
+                       code="invalid_value") from None  # fmt: skip
     except StopAsyncIteration:
         raise APIError(500, "the generation ended without a result") from None
     if body.stream:

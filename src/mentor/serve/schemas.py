@@ -1,39 +1,133 @@
 """The OpenAI request bodies the server accepts, validated field by field.
 
 A bad field gets a 400 that names it (``messages.1.role``) in OpenAI's error shape, through the
-handler in :mod:`mentor.serve.app`. Fields OpenAI defines that change nothing here (``user``,
-``logprobs: false``) are accepted and ignored; ones that would change the reply and are not
-supported (``n > 1``) are refused rather than silently ignored.
+handler in :mod:`mentor.serve.app`. Every field OpenAI defines for chat completions, completions
+and embeddings is listed in :data:`OPENAI_FIELDS` with what happens to it here: ``honoured``, or
+``refused`` unless it holds the value that changes nothing (``logprobs: false``, ``n: 1``,
+``logit_bias: {}``), in which case the request gets a 400 naming it rather than a reply that
+pretends. Identifiers that change no reply (``user``, ``metadata``) count as honoured.
+
+Fields OpenAI does not define are refused too (``extra="forbid"``: a 400 naming the field),
+except inside messages, where clients echo back whole reply objects (``refusal``, ``annotations``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+"""The seeds ``torch.Generator.manual_seed`` takes."""
+
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None,),
+    "logit_bias": (None, {}),
+    "response_format": (None, {"type": "text"}),
+    "functions": (None, []),
+    "function_call": (None,),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "web_search_options": (None,),
+    "verbosity": (None,),
+    "parallel_tool_calls": (None, True),
+    "service_tier": (None, "auto", "default"),
+    "store": (None, False),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "dimensions": (None,),
+}
+"""Fields not honoured here, with the values that ask for nothing they would change."""
+
+_WHY = {
+    "logprobs": "log probabilities are not returned by this server",
+    "top_logprobs": "log probabilities are not returned by this server",
+    "logit_bias": "logit_bias is not supported",
+    "response_format": "only {'type': 'text'} is supported (no JSON mode or schemas)",
+    "functions": "the legacy functions field is not supported; use tools",
+    "function_call": "the legacy function_call field is not supported; use tool_choice",
+    "parallel_tool_calls": "the model may call several tools at once; false is not supported",
+    "best_of": "only best_of 1 is supported",
+    "suffix": "suffix (insertion) is not supported",
+    "dimensions": "this server returns the embedder's own dimensions only",
+}
+
+Handling = Literal["honoured", "refused"]
+
+
+def _table(honoured: str, refused: str) -> dict[str, Handling]:
+    return {
+        **dict.fromkeys(honoured.split(), "honoured"),
+        **dict.fromkeys(refused.split(), "refused"),
+    }
+
+
+OPENAI_FIELDS: dict[str, dict[str, Handling]] = {
+    "chat": _table(
+        """messages model frequency_penalty max_completion_tokens max_tokens metadata n
+        presence_penalty seed stop stream stream_options temperature tool_choice tools top_p user
+        safety_identifier prompt_cache_key""",
+        """audio function_call functions logit_bias logprobs modalities parallel_tool_calls
+        prediction reasoning_effort response_format service_tier store top_logprobs verbosity
+        web_search_options""",
+    ),
+    "completions": _table(
+        """model prompt echo frequency_penalty max_tokens n presence_penalty seed stop stream
+        stream_options temperature top_p user""",
+        "best_of logit_bias logprobs suffix",
+    ),
+    "embeddings": _table("input model encoding_format user", "dimensions"),
+}
+"""Every request field of OpenAI's chat completions, completions and embeddings APIs, and whether
+this server honours it or refuses it (a 400 naming it unless it holds a neutral value)."""
 
 
 class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator(*_NEUTRAL, check_fields=False)
+    @classmethod
+    def _not_honoured(cls, value: Any, info: ValidationInfo) -> Any:
+        name = str(info.field_name)
+        # by type too: 0 == False, yet logprobs 0 asks for log probabilities in completions
+        if not any(type(value) is type(n) and value == n for n in _NEUTRAL[name]):
+            raise ValueError(_WHY.get(name, f"{name} is not supported by this server"))
+        return value
+
+
+class _Part(BaseModel):
+    """Inside messages: fields of reply objects that clients send back are ignored."""
+
     model_config = ConfigDict(extra="ignore")
 
 
-class ContentPart(_Request):
+class ContentPart(_Part):
     type: Literal["text"]
     text: str
 
 
-class FunctionCall(_Request):
+class FunctionCall(_Part):
     name: str
     arguments: str = "{}"
 
 
-class ToolCallIn(_Request):
+class ToolCallIn(_Part):
     id: str = ""
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class Message(_Request):
+class Message(_Part):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -66,18 +160,53 @@ class Message(_Request):
         return out
 
 
-class FunctionSpec(_Request):
+_JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+
+def schema_problem(schema: Any, where: str = "parameters") -> str | None:
+    """What makes ``schema`` no valid JSON schema, in the parts tool specs use; None if nothing."""
+    if not isinstance(schema, dict):
+        return f"{where}: a schema is a JSON object"
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    if not all(isinstance(k, str) and k in _JSON_TYPES for k in kinds):
+        return f"{where}.type: {kind!r} is no JSON schema type"
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict):
+        return f"{where}.properties: expected an object of schemas"
+    for name, sub in properties.items():
+        if problem := schema_problem(sub, f"{where}.properties.{name}"):
+            return problem
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return f"{where}.required: expected a list of property names"
+    if "items" in schema and (problem := schema_problem(schema["items"], f"{where}.items")):
+        return problem
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        return f"{where}.enum: expected a list"
+    return None
+
+
+class FunctionSpec(_Part):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=dict)
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value and (problem := schema_problem(value)):
+            raise ValueError(f"not a valid JSON schema ({problem})")
+        return value
 
 
-class Tool(_Request):
+class Tool(_Part):
     type: Literal["function"]
     function: FunctionSpec
 
 
-class StreamOptions(_Request):
+class StreamOptions(_Part):
     include_usage: bool = False
 
 
@@ -86,16 +215,22 @@ class _Sampling(_Request):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(
+        default=1.0, gt=0.0, le=10.0, description="vLLM's extension: divides repeated logits."
+    )
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request.")
     ignore_eos: bool = Field(
         default=False, description="vLLM's extension: generate max_tokens whatever the model says."
     )
+    user: str | None = None
+    logprobs: Any = None
+    logit_bias: dict[str, Any] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -115,6 +250,34 @@ class ChatRequest(_Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto"] | dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    modalities: list[str] | None = None
+    prediction: Any = None
+    reasoning_effort: str | None = None
+    web_search_options: Any = None
+    verbosity: str | None = None
+    parallel_tool_calls: bool | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict):
+            offered = {t.function.name for t in info.data.get("tools") or []}
+            function = value.get("function")
+            named = function.get("name") if isinstance(function, dict) else None
+            if named not in offered:
+                raise ValueError(f"names function {named!r}, which is not in tools")
+            raise ValueError("forcing one function is not supported; use auto or none")
+        return value
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -124,12 +287,16 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
 
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("send one prompt per request")
+        if not (value if isinstance(value, str) else value[0]):
+            raise ValueError("the prompt is empty")
         return value
 
     def text(self) -> str:
@@ -140,6 +307,8 @@ class EmbeddingRequest(_Request):
     model: str
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
@@ -152,6 +321,30 @@ class RetrieveRequest(_Request):
     filters: dict[str, str] = Field(default_factory=dict)
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, for the OpenAPI document."""
+
+    error: ErrorDetail
+
+
+RESERVED_ADAPTER_NAMES = ("base",)
+"""Adapter names a client may not take (nor the model's own name)."""
+
+
 class AdapterRequest(_Request):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    path: str
+    path: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_ADAPTER_NAMES:
+            raise ValueError(f"{value!r} is a reserved name")
+        return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
@@ -25,7 +26,7 @@ class Limits:
     max_tokens: int = 1024
     """Cap on max_tokens; a request asking for more gets a 400 naming the field."""
     default_max_tokens: int = 256
-    """max_tokens when a chat request gives none."""
+    """max_tokens when a request gives none (or null), itself capped by max_tokens."""
     max_body_bytes: int = 1_000_000
     """Largest request body; more gets a 413."""
     timeout_s: float | None = 120.0
@@ -45,9 +46,12 @@ class APIError(Exception):
 
 
 def error_body(status: int, message: str, param: str | None, code: str | None) -> dict[str, Any]:
-    kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
-        status, "invalid_request_error" if status < 500 else "server_error"
-    )
+    kind = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+    }.get(status, "invalid_request_error" if status < 500 else "server_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -69,6 +73,10 @@ class Server:
     retrieval: Retrieval | None = None
     embedder: Embedder | None = None
     request_log: RequestLog | None = None
+    admin_keys: tuple[str, ...] = ()
+    """Keys that may also add and remove adapters; empty turns those routes off."""
+    adapter_roots: tuple[Path, ...] = ()
+    """Folders POST /v1/adapters may load from; empty turns loading off."""
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:

@@ -20,10 +20,11 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from mentor.rag.answer import REFUSAL, quote_source
-from mentor.rag.records import Hit
+from mentor.rag.records import Chunk, Hit
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
@@ -203,9 +204,23 @@ class SearchRound:
                 "chunk_id": hit.chunk.chunk_id,
                 "doc_id": hit.chunk.doc_id,
                 "title": hit.chunk.title,
-                "source": hit.chunk.source,
+                "source": public_source(hit.chunk),
                 "page": hit.chunk.page,
                 "score": round(float(hit.score), 6),
             }
             for i, hit in enumerate(self.hits)
         ]
+
+
+def public_source(chunk: Chunk) -> str:
+    """Where ``chunk`` came from, as a client may see it: relative to the indexed folder, never
+    the server's absolute path. A file's document id is its path under the folder given to
+    ``mentor rag index`` (prefixed with that folder's name); a corpus record's is
+    ``FILE#ID`` with the file's name only."""
+    source = chunk.source
+    file, hash_, record = source.partition("#")
+    if hash_:
+        return f"{PurePath(file).name}#{record}" if PurePath(file).is_absolute() else source
+    if not PurePath(source).is_absolute():
+        return source
+    return chunk.doc_id
