@@ -34,13 +34,17 @@ def test_a_mixed_folder_indexes_and_reports_bad_files(docs: Path, tmp_path: Path
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n")
     (docs / "data.txt").write_bytes(b"\x00\x01\x02binary\x00" * 50)
     (docs / "picture.png").write_bytes(b"\x89PNG\r\n")
-    report = build_index(tmp_path / "idx", [docs], HashEmbedder())
+    (docs / "late-nul.txt").write_bytes(b"Words and more words. " * 500 + b"\x00")
+    (docs / "loop-a.md").symlink_to(docs / "loop-b.md")  # a link loop used to stop the run
+    (docs / "loop-b.md").symlink_to(docs / "loop-a.md")
+    report = build_index(tmp_path / "idx", [docs], HashEmbedder(), sync=True)
     assert sorted(report.indexed) == sorted(
         f"docs/{n}" for n in ("billing.md", "export.md", "guests.md", "security.md")
     )
     failed = {Path(f.path).name: f.reason for f in report.failed}
-    assert set(failed) == {"broken.pdf", "data.txt"}
-    assert "binary" in failed["data.txt"]
+    assert set(failed) == {"broken.pdf", "data.txt", "late-nul.txt", "loop-a.md", "loop-b.md"}
+    assert "binary" in failed["data.txt"] and "binary" in failed["late-nul.txt"]
+    assert failed["loop-a.md"].startswith("symbolic link loop")
     assert [Path(s.path).name for s in report.skipped] == ["picture.png"]
     manifest = Manifest.read(tmp_path / "idx")
     assert manifest.documents == 4 and manifest.chunks == report.chunks >= 4

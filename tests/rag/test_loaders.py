@@ -150,7 +150,7 @@ def test_summary_counts_and_reasons_read_as_path_colon_why(mixed: Path) -> None:
         f"{d}/Makefile: unsupported file type (no extension)",
         f"{d}/image.png: unsupported file type .png",
     ]
-    assert messages[2] == f"{d}/blob.txt: binary content, not text"
+    assert messages[2] == f"{d}/blob.txt: binary content, not text (NUL byte at offset 7)"
     assert messages[3] == f"{d}/broken.pdf: not a valid PDF (EOF marker not found, truncated?)"
     assert messages[4].startswith(f"{d}/sub/corpus.jsonl:3: invalid JSON")
     assert messages[5] == f"{d}/sub/corpus.jsonl:4: field 'text': must not be empty"
@@ -353,6 +353,37 @@ def test_symlink_loop_is_walked_once(tmp_path: Path) -> None:
     write(tmp_path / "top" / "a.txt", "A.")
     (tmp_path / "top" / "loop").symlink_to(tmp_path / "top")
     assert [d.doc_id for d in _documents([tmp_path / "top"])] == ["a.txt"]
+
+
+def test_nul_bytes_after_the_first_8_kb_still_mark_a_file_binary(tmp_path: Path) -> None:
+    late = write(tmp_path / "docs" / "late.txt", b"plain words. " * 1000 + b"\x00tail")
+    jsonl = write(tmp_path / "docs" / "corpus.jsonl", CORPUS[0].encode() + b"\n" * 9000 + b"\x00")
+    write(tmp_path / "docs" / "fine.txt", "Still indexed.")
+    nul = len(CORPUS[0]) + 9000
+    items = list(iter_documents([tmp_path / "docs"]))
+    assert [(type(i).__name__, str(i)) for i in items if not isinstance(i, Document)] == [
+        ("LoadFailure", f"{jsonl}: binary content, not text (NUL byte at offset {nul:,})"),
+        ("LoadFailure", f"{late}: binary content, not text (NUL byte at offset 13,000)"),
+    ]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["fine.txt"]
+
+
+def test_files_linking_to_each_other_are_reported_and_the_rest_is_read(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    write(top / "good.txt", "Good text.")
+    (top / "a.txt").symlink_to(top / "b.txt")
+    (top / "b.txt").symlink_to(top / "a.txt")
+    (top / "self.md").symlink_to(top / "self.md")
+    items = list(iter_documents([top]))
+    loop = "symbolic link loop (links that point at each other)"
+    assert [str(i) for i in items if isinstance(i, LoadFailure)] == [
+        f"{top}/a.txt: {loop}",
+        f"{top}/b.txt: {loop}",
+        f"{top}/self.md: {loop}",
+    ]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["good.txt"]
+    [direct] = list(iter_documents([top / "a.txt"]))
+    assert str(direct) == f"{top}/a.txt: symbolic link loop"
 
 
 def _documents(paths: list[Path], root: Path | None = None) -> list[Document]:

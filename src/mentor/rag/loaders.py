@@ -21,6 +21,7 @@ structure. Typical use::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -117,7 +118,8 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
     seen: set[Path] = set()
     for path in paths:
         if not path.exists():
-            yield LoadFailure(str(path), "no such file or directory")
+            why = "symbolic link loop" if _link_loop(path) else "no such file or directory"
+            yield LoadFailure(str(path), why)
             continue
         is_dir = path.is_dir()
         top = path.resolve() if is_dir else path.resolve().parent
@@ -125,7 +127,11 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
             if isinstance(file, LoadFailure):
                 yield file
                 continue
-            resolved = file.resolve()
+            try:
+                resolved = file.resolve()
+            except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError("Symlink loop")
+                yield LoadFailure(str(file), "symbolic link loop (links that point at each other)")
+                continue
             if resolved in seen:
                 continue
             seen.add(resolved)
@@ -134,6 +140,14 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
             if base is not None and (top / relative).is_relative_to(base):
                 relative = (top / relative).relative_to(base)
             yield from _load_file(file, relative.as_posix())
+
+
+def _link_loop(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except (RuntimeError, OSError) as exc:
+        return isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+    return False
 
 
 def _walk(path: Path, visited: set[Path]) -> Iterator[Path | LoadFailure]:
@@ -216,8 +230,10 @@ def _decode(data: bytes) -> str:
     """UTF-8 (BOM or not) else Latin-1, newlines as ``\\n``; binary content is refused."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16")  # the one common text encoding that is full of NUL bytes
-    elif b"\0" in data[:_SNIFF_BYTES]:
-        raise _UnreadableError("binary content, not text")
+    elif (nul := data.find(b"\0")) >= 0:
+        # Anywhere, not just in a sniffed head: NUL bytes are never text, and indexing them
+        # after a clean first page would put binary garbage into chunks.
+        raise _UnreadableError(f"binary content, not text (NUL byte at offset {nul:,})")
     else:
         try:
             text = data.decode("utf-8-sig")
@@ -369,8 +385,8 @@ def _heading_level(style: str | None) -> int:
 def _load_jsonl(path: Path, data: bytes) -> Iterator[LoadItem]:
     """A BEIR corpus: one Document per good record, one LoadFailure per bad line."""
     shown = str(path)
-    if b"\0" in data[:_SNIFF_BYTES]:
-        raise _UnreadableError("binary content, not text")
+    if (nul := data.find(b"\0")) >= 0:
+        raise _UnreadableError(f"binary content, not text (NUL byte at offset {nul:,})")
     if path.stem == "queries":
         # BEIR keeps queries next to the corpus, with the same keys; they are not documents.
         yield Skipped(shown, "BEIR queries file, not a corpus")
