@@ -15,6 +15,7 @@ import pytest
 
 from mentor.rag.index import Manifest, build_index
 from mentor.rag.retrieve import Retriever, SearchConfig
+from mentor.rag.store import LanceStore
 from mentor.testing import HashEmbedder
 
 
@@ -122,3 +123,55 @@ def test_a_changed_embedder_is_refused(docs: Path, tmp_path: Path) -> None:
     build_index(tmp_path / "idx", [docs], HashEmbedder(dim=64))
     with pytest.raises(ValueError, match="64-d"):
         Retriever(tmp_path / "idx", HashEmbedder(dim=32))
+
+
+class DyingEmbedder(HashEmbedder):
+    """Raises on its ``die_at``-th call, as a killed build would stop."""
+
+    def __init__(self, die_at: int) -> None:
+        super().__init__(dim=64)
+        self.calls, self.die_at = 0, die_at
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise KeyboardInterrupt
+        return super().embed(texts, batch_size=batch_size)
+
+
+def _big_text() -> str:
+    sentence = "Guests can comment on boards but cannot create them. "
+    return "".join(f"# Part {p}\n\n" + (sentence * 6 + "\n\n") * 40 for p in range(30))
+
+
+def test_a_large_file_is_indexed_in_sections_and_a_build_killed_inside_it_recovers(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = _big_text()
+    (docs / "big.md").write_text(text)
+    (docs / "a-small.md").write_text("# Small\n\nA small file.")  # stored first
+    whole = build_index(tmp_path / "whole", [docs], HashEmbedder())  # read whole
+    streaming = {"stream_above": 10_000, "section_chars": 4096}
+    with pytest.raises(KeyboardInterrupt):  # killed between two sections of big.md
+        build_index(tmp_path / "idx", [docs], DyingEmbedder(die_at=3), **streaming)
+    steps: list[tuple[str, int, int]] = []
+    report = build_index(
+        tmp_path / "idx", [docs], HashEmbedder(), progress=lambda *a: steps.append(a), **streaming
+    )
+    assert sorted(report.indexed) == ["docs/big.md"] and report.unchanged == 1  # small was stored
+    assert ("reading big.md (MB)", 0, 1) in steps
+    big = [
+        c for c in Retriever(tmp_path / "idx", HashEmbedder()).chunks if c.doc_id == "docs/big.md"
+    ]
+    assert [c.chunk_id for c in big] == [f"docs/big.md#{n}" for n in range(len(big))]
+    assert all(text[c.start : c.end] == c.text for c in big)
+    assert whole.chunks - 1 <= len(big) <= whole.chunks - 1 + len(text) // 4096
+    states = LanceStore(tmp_path / "idx" / "lance", 64).documents()
+    assert {h for s in states.values() for h in s.hashes} == {  # no rows of the killed build left
+        state.hashes.pop()
+        for state in LanceStore(tmp_path / "whole" / "lance", 64).documents().values()
+    }
+    again = build_index(tmp_path / "idx", [docs], HashEmbedder(), **streaming)
+    assert again.indexed == [] and again.unchanged == 2

@@ -12,7 +12,7 @@ import pypdf
 import pytest
 
 from mentor.rag.chunking import chunk_document, whitespace_token_count
-from mentor.rag.loaders import LoadItem, Skipped, iter_documents, summarize
+from mentor.rag.loaders import LoadItem, Skipped, TextStream, iter_documents, summarize
 from mentor.rag.records import Document, LoadFailure
 
 
@@ -388,3 +388,48 @@ def test_files_linking_to_each_other_are_reported_and_the_rest_is_read(tmp_path:
 
 def _documents(paths: list[Path], root: Path | None = None) -> list[Document]:
     return [i for i in iter_documents(paths, root=root) if isinstance(i, Document)]
+
+
+def test_a_large_text_file_streams_in_sections_with_the_same_text_and_hash(
+    tmp_path: Path,
+) -> None:
+    paragraph = "Caf\u00e9 line one.\r\nLine two of the paragraph.\r\n\r\n"
+    data = ("# Big\r\n\r\n" + paragraph * 400).encode()
+    path = write(tmp_path / "big.md", data)
+    [whole] = _documents([path])
+    [stream] = list(iter_documents([path], stream_above=1000))
+    assert isinstance(stream, TextStream)
+    assert (stream.doc_id, stream.title, stream.content_hash) == (
+        whole.doc_id, whole.title, whole.content_hash,
+    )  # fmt: skip
+    seen: list[int] = []
+    sections = list(stream.sections(size=997, on_bytes=seen.append))  # cuts inside "\r\n" too
+    assert "".join(sections) == whole.text and len(sections) > 5
+    assert all(s.endswith("\n\n") for s in sections[:-1])
+    assert seen[-1] == len(data) == stream.size
+    assert list(iter_documents([path], stream_above=len(data))) == [whole]  # at the limit: whole
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            b"words and words. " * 200 + b"\x00",
+            "binary content, not text (NUL byte at offset 3,400)",
+        ),
+        (b" \n" * 2000, "no text found"),
+    ],
+)
+def test_a_large_file_is_checked_like_a_small_one(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = write(tmp_path / "big.txt", content)
+    [item] = list(iter_documents([path], stream_above=100))
+    assert isinstance(item, LoadFailure) and item.reason == reason
+
+
+def test_a_large_latin1_file_streams_as_latin1(tmp_path: Path) -> None:
+    path = write(tmp_path / "big.txt", "caf\xe9 au lait.\n\n".encode("latin-1") * 300)
+    [stream] = list(iter_documents([path], stream_above=100))
+    assert isinstance(stream, TextStream) and stream.encoding == "latin-1"
+    assert "".join(stream.sections(size=256)) == "café au lait.\n\n" * 300

@@ -21,13 +21,14 @@ structure. Typical use::
 
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from mentor.rag.records import Document, LoadFailure, PageSpan
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".pdf", ".docx", ".jsonl"}
 
+STREAM_BYTES = 16 << 20
+"""Plain-text files larger than this are read in sections (:class:`TextStream`), not whole."""
 _SNIFF_BYTES = 8192
 _MAX_CONTROL_SHARE = 0.1  # real text has next to no control characters; random bytes have ~25%
 _MAX_TITLE_CHARS = 200
@@ -71,7 +74,61 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
-LoadItem = Document | LoadFailure | Skipped
+@dataclass(frozen=True)
+class TextStream:
+    """A plain-text file larger than :data:`STREAM_BYTES`: read in sections, never whole.
+
+    Checked like any text file (NUL bytes, control characters, encoding, no text) in one pass
+    that also hashes it; :meth:`sections` then yields its text a megabyte or so at a time, each
+    piece ending at a paragraph break, for :func:`mentor.rag.chunking.chunk_sections`.
+    """
+
+    doc_id: str
+    source: str
+    title: str
+    content_hash: str
+    path: Path
+    encoding: str
+    size: int
+    """Bytes in the file, for progress."""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def document(self) -> Document:
+        """A Document with the same id, source and hash (and no text) for the chunker."""
+        return Document(self.doc_id, self.source, self.title, "", self.content_hash)
+
+    def sections(
+        self, size: int = 1 << 20, on_bytes: Callable[[int], None] = lambda _: None
+    ) -> Iterator[str]:
+        """The text, newlines as ``\\n``, in pieces of about ``size`` characters cut at ``\\n\\n``.
+
+        ``on_bytes`` is told the bytes read so far after each block (for a progress display).
+        """
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        carry = ""  # decoded, not yet yielded
+        done = 0
+        with self.path.open("rb") as fh:
+            while block := fh.read(size):
+                done += len(block)
+                on_bytes(done)
+                carry += decoder.decode(block)
+                # A "\r" at the end may be the first half of "\r\n": it waits for the next block.
+                tail = "\r" if carry.endswith("\r") else ""
+                body = _newlines(carry[: len(carry) - len(tail)])
+                if len(body) >= size:
+                    cut = body.rfind("\n\n") + 2
+                    if cut < 2 and len(body) >= 4 * size:  # no paragraph break: a line break
+                        cut = body.rfind("\n") + 1
+                    if cut > 1:
+                        yield body[:cut]
+                        body = body[cut:]
+                carry = body + tail
+            carry += decoder.decode(b"", final=True)
+        if carry:
+            yield _newlines(carry)
+
+
+LoadItem = Document | TextStream | LoadFailure | Skipped
 
 
 @dataclass
@@ -81,11 +138,13 @@ class LoadSummary:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     failed: list[LoadFailure] = field(default_factory=list)
+    streamed: list[TextStream] = field(default_factory=list)
 
     def __str__(self) -> str:
+        streamed = f" ({len(self.streamed)} large, in sections)" if self.streamed else ""
         return (
-            f"{len(self.documents)} documents read, {len(self.skipped)} skipped, "
-            f"{len(self.failed)} failed"
+            f"{len(self.documents) + len(self.streamed)} documents read{streamed}, "
+            f"{len(self.skipped)} skipped, {len(self.failed)} failed"
         )
 
 
@@ -94,6 +153,8 @@ def summarize(items: Iterable[LoadItem]) -> LoadSummary:
     for item in items:
         if isinstance(item, Document):
             summary.documents.append(item)
+        elif isinstance(item, TextStream):
+            summary.streamed.append(item)
         elif isinstance(item, Skipped):
             summary.skipped.append(item)
         else:
@@ -105,8 +166,14 @@ class _UnreadableError(Exception):
     """A supported file whose content cannot be used; the message is the reason shown."""
 
 
-def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterator[LoadItem]:
+def iter_documents(
+    paths: Sequence[Path], *, root: Path | None = None, stream_above: int | None = None
+) -> Iterator[LoadItem]:
     """One item per file under ``paths`` (per line for a BEIR corpus), in a stable order.
+
+    With ``stream_above`` (bytes; :data:`STREAM_BYTES` is what ``mentor rag index`` uses), a
+    plain-text file larger than that comes as a :class:`TextStream`, checked and hashed but
+    not read into memory.
 
     ``doc_id`` is the file's path relative to ``root`` when given and the file lies under it,
     else relative to the folder argument it was found under; a file given directly is named by
@@ -139,7 +206,7 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
             relative = file.relative_to(path) if is_dir else Path(path.name)
             if base is not None and (top / relative).is_relative_to(base):
                 relative = (top / relative).relative_to(base)
-            yield from _load_file(file, relative.as_posix())
+            yield from _load_file(file, relative.as_posix(), stream_above)
 
 
 def _link_loop(path: Path) -> bool:
@@ -169,7 +236,7 @@ def _walk(path: Path, visited: set[Path]) -> Iterator[Path | LoadFailure]:
             yield from _walk(child, visited)
 
 
-def _load_file(path: Path, doc_id: str) -> Iterator[LoadItem]:
+def _load_file(path: Path, doc_id: str, stream_above: int | None = None) -> Iterator[LoadItem]:
     suffix = path.suffix.lower()
     shown = str(path)
     if suffix not in SUPPORTED_SUFFIXES:
@@ -179,6 +246,10 @@ def _load_file(path: Path, doc_id: str) -> Iterator[LoadItem]:
         yield Skipped(shown, "not a regular file")
         return
     try:
+        large = stream_above is not None and path.stat().st_size > stream_above
+        if suffix in TEXT_SUFFIXES and large:
+            yield _text_stream(path, doc_id, suffix)
+            return
         data = path.read_bytes()
         if suffix == ".jsonl":
             yield from _load_jsonl(path, data)
@@ -243,7 +314,64 @@ def _decode(data: bytes) -> str:
     controls = sum(1 for c in sample if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f\v")
     if sample and controls / len(sample) > _MAX_CONTROL_SHARE:
         raise _UnreadableError("binary content, not text")
+    return _newlines(text)
+
+
+def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _text_stream(path: Path, doc_id: str, suffix: str) -> TextStream:
+    """Check and hash a large text file block by block, as :func:`_decode` checks a small one."""
+    digest = hashlib.sha256()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    head = b""
+    size = 0
+    encoding = "utf-8-sig"
+    has_text = False
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            if not size:
+                head = block[:_SNIFF_BYTES]
+                if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    encoding = "utf-16"
+            digest.update(block)
+            nul = block.find(b"\0")
+            if nul >= 0 and encoding != "utf-16":
+                raise _UnreadableError(
+                    f"binary content, not text (NUL byte at offset {size + nul:,})"
+                )
+            if encoding == "utf-8-sig":
+                try:
+                    utf8.decode(block)
+                except UnicodeDecodeError:
+                    encoding = "latin-1"
+            has_text = has_text or bool(block.strip())
+            size += len(block)
+    if encoding == "utf-8-sig":
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            encoding = "latin-1"
+    sample = head.decode(encoding, errors="ignore")
+    controls = sum(1 for c in sample if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f\v")
+    if sample and controls / len(sample) > _MAX_CONTROL_SHARE:
+        raise _UnreadableError("binary content, not text")
+    if not has_text:
+        raise _UnreadableError("no text found")
+    title = ""
+    if suffix != ".txt":
+        match = _MD_TITLE.match(_newlines(sample).lstrip().split("\n", 1)[0])
+        title = match.group(1) if match else ""
+    return TextStream(
+        doc_id=doc_id,
+        source=str(path.resolve()),
+        title=title or path.stem,
+        content_hash=digest.hexdigest(),
+        path=path,
+        encoding=encoding,
+        size=size,
+    )
 
 
 # --- HTML -------------------------------------------------------------------------------------
