@@ -8,6 +8,11 @@ Every file yields exactly one item, and nothing raises for one bad file:
   binary bytes in a ``.txt``, a document with no text;
 * a :class:`Skipped` for a file of a kind it does not read (``.png``, no extension).
 
+A plain-text file larger than ``stream_above`` bytes (when given; ``mentor rag index`` gives
+:data:`STREAM_BYTES`) comes as a :class:`TextStream`: checked and hashed in one pass, then read
+in sections by the index build, never whole. A link loop (``a.md -> b.md -> a.md``) is a
+LoadFailure, and so is a file with a NUL byte anywhere (binary, however clean its first page).
+
 A BEIR ``corpus.jsonl`` is the exception: one Document per good line and one LoadFailure per bad
 line (``corpus.jsonl:7: why``). Markdown is kept as it is, and HTML, PDF and DOCX come out as
 markdown-like text (``#`` headings, blank lines between paragraphs) so the chunker sees the
