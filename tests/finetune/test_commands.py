@@ -179,7 +179,8 @@ def test_an_over_long_example_stops_the_run_unless_truncate_or_drop_is_chosen(
         assert done.exit_code == 0, done.output
         assert "warning:" in done.output and said in done.output
         report = json.loads((out / "report.json").read_text())
-        assert report["examples"]["overlong"] == policy
+        assert report["config"]["overlong"] == policy
+        assert len(report["overlong"]) == 1 and said in report["overlong"][0]
         counts = report["examples"]
         assert counts["train"] + counts["validation"] == (13 if policy == "truncate" else 12)
         assert said in (out / "report.md").read_text()

@@ -193,9 +193,8 @@ def write_report(report: FinetuneReport, config: FinetuneConfig) -> None:
             "train": report.train_examples,
             "validation": report.val_examples,
             "rows": report.rows,
-            "overlong": config.overlong,
-            "overlong_reports": list(report.overlong),
         },
+        "overlong": list(report.overlong),
         "general_perplexity": {
             "base": report.general_perplexity[0],
             "tuned": report.general_perplexity[1],
