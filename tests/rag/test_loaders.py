@@ -433,3 +433,15 @@ def test_a_large_latin1_file_streams_as_latin1(tmp_path: Path) -> None:
     [stream] = list(iter_documents([path], stream_above=100))
     assert isinstance(stream, TextStream) and stream.encoding == "latin-1"
     assert "".join(stream.sections(size=256)) == "café au lait.\n\n" * 300
+
+
+def test_a_corpus_line_with_a_duplicate_key_is_a_failure_naming_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "corpus.jsonl",
+        CORPUS[0] + '\n{"_id": "d9", "text": "first", "text": "second"}\n',
+    )
+    items = list(iter_documents([path]))
+    assert [str(i) for i in items if isinstance(i, LoadFailure)] == [
+        f"{path}:2: duplicate key 'text'"
+    ]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["d1"]
