@@ -100,6 +100,37 @@ def test_custom_token_counter_and_max_tokens(write: Writer) -> None:
     assert not report.approximate_tokens
 
 
+def test_over_long_chat_and_qa_examples_are_named_with_the_answer_tokens_a_cut_loses(
+    write: Writer,
+) -> None:
+    def chat(user: int, answer: int) -> dict[str, object]:
+        return {
+            "messages": [
+                {"role": "user", "content": "u" * user},
+                {"role": "assistant", "content": "a" * answer},
+            ]
+        }
+
+    # counted in characters: line 2 is 30 + 80 = 110 (10 answer tokens cut at 100), line 3 is
+    # 120 + 50 (all 50 answer tokens cut), line 1 fits
+    path = write("long.jsonl", [chat(10, 20), chat(30, 80), chat(120, 50)])
+    report = check_dataset(path, count_tokens=len, max_tokens=100)
+    [found] = report.overlong
+    assert (found.lines, found.longest, found.longest_line) == ([2, 3], 170, 3)
+    assert (found.answer_tokens, found.answer_tokens_cut) == (130, 60)
+    assert report.has_findings and not report.has_errors
+    assert str(found) == (
+        f"{path}: 2 examples longer than 100 tokens (longest 170, line 3); truncation to 100 "
+        "would cut 60 of their 130 answer tokens (mentor finetune --max-length / --overlong)"
+    )
+    assert report.to_dict()["overlong"][0]["answer_tokens_cut"] == 60
+    # Without --max-tokens, chat and qa are measured against finetune's default 1024.
+    qa = write("qa.jsonl", [{"question": "q" * 1000, "answer": "a" * 100}])
+    [default] = check_dataset(qa, count_tokens=len).overlong
+    assert (default.limit, default.answer_tokens, default.answer_tokens_cut) == (1024, 100, 76)
+    assert check_dataset(qa, count_tokens=len, max_tokens=1100).overlong == []
+
+
 def test_report_to_dict_is_json(qa_files: tuple[Path, Path]) -> None:
     train, test = qa_files
     data = json.loads(json.dumps(check_dataset(train, against=test).to_dict()))

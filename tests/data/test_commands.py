@@ -102,6 +102,20 @@ def test_check_with_a_tokenizer(write: Writer, monkeypatch: pytest.MonkeyPatch) 
     table = runner.invoke(app, ["check", str(path), "--tokenizer", "chars"]).stdout
     assert "Lengths (tokens, chars)" in table
 
+    long = {"question": "q" * 1100, "answer": "a" * 50}  # 1,150 chars: over the 1,024 default
+    chat = write("long.jsonl", [{"question": "short?", "answer": "yes"}, long])
+    said = runner.invoke(app, ["check", str(chat), "--tokenizer", "chars"])
+    assert said.exit_code == 0, said.output  # a warning, not an error...
+    assert "1 example longer than 1,024 tokens (longest 1,150, line 2)" in said.stdout
+    assert "would cut 50 of their 50 answer tokens" in said.stdout
+    assert said.stdout.strip().splitlines()[-1].startswith("WARN:")
+    assert "1 over-long example" in said.stdout
+    strict = runner.invoke(app, ["check", str(chat), "--tokenizer", "chars", "--strict"])
+    assert strict.exit_code == 1  # ...unless --strict
+    roomy = runner.invoke(app, ["check", str(chat), "--tokenizer", "chars", "--max-tokens", "1200"])
+    assert roomy.exit_code == 0 and "over-long:" not in roomy.stdout
+    assert "0 over-long examples" in roomy.stdout and roomy.stdout.startswith("Lengths")
+
 
 def test_check_with_a_real_hugging_face_tokenizer(
     write: Writer, monkeypatch: pytest.MonkeyPatch

@@ -43,6 +43,24 @@ def test_three_bad_lines_give_three_file_line_errors_and_all_good_lines_load(
     assert not result.ok
 
 
+def test_a_duplicate_key_is_an_error_naming_it_not_last_value_wins(write: Writer) -> None:
+    chat = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}]'
+    path = write(
+        "dup.jsonl",
+        [
+            chat + "}",
+            chat + ', "messages": []}',  # line 2: the second value would silently win
+            '{"messages": [{"role": "user", "role": "assistant", "content": "x"}]}',  # nested
+        ],
+    )
+    result = read_records(path, "chat")
+    assert [str(p) for p in result.problems] == [
+        f"{path}:2: duplicate key 'messages'",
+        f"{path}:3: duplicate key 'role'",
+    ]
+    assert [r.line for r in result.records] == [1]
+
+
 def test_blank_lines_are_counted_and_warned_about(write: Writer) -> None:
     path = write("blank.jsonl", [GOOD[0], "", "   ", GOOD[1]])
     result = read_records(path)

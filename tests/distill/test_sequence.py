@@ -63,6 +63,10 @@ def test_load_prompts_reads_chat_and_qa(tmp_path: Path) -> None:
     bad.write_text('{"messages": [{"role": "system", "content": "x"}]}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         load_prompts(bad)
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text('{"prompt": "a", "prompt": "b"}\n')
+    with pytest.raises(ValueError, match=r"twice\.jsonl:1: duplicate key 'prompt'"):
+        load_prompts(twice)
 
 
 def test_answers_become_a_training_set_with_provenance(tmp_path: Path) -> None:

@@ -151,6 +151,43 @@ def test_bad_data_fails_before_training_naming_the_line(workspace: Path, tmp_pat
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_an_over_long_example_stops_the_run_unless_truncate_or_drop_is_chosen(
+    workspace: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "long.jsonl"
+    long = {
+        "messages": [
+            {"role": "user", "content": "describe box 3"},
+            {"role": "assistant", "content": " ".join(["box 3 is red and square"] * 30)},
+        ]
+    }
+    lines = [_chat(i) for i in range(12)]
+    lines.insert(5, long)
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = ["finetune", "--model", str(workspace / "base"), "--data", str(data),
+            "--batch-size", "2", "--max-length", "64", "--precision", "fp32", "--device", "cpu",
+            "--max-steps", "1"]  # fmt: skip
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 1
+    assert "1 example longer than max_length 64 tokens" in refused.output
+    assert f"{data}:6: " in refused.output and "answer tokens would be cut" in refused.output
+    assert "--overlong truncate" in refused.output
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+    for policy, said in (("truncate", "truncated"), ("drop", "dropped")):
+        out = tmp_path / policy
+        done = runner.invoke(app, [*args, "--out", str(out), "--overlong", policy])
+        assert done.exit_code == 0, done.output
+        assert "warning:" in done.output and said in done.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["config"]["overlong"] == policy
+        assert len(report["overlong"]) == 1 and said in report["overlong"][0]
+        counts = report["examples"]
+        assert counts["train"] + counts["validation"] == (13 if policy == "truncate" else 12)
+        assert said in (out / "report.md").read_text()
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--overlong", "cut"])
+    assert bad.exit_code != 0 and "overlong" in bad.output
+
+
 def test_config_file_and_flag_overrides(workspace: Path, tmp_path: Path) -> None:
     from mentor.finetune.config import load_config
 

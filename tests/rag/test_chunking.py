@@ -6,10 +6,16 @@ import itertools
 import random
 import re
 import time
+from dataclasses import replace
 
 import pytest
 
-from mentor.rag.chunking import TokenCounter, chunk_document, whitespace_token_count
+from mentor.rag.chunking import (
+    TokenCounter,
+    chunk_document,
+    chunk_sections,
+    whitespace_token_count,
+)
 from mentor.rag.records import Chunk, Document, PageSpan
 from mentor.testing import tiny_wordpiece_tokenizer
 
@@ -261,3 +267,54 @@ def test_chunking_a_scifact_sized_corpus_is_fast() -> None:
     assert elapsed < 5, f"{elapsed:.1f}s"
     assert len(chunks) >= 4000
     assert all(re.fullmatch(r"d\d+#\d", c.chunk_id) for c in chunks)
+
+
+def _long_text(paragraphs: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    words = [
+        "board",
+        "guest",
+        "export",
+        "member",
+        "plan",
+        "price",
+        "sync",
+        "team",
+        "file",
+        "comment",
+        "archive",
+    ]
+    blocks = []
+    for i in range(paragraphs):
+        if i % 40 == 0:
+            blocks.append(f"{'#' * (1 + i // 40 % 2)} Part {i // 40}")
+        sentences = [" ".join(rng.choices(words, k=rng.randint(4, 15))).capitalize() + "."]
+        sentences += [" ".join(rng.choices(words, k=9)).capitalize() + "." for _ in range(3)]
+        blocks.append(" ".join(sentences))
+    return "\n\n".join(blocks) + "\n"
+
+
+def test_one_section_chunks_exactly_like_the_whole_document() -> None:
+    doc = Document("d", "/d.md", "D", _long_text(60), "h")
+    whole = chunk_document(doc, whitespace_token_count, max_tokens=60, overlap=12)
+    [streamed] = chunk_sections(doc, [doc.text], whitespace_token_count, max_tokens=60, overlap=12)
+    assert streamed == whole
+
+
+def test_sections_chunk_as_slices_of_the_whole_text_with_headings_carried() -> None:
+    text = _long_text(200)
+    cuts = [m.end() for m in re.finditer("\n\n", text)][::37]
+    sections = [text[a:b] for a, b in itertools.pairwise([0, *cuts, len(text)])]
+    assert "".join(sections) == text and len(sections) > 3
+    doc = Document("d", "/d.md", "D", "", "h")
+    groups = list(chunk_sections(doc, sections, whitespace_token_count, max_tokens=60))
+    chunks = [c for group in groups for c in group]
+    assert [c.chunk_id for c in chunks] == [f"d#{n}" for n in range(len(chunks))]
+    assert all(text[c.start : c.end] == c.text for c in chunks)
+    assert all(whitespace_token_count(c.text) <= 60 for c in chunks)
+    whole = chunk_document(replace(doc, text=text), whitespace_token_count, max_tokens=60)
+    assert {c.heading for c in chunks} == {c.heading for c in whole}
+    # Every sentence of the text is in some chunk; chunks differ only next to a seam.
+    covered = "".join(text[c.start : c.end] for c in chunks)
+    assert all(s in covered for s in re.split(r"(?<=\.) |\n+", text) if s)
+    assert len(chunks) <= len(whole) + len(sections)

@@ -15,6 +15,7 @@ import pytest
 
 from mentor.rag.index import Manifest, build_index
 from mentor.rag.retrieve import Retriever, SearchConfig
+from mentor.rag.store import LanceStore
 from mentor.testing import HashEmbedder
 
 
@@ -34,13 +35,17 @@ def test_a_mixed_folder_indexes_and_reports_bad_files(docs: Path, tmp_path: Path
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n")
     (docs / "data.txt").write_bytes(b"\x00\x01\x02binary\x00" * 50)
     (docs / "picture.png").write_bytes(b"\x89PNG\r\n")
-    report = build_index(tmp_path / "idx", [docs], HashEmbedder())
+    (docs / "late-nul.txt").write_bytes(b"Words and more words. " * 500 + b"\x00")
+    (docs / "loop-a.md").symlink_to(docs / "loop-b.md")  # a link loop used to stop the run
+    (docs / "loop-b.md").symlink_to(docs / "loop-a.md")
+    report = build_index(tmp_path / "idx", [docs], HashEmbedder(), sync=True)
     assert sorted(report.indexed) == sorted(
         f"docs/{n}" for n in ("billing.md", "export.md", "guests.md", "security.md")
     )
     failed = {Path(f.path).name: f.reason for f in report.failed}
-    assert set(failed) == {"broken.pdf", "data.txt"}
-    assert "binary" in failed["data.txt"]
+    assert set(failed) == {"broken.pdf", "data.txt", "late-nul.txt", "loop-a.md", "loop-b.md"}
+    assert "binary" in failed["data.txt"] and "binary" in failed["late-nul.txt"]
+    assert failed["loop-a.md"].startswith("symbolic link loop")
     assert [Path(s.path).name for s in report.skipped] == ["picture.png"]
     manifest = Manifest.read(tmp_path / "idx")
     assert manifest.documents == 4 and manifest.chunks == report.chunks >= 4
@@ -118,3 +123,55 @@ def test_a_changed_embedder_is_refused(docs: Path, tmp_path: Path) -> None:
     build_index(tmp_path / "idx", [docs], HashEmbedder(dim=64))
     with pytest.raises(ValueError, match="64-d"):
         Retriever(tmp_path / "idx", HashEmbedder(dim=32))
+
+
+class DyingEmbedder(HashEmbedder):
+    """Raises on its ``die_at``-th call, as a killed build would stop."""
+
+    def __init__(self, die_at: int) -> None:
+        super().__init__(dim=64)
+        self.calls, self.die_at = 0, die_at
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise KeyboardInterrupt
+        return super().embed(texts, batch_size=batch_size)
+
+
+def _big_text() -> str:
+    sentence = "Guests can comment on boards but cannot create them. "
+    return "".join(f"# Part {p}\n\n" + (sentence * 6 + "\n\n") * 40 for p in range(30))
+
+
+def test_a_large_file_is_indexed_in_sections_and_a_build_killed_inside_it_recovers(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = _big_text()
+    (docs / "big.md").write_text(text)
+    (docs / "a-small.md").write_text("# Small\n\nA small file.")  # stored first
+    whole = build_index(tmp_path / "whole", [docs], HashEmbedder())  # read whole
+    streaming = {"stream_above": 10_000, "section_chars": 4096}
+    with pytest.raises(KeyboardInterrupt):  # killed between two sections of big.md
+        build_index(tmp_path / "idx", [docs], DyingEmbedder(die_at=3), **streaming)
+    steps: list[tuple[str, int, int]] = []
+    report = build_index(
+        tmp_path / "idx", [docs], HashEmbedder(), progress=lambda *a: steps.append(a), **streaming
+    )
+    assert sorted(report.indexed) == ["docs/big.md"] and report.unchanged == 1  # small was stored
+    assert ("reading big.md (MB)", 0, 1) in steps
+    big = [
+        c for c in Retriever(tmp_path / "idx", HashEmbedder()).chunks if c.doc_id == "docs/big.md"
+    ]
+    assert [c.chunk_id for c in big] == [f"docs/big.md#{n}" for n in range(len(big))]
+    assert all(text[c.start : c.end] == c.text for c in big)
+    assert whole.chunks - 1 <= len(big) <= whole.chunks - 1 + len(text) // 4096
+    states = LanceStore(tmp_path / "idx" / "lance", 64).documents()
+    assert {h for s in states.values() for h in s.hashes} == {  # no rows of the killed build left
+        state.hashes.pop()
+        for state in LanceStore(tmp_path / "whole" / "lance", 64).documents().values()
+    }
+    again = build_index(tmp_path / "idx", [docs], HashEmbedder(), **streaming)
+    assert again.indexed == [] and again.unchanged == 2

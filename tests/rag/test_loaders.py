@@ -12,7 +12,7 @@ import pypdf
 import pytest
 
 from mentor.rag.chunking import chunk_document, whitespace_token_count
-from mentor.rag.loaders import LoadItem, Skipped, iter_documents, summarize
+from mentor.rag.loaders import LoadItem, Skipped, TextStream, iter_documents, summarize
 from mentor.rag.records import Document, LoadFailure
 
 
@@ -150,7 +150,7 @@ def test_summary_counts_and_reasons_read_as_path_colon_why(mixed: Path) -> None:
         f"{d}/Makefile: unsupported file type (no extension)",
         f"{d}/image.png: unsupported file type .png",
     ]
-    assert messages[2] == f"{d}/blob.txt: binary content, not text"
+    assert messages[2] == f"{d}/blob.txt: binary content, not text (NUL byte at offset 7)"
     assert messages[3] == f"{d}/broken.pdf: not a valid PDF (EOF marker not found, truncated?)"
     assert messages[4].startswith(f"{d}/sub/corpus.jsonl:3: invalid JSON")
     assert messages[5] == f"{d}/sub/corpus.jsonl:4: field 'text': must not be empty"
@@ -355,5 +355,93 @@ def test_symlink_loop_is_walked_once(tmp_path: Path) -> None:
     assert [d.doc_id for d in _documents([tmp_path / "top"])] == ["a.txt"]
 
 
+def test_nul_bytes_after_the_first_8_kb_still_mark_a_file_binary(tmp_path: Path) -> None:
+    late = write(tmp_path / "docs" / "late.txt", b"plain words. " * 1000 + b"\x00tail")
+    jsonl = write(tmp_path / "docs" / "corpus.jsonl", CORPUS[0].encode() + b"\n" * 9000 + b"\x00")
+    write(tmp_path / "docs" / "fine.txt", "Still indexed.")
+    nul = len(CORPUS[0]) + 9000
+    items = list(iter_documents([tmp_path / "docs"]))
+    assert [(type(i).__name__, str(i)) for i in items if not isinstance(i, Document)] == [
+        ("LoadFailure", f"{jsonl}: binary content, not text (NUL byte at offset {nul:,})"),
+        ("LoadFailure", f"{late}: binary content, not text (NUL byte at offset 13,000)"),
+    ]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["fine.txt"]
+
+
+def test_files_linking_to_each_other_are_reported_and_the_rest_is_read(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    write(top / "good.txt", "Good text.")
+    (top / "a.txt").symlink_to(top / "b.txt")
+    (top / "b.txt").symlink_to(top / "a.txt")
+    (top / "self.md").symlink_to(top / "self.md")
+    items = list(iter_documents([top]))
+    loop = "symbolic link loop (links that point at each other)"
+    assert [str(i) for i in items if isinstance(i, LoadFailure)] == [
+        f"{top}/a.txt: {loop}",
+        f"{top}/b.txt: {loop}",
+        f"{top}/self.md: {loop}",
+    ]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["good.txt"]
+    [direct] = list(iter_documents([top / "a.txt"]))
+    assert str(direct) == f"{top}/a.txt: symbolic link loop"
+
+
 def _documents(paths: list[Path], root: Path | None = None) -> list[Document]:
     return [i for i in iter_documents(paths, root=root) if isinstance(i, Document)]
+
+
+def test_a_large_text_file_streams_in_sections_with_the_same_text_and_hash(
+    tmp_path: Path,
+) -> None:
+    paragraph = "Caf\u00e9 line one.\r\nLine two of the paragraph.\r\n\r\n"
+    data = ("# Big\r\n\r\n" + paragraph * 400).encode()
+    path = write(tmp_path / "big.md", data)
+    [whole] = _documents([path])
+    [stream] = list(iter_documents([path], stream_above=1000))
+    assert isinstance(stream, TextStream)
+    assert (stream.doc_id, stream.title, stream.content_hash) == (
+        whole.doc_id, whole.title, whole.content_hash,
+    )  # fmt: skip
+    seen: list[int] = []
+    sections = list(stream.sections(size=997, on_bytes=seen.append))  # cuts inside "\r\n" too
+    assert "".join(sections) == whole.text and len(sections) > 5
+    assert all(s.endswith("\n\n") for s in sections[:-1])
+    assert seen[-1] == len(data) == stream.size
+    assert list(iter_documents([path], stream_above=len(data))) == [whole]  # at the limit: whole
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            b"words and words. " * 200 + b"\x00",
+            "binary content, not text (NUL byte at offset 3,400)",
+        ),
+        (b" \n" * 2000, "no text found"),
+    ],
+)
+def test_a_large_file_is_checked_like_a_small_one(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = write(tmp_path / "big.txt", content)
+    [item] = list(iter_documents([path], stream_above=100))
+    assert isinstance(item, LoadFailure) and item.reason == reason
+
+
+def test_a_large_latin1_file_streams_as_latin1(tmp_path: Path) -> None:
+    path = write(tmp_path / "big.txt", "caf\xe9 au lait.\n\n".encode("latin-1") * 300)
+    [stream] = list(iter_documents([path], stream_above=100))
+    assert isinstance(stream, TextStream) and stream.encoding == "latin-1"
+    assert "".join(stream.sections(size=256)) == "café au lait.\n\n" * 300
+
+
+def test_a_corpus_line_with_a_duplicate_key_is_a_failure_naming_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "corpus.jsonl",
+        CORPUS[0] + '\n{"_id": "d9", "text": "first", "text": "second"}\n',
+    )
+    items = list(iter_documents([path]))
+    assert [str(i) for i in items if isinstance(i, LoadFailure)] == [
+        f"{path}:2: duplicate key 'text'"
+    ]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["d1"]

@@ -21,9 +21,11 @@ from mentor.train.data import (
     PackedRow,
     chat_example,
     collate,
+    load_sft_data,
     load_sft_examples,
     pack,
     qa_messages,
+    tokenize_chat,
     unpacked,
 )
 
@@ -185,7 +187,57 @@ def test_an_example_truncated_to_no_target_is_a_problem(tmp_path: Path) -> None:
     ]
     path = _write_jsonl(tmp_path / "train.jsonl", lines)
     with pytest.raises(DataError, match=r":2: no assistant token left to train on"):
-        load_sft_examples(path, tokenizer, max_length=64)
+        load_sft_examples(path, tokenizer, max_length=64, overlong="truncate")
+
+
+def _long_file(tmp_path: Path) -> tuple[Path, Example]:
+    """A file whose second example has a long answer; returns it and that example uncut."""
+    long_answer = {"role": "assistant", "content": " ".join(tiny_corpus()[:8])}
+    chat = [{"role": "user", "content": "Tell me everything."}, long_answer]
+    path = _write_jsonl(tmp_path / "train.jsonl", [{"messages": CHATS[0]}, {"messages": chat}])
+    return path, tokenize_chat(chat, tiny_chat_tokenizer())
+
+
+def test_an_over_long_example_is_an_error_by_default_naming_what_a_cut_loses(
+    tmp_path: Path,
+) -> None:
+    path, whole = _long_file(tmp_path)
+    answer = sum(1 for label in whole.labels if label != IGNORE)
+    kept = sum(1 for label in whole.labels[:64] if label != IGNORE)
+    assert len(whole.input_ids) > 64 and 0 < kept < answer
+    with pytest.raises(DataError) as caught:
+        load_sft_examples(path, tiny_chat_tokenizer(), max_length=64)
+    head, line = caught.value.problems
+    assert head == (
+        f"{path}: 1 example longer than max_length 64 tokens (longest {len(whole.input_ids)} "
+        f"tokens, line 2); truncating would cut {answer - kept} of their {answer} answer tokens. "
+        f"Raise --max-length to {len(whole.input_ids)}, or choose --overlong truncate (keep the "
+        "first 64 tokens) or --overlong drop (leave them out)"
+    )
+    assert line == (
+        f"{path}:2: {len(whole.input_ids)} tokens, longer than max_length 64 "
+        f"({answer - kept} of {answer} answer tokens would be cut)"
+    )
+
+
+def test_over_long_examples_are_truncated_or_dropped_on_request_and_reported(
+    tmp_path: Path,
+) -> None:
+    path, whole = _long_file(tmp_path)
+    tokenizer = tiny_chat_tokenizer()
+    short = chat_example(CHATS[0], tokenizer, 64)
+    cut = load_sft_data(path, tokenizer, 64, overlong="truncate")
+    assert cut.examples == [short, Example(whole.input_ids[:64], whole.labels[:64])]
+    assert cut.overlong is not None and [e.line for e in cut.overlong.examples] == [2]
+    assert "1 example longer than max_length 64 tokens" in str(cut.overlong)
+    assert "truncated" in str(cut.overlong)
+    dropped = load_sft_data(path, tokenizer, 64, overlong="drop")
+    assert dropped.examples == [short]
+    assert dropped.overlong is not None and "dropped" in str(dropped.overlong)
+    roomy = load_sft_data(path, tokenizer, len(whole.input_ids))  # exactly fits: no report
+    assert roomy.overlong is None and roomy.examples[1] == whole
+    with pytest.raises(ValueError, match="overlong must be one of"):
+        load_sft_data(path, tokenizer, 64, overlong="cut")  # type: ignore[arg-type]
 
 
 def test_many_problems_show_the_first_ten_and_a_count(tmp_path: Path) -> None:

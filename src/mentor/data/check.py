@@ -25,12 +25,15 @@ from mentor.data.dedup import (
 from mentor.data.io import LoadResult, Problem, Record, read_records
 from mentor.data.schemas import ClassificationRecord
 from mentor.data.stats import (
+    DEFAULT_MAX_LENGTH,
     LabelBalance,
     LengthStats,
+    Overlong,
     TokenCounter,
     full_text,
     label_balance,
     length_stats,
+    overlong_examples,
 )
 
 
@@ -67,6 +70,8 @@ class CheckReport:
     """Token lengths by role, "train" and (with a test file) "test"."""
     labels: LabelBalance | None = None
     conflicts: list[LabelConflict] = field(default_factory=list)
+    overlong: list[Overlong] = field(default_factory=list)
+    """Chat/qa examples longer than ``max_tokens`` (default: finetune's max length), per file."""
 
     @property
     def schema(self) -> str | None:
@@ -83,8 +88,15 @@ class CheckReport:
 
     @property
     def has_findings(self) -> bool:
-        """True on duplicates, leakage or conflicting labels (what ``--strict`` fails on)."""
-        return bool(self.duplicates or self.against_duplicates or self.leakage or self.conflicts)
+        """True on duplicates, leakage, conflicting labels or over-long examples (what
+        ``--strict`` fails on)."""
+        return bool(
+            self.duplicates
+            or self.against_duplicates
+            or self.leakage
+            or self.conflicts
+            or self.overlong
+        )
 
     @property
     def leaked_test_lines(self) -> list[int]:
@@ -115,6 +127,7 @@ class CheckReport:
             "lengths": {k: v.to_dict() for k, v in self.lengths.items()},
             "labels": self.labels.to_dict() if self.labels else None,
             "conflicts": [c.to_dict() for c in self.conflicts],
+            "overlong": [o.to_dict() for o in self.overlong],
             "has_errors": self.has_errors,
             "has_findings": self.has_findings,
         }
@@ -151,7 +164,9 @@ def check_dataset(
     ``schema`` is detected from the keys when ``None``; the test file is read with the training
     file's schema. ``count_tokens`` defaults to the approximate counter. ``near_threshold`` is the
     Jaccard similarity from which two texts count as near duplicates (``1.0`` = exact only).
-    ``mapping`` (field -> column) applies to CSV files.
+    ``mapping`` (field -> column) applies to CSV files. Chat and qa examples longer than
+    ``max_tokens`` (default :data:`DEFAULT_MAX_LENGTH`, what ``mentor finetune`` cuts at) are
+    reported with the answer tokens a cut would lose.
     """
     if not 0.0 < near_threshold <= 1.0:
         raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
@@ -170,6 +185,15 @@ def check_dataset(
             if result is not None:
                 texts = (full_text(r.data, kind) for r in result.records)
                 report.lengths[role] = length_stats(texts, count_tokens, max_tokens)
+    if kind in ("chat", "qa"):
+        limit = max_tokens if max_tokens is not None else DEFAULT_MAX_LENGTH
+        for result in (train, test):
+            if result is None:
+                continue
+            records = ((r.line, r.data) for r in result.records)
+            found = overlong_examples(str(result.path), records, limit, count_tokens)
+            if found is not None:
+                report.overlong.append(found)
     if kind == "classification":
         report.labels = label_balance(_labels(train), _labels(test) if test else None)
         report.conflicts = _conflicts(train) + (_conflicts(test) if test else [])

@@ -3,8 +3,8 @@
 A thin layer over :mod:`mentor.data`: every command parses its options, calls the library and
 prints the outcome. ``check`` writes each problem as a plain ``file:line: message`` line (easy to
 grep or to jump to from an editor) before its tables; errors about the command itself go to
-stderr. Exit codes: 0 fine, 1 the data has errors (or, with ``--strict``, duplicates or leakage),
-2 the command was used wrongly.
+stderr. Exit codes: 0 fine, 1 the data has errors (or, with ``--strict``, duplicates, leakage or
+over-long examples), 2 the command was used wrongly.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def _token_counter(name: str | None) -> TokenCounter | None:
 @app.command(
     help="Validate a dataset and report duplicates, train/test leakage, token lengths and label "
     "balance. Every bad line is printed as `file:line: what is wrong`. Exit status 1 when a file "
-    "has validation errors (with --strict also on duplicates, leakage or conflicting labels), "
+    "has validation errors (with --strict also on duplicates, leakage, conflicting labels or "
+    "examples longer than --max-tokens), "
     "2 on a usage error."
 )
 def check(
@@ -136,7 +137,12 @@ def check(
     ] = 0.8,
     max_tokens: Annotated[
         int | None,
-        typer.Option(min=1, help="Report how many examples are longer than this many tokens."),
+        typer.Option(
+            min=1,
+            help="Report the examples longer than this many tokens; chat and qa examples are "
+            "also named with the answer tokens a cut to this length would lose (default for "
+            "them: 1024, mentor finetune's --max-length). Give --tokenizer for exact counts.",
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole report as JSON instead of tables.")
@@ -145,8 +151,8 @@ def check(
         bool,
         typer.Option(
             "--strict",
-            help="Also exit with status 1 when there are duplicates, leakage or conflicting labels "
-            "(validation errors always do).",
+            help="Also exit with status 1 when there are duplicates, leakage, conflicting labels "
+            "or over-long examples (validation errors always do).",
         ),
     ] = False,
 ) -> None:

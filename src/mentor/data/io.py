@@ -138,6 +138,32 @@ def _error_text(kind: str, msg: str, value: Any, ctx: Mapping[str, Any]) -> str:
     return msg
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that names the same key twice; ``json.loads`` alone would keep the last."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"duplicate key {key!r}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(key)
+        obj[key] = value
+    return obj
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses an object with a repeated key (:class:`DuplicateKeyError`).
+
+    Use it for every JSON a user wrote: with plain ``json.loads`` the last value of a repeated
+    key wins without a word, and the first one is silently dropped.
+    """
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def _decoded_lines(path: Path, result: LoadResult) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text)`` of each non-blank line; report bad UTF-8 and blank lines."""
     with path.open("rb") as fh:
@@ -196,9 +222,12 @@ def read_records(
     objects: list[tuple[int, dict[str, Any]]] = []
     for number, text in _decoded_lines(path, result):
         try:
-            obj = json.loads(text)
+            obj = loads_json(text)
         except json.JSONDecodeError as exc:
             result._error(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except DuplicateKeyError as exc:
+            result._error(number, str(exc))
             continue
         if not isinstance(obj, dict):
             result._error(number, f"expected a JSON object, got {json_type(obj)}")

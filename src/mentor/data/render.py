@@ -103,6 +103,8 @@ def print_tables(console: Console, report: CheckReport, tokenizer: str | None) -
         console.print(lengths_table(report, tokenizer))
     if report.labels is not None and (report.labels.counts or report.labels.test_counts):
         console.print(labels_table(report))
+    for found in report.overlong:
+        console.print(f"[yellow]over-long:[/yellow] {found}", highlight=False, soft_wrap=True)
 
 
 def _n(count: int, noun: str) -> str:
@@ -110,7 +112,8 @@ def _n(count: int, noun: str) -> str:
 
 
 def summary_line(report: CheckReport) -> str:
-    """``OK|WARN|FAIL: ...``: FAIL on validation errors, WARN on duplicates/leakage/conflicts."""
+    """``OK|WARN|FAIL: ...``: FAIL on validation errors, WARN on duplicates, leakage, conflicts
+    and over-long examples."""
     files = [f"{len(report.train.records)} records in {report.train.path}"]
     if report.test is not None:
         files.append(f"{len(report.test.records)} in {report.test.path}")
@@ -125,5 +128,7 @@ def summary_line(report: CheckReport) -> str:
         parts.append(_n(len(report.leaked_test_lines), "leaked test example"))
     if report.labels is not None:
         parts.append(_n(len(report.conflicts), "label conflict"))
+    if report.schema in ("chat", "qa"):
+        parts.append(_n(sum(len(o.lines) for o in report.overlong), "over-long example"))
     verdict = "FAIL" if report.has_errors else ("WARN" if report.has_findings else "OK")
     return f"{verdict}: " + "; ".join(parts)

@@ -109,6 +109,89 @@ def length_stats(
     )
 
 
+DEFAULT_MAX_LENGTH = 1024
+"""``mentor finetune``'s default ``--max-length``: what ``data check`` holds chat and qa to."""
+
+
+@dataclass(frozen=True)
+class Overlong:
+    """Chat or qa examples of one file longer than ``limit`` tokens, and what a cut would lose.
+
+    Counted from the message contents alone: the chat template adds a few tokens per message
+    on top, so ``mentor finetune``'s own count (exact, before training) can be a little higher.
+    """
+
+    path: str
+    limit: int
+    lines: list[int]
+    longest: int
+    longest_line: int
+    answer_tokens: int
+    """Assistant (answer) tokens of the over-long examples."""
+    answer_tokens_cut: int
+    """Of those, how many lie past ``limit``: what truncation would not train on."""
+
+    def __str__(self) -> str:
+        n = len(self.lines)
+        return (
+            f"{self.path}: {n} example{'s' if n != 1 else ''} longer than {self.limit:,} tokens "
+            f"(longest {self.longest:,}, line {self.longest_line}); truncation to {self.limit:,} "
+            f"would cut {self.answer_tokens_cut:,} of their {self.answer_tokens:,} answer tokens "
+            "(mentor finetune --max-length / --overlong)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "limit": self.limit,
+            "count": len(self.lines),
+            "lines": self.lines,
+            "longest": self.longest,
+            "longest_line": self.longest_line,
+            "answer_tokens": self.answer_tokens,
+            "answer_tokens_cut": self.answer_tokens_cut,
+        }
+
+
+def _turns(record: BaseModel) -> list[tuple[str, bool]]:
+    """``(text, is an answer)`` of an example, in the order a model reads them."""
+    if isinstance(record, ChatRecord):
+        return [(m.content, m.role == "assistant") for m in record.messages]
+    if isinstance(record, QARecord):
+        prompt = [(part, False) for part in (record.context, record.question) if part]
+        return [*prompt, (record.answer, True)]
+    return []
+
+
+def overlong_examples(
+    path: str,
+    records: Iterable[tuple[int, BaseModel]],
+    limit: int,
+    count_tokens: TokenCounter | None = None,
+) -> Overlong | None:
+    """The ``(line, record)`` chat/qa examples longer than ``limit`` tokens; ``None`` if none."""
+    counter = count_tokens or approx_token_count
+    lines: list[int] = []
+    longest, longest_line, answer, cut = 0, 0, 0, 0
+    for line, record in records:
+        sizes = [(counter(text), is_answer) for text, is_answer in _turns(record)]
+        total = sum(n for n, _ in sizes)
+        if total <= limit:
+            continue
+        lines.append(line)
+        if total > longest:
+            longest, longest_line = total, line
+        start = 0
+        for n, is_answer in sizes:
+            if is_answer:
+                answer += n
+                cut += n - max(0, min(start + n, limit) - start)
+            start += n
+    if not lines:
+        return None
+    return Overlong(path, limit, lines, longest, longest_line, answer, cut)
+
+
 @dataclass(frozen=True)
 class LabelBalance:
     """Label counts of a training set (and optionally of its test set).

@@ -118,6 +118,12 @@ class DistillConfig(BaseModel):
     )
     out: Path = Field(default=Path("runs/distill"), description="Folder of the run.")
     max_length: int = Field(default=1024, ge=8, description="Longest example, in tokens.")
+    overlong: Literal["error", "truncate", "drop"] = Field(
+        default="error",
+        description="An example longer than max_length: error (the default) stops before "
+        "training and names each one; truncate keeps its first max_length tokens; drop leaves it "
+        "out (both say how many).",
+    )
     packing: bool = Field(default=True, description="Pack short examples into full rows.")
     device: str = Field(default="auto", description="auto, cpu, cuda or mps.")
     kd: KDSettings = Field(default_factory=KDSettings, description="Logit distillation.")

@@ -65,7 +65,7 @@ from mentor.train.data import (
     PackedRow,
     chat_example,
     collate,
-    load_sft_examples,
+    load_sft_data,
     pack,
     split_validation,
     unpacked,
@@ -178,14 +178,20 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
             if remote is not None:
                 console.print(f"teacher endpoint: {remote.tally.summary()}")
         world.barrier()
-    examples = load_sft_examples(data_path, student_tok, config.max_length)
+    data = load_sft_data(data_path, student_tok, config.max_length, config.overlong)
+    examples = data.examples
+    overlong = [r for r in (data.overlong,) if r is not None]
     if config.val is not None:
         train_examples = examples
-        val_examples = load_sft_examples(config.val, student_tok, config.max_length)
+        val_data = load_sft_data(config.val, student_tok, config.max_length, config.overlong)
+        val_examples = val_data.examples
+        overlong += [r for r in (val_data.overlong,) if r is not None]
     else:
         train_examples, val_examples = split_validation(
             examples, config.val_share, config.train.seed
         )
+    for cut in overlong:  # truncate or drop: said loudly, before anything else happens
+        console.print(f"[yellow]warning:[/yellow] {cut}", highlight=False, soft_wrap=True)
     items = load_eval_items(config.eval)[: config.eval_limit] if config.eval else None
 
     # 2. the teacher's side of the loss

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from mentor.data.convert import qa_to_chat
+from mentor.data.io import loads_json
 from mentor.data.schemas import QARecord
 from mentor.evaluate.answers import generate_answers
 from mentor.models.engine import TextEngine
@@ -131,7 +132,7 @@ def load_prompts(path: Path) -> list[Prompt]:
         if not line.strip():
             continue
         try:
-            messages, reference = _prompt(json.loads(line))
+            messages, reference = _prompt(loads_json(line))
         except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
             errors.append(f"{path}:{number}: {str(exc).splitlines()[0]}")
             continue

@@ -46,6 +46,14 @@ def finetune_cmd(
     rank: Annotated[int | None, typer.Option("--r", help="LoRA rank [16].")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha [32].")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest example in tokens.")] = None,
+    overlong: Annotated[
+        str | None,
+        typer.Option(
+            help="An example longer than --max-length: error (default: stop before training and "
+            "name each one with the answer tokens a cut would lose), truncate (keep the first "
+            "max-length tokens, report how many were cut) or drop (leave it out, report it)."
+        ),
+    ] = None,
     packing: Annotated[
         bool | None, typer.Option("--packing/--no-packing", help="Pack short examples.")
     ] = None,
@@ -72,6 +80,7 @@ def finetune_cmd(
         "val": str(val) if val else None,
         "out": str(out) if out else None,
         "max_length": max_length,
+        "overlong": overlong,
         "packing": packing,
         "device": device,
         "eval_limit": eval_limit,

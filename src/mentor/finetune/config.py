@@ -15,6 +15,13 @@ from mentor.train.lora import LoRASettings
 from mentor.train.trainer import TrainSettings
 from mentor.utils.config import load_yaml_config
 
+OVERLONG_HELP = (
+    "An example longer than max_length: error (the default) stops before any model is loaded and "
+    "names each one with the answer tokens a cut would lose; truncate keeps its first max_length "
+    "tokens (the end of the answer is not learnt) and says how many were cut; drop leaves it out "
+    "and says how many."
+)
+
 
 class FinetuneConfig(BaseModel):
     """One fine-tuning run."""
@@ -53,6 +60,9 @@ class FinetuneConfig(BaseModel):
     )
     out: Path = Field(default=Path("runs/finetune"), description="Folder of the run.")
     max_length: int = Field(default=1024, ge=8, description="Longest example, in tokens.")
+    overlong: Literal["error", "truncate", "drop"] = Field(
+        default="error", description=OVERLONG_HELP
+    )
     packing: bool = Field(
         default=True,
         description="Pack short examples into full rows of max_length tokens (no padding).",

@@ -31,7 +31,7 @@ from mentor.finetune.config import FinetuneConfig
 from mentor.models.engine import HFEngine
 from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import save_adapter
-from mentor.train.data import collate, load_sft_examples, pack, split_validation, unpacked
+from mentor.train.data import collate, load_sft_data, pack, split_validation, unpacked
 from mentor.train.distributed import World, setup
 from mentor.train.lora import add_lora, mark_trainable, parameter_report
 from mentor.train.objectives import CausalLMLoss
@@ -58,6 +58,8 @@ class FinetuneReport:
     rows: int
     before_after: BeforeAfter | None
     general_perplexity: tuple[float, float]
+    overlong: tuple[str, ...] = ()
+    """What was done with examples longer than max_length (truncate or drop), one line a file."""
 
 
 def score(
@@ -87,16 +89,19 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
 
     world, device = setup(config.device)
     tokenizer = load_tokenizer(config.model)
-    examples = load_sft_examples(config.data, tokenizer, config.max_length)
+    data = load_sft_data(config.data, tokenizer, config.max_length, config.overlong)
+    examples = data.examples
+    overlong = [r for r in (data.overlong,) if r is not None]
     if config.val is not None:
-        train_examples, val_examples = (
-            examples,
-            load_sft_examples(config.val, tokenizer, config.max_length),
-        )
+        val_data = load_sft_data(config.val, tokenizer, config.max_length, config.overlong)
+        train_examples, val_examples = examples, val_data.examples
+        overlong += [r for r in (val_data.overlong,) if r is not None]
     else:
         train_examples, val_examples = split_validation(
             examples, config.val_share, config.train.seed
         )
+    for cut in overlong:  # truncate or drop: said loudly, before anything else happens
+        console.print(f"[yellow]warning:[/yellow] {cut}", highlight=False, soft_wrap=True)
     bf16 = use_bf16(config.train.precision, device)
     # A LoRA base is frozen, so it can sit in bf16; full fine-tuning keeps fp32 master weights.
     dtype = torch.bfloat16 if (config.method == "lora" and bf16) else torch.float32
@@ -147,6 +152,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         rows=len(rows),
         before_after=before_after,
         general_perplexity=general,
+        overlong=tuple(str(r) for r in overlong),
     )
     if world.is_main:
         write_report(report, config)
@@ -188,6 +194,7 @@ def write_report(report: FinetuneReport, config: FinetuneConfig) -> None:
             "validation": report.val_examples,
             "rows": report.rows,
         },
+        "overlong": list(report.overlong),
         "general_perplexity": {
             "base": report.general_perplexity[0],
             "tuned": report.general_perplexity[1],
@@ -205,6 +212,7 @@ def report_markdown(report: FinetuneReport, config: FinetuneConfig) -> str:
         "",
         f"- data: `{config.data}` ({report.train_examples} training examples in {report.rows} "
         f"rows of at most {config.max_length} tokens, {report.val_examples} for validation)",
+        *(f"- over-long examples: {line}" for line in report.overlong),
         f"- trainable parameters: {report.parameters}",
         f"- steps: {t.steps}" + (f" (resumed at {t.resumed_from})" if t.resumed_from else ""),
         f"- final training loss: {t.train_loss:.4f}"

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 from mentor.rag.records import Chunk, Document
 
@@ -85,13 +85,55 @@ def chunk_document(
     """
     if max_tokens < 1 or overlap < 0:
         raise ValueError(f"need max_tokens >= 1 and overlap >= 0, got {max_tokens} and {overlap}")
+    return _chunks(doc, count_tokens, max_tokens, min(overlap, max_tokens // 2), [], 0, 0)
+
+
+def chunk_sections(
+    doc: Document,
+    sections: Iterable[str],
+    count_tokens: TokenCounter,
+    *,
+    max_tokens: int = 384,
+    overlap: int = 64,
+) -> Iterator[list[Chunk]]:
+    """Chunk a document too large to hold, one section of its text at a time.
+
+    ``sections`` are consecutive pieces of the text, each cut at a paragraph break (a blank
+    line); ``doc.text`` is ignored. Yields each section's chunks, numbered and offset as if the
+    text were whole, with the heading path carried from section to section. Chunks never span two
+    sections, and the first chunk of a section has no overlap: the only difference from
+    :func:`chunk_document` on the whole text, at each seam (about one per megabyte).
+    """
+    if max_tokens < 1 or overlap < 0:
+        raise ValueError(f"need max_tokens >= 1 and overlap >= 0, got {max_tokens} and {overlap}")
     overlap = min(overlap, max_tokens // 2)
-    blocks = _blocks(doc.text)
+    path: list[tuple[int, str]] = []
+    offset = numbered = 0
+    for text in sections:
+        part = replace(doc, text=text, pages=())
+        chunks = _chunks(part, count_tokens, max_tokens, overlap, path, numbered, offset)
+        offset += len(text)
+        numbered += len(chunks)
+        if chunks:
+            yield chunks
+
+
+def _chunks(
+    doc: Document,
+    count_tokens: TokenCounter,
+    max_tokens: int,
+    overlap: int,
+    path: list[tuple[int, str]],
+    first_number: int,
+    offset: int,
+) -> list[Chunk]:
+    """Chunks of ``doc.text`` numbered from ``first_number``, offsets moved by ``offset``."""
+    blocks = _blocks(doc.text, path)
     pieces = _pieces(doc.text, blocks, count_tokens, max_tokens)
     spans = _pack(pieces, blocks, max_tokens, overlap)
     page_starts = [span.start for span in doc.pages]
     chunks = []
-    for n, (first, new, end) in enumerate(spans):
+    for n, (first, new, end) in enumerate(spans, start=first_number):
         start, stop = pieces[first].start, pieces[end - 1].end
         page_index = bisect.bisect_right(page_starts, start) - 1
         chunks.append(
@@ -101,8 +143,8 @@ def chunk_document(
                 source=doc.source,
                 title=doc.title,
                 text=doc.text[start:stop],
-                start=start,
-                end=stop,
+                start=offset + start,
+                end=offset + stop,
                 page=doc.pages[page_index].page if page_index >= 0 else None,
                 heading=blocks[pieces[new].block].heading,
                 metadata=dict(doc.metadata),
@@ -111,10 +153,13 @@ def chunk_document(
     return chunks
 
 
-def _blocks(text: str) -> list[_Block]:
-    """Heading lines and blank-line separated paragraphs, each with its heading path."""
+def _blocks(text: str, path: list[tuple[int, str]]) -> list[_Block]:
+    """Heading lines and blank-line separated paragraphs, each with its heading path.
+
+    ``path`` is the ``(level, title)`` of the headings in force before ``text``; it is updated
+    in place, so the next section of a long text starts under the right headings.
+    """
     blocks: list[_Block] = []
-    path: list[tuple[int, str]] = []  # (level, title) of the headings in force
     para: list[int] = []  # [start, end] of the paragraph being read
     in_fence = False
 

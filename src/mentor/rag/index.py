@@ -24,8 +24,8 @@ from pathlib import Path
 
 from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
-from mentor.rag.chunking import chunk_document
-from mentor.rag.loaders import Skipped, iter_documents
+from mentor.rag.chunking import chunk_document, chunk_sections
+from mentor.rag.loaders import STREAM_BYTES, Skipped, TextStream, iter_documents
 from mentor.rag.records import Chunk, Document, LoadFailure
 from mentor.rag.store import ANN_THRESHOLD, DocState, LanceStore
 from mentor.utils.fs import atomic_write_text, remove_tree
@@ -129,7 +129,13 @@ def embed_input(chunk: Chunk) -> str:
     return f"{head}\n{chunk.text}" if head else chunk.text
 
 
-def _scoped_id(doc: Document, roots: Sequence[Path]) -> Document:
+Source = Document | TextStream
+"""A document to index: read whole, or (a large text file) read in sections."""
+_PARTIAL = "partial:"
+"""Prefix of the hash a streamed document's rows carry until its last section is stored."""
+
+
+def _scoped_id(doc: Source, roots: Sequence[Path]) -> Source:
     """Prefix file ids with their root folder's name so two indexed folders never collide."""
     if "#" in doc.source:  # corpus records keep their own ids (qrels refer to them)
         return doc
@@ -153,11 +159,15 @@ def build_index(
     group_chunks: int = 512,
     progress: Progress = _quiet,
     on_problem: Callable[[str], None] = lambda _: None,
+    stream_above: int = STREAM_BYTES,
+    section_chars: int = 1 << 20,
 ) -> BuildReport:
     """Add the documents under ``paths`` to the index at ``folder`` (created if missing).
 
     Unchanged documents (same content hash) are not embedded again; changed ones are replaced;
-    with ``sync`` the documents of ``paths`` that no longer exist are removed too.
+    with ``sync`` the documents of ``paths`` that no longer exist are removed too. A text file
+    larger than ``stream_above`` bytes is read, chunked, embedded and stored ``section_chars``
+    characters at a time (progress in MB read), so its size does not set the memory it takes.
     """
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,9 +179,9 @@ def build_index(
     store.latest()  # writers continue from the newest version, including an interrupted build
     report = BuildReport()
 
-    documents: list[Document] = []
+    documents: list[Source] = []
     seen: dict[str, str] = {}
-    for item in iter_documents(paths):
+    for item in iter_documents(paths, stream_above=stream_above):
         if isinstance(item, Skipped):
             report.skipped.append(item)
         elif isinstance(item, LoadFailure):
@@ -188,8 +198,8 @@ def build_index(
             documents.append(doc)
 
     present = store.documents()
-    todo: list[Document] = []
-    stale: list[Document] = []
+    todo: list[Source] = []
+    stale: list[Source] = []
     for doc in documents:
         hashes = present[doc.doc_id].hashes if doc.doc_id in present else set()
         if hashes == {doc.content_hash}:
@@ -227,9 +237,41 @@ def build_index(
         progress("embedding", done, total)
         pending, pending_chunks = [], 0
 
+    def stream(doc: TextStream, budget: int) -> None:
+        """Embed and store a large file section by section; memory stays at one group."""
+        partial = _PARTIAL + doc.content_hash
+        # rows of a build killed half way through this file: they were never complete
+        store.delete_where(f"doc_id = {_q(doc.doc_id)} AND doc_hash = {_q(partial)}")
+        megabytes = max(1, doc.size >> 20)
+        what = f"reading {Path(doc.source).name} (MB)"
+        sections = doc.sections(section_chars, lambda n: progress(what, n >> 20, megabytes))
+        added = 0
+        for chunks in chunk_sections(
+            doc.document(), sections, count, max_tokens=budget, overlap=config.chunk_overlap
+        ):
+            t0 = time.perf_counter()
+            vectors = embedder.embed([embed_input(c) for c in chunks], batch_size=64)
+            report.embed_seconds += time.perf_counter() - t0
+            store.add(chunks, vectors, {doc.doc_id: partial})
+            added += len(chunks)
+        if not added:
+            report.failed.append(LoadFailure(doc.source, "no text to index"))
+            return
+        # Complete only now: the rows take the file's hash, then the old version's rows go.
+        store.set_hash(doc.doc_id, partial, doc.content_hash)
+        store.delete_where(f"doc_id = {_q(doc.doc_id)} AND doc_hash != {_q(doc.content_hash)}")
+        report.chunks_added += added
+        report.indexed.append(doc.doc_id)
+
     for doc in todo:
         # The title and headings are embedded in front of each chunk: leave room for them.
         budget = max(32, limit - count(doc.title) - HEADING_ROOM)
+        if isinstance(doc, TextStream):
+            flush()
+            stream(doc, budget)
+            done += 1
+            progress("embedding", done, total)
+            continue
         chunks = chunk_document(doc, count, max_tokens=budget, overlap=config.chunk_overlap)
         if not chunks:
             report.failed.append(LoadFailure(doc.source, "no text to index"))
@@ -257,7 +299,7 @@ def build_index(
 def _gone(
     present: dict[str, DocState],
     seen: dict[str, str],
-    documents: list[Document],
+    documents: list[Source],
     paths: Sequence[Path],
 ) -> list[str]:
     """Stored documents under ``paths`` whose file was deleted (or record dropped from a corpus).

@@ -8,6 +8,11 @@ Every file yields exactly one item, and nothing raises for one bad file:
   binary bytes in a ``.txt``, a document with no text;
 * a :class:`Skipped` for a file of a kind it does not read (``.png``, no extension).
 
+A plain-text file larger than ``stream_above`` bytes (when given; ``mentor rag index`` gives
+:data:`STREAM_BYTES`) comes as a :class:`TextStream`: checked and hashed in one pass, then read
+in sections by the index build, never whole. A link loop (``a.md -> b.md -> a.md``) is a
+LoadFailure, and so is a file with a NUL byte anywhere (binary, however clean its first page).
+
 A BEIR ``corpus.jsonl`` is the exception: one Document per good line and one LoadFailure per bad
 line (``corpus.jsonl:7: why``). Markdown is kept as it is, and HTML, PDF and DOCX come out as
 markdown-like text (``#`` headings, blank lines between paragraphs) so the chunker sees the
@@ -21,12 +26,14 @@ structure. Typical use::
 
 from __future__ import annotations
 
+import codecs
+import errno
 import hashlib
 import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +50,8 @@ from mentor.rag.records import Document, LoadFailure, PageSpan
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".pdf", ".docx", ".jsonl"}
 
+STREAM_BYTES = 16 << 20
+"""Plain-text files larger than this are read in sections (:class:`TextStream`), not whole."""
 _SNIFF_BYTES = 8192
 _MAX_CONTROL_SHARE = 0.1  # real text has next to no control characters; random bytes have ~25%
 _MAX_TITLE_CHARS = 200
@@ -70,7 +79,61 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
-LoadItem = Document | LoadFailure | Skipped
+@dataclass(frozen=True)
+class TextStream:
+    """A plain-text file larger than :data:`STREAM_BYTES`: read in sections, never whole.
+
+    Checked like any text file (NUL bytes, control characters, encoding, no text) in one pass
+    that also hashes it; :meth:`sections` then yields its text a megabyte or so at a time, each
+    piece ending at a paragraph break, for :func:`mentor.rag.chunking.chunk_sections`.
+    """
+
+    doc_id: str
+    source: str
+    title: str
+    content_hash: str
+    path: Path
+    encoding: str
+    size: int
+    """Bytes in the file, for progress."""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def document(self) -> Document:
+        """A Document with the same id, source and hash (and no text) for the chunker."""
+        return Document(self.doc_id, self.source, self.title, "", self.content_hash)
+
+    def sections(
+        self, size: int = 1 << 20, on_bytes: Callable[[int], None] = lambda _: None
+    ) -> Iterator[str]:
+        """The text, newlines as ``\\n``, in pieces of about ``size`` characters cut at ``\\n\\n``.
+
+        ``on_bytes`` is told the bytes read so far after each block (for a progress display).
+        """
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        carry = ""  # decoded, not yet yielded
+        done = 0
+        with self.path.open("rb") as fh:
+            while block := fh.read(size):
+                done += len(block)
+                on_bytes(done)
+                carry += decoder.decode(block)
+                # A "\r" at the end may be the first half of "\r\n": it waits for the next block.
+                tail = "\r" if carry.endswith("\r") else ""
+                body = _newlines(carry[: len(carry) - len(tail)])
+                if len(body) >= size:
+                    cut = body.rfind("\n\n") + 2
+                    if cut < 2 and len(body) >= 4 * size:  # no paragraph break: a line break
+                        cut = body.rfind("\n") + 1
+                    if cut > 1:
+                        yield body[:cut]
+                        body = body[cut:]
+                carry = body + tail
+            carry += decoder.decode(b"", final=True)
+        if carry:
+            yield _newlines(carry)
+
+
+LoadItem = Document | TextStream | LoadFailure | Skipped
 
 
 @dataclass
@@ -80,11 +143,13 @@ class LoadSummary:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     failed: list[LoadFailure] = field(default_factory=list)
+    streamed: list[TextStream] = field(default_factory=list)
 
     def __str__(self) -> str:
+        streamed = f" ({len(self.streamed)} large, in sections)" if self.streamed else ""
         return (
-            f"{len(self.documents)} documents read, {len(self.skipped)} skipped, "
-            f"{len(self.failed)} failed"
+            f"{len(self.documents) + len(self.streamed)} documents read{streamed}, "
+            f"{len(self.skipped)} skipped, {len(self.failed)} failed"
         )
 
 
@@ -93,6 +158,8 @@ def summarize(items: Iterable[LoadItem]) -> LoadSummary:
     for item in items:
         if isinstance(item, Document):
             summary.documents.append(item)
+        elif isinstance(item, TextStream):
+            summary.streamed.append(item)
         elif isinstance(item, Skipped):
             summary.skipped.append(item)
         else:
@@ -104,8 +171,14 @@ class _UnreadableError(Exception):
     """A supported file whose content cannot be used; the message is the reason shown."""
 
 
-def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterator[LoadItem]:
+def iter_documents(
+    paths: Sequence[Path], *, root: Path | None = None, stream_above: int | None = None
+) -> Iterator[LoadItem]:
     """One item per file under ``paths`` (per line for a BEIR corpus), in a stable order.
+
+    With ``stream_above`` (bytes; :data:`STREAM_BYTES` is what ``mentor rag index`` uses), a
+    plain-text file larger than that comes as a :class:`TextStream`, checked and hashed but
+    not read into memory.
 
     ``doc_id`` is the file's path relative to ``root`` when given and the file lies under it,
     else relative to the folder argument it was found under; a file given directly is named by
@@ -117,7 +190,8 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
     seen: set[Path] = set()
     for path in paths:
         if not path.exists():
-            yield LoadFailure(str(path), "no such file or directory")
+            why = "symbolic link loop" if _link_loop(path) else "no such file or directory"
+            yield LoadFailure(str(path), why)
             continue
         is_dir = path.is_dir()
         top = path.resolve() if is_dir else path.resolve().parent
@@ -125,7 +199,11 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
             if isinstance(file, LoadFailure):
                 yield file
                 continue
-            resolved = file.resolve()
+            try:
+                resolved = file.resolve()
+            except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError("Symlink loop")
+                yield LoadFailure(str(file), "symbolic link loop (links that point at each other)")
+                continue
             if resolved in seen:
                 continue
             seen.add(resolved)
@@ -133,7 +211,15 @@ def iter_documents(paths: Sequence[Path], *, root: Path | None = None) -> Iterat
             relative = file.relative_to(path) if is_dir else Path(path.name)
             if base is not None and (top / relative).is_relative_to(base):
                 relative = (top / relative).relative_to(base)
-            yield from _load_file(file, relative.as_posix())
+            yield from _load_file(file, relative.as_posix(), stream_above)
+
+
+def _link_loop(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except (RuntimeError, OSError) as exc:
+        return isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+    return False
 
 
 def _walk(path: Path, visited: set[Path]) -> Iterator[Path | LoadFailure]:
@@ -155,7 +241,7 @@ def _walk(path: Path, visited: set[Path]) -> Iterator[Path | LoadFailure]:
             yield from _walk(child, visited)
 
 
-def _load_file(path: Path, doc_id: str) -> Iterator[LoadItem]:
+def _load_file(path: Path, doc_id: str, stream_above: int | None = None) -> Iterator[LoadItem]:
     suffix = path.suffix.lower()
     shown = str(path)
     if suffix not in SUPPORTED_SUFFIXES:
@@ -165,6 +251,10 @@ def _load_file(path: Path, doc_id: str) -> Iterator[LoadItem]:
         yield Skipped(shown, "not a regular file")
         return
     try:
+        large = stream_above is not None and path.stat().st_size > stream_above
+        if suffix in TEXT_SUFFIXES and large:
+            yield _text_stream(path, doc_id, suffix)
+            return
         data = path.read_bytes()
         if suffix == ".jsonl":
             yield from _load_jsonl(path, data)
@@ -216,8 +306,10 @@ def _decode(data: bytes) -> str:
     """UTF-8 (BOM or not) else Latin-1, newlines as ``\\n``; binary content is refused."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16")  # the one common text encoding that is full of NUL bytes
-    elif b"\0" in data[:_SNIFF_BYTES]:
-        raise _UnreadableError("binary content, not text")
+    elif (nul := data.find(b"\0")) >= 0:
+        # Anywhere, not just in a sniffed head: NUL bytes are never text, and indexing them
+        # after a clean first page would put binary garbage into chunks.
+        raise _UnreadableError(f"binary content, not text (NUL byte at offset {nul:,})")
     else:
         try:
             text = data.decode("utf-8-sig")
@@ -227,7 +319,64 @@ def _decode(data: bytes) -> str:
     controls = sum(1 for c in sample if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f\v")
     if sample and controls / len(sample) > _MAX_CONTROL_SHARE:
         raise _UnreadableError("binary content, not text")
+    return _newlines(text)
+
+
+def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _text_stream(path: Path, doc_id: str, suffix: str) -> TextStream:
+    """Check and hash a large text file block by block, as :func:`_decode` checks a small one."""
+    digest = hashlib.sha256()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    head = b""
+    size = 0
+    encoding = "utf-8-sig"
+    has_text = False
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            if not size:
+                head = block[:_SNIFF_BYTES]
+                if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    encoding = "utf-16"
+            digest.update(block)
+            nul = block.find(b"\0")
+            if nul >= 0 and encoding != "utf-16":
+                raise _UnreadableError(
+                    f"binary content, not text (NUL byte at offset {size + nul:,})"
+                )
+            if encoding == "utf-8-sig":
+                try:
+                    utf8.decode(block)
+                except UnicodeDecodeError:
+                    encoding = "latin-1"
+            has_text = has_text or bool(block.strip())
+            size += len(block)
+    if encoding == "utf-8-sig":
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            encoding = "latin-1"
+    sample = head.decode(encoding, errors="ignore")
+    controls = sum(1 for c in sample if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f\v")
+    if sample and controls / len(sample) > _MAX_CONTROL_SHARE:
+        raise _UnreadableError("binary content, not text")
+    if not has_text:
+        raise _UnreadableError("no text found")
+    title = ""
+    if suffix != ".txt":
+        match = _MD_TITLE.match(_newlines(sample).lstrip().split("\n", 1)[0])
+        title = match.group(1) if match else ""
+    return TextStream(
+        doc_id=doc_id,
+        source=str(path.resolve()),
+        title=title or path.stem,
+        content_hash=digest.hexdigest(),
+        path=path,
+        encoding=encoding,
+        size=size,
+    )
 
 
 # --- HTML -------------------------------------------------------------------------------------
@@ -369,8 +518,8 @@ def _heading_level(style: str | None) -> int:
 def _load_jsonl(path: Path, data: bytes) -> Iterator[LoadItem]:
     """A BEIR corpus: one Document per good record, one LoadFailure per bad line."""
     shown = str(path)
-    if b"\0" in data[:_SNIFF_BYTES]:
-        raise _UnreadableError("binary content, not text")
+    if (nul := data.find(b"\0")) >= 0:
+        raise _UnreadableError(f"binary content, not text (NUL byte at offset {nul:,})")
     if path.stem == "queries":
         # BEIR keeps queries next to the corpus, with the same keys; they are not documents.
         yield Skipped(shown, "BEIR queries file, not a corpus")

@@ -209,6 +209,12 @@ class LanceStore:
             self.table.delete(f"doc_id IN ({batch})")
         self._forget()
 
+    def set_hash(self, doc_id: str, old: str, new: str) -> None:
+        """Relabel a document's rows from hash ``old`` to ``new`` in one write."""
+        where = f"doc_id = {sql_quote(doc_id)} AND doc_hash = {sql_quote(old)}"
+        self.table.update(where=where, values={"doc_hash": new})
+        self._forget()
+
     def delete_where(self, predicate: str) -> None:
         self.table.delete(predicate)
         self._forget()

@@ -5,6 +5,7 @@ line reported at once as a :class:`DataError`), then ``pack`` (several examples 
 ``unpacked`` (one per row), then ``collate`` (rows to a padded :class:`Batch` of tensors)::
 
     examples = load_sft_examples(Path("train.jsonl"), tokenizer, max_length=1024)
+    # an example longer than max_length is an error by default: overlong="truncate" or "drop"
     rows = pack(examples, seq_len=1024)
     batch = collate(rows[:8], pad_id=tokenizer.pad_token_id)
     logits = model(**batch.model_inputs()).logits  # (B, T, V)
@@ -39,7 +40,7 @@ from bisect import bisect_left, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jinja2 import TemplateError
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
 
 IGNORE = -100
 """The label of a token no loss is taken on (PyTorch's ``cross_entropy`` ``ignore_index``)."""
+
+Overlong = Literal["error", "truncate", "drop"]
+"""What to do with an example longer than ``max_length``: refuse the file, cut it, or drop it."""
+OVERLONG_CHOICES: tuple[Overlong, ...] = ("error", "truncate", "drop")
 
 _SFT_SCHEMAS = ("chat", "qa")
 _MAX_SHOWN = 10
@@ -191,31 +196,36 @@ def _turn_labels(ids: list[int], special: set[int]) -> list[int]:
     return ids[:stop] + [IGNORE] * (len(ids) - stop)
 
 
-def chat_example(
-    messages: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenizerBase, max_length: int
+def tokenize_chat(
+    messages: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenizerBase
 ) -> Example:
-    """Tokenise a conversation with the tokenizer's chat template; loss on the assistant turns.
+    """Tokenise a whole conversation with the tokenizer's chat template; loss on assistant turns.
 
     Each piece (see :func:`_pieces`) is tokenised on its own, so no token straddles the start or
     end of an assistant turn, and the prompt before the first one gets exactly the tokens it
-    gets at inference. The result keeps the first
-    ``max_length`` tokens. ``ValueError`` when the template cannot render the conversation or
-    renders it inconsistently.
+    gets at inference. Nothing is cut. ``ValueError`` when the template cannot render the
+    conversation or renders it inconsistently.
     """
-    if max_length < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template")
     special = _special_ids(tokenizer)
     input_ids: list[int] = []
     labels: list[int] = []
     for text, trained in _pieces(messages, tokenizer):
-        if len(input_ids) >= max_length:
-            break
         ids: list[int] = tokenizer.encode(text, add_special_tokens=False)
         input_ids += ids
         labels += _turn_labels(ids, special) if trained else [IGNORE] * len(ids)
-    return Example(input_ids[:max_length], labels[:max_length])
+    return Example(input_ids, labels)
+
+
+def chat_example(
+    messages: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> Example:
+    """:func:`tokenize_chat` cut to its first ``max_length`` tokens (see :func:`load_sft_data`
+    for reporting what a cut loses)."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    return _truncated(tokenize_chat(messages, tokenizer), max_length)
 
 
 def qa_messages(question: str, answer: str, context: str | None) -> list[dict[str, str]]:
@@ -232,15 +242,84 @@ def _record_messages(record: BaseModel) -> list[dict[str, str]]:
     raise TypeError(f"cannot train on a {type(record).__name__}")
 
 
-def load_sft_examples(
-    path: Path, tokenizer: PreTrainedTokenizerBase, max_length: int
-) -> list[Example]:
+@dataclass(frozen=True)
+class LongExample:
+    """One example longer than ``max_length``: its line, its length, and what a cut loses."""
+
+    line: int
+    tokens: int
+    answer_tokens: int
+    """Tokens the loss is taken on (assistant turns), in the whole example."""
+    answer_tokens_cut: int
+    """Of those, how many lie past ``max_length`` and would not be trained on."""
+
+
+@dataclass(frozen=True)
+class OverlongReport:
+    """The examples of a file longer than ``max_length`` and what was done with them."""
+
+    path: Path
+    max_length: int
+    policy: Overlong
+    examples: tuple[LongExample, ...]
+
+    @property
+    def longest(self) -> LongExample:
+        return max(self.examples, key=lambda e: e.tokens)
+
+    def __str__(self) -> str:
+        n = len(self.examples)
+        cut = sum(e.answer_tokens_cut for e in self.examples)
+        answer = sum(e.answer_tokens for e in self.examples)
+        longest = self.longest
+        head = (
+            f"{self.path}: {n} example{'s' if n != 1 else ''} longer than max_length "
+            f"{self.max_length} tokens (longest {longest.tokens:,} tokens, line {longest.line})"
+        )
+        if self.policy == "truncate":
+            return f"{head}: truncated, {cut:,} of their {answer:,} answer tokens not trained on"
+        if self.policy == "drop":
+            return f"{head}: dropped, with their {answer:,} answer tokens"
+        return (
+            f"{head}; truncating would cut {cut:,} of their {answer:,} answer tokens. Raise "
+            f"--max-length to {longest.tokens}, or choose --overlong truncate (keep the first "
+            f"{self.max_length} tokens) or --overlong drop (leave them out)"
+        )
+
+
+@dataclass
+class SFTData:
+    """Training examples of one file and the report on over-long ones (``None``: none were)."""
+
+    examples: list[Example]
+    overlong: OverlongReport | None
+
+
+def _long_example(line: int, example: Example, max_length: int) -> LongExample:
+    answer = sum(1 for label in example.labels if label != IGNORE)
+    kept = sum(1 for label in example.labels[:max_length] if label != IGNORE)
+    return LongExample(line, len(example.input_ids), answer, answer - kept)
+
+
+def load_sft_data(
+    path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    overlong: Overlong = "error",
+) -> SFTData:
     """Read a chat or qa JSONL file as training examples, in file order.
 
     :class:`DataError` lists every line that cannot be used: unreadable or invalid records, a
-    conversation the chat template cannot render, and one left with no assistant token to
-    train on after truncation to ``max_length``.
+    conversation the chat template cannot render, one left with no assistant token to train on
+    after truncation to ``max_length``, and with ``overlong="error"`` every example longer than
+    ``max_length`` (with the longest and the answer tokens a cut would lose). ``"truncate"``
+    keeps the first ``max_length`` tokens, ``"drop"`` leaves the example out; both are reported
+    in :attr:`SFTData.overlong` for the caller to show.
     """
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    if overlong not in OVERLONG_CHOICES:
+        raise ValueError(f"overlong must be one of {', '.join(OVERLONG_CHOICES)}, got {overlong!r}")
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template; fine-tune an instruct model")
     result = read_records(path)
@@ -250,20 +329,43 @@ def load_sft_examples(
         message = f"expected chat or qa records, got {result.schema} records"
         problems.append(Problem(result.path, 0, message))
     examples: list[Example] = []
+    long: list[LongExample] = []
     for record in result.records if usable else []:
         try:
-            example = chat_example(_record_messages(record.data), tokenizer, max_length)
+            whole = tokenize_chat(_record_messages(record.data), tokenizer)
         except ValueError as exc:
             problems.append(Problem(result.path, record.line, str(exc)))
             continue
+        if len(whole.input_ids) > max_length:
+            long.append(_long_example(record.line, whole, max_length))
+            if overlong != "truncate":
+                continue
+        example = _truncated(whole, max_length)
         if all(label == IGNORE for label in example.labels):
             message = f"no assistant token left to train on after truncation to {max_length}"
             problems.append(Problem(result.path, record.line, message + " tokens"))
             continue
         examples.append(example)
+    report = OverlongReport(result.path, max_length, overlong, tuple(long)) if long else None
+    if report is not None and overlong == "error":
+        problems.append(Problem(result.path, 0, str(report).removeprefix(f"{result.path}: ")))
+        for e in long:
+            what = f"{e.tokens:,} tokens, longer than max_length {max_length}"
+            cut = f"{e.answer_tokens_cut:,} of {e.answer_tokens:,} answer tokens would be cut"
+            problems.append(Problem(result.path, e.line, f"{what} ({cut})"))
     if problems:
         raise DataError([str(p) for p in sorted(problems, key=lambda p: p.line)])
-    return examples
+    return SFTData(examples, report)
+
+
+def load_sft_examples(
+    path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    overlong: Overlong = "error",
+) -> list[Example]:
+    """The examples of :func:`load_sft_data` alone (over-long ones refused by default)."""
+    return load_sft_data(path, tokenizer, max_length, overlong).examples
 
 
 # --- examples to rows --------------------------------------------------------------------------
