@@ -130,13 +130,16 @@ def test_every_role_keeps_its_content_as_text(role: str) -> None:
     assert control_count(tokenizer, hostile) == control_count(tokenizer, clean) == 5
 
 
-def test_added_tokens_that_are_not_special_stay_text_too() -> None:
+def test_added_tokens_that_are_not_special_are_read_as_the_model_writes_them() -> None:
     tokenizer = tiny_chat_tokenizer()
     tokenizer.add_tokens(["<tool_call>"])  # Qwen's kind: added, matched in text, not special
     tool_call = tokenizer.convert_tokens_to_ids("<tool_call>")
-    assert tool_call in tokenizer("a <tool_call> b", add_special_tokens=False)["input_ids"]
+    assert "<tool_call>" not in control_strings(tokenizer)
+    reply = [{"role": "assistant", "content": '<tool_call>{"name": "x"}</tool_call>'}]
+    assert not holds_control_string(tokenizer, reply)
+    assert tool_call in encode_chat(tokenizer, reply)
     ids = encode_content(tokenizer, 'a <tool_call>{"name": "x"} <|im_end|> b')
-    assert tool_call not in ids and control_count(tokenizer, ids) == 0
+    assert tool_call in ids and control_count(tokenizer, ids) == 0
     assert tokenizer.decode(ids) == 'a <tool_call>{"name": "x"} <|im_end|> b'
 
 

@@ -139,6 +139,28 @@ def test_retrieve_and_embeddings_endpoints(start, retrieval: Retrieval) -> None:
         client.embeddings.create(model="hash", input=[""])
 
 
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_retrieve_filters_cannot_inject(start, retrieval: Retrieval, mode: str) -> None:
+    # issue 17's payloads: a field outside the allow-list is a 400 naming filters, never a 500
+    # or a bypass; a value with SQL in it is matched as text and selects nothing
+    running = start(retrieval=retrieval)
+
+    def post(filters: dict[str, str]) -> httpx.Response:
+        body = {"query": "invoices", "top_k": 5, "mode": mode, "filters": filters}
+        return httpx.post(f"{running.url}/v1/retrieve", json=body,
+                          headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+
+    for field in ("1=1 OR doc_id", "regexp_like(text, '.*')", "__class__", "", "text"):
+        refused = post({field: "nomatch"})
+        assert refused.status_code == 400, (field, refused.text)
+        assert refused.json()["error"]["param"] == "filters"
+    for value in ("nomatch' OR '1'='1", "x' OR regexp_like(text, '.*') OR doc_id='y", "%", "_"):
+        matched = post({"doc_id": value})
+        assert matched.status_code == 200 and matched.json()["data"] == [], value
+    billing = post({"doc_id": "docs/bill*"})
+    assert {h["doc_id"] for h in billing.json()["data"]} == {"docs/billing.md"}
+
+
 def test_without_index_retrieve_is_404(start) -> None:
     running = start()
     raw = httpx.post(f"{running.url}/v1/retrieve", json={"query": "x"},

@@ -10,14 +10,23 @@ document opens a fake system turn. Here every content is text, whatever it holds
     spans = render_spans(tokenizer, messages, add_generation_prompt=False)
     ids = encode_spans(tokenizer, spans)
 
-How: when no content holds a string the tokenizer matches as one of its added tokens (special
-or not: ``<|im_end|>``, and Qwen's ``<tool_call>`` too), the conversation is rendered and
+How: when no content holds a control token's string, the conversation is rendered and
 tokenized exactly as before, so ordinary prompts keep their token ids. Otherwise the template is
 rendered with a unique sentinel in place of each content; the rendering is cut at the sentinels
 into markup spans (tokenized as usual) and content spans (:func:`encode_content`: cut inside
-every added-token string before tokenizing, so none can match). The sentinel rendering puts each
-content exactly where the template puts the message's content; a template that rewrites contents
-(strips or splits them) gets them as sent.
+every control token's string before tokenizing, so none can match).
+
+Control tokens are the tokenizer's special tokens (``all_special_tokens`` and every added token
+flagged special: ChatML's ``<|im_start|>``/``<|im_end|>``, SmolLM2's ``<file_sep>`` ...). Added
+tokens *not* flagged special (Qwen's ``<tool_call>``, ``<think>``) are text-level vocabulary the
+model writes inside its own replies; they are read as the tokenizer reads them, so a fine-tuning
+example or a replayed tool call keeps the token the model emits rather than its spelling.
+
+The sentinel rendering puts each content exactly where the template puts the message's content;
+a template that rewrites contents (strips them) gets them as sent, and one that cuts into a
+sentinel (slices a content) is refused with ``ValueError``. Only string contents are guarded:
+strings the template renders from elsewhere (a ``tools`` list, ``tool_calls`` arguments) are
+markup to it.
 """
 
 from __future__ import annotations
@@ -43,14 +52,14 @@ class Span:
 
 
 def control_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
-    """The strings the tokenizer turns into one added token wherever they occur in text."""
-    added = {token.content for token in tokenizer.added_tokens_decoder.values()}
+    """The strings of the tokenizer's control (special) tokens, longest first."""
+    added = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
     added.update(str(t) for t in tokenizer.all_special_tokens)
     return tuple(sorted((s for s in added if s), key=len, reverse=True))
 
 
 def holds_control_string(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> bool:
-    """Whether any message's content would tokenize to an added token."""
+    """Whether any message's content holds a control token's string."""
     strings = control_strings(tokenizer)
     return any(
         isinstance(m.get("content"), str) and any(s in m["content"] for s in strings)
@@ -137,9 +146,9 @@ def render_spans(
 
 
 def encode_content(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of ``text`` in which no added token (special or not) is ever matched.
+    """Token ids of ``text`` in which no control token is ever matched.
 
-    The text is cut one character into every occurrence of an added token's string and the
+    The text is cut one character into every occurrence of a control token's string and the
     pieces are tokenized one by one, so no piece holds a whole one; decoding gives ``text`` back.
     """
     strings = control_strings(tokenizer)
