@@ -204,6 +204,19 @@ def test_config_file_and_flag_overrides(workspace: Path, tmp_path: Path) -> None
         load_config(config, {})
 
 
+def test_the_task_flag_reaches_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mentor.finetune.commands as commands
+
+    seen: list[object] = []
+    monkeypatch.setattr(commands, "run", lambda settings, resume: seen.append(settings))
+    args = ["finetune", "--model", "minilm-l6", "--data", str(tmp_path / "labels.csv")]
+    result = runner.invoke(app, [*args, "--task", "classify"])
+    assert result.exit_code == 0, result.output
+    assert [getattr(s, "task", None) for s in seen] == ["classify"]
+    bad = runner.invoke(app, [*args, "--task", "regress"])
+    assert bad.exit_code == 1 and "task" in bad.output and len(seen) == 1
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mentor.cli", *args]
 

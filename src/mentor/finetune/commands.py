@@ -26,6 +26,13 @@ def finetune_cmd(
         Path | None, typer.Option(help="Training data: chat or qa JSONL, or classification.")
     ] = None,
     method: Annotated[str | None, typer.Option(help="lora (an adapter) or full.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="sft (chat fine-tuning), classify (encoder + head on labelled text) or auto "
+            "(from the data's records) [auto]."
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="A run YAML (see examples/finetune); flags override it.")
     ] = None,
@@ -76,6 +83,7 @@ def finetune_cmd(
         "model": model,
         "data": str(data) if data else None,
         "method": method,
+        "task": task,
         "eval": str(eval_data) if eval_data else None,
         "val": str(val) if val else None,
         "out": str(out) if out else None,

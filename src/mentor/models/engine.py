@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
+from mentor.models.chat import encode_chat
 from mentor.models.protocols import SamplingConfig
 
 if TYPE_CHECKING:
@@ -283,13 +284,11 @@ class HFEngine:
     def encode_chat(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()
     ) -> list[int]:
+        """Only the template's markup becomes control tokens; every content is text
+        (:func:`mentor.models.chat.encode_chat`)."""
         if not self.tokenizer.chat_template:
             raise ValueError(f"{self.name}: the tokenizer has no chat template")
-        kwargs: dict[str, Any] = {"tools": list(tools)} if tools else {}
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True, **kwargs
-        )
-        return self.encode_text(str(text), special=False)
+        return encode_chat(self.tokenizer, messages, tools=tools)
 
     def encode_text(self, text: str, *, special: bool = True) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
@@ -434,11 +433,5 @@ def render_chat(
     tokenizer: PreTrainedTokenizerBase, prompt: Sequence[Mapping[str, Any]]
 ) -> list[int]:
     """Token ids of a conversation plus the assistant's generation prompt, with ``tokenizer``'s own
-    chat template (the same rendering :meth:`HFEngine.encode_chat` does)."""
-    if not tokenizer.chat_template:
-        raise ValueError("the tokenizer has no chat template")
-    text = tokenizer.apply_chat_template(
-        [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
-    )
-    ids: list[int] = tokenizer(str(text), add_special_tokens=False)["input_ids"]
-    return ids
+    chat template (the same rendering :meth:`HFEngine.encode_chat` does: contents stay text)."""
+    return encode_chat(tokenizer, prompt)

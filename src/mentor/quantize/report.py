@@ -25,6 +25,7 @@ from mentor.evaluate.answers import EvalItem, generate_answers, score_generation
 from mentor.evaluate.compare import MetricChange, compare_scores
 from mentor.evaluate.perplexity import perplexity
 from mentor.evaluate.stats import CONFIDENCE
+from mentor.models.chat import encode_chat
 from mentor.models.engine import HFEngine, Request
 from mentor.models.protocols import SamplingConfig
 from mentor.utils.fs import human_bytes
@@ -85,13 +86,8 @@ class Speed:
 
 def _encode(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        assert isinstance(text, str)
-    else:
-        text = prompt
-    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_chat(tokenizer, [{"role": "user", "content": prompt}])
+    ids: list[int] = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return ids
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from mentor.models.chat import encode_chat
 from mentor.models.engine import Completion, Request
 
 
@@ -38,15 +39,13 @@ class ScriptedEngine:
         """Seconds to wait before each word (to test timeouts, queues and cancellation)."""
         self.prompts: list[str] = []
         """Every prompt this engine was asked to continue, decoded to text, in order."""
+        self.prompt_ids: list[list[int]] = []
+        """The same prompts as token ids."""
 
     def encode_chat(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()
     ) -> list[int]:
-        kwargs: dict[str, Any] = {"tools": list(tools)} if tools else {}
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True, **kwargs
-        )
-        return self.encode_text(str(text), special=False)
+        return encode_chat(self.tokenizer, messages, tools=tools)
 
     def encode_text(self, text: str, *, special: bool = True) -> list[int]:
         return [int(i) for i in self.tokenizer(text, add_special_tokens=special)["input_ids"]]
@@ -58,6 +57,7 @@ class ScriptedEngine:
         result = result if result is not None else Completion()
         result.prompt_tokens = len(request.prompt)
         self.prompts.append(str(self.tokenizer.decode(request.prompt)))
+        self.prompt_ids.append(list(request.prompt))
         reply = self.script.pop(0) if self.script else "nothing scripted"
         started = time.perf_counter()
         result.finish_reason = "stop"

@@ -14,7 +14,9 @@ Loss is taken only on what the assistant says: its content and the end-of-turn t
 it (``<|im_end|>`` in ChatML), so the model learns to stop. The conversation is rendered with the
 tokenizer's own chat template, and each assistant turn is found by rendering the prefix before it
 (with the generation prompt) and the prefix that ends with it; a template that does not render
-prefixes consistently is refused rather than guessed at.
+prefixes consistently is refused rather than guessed at. Contents are tokenized as text
+(:mod:`mentor.models.chat`): ``<|im_end|>`` written inside an example is learned as characters,
+never as the control token, so the one end of turn the model learns is the template's.
 
 Packed rows and attention, as found with transformers 5.x (``masking_utils``): when a forward
 pass gets ``position_ids`` that restart at 0 inside a row and ``attention_mask=None``, the
@@ -37,17 +39,17 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left, insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from jinja2 import TemplateError
 from pydantic import BaseModel
 
 from mentor.data.io import Problem, read_records
 from mentor.data.schemas import ChatRecord, QARecord
+from mentor.models.chat import Sentinels, encode_spans, holds_control_string, render_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -133,39 +135,23 @@ class Batch:
 # --- conversations to examples ---------------------------------------------------------------
 
 
-def _render(
-    tokenizer: PreTrainedTokenizerBase,
-    messages: Sequence[Mapping[str, str]],
-    add_generation_prompt: bool,
-) -> str:
-    try:
-        text = tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-    except TemplateError as exc:
-        raise ValueError(f"the chat template failed: {exc}") from None
-    if not isinstance(text, str):
-        raise TypeError(f"apply_chat_template returned {type(text).__name__}, not text")
-    return text
-
-
 def _pieces(
-    messages: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenizerBase
+    messages: Sequence[Mapping[str, str]], render: Callable[[int, bool], str]
 ) -> list[tuple[str, bool]]:
     """The rendered conversation cut into ``(text, is an assistant turn)`` pieces, in order.
 
-    An assistant turn's text is what rendering ``messages[: i + 1]`` adds to rendering
-    ``messages[:i]`` with the generation prompt: its content, end-of-turn token and whatever
-    the template writes after it.
+    ``render(i, generation_prompt)`` renders ``messages[:i]``. An assistant turn's text is what
+    rendering ``messages[: i + 1]`` adds to rendering ``messages[:i]`` with the generation
+    prompt: its content, end-of-turn token and whatever the template writes after it.
     """
-    full = _render(tokenizer, messages, add_generation_prompt=False)
+    full = render(len(messages), False)
     pieces: list[tuple[str, bool]] = []
     done = 0  # characters of `full` already cut into pieces
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        prompt = render(i, True)
+        upto = render(i + 1, False)
         if not (full.startswith(prompt) and full.startswith(upto) and done <= len(prompt)):
             raise ValueError(
                 f"the chat template is not prefix-consistent at message {i + 1}: rendering the "
@@ -209,10 +195,23 @@ def tokenize_chat(
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template")
     special = _special_ids(tokenizer)
+    # A content holding a control-token string is rendered with sentinels in place of contents,
+    # so each piece can be cut into template markup and contents encoded as plain text; any
+    # other conversation is rendered and tokenized as it always was (same ids as inference).
+    sentinels = Sentinels(messages) if holds_control_string(tokenizer, messages) else None
+    shown = sentinels.messages if sentinels is not None else messages
+
+    def render(upto: int, generation_prompt: bool) -> str:
+        return render_text(tokenizer, shown[:upto], add_generation_prompt=generation_prompt)
+
     input_ids: list[int] = []
     labels: list[int] = []
-    for text, trained in _pieces(messages, tokenizer):
-        ids: list[int] = tokenizer.encode(text, add_special_tokens=False)
+    for text, trained in _pieces(messages, render):
+        ids: list[int] = (
+            encode_spans(tokenizer, sentinels.spans(text))
+            if sentinels is not None
+            else tokenizer.encode(text, add_special_tokens=False)
+        )
         input_ids += ids
         labels += _turn_labels(ids, special) if trained else [IGNORE] * len(ids)
     return Example(input_ids, labels)
