@@ -175,3 +175,37 @@ def test_a_large_file_is_indexed_in_sections_and_a_build_killed_inside_it_recove
     }
     again = build_index(tmp_path / "idx", [docs], HashEmbedder(), **streaming)
     assert again.indexed == [] and again.unchanged == 2
+
+
+def test_bm25_is_rebuilt_in_batches_in_the_stores_row_order(
+    docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import bm25s
+
+    from mentor.rag import index as index_module
+    from mentor.rag.bm25 import BM25Index, tokenize
+    from mentor.rag.index import embed_input, open_store
+
+    monkeypatch.setattr(index_module, "BM25_BATCH_ROWS", 1)  # a batch per row
+    build_index(tmp_path / "idx", [docs], HashEmbedder())
+    (docs / "billing.md").write_text("# Billing\n\nInvoices are sent monthly to the admin.\n")
+    build_index(tmp_path / "idx", [docs], HashEmbedder(), sync=True)  # deletes rows, adds rows
+    manifest = Manifest.read(tmp_path / "idx")
+    chunks = open_store(tmp_path / "idx").chunks()
+    assert len(chunks) >= 3 and manifest.chunks == len(chunks)
+    assert manifest.documents == len({c.doc_id for c in chunks})
+    folder = tmp_path / "idx" / manifest.bm25_dir
+    assert json.loads((folder / "ids.json").read_text()) == [c.chunk_id for c in chunks]
+    reference = bm25s.BM25()
+    reference.index(tokenize([embed_input(c) for c in chunks]), show_progress=False)
+    loaded = BM25Index.load(folder)
+    for query in ("invoices admin", "billing", "encrypted"):
+        rows, scores = reference.retrieve(
+            tokenize([query]), k=len(chunks), show_progress=False, n_threads=1
+        )
+        want = {(int(r), round(float(s), 5)) for r, s in zip(rows[0], scores[0], strict=True)}
+        assert {(r, round(s, 5)) for r, s in loaded.search(query, len(chunks))} == {
+            w for w in want if w[1] > 0
+        }

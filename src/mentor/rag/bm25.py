@@ -2,11 +2,18 @@
 
 Tokens are lower-cased words with English stop words removed and Snowball-stemmed, the usual
 BEIR/Anserini-style setup; BM25 parameters default to Lucene's (k1 = 1.5, b = 0.75).
+
+:meth:`BM25Index.build_batches` builds the index from texts read a batch at a time: only the
+vocabulary and one (document, term, count) triple per distinct term of a document are kept, so
+memory follows the index's size, not the corpus's. It computes the scores matrix bm25s's own
+``BM25().index`` would (default "lucene" method) and hands it to a plain ``bm25s.BM25``, so
+saving, loading and retrieval are bm25s's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,57 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     return [list(t) for t in tokens]
 
 
+@dataclass
+class TermCounts:
+    """Term counts of a corpus fed a batch of texts at a time, in document order."""
+
+    vocab: dict[str, int] = field(default_factory=dict)
+    docs: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    terms: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    counts: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    lengths: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, texts: Sequence[str]) -> None:
+        tokens = tokenize(texts)
+        ids = [self.vocab.setdefault(t, len(self.vocab)) for doc in tokens for t in doc]
+        lengths = np.array([len(doc) for doc in tokens], dtype=np.int64)
+        doc_of = np.repeat(np.arange(self.size, self.size + len(tokens), dtype=np.int64), lengths)
+        # one key per (document, term) pair, sorted by document then term
+        keys, counts = np.unique((doc_of << 32) | np.array(ids, dtype=np.int64), return_counts=True)
+        self.docs.append((keys >> 32).astype(np.int32))
+        self.terms.append((keys & 0xFFFFFFFF).astype(np.int32))
+        self.counts.append(counts.astype(np.float32))
+        self.lengths.append(lengths)
+        self.size += len(tokens)
+
+
+def bm25_matrix(
+    counts: TermCounts, k1: float, b: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """(data, indices, indptr) of the CSC documents x terms BM25 matrix, as bm25s builds it.
+
+    Lucene BM25: idf = log(1 + (N - df + 0.5) / (df + 0.5)), tf part tf / (tf + k1 (1 - b +
+    b dl / avgdl)); computed in float64 and stored as float32 like bm25s does.
+    """
+    n_vocab = len(counts.vocab)
+    docs = np.concatenate(counts.docs) if counts.docs else np.zeros(0, np.int32)
+    terms = np.concatenate(counts.terms) if counts.terms else np.zeros(0, np.int32)
+    tf = np.concatenate(counts.counts).astype(np.float64) if counts.counts else np.zeros(0)
+    lengths = np.concatenate(counts.lengths) if counts.lengths else np.zeros(0, np.int64)
+    n_docs = counts.size
+    df = np.bincount(terms, minlength=n_vocab).astype(np.float64)
+    idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+    avg_len = float(lengths.mean()) if n_docs and n_vocab else 1.0
+    norm = k1 * ((1 - b) + b * lengths[docs] / avg_len)
+    scores = (idf[terms] * (tf / (norm + tf))).astype(np.float32)
+    # CSC by term: documents already ascend, so a stable sort by term keeps them ascending
+    order = np.argsort(terms, kind="stable")
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(np.bincount(terms, minlength=n_vocab), out=indptr[1:])
+    return scores[order], docs[order], indptr
+
+
 class BM25Index:
     """BM25 over a fixed list of texts; rows match the chunk store's row order."""
 
@@ -40,11 +98,31 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> BM25Index:
+        return cls.build_batches([texts], k1=k1, b=b)
+
+    @classmethod
+    def build_batches(
+        cls, batches: Iterable[Sequence[str]], *, k1: float = 1.5, b: float = 0.75
+    ) -> BM25Index:
+        """The index of the texts of ``batches`` in order; memory holds one batch at a time."""
         import bm25s
 
+        counts = TermCounts()
+        for texts in batches:
+            if texts:
+                counts.add(texts)
         model = bm25s.BM25(k1=k1, b=b)
-        model.index(tokenize(texts) if texts else [[""]], show_progress=False)
-        return cls(model, len(texts))
+        if counts.size == 0:
+            model.index([[""]], show_progress=False)
+            return cls(model, 0)
+        data, indices, indptr = bm25_matrix(counts, k1, b)
+        vocab = dict(counts.vocab)
+        vocab.setdefault("", len(vocab))  # bm25s adds the empty token after the scored ones
+        model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": counts.size}
+        model.vocab_dict = vocab
+        model.unique_token_ids_set = set(vocab.values())
+        model.nonoccurrence_array = None
+        return cls(model, counts.size)
 
     def save(self, folder: Path) -> None:
         self.model.save(str(folder))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +34,8 @@ MANIFEST = "index.json"
 HEADING_ROOM = 16
 """Tokens reserved for the section headings embedded in front of a chunk."""
 FORMAT = 1
+BM25_BATCH_ROWS = 4096
+"""Rows read per batch when BM25 is rebuilt: memory holds one batch of texts."""
 Progress = Callable[[str, int, int], None]
 
 
@@ -125,8 +127,12 @@ def _token_counter(embedder: Embedder) -> Callable[[str], int]:
 
 def embed_input(chunk: Chunk) -> str:
     """What is embedded and BM25-indexed for a chunk: title and headings give it context."""
-    head = " > ".join(part for part in (chunk.title, chunk.heading) if part)
-    return f"{head}\n{chunk.text}" if head else chunk.text
+    return _with_heading(chunk.title, chunk.heading, chunk.text)
+
+
+def _with_heading(title: str, heading: str, text: str) -> str:
+    head = " > ".join(part for part in (title, heading) if part)
+    return f"{head}\n{text}" if head else text
 
 
 Source = Document | TextStream
@@ -330,13 +336,24 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
     if len(store) >= ANN_THRESHOLD:
         store.create_ann_index()
     version = store.version
-    chunks = store.chunks()
     bm25_dir = f"bm25-{version}"
     tmp = folder / f".{bm25_dir}.tmp"
     remove_tree(tmp)
     tmp.mkdir()
-    BM25Index.build([embed_input(c) for c in chunks], k1=config.bm25_k1, b=config.bm25_b).save(tmp)
-    (tmp / "ids.json").write_text(json.dumps([c.chunk_id for c in chunks]))
+    # Text columns only, a batch at a time: a large table never sits in memory as chunks.
+    chunk_ids: list[str] = []
+    doc_ids: set[str] = set()
+
+    def texts() -> Iterator[list[str]]:
+        columns = ("chunk_id", "doc_id", "title", "heading", "text")
+        for batch in store.column_batches(columns, BM25_BATCH_ROWS):
+            chunk_ids.extend(batch["chunk_id"])
+            doc_ids.update(batch["doc_id"])
+            parts = zip(batch["title"], batch["heading"], batch["text"], strict=True)
+            yield [_with_heading(*row) for row in parts]
+
+    BM25Index.build_batches(texts(), k1=config.bm25_k1, b=config.bm25_b).save(tmp)
+    (tmp / "ids.json").write_text(json.dumps(chunk_ids))
     remove_tree(folder / bm25_dir)
     tmp.rename(folder / bm25_dir)
     old = Manifest.read(folder) if (folder / MANIFEST).exists() else None
@@ -345,8 +362,8 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
         dim=store.dim,
         lance_version=version,
         bm25_dir=bm25_dir,
-        documents=len({c.doc_id for c in chunks}),
-        chunks=len(chunks),
+        documents=len(doc_ids),
+        chunks=len(chunk_ids),
         updated=_now(),
     ).write(folder)
     # Only now may what the old manifest pointed at go.

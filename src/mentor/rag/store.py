@@ -21,7 +21,7 @@ answers instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -228,6 +228,16 @@ class LanceStore:
         ):
             found.setdefault(doc_id, DocState(set(), source)).hashes.add(digest)
         return found
+
+    def column_batches(self, columns: Sequence[str], rows: int) -> Iterator[dict[str, list[Any]]]:
+        """The given columns, up to ``rows`` rows at a time, in row order (that of :meth:`chunks`).
+
+        Only those columns are read, a batch at a time: what a pass over a large table (the BM25
+        rebuild) needs without holding every chunk and vector.
+        """
+        query = self.table.search().select(list(columns)).limit(None)
+        for batch in query.to_batches(rows):
+            yield {name: batch.column(name).to_pylist() for name in columns}
 
     def compact(self, keep: int) -> None:
         """Merge small fragments and drop the versions older than version ``keep``.
