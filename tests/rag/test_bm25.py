@@ -132,8 +132,9 @@ def test_batch_size_does_not_change_the_index() -> None:
             np.testing.assert_array_equal(model.scores[key], whole.scores[key])
 
 
-def test_an_empty_corpus_finds_nothing(tmp_path: Path) -> None:
-    index = BM25Index.build([])
+@pytest.mark.parametrize("texts", [[], ["the of and", ""]], ids=["no texts", "no words"])
+def test_an_empty_corpus_finds_nothing(texts: list[str], tmp_path: Path) -> None:
+    index = BM25Index.build(texts)
     assert index.size == 0 and index.search("billing", 5) == []
     index.save(tmp_path)
     assert BM25Index.load(tmp_path).search("billing", 5) == []

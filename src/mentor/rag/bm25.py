@@ -69,24 +69,34 @@ def bm25_matrix(
     """(data, indices, indptr) of the CSC documents x terms BM25 matrix, as bm25s builds it.
 
     Lucene BM25: idf = log(1 + (N - df + 0.5) / (df + 0.5)), tf part tf / (tf + k1 (1 - b +
-    b dl / avgdl)); computed in float64 and stored as float32 like bm25s does.
+    b dl / avgdl)); computed in float64 and stored as float32 like bm25s does. Each batch is
+    scored and written straight to its place in the matrix, so nothing corpus-sized but the
+    matrix itself is allocated.
     """
-    n_vocab = len(counts.vocab)
-    docs = np.concatenate(counts.docs) if counts.docs else np.zeros(0, np.int32)
-    terms = np.concatenate(counts.terms) if counts.terms else np.zeros(0, np.int32)
-    tf = np.concatenate(counts.counts).astype(np.float64) if counts.counts else np.zeros(0)
-    lengths = np.concatenate(counts.lengths) if counts.lengths else np.zeros(0, np.int64)
-    n_docs = counts.size
-    df = np.bincount(terms, minlength=n_vocab).astype(np.float64)
+    n_vocab, n_docs = len(counts.vocab), counts.size
+    lengths = np.concatenate(counts.lengths)
+    df = np.zeros(n_vocab, dtype=np.int64)
+    for terms in counts.terms:
+        np.add.at(df, terms, 1)  # a term appears once per document that has it
     idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-    avg_len = float(lengths.mean()) if n_docs and n_vocab else 1.0
-    norm = k1 * ((1 - b) + b * lengths[docs] / avg_len)
-    scores = (idf[terms] * (tf / (norm + tf))).astype(np.float32)
-    # CSC by term: documents already ascend, so a stable sort by term keeps them ascending
-    order = np.argsort(terms, kind="stable")
+    avg_len = float(lengths.mean()) if n_vocab else 1.0
     indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(np.bincount(terms, minlength=n_vocab), out=indptr[1:])
-    return scores[order], docs[order], indptr
+    np.cumsum(df, out=indptr[1:])
+    data = np.empty(indptr[-1], dtype=np.float32)
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    heads = indptr[:-1].copy()  # next free slot of each term's column
+    for docs, terms, tf32 in zip(counts.docs, counts.terms, counts.counts, strict=True):
+        tf = tf32.astype(np.float64)
+        norm = k1 * ((1 - b) + b * lengths[docs] / avg_len)
+        scores = (idf[terms] * (tf / (norm + tf))).astype(np.float32)
+        # documents ascend within a term after a stable sort by term, as CSC wants them
+        order = np.argsort(terms, kind="stable")
+        by_term = terms[order]
+        present, first, seen = np.unique(by_term, return_index=True, return_counts=True)
+        slots = heads[by_term] + np.arange(len(order)) - np.repeat(first, seen)
+        data[slots], indices[slots] = scores[order], docs[order]
+        heads[present] += seen
+    return data, indices, indptr
 
 
 class BM25Index:
@@ -112,7 +122,7 @@ class BM25Index:
             if texts:
                 counts.add(texts)
         model = bm25s.BM25(k1=k1, b=b)
-        if counts.size == 0:
+        if not counts.vocab:  # no texts, or not one word in them: nothing can ever match
             model.index([[""]], show_progress=False)
             return cls(model, 0)
         data, indices, indptr = bm25_matrix(counts, k1, b)
