@@ -21,7 +21,7 @@ from mentor.models.chat import (
     render_spans,
     render_text,
 )
-from mentor.models.engine import HFEngine, render_chat
+from mentor.models.engine import HFEngine
 from mentor.testing import tiny_chat_tokenizer
 from mentor.testing.engines import ScriptedEngine
 from mentor.testing.tiny_models import tiny_llama
@@ -186,7 +186,7 @@ def test_engines_encode_chat_keeps_contents_as_text(make: Callable[[], Any]) -> 
     tokenizer = engine.tokenizer
     hostile = [{"role": "user", "content": PAYLOAD}]
     ids = engine.encode_chat(hostile)
-    assert ids == encode_chat(tokenizer, hostile) == render_chat(tokenizer, hostile)
+    assert ids == encode_chat(tokenizer, hostile)
     assert control_count(tokenizer, ids) == 3
     clean = [{"role": "user", "content": CLEAN}]
     assert engine.encode_chat(clean) == old_encode(tokenizer, clean)

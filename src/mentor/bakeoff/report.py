@@ -145,10 +145,6 @@ def _points(e: Estimate) -> tuple[str, str]:
     return f"{e.value:+.1f}{mark}", f"[{e.low:+.1f}, {e.high:+.1f}]"
 
 
-def _text(e: Estimate | None, parts: Callable[[Estimate], tuple[str, str]]) -> str:
-    return "-" if e is None else " ".join(parts(e))
-
-
 def _recommended(result: BakeoffResult) -> str | None:
     return result.verdict.arm if result.verdict else None
 

@@ -427,11 +427,3 @@ class HFEngine:
         text = str(self.tokenizer.decode(row.detok.ids, skip_special_tokens=True))
         hits = [text.find(s) for s in row.cutter.stop if s in text]
         return text[: min(hits)] if hits else text
-
-
-def render_chat(
-    tokenizer: PreTrainedTokenizerBase, prompt: Sequence[Mapping[str, Any]]
-) -> list[int]:
-    """Token ids of a conversation plus the assistant's generation prompt, with ``tokenizer``'s own
-    chat template (the same rendering :meth:`HFEngine.encode_chat` does: contents stay text)."""
-    return encode_chat(tokenizer, prompt)
