@@ -54,6 +54,8 @@ class Request:
     """``time.monotonic()`` past which decoding stops with ``finish_reason="timeout"``."""
     cancelled: Callable[[], bool] | None = None
     """Asked after every token; True stops decoding with ``finish_reason="cancelled"``."""
+    adapter: str | None = None
+    """The LoRA adapter this request runs with (None: the base model)."""
 
 
 @dataclass
