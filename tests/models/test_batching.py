@@ -213,3 +213,19 @@ def test_bytes_per_token_of_smollm2_135m() -> None:
                          hidden_size=576)  # fmt: skip
     assert bytes_per_token(config, torch.float32) == 30 * 2 * 3 * 64 * 4
     assert bytes_per_token(config, torch.bfloat16) == 30 * 2 * 3 * 64 * 2
+
+
+def test_a_model_mid_training_decodes_in_eval_mode_and_gets_its_mode_back() -> None:
+    model, tokenizer = tiny_llama()
+    model.train()
+    modes: list[bool] = []
+    forward = model.forward
+
+    def watch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        modes.append(model.training)
+        return forward(*args, **kwargs)
+
+    model.forward = watch  # type: ignore[method-assign]
+    HFEngine(model, tokenizer).generate([Request([5, 6], FIXED)])
+    assert model.training  # restored before generate returned, not by the idle thread later
+    assert modes and not any(modes)

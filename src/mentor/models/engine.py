@@ -352,6 +352,7 @@ class HFEngine:
         self._batch: Batch | None = None
         self._joinable = True  # learned from the first cache
         self._thread: threading.Thread | None = None
+        self._closed: list[_Row] = []  # rows finished in this pass, to signal after it
         self.steps = 0
         """Forward passes so far (prefills included)."""
 
@@ -471,7 +472,7 @@ class HFEngine:
     # ---- the decode thread ------------------------------------------------------------------
 
     def _loop(self) -> None:
-        with torch.inference_mode(), eval_mode(self.model):
+        with torch.inference_mode():
             while True:
                 with self._wake:
                     if not (self._waiting or self._running or self._calls):
@@ -487,16 +488,24 @@ class HFEngine:
                     except BaseException as exc:  # handed to the caller, the loop goes on
                         done.set_exception(exc)
                 joining = self._admit()
-                try:
-                    if joining:
-                        self._prefill(joining)
-                    if self._running:
-                        self._advance()
-                except BaseException as exc:  # every row in the failed pass gets the error
-                    for row in self._running + joining:
-                        if not row.finished.is_set():
-                            self._fail(row, exc)
-                    self._running, self._batch = [], None
+                # Dropout off for the passes; a model caught mid-training gets its mode back
+                # before any caller learns its rows are done (and goes on training).
+                with eval_mode(self.model):
+                    try:
+                        if joining:
+                            self._prefill(joining)
+                        if self._running:
+                            self._advance()
+                    except BaseException as exc:  # every row in the failed pass gets the error
+                        for row in self._running + joining:
+                            if not row.done:
+                                row.done, row.error = True, exc
+                                self._closed.append(row)
+                        self._running, self._batch = [], None
+                closed, self._closed = self._closed, []
+                for row in closed:
+                    row.emit(row.error if row.error is not None else _DONE)
+                    row.finished.set()
 
     def _admit(self) -> list[_Row]:
         """Waiting rows that may join now: room in ``max_running`` and the KV budget, in order.
@@ -622,13 +631,7 @@ class HFEngine:
         hits = [text.find(s) for s in row.cutter.stop if s in text]
         row.result.text = text[: min(hits)] if hits else text
         row.result.seconds = time.perf_counter() - row.submitted
-        row.emit(_DONE)
-        row.finished.set()
-
-    def _fail(self, row: _Row, exc: BaseException) -> None:
-        row.done, row.error = True, exc
-        row.emit(exc)
-        row.finished.set()
+        self._closed.append(row)  # signalled by the loop, after the pass
 
 
 def default_kv_budget(model: PreTrainedModel) -> int:
