@@ -225,7 +225,8 @@ def test_a_model_mid_training_decodes_in_eval_mode_and_gets_its_mode_back() -> N
         modes.append(model.training)
         return forward(*args, **kwargs)
 
+    engine = HFEngine(model, tokenizer)  # before the patch: it reads forward's signature
     model.forward = watch  # type: ignore[method-assign]
-    HFEngine(model, tokenizer).generate([Request([5, 6], FIXED)])
+    engine.generate([Request([5, 6], FIXED)])
     assert model.training  # restored before generate returned, not by the idle thread later
     assert modes and not any(modes)
