@@ -7,7 +7,8 @@ generated.
 - ``protocols.py``: ``Embedder``, ``Generator`` and ``SamplingConfig``, the one sampling type;
 - ``engine.py``: ``TextEngine`` and ``HFEngine``, the continuously batched decode loop every
   local model runs through (``kv.py``: its running batch's KV cache); ``generation.py``:
-  ``HFGenerator``, a chat ``Generator`` over it;
+  ``HFGenerator``, a chat ``Generator`` over it; ``static_decode.py``: ``StaticDecoder``, one
+  sequence with a static KV cache (CUDA graphs);
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
 - ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     )
     from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
     from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
+    from mentor.models.static_decode import StaticDecoder
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -51,6 +53,7 @@ __all__ = [
     "PullError",
     "Request",
     "SamplingConfig",
+    "StaticDecoder",
     "TextEngine",
     "UnknownModelError",
     "complete",
@@ -94,5 +97,6 @@ __getattr__ = lazy_exports(
         "ModelSpec": "mentor.models.registry",
         "REGISTRY": "mentor.models.registry",
         "UnknownModelError": "mentor.models.registry",
+        "StaticDecoder": "mentor.models.static_decode",
     },
 )
