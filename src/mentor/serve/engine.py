@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from mentor.models.engine import Completion, HFEngine, Request, TextEngine
 from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import AdapterInfo, load_adapter
-from mentor.train.lora import delete_adapter, use_row_adapters
+from mentor.train.lora import delete_adapter, set_adapter, use_row_adapters
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,14 +76,17 @@ class Engine:
         """A Hugging Face model and its tokenizer, decoded by :class:`HFEngine` with up to
         ``max_running`` requests in one batch (within ``kv_budget_tokens``)."""
         lm = HFEngine(
-            model,
-            tokenizer,
-            name=name,
-            max_running=max_running,
-            kv_budget_tokens=kv_budget_tokens,
-            row_adapters=lambda names: use_row_adapters(model, names),
+            model, tokenizer, name=name, max_running=max_running, kv_budget_tokens=kv_budget_tokens
         )
-        return cls(lm, model, name, context_length=context_length, quantized=quantized)
+        engine = cls(lm, model, name, context_length=context_length, quantized=quantized)
+        lm.row_adapters = engine.row_adapters
+        return engine
+
+    def row_adapters(self, names: Sequence[str | None]) -> AbstractContextManager[object]:
+        """One forward pass with row i under adapter ``names[i]`` (None: the base)."""
+        if not self.adapters or self.model is None:
+            return nullcontext()
+        return use_row_adapters(self.model, names)
 
     # ---- adapters: the model changes between two forward passes ------------------------------
 
@@ -103,7 +107,13 @@ class Engine:
         if self.model is None:
             raise ValueError(f"{folder}: {self.name} takes no adapters (its engine has no model)")
         model = self.model
-        info = self._between_passes(lambda: load_adapter(model, Path(folder), name=name))
+
+        def load() -> AdapterInfo:
+            loaded = load_adapter(model, Path(folder), name=name)
+            set_adapter(model, None)  # the base stays the default; requests name their adapter
+            return loaded
+
+        info = self._between_passes(load)
         assert isinstance(info, AdapterInfo)
         self.adapters[name] = info
         return info

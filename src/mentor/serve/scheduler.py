@@ -33,7 +33,7 @@ class _End:
 _END = _End()
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the scheduler keeps a set of running jobs
 class Job:
     """One unit of work for the worker: ``work(job)`` yields the pieces to stream back."""
 
