@@ -51,7 +51,7 @@ def joinable(cache: Any) -> bool:
     state than that, and a batch of such a model runs start to finish instead."""
     from transformers.cache_utils import DynamicLayer
 
-    layers = getattr(cache, "layers", None)
+    layers = getattr(cache, "layers", None) or []
     return bool(layers) and all(
         type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None for layer in layers
     )
