@@ -8,6 +8,8 @@ generated.
 - ``engine.py``: ``TextEngine`` and ``HFEngine``, the decode loop (batched or streamed) every
   local model runs through; ``generation.py``: ``HFGenerator``, a chat ``Generator`` over it;
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
+- ``vllm.py``, ``vllm_server.py``: a vLLM server (started from its own venv, or attached) as a
+  ``TextEngine``, with LoRA adapters registered on it;
 - ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
     from mentor.models import load_causal_lm, load_tokenizer, load_embedder, HFGenerator
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     )
     from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
     from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
+    from mentor.models.vllm import VLLMEngine, open_vllm
+    from mentor.models.vllm_server import VLLMError, VLLMServer, VLLMSettings
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -52,12 +56,17 @@ __all__ = [
     "SamplingConfig",
     "TextEngine",
     "UnknownModelError",
+    "VLLMEngine",
+    "VLLMError",
+    "VLLMServer",
+    "VLLMSettings",
     "complete",
     "list_models",
     "load_causal_lm",
     "load_embedder",
     "load_tokenizer",
     "model_dir",
+    "open_vllm",
     "preferred_dtype",
     "pull",
     "resolve_device",
@@ -93,5 +102,10 @@ __getattr__ = lazy_exports(
         "ModelSpec": "mentor.models.registry",
         "REGISTRY": "mentor.models.registry",
         "UnknownModelError": "mentor.models.registry",
+        "VLLMEngine": "mentor.models.vllm",
+        "open_vllm": "mentor.models.vllm",
+        "VLLMError": "mentor.models.vllm_server",
+        "VLLMServer": "mentor.models.vllm_server",
+        "VLLMSettings": "mentor.models.vllm_server",
     },
 )
