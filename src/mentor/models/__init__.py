@@ -5,8 +5,9 @@ generated.
   models exist, where their files come from, the verified cache, GGUF to safetensors;
 - ``loading.py``: causal LMs, tokenizers and embedders from names, folders or hub ids;
 - ``protocols.py``: ``Embedder``, ``Generator`` and ``SamplingConfig``, the one sampling type;
-- ``engine.py``: ``TextEngine`` and ``HFEngine``, the decode loop (batched or streamed) every
-  local model runs through; ``generation.py``: ``HFGenerator``, a chat ``Generator`` over it;
+- ``engine.py``: ``TextEngine`` and ``HFEngine``, the continuously batched decode loop every
+  local model runs through (``kv.py``: its running batch's KV cache); ``generation.py``:
+  ``HFGenerator``, a chat ``Generator`` over it;
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
 - ``vllm.py``, ``vllm_server.py``: a vLLM server (started from its own venv, or attached) as a
   ``TextEngine``, with LoRA adapters registered on it;
