@@ -168,6 +168,9 @@ class VLLMEngine:
 
     ``served`` is the base's id on the server; a request's ``adapter`` is sent as the model."""
 
+    max_running = 64
+    """Requests a caller (the server's scheduler) should keep in flight; vLLM batches them."""
+
     def __init__(
         self,
         url: str,
