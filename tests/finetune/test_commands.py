@@ -97,7 +97,10 @@ def test_lora_run_saves_an_adapter_and_reports_base_against_tuned(
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",
+        "mentor_adapter.json",  # the base it was trained on, for mentor's vLLM engine
     ]
+    identity = json.loads((tmp_path / "export" / "mentor_adapter.json").read_text())
+    assert Path(identity["base_folder"]).resolve() == (workspace / "base").resolve()
     from peft import PeftModel
 
     base = AutoModelForCausalLM.from_pretrained(str(workspace / "base"))

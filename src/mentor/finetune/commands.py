@@ -283,8 +283,15 @@ def export_cmd(
     import json
     import shutil
 
+    from mentor.models.hub import model_dir
     from mentor.models.registry import REGISTRY
-    from mentor.train.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError, read_info
+    from mentor.train.adapters import (
+        CONFIG_FILE,
+        IDENTITY_FILE,
+        WEIGHTS_FILE,
+        AdapterError,
+        read_info,
+    )
     from mentor.utils.fs import atomic_dir
 
     try:
@@ -295,10 +302,23 @@ def export_cmd(
     upstream = base_id or (spec.upstream if spec else info.base_model)
     settings = json.loads((folder / CONFIG_FILE).read_text())
     settings["base_model_name_or_path"] = upstream
+    # The weights it was trained on: for a registry model, the folder mentor converted it to (a
+    # packaged GGUF's dequantized weights, not the upstream checkpoint); vLLM should serve that.
+    recorded = Path(info.base_model).expanduser() if info.base_model else None
+    trained_on = recorded if recorded and recorded.is_dir() else None
+    if trained_on is None and info.base_model:
+        trained_on = model_dir(info.base_model)
     with atomic_dir(out) as tmp:
         shutil.copyfile(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        if (folder / IDENTITY_FILE).exists():  # mentor's record of the base (PEFT ignores it)
+            identity = json.loads((folder / IDENTITY_FILE).read_text())
+            identity["base_folder"] = str(trained_on) if trained_on else None
+            (tmp / IDENTITY_FILE).write_text(json.dumps(identity, indent=2) + "\n")
     console.print(f"exported to {out} (base {upstream})")
+    served = trained_on or upstream
     console.print(
-        f"vLLM: vllm serve {upstream} --enable-lora --lora-modules mine={out}", highlight=False
+        f"vLLM: vllm serve {served} --served-model-name {info.base_model or upstream} "
+        f"--enable-lora --lora-modules mine={out}",
+        highlight=False,
     )

@@ -10,6 +10,8 @@ generated.
   ``HFGenerator``, a chat ``Generator`` over it; ``static_decode.py``: ``StaticDecoder``, one
   sequence with a static KV cache (CUDA graphs);
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
+- ``vllm.py``, ``vllm_server.py``: a vLLM server (started from its own venv, or attached) as a
+  ``TextEngine``, with LoRA adapters registered on it;
 - ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
     from mentor.models import load_causal_lm, load_tokenizer, load_embedder, HFGenerator
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
     from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
     from mentor.models.static_decode import StaticDecoder
+    from mentor.models.vllm import VLLMEngine, open_vllm
+    from mentor.models.vllm_server import VLLMError, VLLMServer, VLLMSettings
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -56,12 +60,17 @@ __all__ = [
     "StaticDecoder",
     "TextEngine",
     "UnknownModelError",
+    "VLLMEngine",
+    "VLLMError",
+    "VLLMServer",
+    "VLLMSettings",
     "complete",
     "list_models",
     "load_causal_lm",
     "load_embedder",
     "load_tokenizer",
     "model_dir",
+    "open_vllm",
     "preferred_dtype",
     "pull",
     "resolve_device",
@@ -98,5 +107,10 @@ __getattr__ = lazy_exports(
         "REGISTRY": "mentor.models.registry",
         "UnknownModelError": "mentor.models.registry",
         "StaticDecoder": "mentor.models.static_decode",
+        "VLLMEngine": "mentor.models.vllm",
+        "open_vllm": "mentor.models.vllm",
+        "VLLMError": "mentor.models.vllm_server",
+        "VLLMServer": "mentor.models.vllm_server",
+        "VLLMSettings": "mentor.models.vllm_server",
     },
 )

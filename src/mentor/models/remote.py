@@ -467,10 +467,8 @@ class RemoteGenerator:
     def _send(self, kwargs: dict[str, Any], estimate: int) -> tuple[Any, float]:
         """``chat.completions.create(**kwargs)`` under the rate limits (``estimate``: tokens it
         may use) with retries; the result and the seconds the successful try took."""
-        import openai
 
-        s = self.settings
-        for attempt in range(s.max_retries + 1):
+        def before(attempt: int) -> None:
             if self._limiter is not None:
                 waited = self._limiter.acquire(estimate)
                 with self._lock:
@@ -480,34 +478,63 @@ class RemoteGenerator:
                     self.tally.requested += 1
                 else:
                     self.tally.retries += 1
-            started = time.perf_counter()
-            try:
-                result = self._client.chat.completions.create(**kwargs)
-            except openai.APIStatusError as exc:
-                code = exc.status_code
-                if code not in RETRY_STATUSES and code < 500:
-                    raise RemoteError(
-                        f"{s.label} refused the request (HTTP {code}): {_server_message(exc)}"
-                    ) from None
-                problem = f"HTTP {code}: {_server_message(exc)}"
-                wait = retry_after_s(exc.response.headers)
-            except openai.APITimeoutError:
-                problem, wait = f"no answer within {s.timeout_s:g} s", None
-            except openai.APIConnectionError as exc:
-                problem, wait = f"connection failed ({exc.__cause__ or exc})", None
-            else:
-                if self._limiter is not None and not kwargs["stream"]:
-                    used = getattr(result.usage, "total_tokens", None)
-                    self._limiter.settle(estimate, used if used is not None else estimate)
-                return result, time.perf_counter() - started
-            if attempt == s.max_retries:
-                break
-            if wait is None:
-                draw = self._rng.random()
-                wait = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, s.jitter, draw)
-            log.warning("%s: %s; retry %d in %.1f s", s.label, problem, attempt + 1, wait)
-            self._sleep(wait)
-        raise RemoteError(f"{s.label}: gave up after {s.max_retries + 1} tries; last: {problem}")
+
+        result, seconds = call_with_retries(
+            lambda: self._client.chat.completions.create(**kwargs),
+            self.settings,
+            rng=self._rng,
+            sleep=self._sleep,
+            before=before,
+        )
+        if self._limiter is not None and not kwargs["stream"]:
+            used = getattr(result.usage, "total_tokens", None)
+            self._limiter.settle(estimate, used if used is not None else estimate)
+        return result, seconds
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    settings: EndpointSettings,
+    *,
+    rng: random.Random,
+    sleep: Callable[[float], None] = time.sleep,
+    before: Callable[[int], None] | None = None,
+) -> tuple[T, float]:
+    """``call()`` (one request of the ``openai`` client) with the settings' retries: 429, 5xx,
+    timeouts and dropped connections are retried with backoff (or the server's ``Retry-After``),
+    any other 4xx raises :class:`RemoteError` with the server's message at once. ``before(attempt)``
+    runs ahead of every try (rate limits, counts). Returns the result and the seconds the
+    successful try took."""
+    import openai
+
+    s = settings
+    for attempt in range(s.max_retries + 1):
+        if before is not None:
+            before(attempt)
+        started = time.perf_counter()
+        try:
+            result = call()
+        except openai.APIStatusError as exc:
+            code = exc.status_code
+            if code not in RETRY_STATUSES and code < 500:
+                raise RemoteError(
+                    f"{s.label} refused the request (HTTP {code}): {_server_message(exc)}"
+                ) from None
+            problem = f"HTTP {code}: {_server_message(exc)}"
+            wait = retry_after_s(exc.response.headers)
+        except openai.APITimeoutError:
+            problem, wait = f"no answer within {s.timeout_s:g} s", None
+        except openai.APIConnectionError as exc:
+            problem, wait = f"connection failed ({exc.__cause__ or exc})", None
+        else:
+            return result, time.perf_counter() - started
+        if attempt == s.max_retries:
+            break
+        if wait is None:
+            wait = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, s.jitter, rng.random())
+        log.warning("%s: %s; retry %d in %.1f s", s.label, problem, attempt + 1, wait)
+        sleep(wait)
+    raise RemoteError(f"{s.label}: gave up after {s.max_retries + 1} tries; last: {problem}")
 
 
 def _estimate(messages: Sequence[ChatMessage], sampling: Mapping[str, Any]) -> int:

@@ -14,12 +14,15 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 
 from mentor.utils.cli import fail
+
+if TYPE_CHECKING:
+    from mentor.serve.engine import Engine
 
 console = Console(stderr=True)
 LOCAL_HOSTS = ("localhost",)
@@ -160,14 +163,31 @@ def serve_cmd(
             min=0.01,
         ),
     ] = None,
+    engine_kind: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="builtin: mentor's own decode loop; vllm: a vLLM server (make vllm) started "
+            "for MODEL, or the one at --vllm-url. The front (auth, retrieval, logs) is mentor's.",
+        ),
+    ] = "builtin",
+    vllm_url: Annotated[
+        str | None,
+        typer.Option(help="With --engine vllm: a running vLLM server's /v1 root to attach to."),
+    ] = None,
+    vllm_python: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --engine vllm: the vLLM environment's python "
+            "[$MENTOR_VLLM_PYTHON, else vllm on PATH, else ./.venv-vllm]."
+        ),
+    ] = None,
 ) -> None:
     """Serve MODEL (and its adapters, and an index) over an OpenAI-compatible API."""
-    import uvicorn
+    from contextlib import ExitStack
 
-    from mentor.serve.app import create_app
-    from mentor.serve.chat import Retrieval
-    from mentor.serve.engine import load_engine
-    from mentor.serve.state import Limits, Server
+    from mentor.models.vllm_server import VLLMError, VLLMSettings
+    from mentor.serve.engine import load_engine, open_vllm_engine
     from mentor.train.adapters import AdapterError
 
     if rag_search not in ("always", "model"):
@@ -177,13 +197,44 @@ def serve_cmd(
     roots = tuple(p.expanduser().resolve() for p in allow_adapter_loading or [])
     if missing := [str(p) for p in roots if not p.is_dir()]:
         raise fail(f"--allow-adapter-loading {', '.join(missing)}: no such folder")
+    if engine_kind not in ("builtin", "vllm"):
+        raise fail(f"--engine {engine_kind!r}: use builtin or vllm")
+    stack = ExitStack()  # what serving needs stopped at the end: a vLLM server
     try:
-        with console.status(f"loading {model}"):
-            engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
-                                 device=device, max_running=max_running,
-                                 kv_cache_gb=kv_cache_gb)  # fmt: skip
-    except (AdapterError, ValueError, OSError) as exc:
+        if engine_kind == "vllm":
+            settings = VLLMSettings(url=vllm_url, python=vllm_python)
+            engine = stack.enter_context(
+                open_vllm_engine(model, name=name, adapters=parse_adapters(adapter or []),
+                                 settings=settings, max_running=max_running, console=console)
+            )  # fmt: skip
+        else:
+            with console.status(f"loading {model}"):
+                engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
+                                     device=device, max_running=max_running,
+                                     kv_cache_gb=kv_cache_gb)  # fmt: skip
+    except (AdapterError, VLLMError, ValueError, OSError) as exc:
+        stack.close()
         raise fail(str(exc)) from None
+    with stack:
+        _serve(engine, model, rag=rag, rag_search=rag_search, top_k=top_k, device=device,
+               embedder=embedder, log=log, log_sample=log_sample, log_text=log_text,
+               limits_args=(max_tokens, timeout, max_queue, max_body), keys=keys,
+               admin_keys=admin_keys, roots=roots, host=host, port=port)  # fmt: skip
+
+
+def _serve(engine: Engine, model: str, *, rag: Path | None, rag_search: str, top_k: int,
+           device: str, embedder: str | None, log: Path | None, log_sample: float,
+           log_text: bool, limits_args: tuple[int, float, int, int],
+           keys: tuple[str, ...], admin_keys: tuple[str, ...], roots: tuple[Path, ...],
+           host: str, port: int) -> None:  # fmt: skip
+    """The server over ``engine``: retrieval, embeddings, the request log, uvicorn until ^C."""
+    import uvicorn
+
+    from mentor.serve.app import create_app
+    from mentor.serve.chat import Retrieval
+    from mentor.serve.state import Limits, Server
+
+    max_tokens, timeout, max_queue, max_body = limits_args
     retrieval, embed = None, None
     if rag is not None:
         from mentor.rag.calibrate import load_threshold

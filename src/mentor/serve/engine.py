@@ -11,6 +11,9 @@ Requests arrive from the scheduler's worker threads (:mod:`mentor.serve.schedule
 removing an adapter changes the model on the engine's decode thread, between two passes, and a
 removal waits for the requests still using that adapter.
 
+With ``--engine vllm`` the text engine is a vLLM server (:func:`mentor.models.vllm.open_vllm`):
+there is no model here, and adapters are registered with the server instead (``host``).
+
 Run: ``mentor serve --model smollm2-135m-instruct --adapter legal=runs/a``.
 """
 
@@ -19,19 +22,29 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mentor.models.engine import Completion, HFEngine, Request, TextEngine
 from mentor.models.protocols import SamplingConfig
-from mentor.train.adapters import AdapterInfo, load_adapter
+from mentor.models.vllm_server import VLLMError, VLLMSettings
+from mentor.train.adapters import AdapterInfo, load_adapter, read_info
 from mentor.train.lora import delete_adapter, set_adapter, use_row_adapters
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class AdapterHost(Protocol):
+    """A text engine that holds adapters itself (a vLLM server) rather than on ``Engine.model``."""
+
+    def add_adapter(self, name: str, folder: Path) -> object: ...
+
+    def remove_adapter(self, name: str) -> None: ...
 
 
 @dataclass
@@ -49,6 +62,8 @@ class Engine:
     adapters: dict[str, AdapterInfo] = field(default_factory=dict)
     quantized: bool = False
     """Loaded from a mentor quantize folder (no adapters on top)."""
+    host: AdapterHost | None = None
+    """Where adapters are registered when there is no ``model`` (the vLLM engine)."""
 
     def __post_init__(self) -> None:
         self.name = self.name or self.lm.name
@@ -88,6 +103,15 @@ class Engine:
             return nullcontext()
         return use_row_adapters(self.model, names)
 
+    @classmethod
+    def remote(cls, lm: Any, name: str) -> Engine:
+        """An engine that registers adapters itself (:class:`~mentor.models.vllm.VLLMEngine`);
+        the adapters it already serves are listed."""
+        engine = cls(lm, None, name, host=lm)
+        for adapter, facts in getattr(lm, "adapters", {}).items():
+            engine.adapters[adapter] = read_info(facts.path)
+        return engine
+
     # ---- adapters: the model changes between two forward passes ------------------------------
 
     def _between_passes(self, fn: Callable[[], object]) -> object:
@@ -104,6 +128,14 @@ class Engine:
                 f"{folder}: {self.name} is quantized, and adapters run on unquantized bases only; "
                 "merge the adapter when quantizing instead (mentor quantize MODEL --adapter A)"
             )
+        if self.host is not None:
+            facts = read_info(Path(folder))  # a clear error for a folder that is no adapter
+            try:
+                self.host.add_adapter(name, Path(folder))
+            except VLLMError as exc:
+                raise ValueError(str(exc)) from None
+            self.adapters[name] = facts
+            return facts
         if self.model is None:
             raise ValueError(f"{folder}: {self.name} takes no adapters (its engine has no model)")
         model = self.model
@@ -124,10 +156,13 @@ class Engine:
         if name not in self.adapters:
             raise KeyError(name)
         model = self.model
-        assert model is not None  # adapters are only ever added to a model
         del self.adapters[name]
         with self._idle:
             self._idle.wait_for(lambda: self._in_use[name] == 0)
+        if self.host is not None:
+            self.host.remove_adapter(name)
+            return
+        assert model is not None  # adapters are only ever added to a model (or a host)
         self._between_passes(lambda: delete_adapter(model, name))
 
     def model_ids(self) -> list[str]:
@@ -217,6 +252,34 @@ def load_engine(
     for adapter, path in adapters:
         engine.add_adapter(adapter, path)
     return engine  # each request names its adapter (Engine.stream)
+
+
+@contextmanager
+def open_vllm_engine(
+    model: str,
+    *,
+    name: str | None = None,
+    adapters: Sequence[tuple[str, Path]] = (),
+    settings: VLLMSettings,
+    max_running: int = 32,
+    console: Console | None = None,
+) -> Iterator[Engine]:
+    """``model`` served by vLLM (started, or attached at ``settings.url``) with its adapters
+    registered there; up to ``max_running`` requests in flight. Stops what it started."""
+    from mentor.models.loading import load_tokenizer, resolve_model_path
+    from mentor.models.vllm import open_vllm
+    from mentor.quantize.io import MANIFEST_FILE
+
+    folder = resolve_model_path(model)
+    if (folder / MANIFEST_FILE).exists():
+        raise ValueError(f"{folder}: a mentor quantize folder; --engine vllm serves HF folders")
+    tokenizer = load_tokenizer(folder)
+    served = name or _default_name(model)
+    with open_vllm(
+        folder, tokenizer, name=served, adapters=dict(adapters), settings=settings, console=console
+    ) as lm:
+        lm.max_running = max_running
+        yield Engine.remote(lm, served)
 
 
 def kv_tokens(model: nn.Module, gigabytes: float | None) -> int | None:

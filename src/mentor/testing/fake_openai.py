@@ -1,7 +1,10 @@
 """A scripted OpenAI-compatible server for tests: real HTTP on localhost, no model behind it.
 
 ``FakeOpenAI`` answers ``POST /v1/chat/completions`` (plain or streamed as server-sent events,
-with usage) and ``GET /v1/models`` like a hosted endpoint, so the real ``openai`` client, and
+with usage) and ``GET /v1/models`` like a hosted endpoint, and ``POST /v1/completions`` with
+token-id prompts, ``GET /health`` and ``POST /v1/load_lora_adapter``/``unload_lora_adapter``
+like a vLLM server (a completion's text is a function of the prompt ids; adapters are served
+under their own names), so the real ``openai`` client, and
 everything mentor builds on it, can be tested end to end in milliseconds. The reply is a
 function of the messages (by default it repeats the last user message), cut after
 ``max_tokens`` words and before the first ``stop`` string. Scripted faults make the next
@@ -34,6 +37,8 @@ from mentor.models.protocols import ChatMessage
 __all__ = ["FakeCall", "FakeOpenAI", "Fault"]
 
 Responder = Callable[[Sequence[ChatMessage]], str]
+Completer = Callable[[str, list[int]], str]
+"""(model, prompt token ids) -> the completion's text."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class FakeCall:
     """The bearer token it carried, if any."""
 
 
+def count_ids(model: str, prompt: list[int]) -> str:
+    """The default completion: the model's name and the prompt's ids, one word each."""
+    return " ".join([model, *(str(i) for i in prompt)])
+
+
 def echo(messages: Sequence[ChatMessage]) -> str:
     """The default reply: the last user message, repeated."""
     last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -78,8 +88,13 @@ class FakeOpenAI:
         *,
         model: str = "fake-teacher",
         api_key: str | None = None,
+        completer: Completer = count_ids,
+        max_model_len: int = 2048,
     ) -> None:
         self.responder, self.model, self.api_key = responder, model, api_key
+        self.completer, self.max_model_len = completer, max_model_len
+        self.adapters: dict[str, str] = {}
+        """vLLM-style LoRA adapters loaded: name -> path."""
         self.calls: list[FakeCall] = []
         self._faults: deque[Fault] = deque()
         self.app = self._build()
@@ -108,7 +123,67 @@ class FakeOpenAI:
 
         @app.get("/v1/models")
         async def models() -> dict[str, Any]:
-            return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            base: dict[str, Any] = {"id": self.model, "object": "model", "root": self.model}
+            adapters = [
+                {"id": name, "object": "model", "root": path, "parent": self.model}
+                for name, path in self.adapters.items()
+            ]
+            for entry in (base, *adapters):
+                entry["max_model_len"] = self.max_model_len
+            return {"object": "list", "data": [base, *adapters]}
+
+        @app.get("/health")
+        async def health() -> Response:
+            return Response(status_code=200)
+
+        @app.post("/v1/load_lora_adapter")
+        async def load_adapter(request: Request) -> Response:
+            body = await request.json()
+            name, path = body.get("lora_name"), body.get("lora_path")
+            if name in self.adapters:
+                return _error(400, f"The lora adapter '{name}' has already been loaded.")
+            self.adapters[str(name)] = str(path)
+            return Response(f"Success: LoRA adapter '{name}' added successfully.")
+
+        @app.post("/v1/unload_lora_adapter")
+        async def unload_adapter(request: Request) -> Response:
+            name = (await request.json()).get("lora_name")
+            if self.adapters.pop(str(name), None) is None:
+                return _error(404, f"The lora adapter '{name}' cannot be found.")
+            return Response(f"Success: LoRA adapter '{name}' removed successfully.")
+
+        @app.post("/v1/completions")
+        async def completions(request: Request) -> Response:
+            body = await request.json()
+            self.calls.append(FakeCall(body, None))
+            fault = self._faults.popleft() if self._faults else None
+            if fault is not None and fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault is not None and fault.status is not None:
+                return _error(fault.status, fault.message)
+            model = body.get("model")
+            if model != self.model and model not in self.adapters:
+                return _error(404, f"The model `{model}` does not exist.")
+            prompt = body.get("prompt")
+            if not isinstance(prompt, list) or not all(isinstance(i, int) for i in prompt):
+                return _error(400, "this fake takes one prompt of token ids (parameter=prompt)")
+            limit = body.get("max_tokens")
+            if not isinstance(limit, int) or limit < 1:
+                return _error(
+                    400, f"max_tokens must be at least 1, got {limit}. (parameter=max_tokens)"
+                )
+            text, finish = _cut(self.completer(str(model), prompt), body)
+            usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text.split())}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if body.get("stream"):
+                cut = fault.cut_after if fault is not None else None
+                events = _text_events(str(model), text, finish, usage, cut)
+                return StreamingResponse(events, media_type="text/event-stream")
+            choice = {"index": 0, "text": text, "finish_reason": finish}
+            return JSONResponse(
+                {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                 "model": model, "choices": [choice], "usage": usage}
+            )  # fmt: skip
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> Response:
@@ -208,4 +283,25 @@ async def _events(
     yield chunk([{"index": 0, "delta": {}, "finish_reason": finish}])
     if usage is not None:
         yield chunk([], usage=usage)
+    yield "data: [DONE]\n\n"
+
+
+async def _text_events(
+    model: str, text: str, finish: str, usage: dict[str, int], cut_after: int | None
+) -> AsyncIterator[str]:
+    """``/v1/completions`` as server-sent events: a chunk a word, the finish reason, the usage."""
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+        data = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": model, "choices": choices, **extra}  # fmt: skip
+        return f"data: {json.dumps(data)}\n\n"
+
+    pieces = [w if i == 0 else f" {w}" for i, w in enumerate(text.split(" "))] if text else []
+    for i, piece in enumerate(pieces):
+        if i == cut_after:
+            raise ConnectionAbortedError("scripted drop mid-stream")
+        yield chunk([{"index": 0, "text": piece, "finish_reason": None}])
+        await asyncio.sleep(0)  # let the client see each piece (and hang up) as it comes
+    yield chunk([{"index": 0, "text": "", "finish_reason": finish}])
+    yield chunk([], usage=usage)
     yield "data: [DONE]\n\n"

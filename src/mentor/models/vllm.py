@@ -1,0 +1,457 @@
+"""A vLLM server as a :class:`~mentor.models.engine.TextEngine`: mentor tokenizes, vLLM decodes.
+
+vLLM batches every request in flight (continuous batching, paged KV cache) and serves many LoRA
+adapters over one base. It lives in its own virtualenv (``make vllm`` builds ``.venv-vllm``: it
+pins its own transformers and fastapi), so mentor talks to it over HTTP rather than importing it:
+
+    mentor ─ encode_chat ─► token ids ─► POST /v1/completions (prompt = ids, model = base|adapter)
+                                             │ streamed text, finish reason, usage
+    Completion ◄─────────────────────────────┘
+
+Prompts go as token ids, so the chat template (and mentor's guard against control tokens inside
+contents, :mod:`mentor.models.chat`) is mentor's, byte for byte the same as :class:`HFEngine`'s.
+:func:`open_vllm` starts a server on a free localhost port (or attaches to one by URL), registers
+the adapters, yields the engine and stops what it started:
+
+    settings = VLLMSettings()  # the vLLM python: flag, $MENTOR_VLLM_PYTHON, PATH, .venv-vllm
+    with open_vllm(folder, tokenizer, name="smollm2", adapters={"legal": Path("runs/a")},
+                   settings=settings) as engine:
+        engine.generate([Request(ids, SamplingConfig(), adapter="legal")], batch_size=32)
+
+Starting the process (and where its log goes): :mod:`mentor.models.vllm_server`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mentor.models.chat import encode_chat
+from mentor.models.engine import Completion, FinishReason, Request
+from mentor.models.protocols import SamplingConfig
+from mentor.models.remote import EndpointSettings, RemoteError, call_with_retries
+from mentor.models.vllm_server import (
+    LORA_RANKS,
+    VLLMError,
+    VLLMServer,
+    VLLMSettings,
+    error_message,
+    http_json,
+    served_models,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "cancelled"}
+"""vLLM's finish reasons to ours; any other (``error``) fails the request."""
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_IDENTITY = "mentor_adapter.json"
+"""PEFT's adapter config and mentor's identity file (:mod:`mentor.train.adapters` writes both)."""
+
+
+# ---- adapters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    """What vLLM needs to know about an adapter folder before loading it."""
+
+    path: Path
+    rank: int
+    base_model: str | None
+    """The base it was trained on, as recorded (a registry name, a folder or a hub id)."""
+
+
+def check_adapter(folder: Path, base_folder: Path, max_lora_rank: int) -> AdapterFacts:
+    """Refuse an adapter vLLM would run wrongly or not at all: not a LoRA folder, a rank above
+    the server's ``max_lora_rank``, or trained on another base than ``base_folder``."""
+    folder = Path(folder).expanduser().resolve()
+    config = _read_json(folder / ADAPTER_CONFIG)
+    identity = _read_json(folder / ADAPTER_IDENTITY) if (folder / ADAPTER_IDENTITY).exists() else {}
+    if config.get("peft_type", "LORA") != "LORA" or not isinstance(config.get("r"), int):
+        raise VLLMError(f"{folder}: not a LoRA adapter (peft_type LORA with an integer r)")
+    rank = int(config["r"])
+    if rank > max_lora_rank:
+        raise VLLMError(
+            f"{folder}: rank r={rank} is above the server's max_lora_rank {max_lora_rank}; "
+            f"start it with a larger one (--vllm-max-lora-rank, one of {LORA_RANKS})"
+        )
+    recorded = identity.get("base_model") or config.get("base_model_name_or_path")
+    if not recorded:
+        log.warning("%s: records no base model; serving it on %s unchecked", folder, base_folder)
+    elif not same_base(str(recorded), base_folder):
+        raise VLLMError(
+            f"{folder}: trained on {recorded}, but vLLM serves {base_folder}; serve the adapter's "
+            "base (for a registry model: its folder in $MENTOR_HOME/models)"
+        )
+    return AdapterFacts(folder, rank, str(recorded) if recorded else None)
+
+
+def same_base(recorded: str, base_folder: Path) -> bool:
+    """Whether ``recorded`` (a folder, a registry name or its upstream hub id) is ``base_folder``.
+
+    A registry name means the folder mentor converted it to (a packaged GGUF becomes an HF folder
+    in ``$MENTOR_HOME/models/NAME``): those are the weights the adapter was trained on."""
+    from mentor.models.hub import model_dir
+    from mentor.models.registry import REGISTRY
+
+    base = Path(base_folder).expanduser().resolve()
+    path = Path(recorded).expanduser()
+    if path.exists():
+        return path.resolve() == base
+    names = [recorded, *(n for n, spec in REGISTRY.items() if spec.upstream == recorded)]
+    return any((folder := model_dir(n)) is not None and folder == base for n in names)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VLLMError(f"{path.parent}: not an adapter folder (no {path.name})") from None
+    except json.JSONDecodeError as exc:
+        raise VLLMError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise VLLMError(f"{path}: expected a JSON object")
+    return data
+
+
+# ---- the request body --------------------------------------------------------------------------
+
+
+def sampling_body(sampling: SamplingConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every :class:`SamplingConfig` field as ``/v1/completions`` fields: (OpenAI's, vLLM's own).
+
+    All are sent, defaults too: vLLM would otherwise take the model's generation_config.json
+    defaults (a temperature of its own), and mentor's engines must agree for the same config."""
+    fields: dict[str, Any] = {
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "stop": list(sampling.stop),
+    }
+    if sampling.seed is not None:
+        fields["seed"] = sampling.seed
+    extra = {"repetition_penalty": sampling.repetition_penalty, "ignore_eos": sampling.ignore_eos}
+    return fields, extra
+
+
+def finish_reason(value: str | None, model: str) -> FinishReason:
+    if value in FINISH:
+        return FINISH[value]
+    raise RemoteError(f"vLLM ({model}) ended the request with finish_reason {value!r}")
+
+
+# ---- the engine --------------------------------------------------------------------------------
+
+
+class _ExpiredError(Exception):
+    """The request's deadline passed (or it was cancelled) before it could be sent."""
+
+
+class VLLMEngine:
+    """:class:`~mentor.models.engine.TextEngine` over a vLLM server's ``/v1/completions``.
+
+    ``served`` is the base's id on the server; a request's ``adapter`` is sent as the model."""
+
+    max_running = 64
+    """Requests a caller (the server's scheduler) should keep in flight; vLLM batches them."""
+
+    def __init__(
+        self,
+        url: str,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str,
+        served: str,
+        base_folder: Path,
+        context_length: int,
+        settings: VLLMSettings,
+        client: Any = None,
+    ) -> None:
+        import openai
+
+        self.url, self.tokenizer, self.name, self.served = url, tokenizer, name, served
+        self.base_folder, self.context_length, self.settings = base_folder, context_length, settings
+        self.endpoint = EndpointSettings(
+            base_url=url,
+            model=served,
+            api_key_env="",
+            timeout_s=settings.request_timeout_s,
+            max_retries=settings.max_retries,
+            backoff_base_s=0.5,
+            backoff_max_s=5.0,
+        )
+        self.client = client or openai.OpenAI(
+            base_url=url, api_key="no-key", max_retries=0, timeout=settings.request_timeout_s
+        )
+        self.adapters: dict[str, AdapterFacts] = {}
+        self._rng = random.Random()
+
+    # ---- prompts (mentor's, exactly as HFEngine's) --------------------------------------------
+
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()
+    ) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{self.name}: the tokenizer has no chat template")
+        return encode_chat(self.tokenizer, messages, tools=tools)
+
+    def encode_text(self, text: str, *, special: bool = True) -> list[int]:
+        return [int(i) for i in self.tokenizer(text, add_special_tokens=special)["input_ids"]]
+
+    def supports_tools(self) -> bool:
+        return "tools" in (self.tokenizer.chat_template or "")
+
+    # ---- adapters -----------------------------------------------------------------------------
+
+    def add_adapter(self, name: str, folder: Path, *, loaded: bool = False) -> AdapterFacts:
+        """Check ``folder`` against the served base and register it as ``name`` (``loaded``: the
+        server already has it, from ``--lora-modules``)."""
+        if not name or name == self.served or name in self.adapters:
+            raise VLLMError(f"adapter name {name!r} is taken or empty")
+        facts = check_adapter(folder, self.base_folder, self.settings.max_lora_rank)
+        if not loaded:
+            body = {"lora_name": name, "lora_path": str(facts.path)}
+            self._admin("load_lora_adapter", body, f"adapter {name} ({facts.path})")
+        self.adapters[name] = facts
+        return facts
+
+    def remove_adapter(self, name: str) -> None:
+        if name not in self.adapters:
+            raise KeyError(name)
+        self._admin("unload_lora_adapter", {"lora_name": name}, f"adapter {name}")
+        del self.adapters[name]
+
+    def _admin(self, route: str, body: dict[str, Any], what: str) -> None:
+        try:
+            status, answer = http_json("POST", f"{self.url}/{route}", body, timeout=120)
+        except OSError as exc:
+            raise VLLMError(f"{what}: vLLM at {self.url} did not answer ({exc})") from None
+        if status == 404:
+            raise VLLMError(
+                f"{what}: {self.url} has no /{route}; start vLLM with --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            )
+        if status >= 400:
+            raise VLLMError(f"{what}: vLLM refused (HTTP {status}): {error_message(answer)}")
+
+    # ---- decoding -----------------------------------------------------------------------------
+
+    def stream(self, request: Request, result: Completion | None = None) -> Iterator[str]:
+        """Stream the reply; a passed deadline or ``cancelled()`` closes the HTTP stream (vLLM
+        then aborts the request) and ends with ``timeout``/``cancelled``."""
+        result = result if result is not None else Completion()
+        if not request.prompt:
+            raise ValueError("a prompt must have at least one token")
+        model = self._model_for(request.adapter)
+        fields, extra = sampling_body(request.sampling)
+        kwargs = fields | {
+            "model": model,
+            "prompt": list(request.prompt),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "extra_body": extra,
+        }
+        result.prompt_tokens = len(request.prompt)
+        start = time.perf_counter()
+        pieces: list[str] = []
+
+        def before(attempt: int) -> None:
+            if _stop_reason(request) is not None:
+                raise _ExpiredError
+
+        try:
+            chunks, _ = call_with_retries(
+                lambda: self.client.completions.create(**kwargs),
+                self.endpoint.model_copy(update={"model": model}),
+                rng=self._rng,
+                before=before,
+            )
+        except _ExpiredError:
+            result.finish_reason = _stop_reason(request)
+            result.seconds = time.perf_counter() - start
+            return
+        received = iter(chunks)
+        try:
+            while True:
+                try:
+                    chunk = next(received)
+                except StopIteration:
+                    break
+                except Exception as exc:  # the HTTP library's: the connection dropped
+                    raise RemoteError(f"vLLM ({model}): the stream broke off ({exc})") from None
+                if chunk.usage is not None:
+                    result.completion_tokens = chunk.usage.completion_tokens
+                    result.prompt_tokens = chunk.usage.prompt_tokens
+                for choice in chunk.choices:
+                    if choice.text:
+                        if result.first_token_s is None:
+                            result.first_token_s = time.perf_counter() - start
+                        pieces.append(choice.text)
+                        result.completion_tokens += 1  # until the usage says exactly
+                        yield choice.text
+                    if choice.finish_reason is not None:
+                        result.finish_reason = finish_reason(choice.finish_reason, model)
+                if result.finish_reason is None and (reason := _stop_reason(request)):
+                    result.finish_reason = reason
+                    break
+        finally:
+            chunks.close()
+            result.text = "".join(pieces)
+            result.seconds = time.perf_counter() - start
+        if result.finish_reason is None:
+            raise RemoteError(f"vLLM ({model}): the stream ended without a finish reason")
+
+    def generate(self, requests: Sequence[Request], *, batch_size: int = 8) -> list[Completion]:
+        """``batch_size`` requests in flight at once, which vLLM batches; in order. A failure
+        cancels the requests still running and is raised."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        results = [Completion() for _ in requests]
+        failed = threading.Event()
+
+        def run(index: int) -> None:
+            request = requests[index]
+            own = request.cancelled
+            watched = replace(
+                request, cancelled=lambda: failed.is_set() or (own is not None and own())
+            )
+            try:
+                for _ in self.stream(watched, results[index]):
+                    pass
+            except BaseException:
+                failed.set()
+                raise
+
+        with ThreadPoolExecutor(batch_size, "vllm") as pool:
+            futures = [pool.submit(run, i) for i in range(len(requests))]
+            for future in futures:
+                future.result()
+        return results
+
+    def _model_for(self, adapter: str | None) -> str:
+        if adapter is None:
+            return self.served
+        if adapter not in self.adapters:
+            known = ", ".join(sorted(self.adapters)) or "none"
+            raise ValueError(
+                f"adapter {adapter!r} is not registered with vLLM (registered: {known})"
+            )
+        return adapter
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _stop_reason(request: Request) -> FinishReason | None:
+    if request.cancelled is not None and request.cancelled():
+        return "cancelled"
+    if request.deadline is not None and time.monotonic() > request.deadline:
+        return "timeout"
+    return None
+
+
+# ---- start or attach ---------------------------------------------------------------------------
+
+
+@contextmanager
+def open_vllm(
+    model_folder: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    name: str,
+    adapters: Mapping[str, Path] = {},
+    settings: VLLMSettings | None = None,
+    console: Console | None = None,
+) -> Iterator[VLLMEngine]:
+    """A :class:`VLLMEngine` serving ``model_folder`` as ``name`` with ``adapters`` registered.
+
+    Without ``settings.url`` a server is started (and stopped when the block ends, also on an
+    error); with it, the running server is used as it is, and only the adapters registered here
+    are unregistered at the end. Adapters are checked against the base before anything starts."""
+    settings = settings or VLLMSettings()
+    folder = Path(model_folder).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise VLLMError(f"{folder}: not a model folder (no config.json)")
+    for path in adapters.values():
+        check_adapter(path, folder, settings.max_lora_rank)
+    with ExitStack() as stack:
+        if settings.url is None:
+            server = VLLMServer(
+                folder, name=name, adapters=adapters, settings=settings, console=console
+            )
+            stack.enter_context(server)
+            url = server.url
+        else:
+            url = settings.url
+        models = served_models(url)
+        served, length = _pick_base(models, name, url, folder)
+        engine = VLLMEngine(
+            url,
+            tokenizer,
+            name=name,
+            served=served,
+            base_folder=folder,
+            context_length=length,
+            settings=settings,
+        )
+        stack.callback(engine.close)
+        roots = {str(m.get("id")): str(m.get("root", "")) for m in models if m.get("parent")}
+        for adapter, path in adapters.items():
+            # A started server has them from --lora-modules; an attached one may have some.
+            present = settings.url is None or adapter in roots
+            if (
+                present
+                and settings.url is not None
+                and Path(roots[adapter]).resolve() != Path(path).expanduser().resolve()
+            ):
+                raise VLLMError(
+                    f"{url} already serves an adapter {adapter!r} from {roots[adapter]}, "
+                    f"not {path}; choose another name"
+                )
+            engine.add_adapter(adapter, path, loaded=present)
+            if not present:
+                stack.callback(_quietly, engine.remove_adapter, adapter)
+        yield engine
+
+
+def _pick_base(
+    models: Sequence[Mapping[str, Any]], name: str, url: str, folder: Path
+) -> tuple[str, int]:
+    """The served base's id and context length: ``name`` if served, else the only base."""
+    bases = [m for m in models if not m.get("parent")]
+    chosen = next((m for m in bases if m.get("id") == name), None)
+    if chosen is None and len(bases) == 1:
+        chosen = bases[0]
+        log.info("%s serves %s; using it as %s", url, chosen.get("id"), name)
+    if chosen is None:
+        ids = ", ".join(str(m.get("id")) for m in bases) or "nothing"
+        raise VLLMError(f"{url} serves {ids}, not {name}")
+    root = Path(str(chosen.get("root", "")))
+    if root.is_dir() and root.resolve() != folder:
+        log.warning(
+            "%s serves %s; the tokenizer and adapters are checked against %s", url, root, folder
+        )
+    return str(chosen.get("id")), int(chosen.get("max_model_len") or 2048)
+
+
+def _quietly(action: Callable[[str], None], arg: str) -> None:
+    try:
+        action(arg)
+    except (VLLMError, KeyError) as exc:
+        log.warning("vLLM: could not undo %s(%s): %s", action.__name__, arg, exc)
