@@ -404,9 +404,10 @@ class HFEngine:
         pending = deque(order)
         running: list[_Row] = []
         while pending or running:
-            while pending and len(running) < batch_size:
-                i = pending.popleft()
-                running.append(self._submit(requests[i], results[i], streamed=False))
+            chosen = [
+                pending.popleft() for _ in range(min(len(pending), batch_size - len(running)))
+            ]
+            running += self._submit_all([(requests[i], results[i]) for i in chosen])
             running[0].finished.wait()
             for row in [r for r in running if r.finished.is_set()]:
                 running.remove(row)
@@ -434,15 +435,25 @@ class HFEngine:
             return len(self._running), len(self._waiting)
 
     def _submit(self, request: Request, result: Completion | None, *, streamed: bool) -> _Row:
-        if not request.prompt:
-            raise ValueError("a prompt must have at least one token")
-        if request.adapter is not None and self.row_adapters is None:
-            raise ValueError(f"{self.name} runs no adapters, and this request asks for one")
-        row = self._row(request, result if result is not None else Completion(), streamed)
-        with self._wake:
-            self._waiting.append(row)
-            self._start()
+        (row,) = self._submit_all(
+            [(request, result if result is not None else Completion())], streamed=streamed
+        )
         return row
+
+    def _submit_all(
+        self, work: Sequence[tuple[Request, Completion]], *, streamed: bool = False
+    ) -> list[_Row]:
+        """Queue requests together (they are prefilled in one pass when there is room)."""
+        for request, _ in work:
+            if not request.prompt:
+                raise ValueError("a prompt must have at least one token")
+            if request.adapter is not None and self.row_adapters is None:
+                raise ValueError(f"{self.name} runs no adapters, and this request asks for one")
+        rows = [self._row(request, result, streamed) for request, result in work]
+        with self._wake:
+            self._waiting.extend(rows)
+            self._start()
+        return rows
 
     def _row(self, request: Request, result: Completion, streamed: bool) -> _Row:
         generator = None
