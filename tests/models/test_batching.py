@@ -229,3 +229,36 @@ def test_a_model_mid_training_decodes_in_eval_mode_and_gets_its_mode_back() -> N
     engine.generate([Request([5, 6], FIXED)])
     assert model.training  # restored before generate returned, not by the idle thread later
     assert modes and not any(modes)
+
+
+@pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2])
+def test_a_lone_request_decodes_single_stream_until_another_joins(build) -> None:  # type: ignore[no-untyped-def]
+    # On CUDA a lone request runs through the StaticDecoder (a static cache, one captured graph
+    # per token); here the same path runs eagerly, and a second request moves it into a batch.
+    model, tokenizer = build()
+    plain = HFEngine(model, tokenizer, single_stream=False)
+    fast = HFEngine(model, tokenizer, single_stream=True)
+    long = SamplingConfig(max_new_tokens=300, ignore_eos=True)
+    first = Request(plain.encode_text("the first request"), long)
+    second = Request(plain.encode_text("a second, later one"), FIXED)
+    expected = _alone(plain, [first, second])
+    assert fast.generate([first])[0].text == expected[0].text and fast._decoders
+
+    results = [Completion(), Completion()]
+    pieces: list[str] = []
+
+    def run_first() -> None:
+        pieces.extend(fast.stream(first, results[0]))
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    while results[0].completion_tokens < 5:
+        time.sleep(0.001)
+    left = []
+    leave = fast._leave_single_stream
+    fast._leave_single_stream = lambda: left.append(1) or leave()  # type: ignore[method-assign]
+    late = list(fast.stream(second, results[1]))
+    thread.join(timeout=60)
+    assert late and [r.text for r in results] == [c.text for c in expected]
+    assert left == [1] and results[0].completion_tokens == 300  # it joined mid-flight
+    assert fast._solo is None

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
 
+from mentor.models import static_decode
 from mentor.models.chat import encode_chat
 from mentor.models.kv import Batch, bytes_per_token, extend, join, joinable, keep
 from mentor.models.protocols import SamplingConfig
@@ -328,6 +329,7 @@ class HFEngine:
         max_running: int = 32,
         kv_budget_tokens: int | None = None,
         row_adapters: RowAdapters | None = None,
+        single_stream: bool | None = None,
     ) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {max_running}")
@@ -353,6 +355,13 @@ class HFEngine:
         self._joinable = True  # learned from the first cache
         self._thread: threading.Thread | None = None
         self._closed: list[_Row] = []  # rows finished in this pass, to signal after it
+        if single_stream is None:
+            single_stream = model.device.type == "cuda" and static_decode.supported(model)
+        self.single_stream = single_stream
+        """A lone request decodes through a :class:`StaticDecoder` (a static KV cache and, on
+        CUDA, one captured graph per token) until a second one arrives; default: on CUDA."""
+        self._decoders: dict[int, static_decode.StaticDecoder] = {}
+        self._solo: static_decode.StaticDecoder | None = None  # decoding the lone row
         self.steps = 0
         """Forward passes so far (prefills included)."""
 
@@ -512,7 +521,7 @@ class HFEngine:
                             if not row.done:
                                 row.done, row.error = True, exc
                                 self._closed.append(row)
-                        self._running, self._batch = [], None
+                        self._running, self._batch, self._solo = [], None, None
                 closed, self._closed = self._closed, []
                 for row in closed:
                     row.emit(row.error if row.error is not None else _DONE)
@@ -542,21 +551,68 @@ class HFEngine:
                 joining.append(self._waiting.popleft())
             return joining
 
+    def _adapters(self, rows: Sequence[_Row]) -> AbstractContextManager[Any]:
+        """Each row's adapter for one pass (all None too: the base, whatever was active)."""
+        if self.row_adapters is None:
+            return nullcontext()
+        return self.row_adapters([r.request.adapter for r in rows])
+
     def _forward(self, ids: torch.Tensor, rows: Sequence[_Row], **kwargs: Any) -> torch.Tensor:
         """One pass; the last position's logits (B, V)."""
-        names = [r.request.adapter for r in rows]
-        adapters: AbstractContextManager[Any] = nullcontext()
-        if self.row_adapters is not None:  # all None too: the base, whatever was active
-            adapters = self.row_adapters(names)
-        with adapters:
+        with self._adapters(rows):
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
         self.steps += 1
         return cast(torch.Tensor, out.logits[:, -1])
+
+    # ---- one request alone: the single-stream decoder -----------------------------------------
+
+    def _alone(self, rows: Sequence[_Row]) -> bool:
+        """Whether ``rows`` is one base-model request with nothing else running or waiting."""
+        if not self.single_stream or self._running or len(rows) != 1:
+            return False
+        with self._wake:
+            waiting = bool(self._waiting)
+        row = rows[0]
+        return not waiting and row.request.adapter is None and row.reserved <= self.context_length
+
+    def _decoder(self, tokens: int) -> static_decode.StaticDecoder:
+        """The decoder whose cache fits ``tokens``: sizes grow by 4x from 512 up to the context,
+        each compiled once, so a short request does not attend over a full context's slots."""
+        size = 512
+        while size < tokens and size < self.context_length:
+            size *= 4
+        size = min(size, self.context_length)
+        if size not in self._decoders:
+            compiled = self.model.device.type == "cuda"
+            self._decoders[size] = static_decode.StaticDecoder(
+                self.model, size, static=True, compile=compiled
+            )
+        return self._decoders[size]
+
+    def _leave_single_stream(self) -> Batch:
+        """The lone row's cache as a one-row batch, which others can join."""
+        assert self._solo is not None
+        length = self._solo.length
+        cache = self._solo.export_cache()
+        self._solo = None
+        mask = torch.ones((1, length), dtype=torch.long, device=self.model.device)
+        return Batch(cache, mask, torch.tensor([length], device=self.model.device))
 
     def _prefill(self, rows: list[_Row]) -> None:
         """Run the new rows' prompts, pick their first tokens, and join them to the batch."""
         from transformers import DynamicCache
 
+        if self._solo is not None:
+            self._batch = self._leave_single_stream()
+        elif self._alone(rows):
+            self._solo = self._decoder(rows[0].reserved)
+            self._solo.reset()
+            with self._adapters(rows):
+                logits = self._solo.prefill(rows[0].request.prompt)
+            self.steps += 1
+            self._running += rows
+            self._pick(rows, logits[None])
+            return
         device = self.model.device
         padded = left_pad([r.request.prompt for r in rows], self.pad_id, device)
         mask = padded["attention_mask"]  # (b, l)
@@ -576,6 +632,13 @@ class HFEngine:
 
     def _advance(self) -> None:
         """One forward pass over every running row, then the next token for each."""
+        if self._solo is not None:
+            rows = self._running
+            with self._adapters(rows):
+                logits = self._solo.step(rows[0].last)
+            self.steps += 1
+            self._pick(rows, logits[None])
+            return
         batch = self._batch
         assert batch is not None
         rows = self._running
@@ -599,8 +662,11 @@ class HFEngine:
             for row in self._running:
                 if row.done:
                     self._close(row)
-            assert self._batch is not None
-            self._batch = keep(self._batch, staying) if staying else None
+            if self._solo is not None:
+                self._solo = None  # the lone row finished; its decoder waits for the next
+            else:
+                assert self._batch is not None
+                self._batch = keep(self._batch, staying) if staying else None
             with self._wake:
                 self._running = [self._running[i] for i in staying]
 

@@ -179,3 +179,18 @@ class StaticDecoder:
         logits = self._step(self._token, self._position)
         self.length += 1
         return logits[0].to(torch.float32, copy=True)
+
+    def export_cache(self) -> Any:
+        """The sequence so far as a ``DynamicCache`` (copies of the first ``length`` positions),
+        for a batch to take over: the engine leaves single-stream decoding this way when a
+        second request arrives."""
+        from transformers import DynamicCache
+
+        if not self.static:
+            return self._cache
+        cache = DynamicCache()
+        for index, layer in enumerate(self._cache.layers):
+            keys = layer.keys[:, :, : self.length].clone()
+            values = layer.values[:, :, : self.length].clone()
+            cache.update(keys, values, index)
+        return cache
