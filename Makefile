@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install vllm demo test test-fast lint format bench clean
+.PHONY: install vllm demo test test-fast lint format bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Decode speed on a GPU (bench/gpu_check.py). No install: a GPU machine's own python3 with torch
+# and transformers runs it from the checkout. GPU_CHECK_ARGS="--models 135m --new-tokens 64".
+gpu-check:
+	PYTHONPATH=src $(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

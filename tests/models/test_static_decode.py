@@ -98,6 +98,15 @@ def test_reset_and_reuse_equal_a_fresh_decoder() -> None:
     assert _greedy(used, PROMPTS[0], NEW)[0] == _greedy(fresh, PROMPTS[0], NEW)[0]
 
 
+def test_the_callers_inference_mode_does_not_reach_the_cache() -> None:
+    model, _ = _lively(tiny_llama)
+    decoder = StaticDecoder(model, max_len=24, static=True)
+    with torch.inference_mode():  # as HFEngine calls it
+        inside = _greedy(decoder, PROMPTS[0], NEW)[0]
+    # the cache was made on that call: inference tensors would refuse this in-place reuse
+    assert _greedy(decoder, PROMPTS[0], NEW)[0] == inside
+
+
 def test_prefill_after_cached_tokens_continues_the_sequence() -> None:
     model, _ = _lively(tiny_qwen2)
     decoder = StaticDecoder(model, max_len=32, static=True)

@@ -25,7 +25,10 @@ How the engine uses it, for a batch-1 request on CUDA::
         token = pick(logits)
         logits = decoder.step(token)          # (V,) float32, a copy the caller may keep
 
-All calls run under ``torch.no_grad()``; the model must be in eval mode. The first ``step`` on
+Every call runs under ``torch.no_grad()`` and outside inference mode, whatever the caller's mode
+(the cache's tensors must not become inference tensors on one call and be written outside
+inference mode on the next; and this is the mode transformers' own compiled generation runs in).
+The model must be in eval mode. The first ``step`` on
 CUDA compiles (tens of seconds) and the second captures the graph; construct one decoder per
 model and reuse it across requests (``reset`` keeps the cache's buffers, so the graph stays
 valid). ``max_len`` bounds prompt + reply; more raises ``ValueError``. The model must stay
@@ -34,9 +37,10 @@ unchanged (same weights, same active adapter, no per-row adapters) between compi
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
@@ -70,6 +74,20 @@ def supported(model: torch.nn.Module) -> bool:
     except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError):
         return False
     return True
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _no_grad(method: _Method) -> _Method:
+    """Run ``method`` under no_grad and outside inference mode (see the module docstring)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.no_grad():
+            return method(*args, **kwargs)
+
+    return cast(_Method, wrapper)
 
 
 class StaticDecoder:
@@ -107,6 +125,9 @@ class StaticDecoder:
         if self.compiled and not self.static:
             raise ValueError("compile=True needs static=True (a growing cache recompiles)")
         self._cache_key = _cache_arg(model) or "cache"
+        # transformers 4.x takes the cache slots to write as ``cache_position``; 5.x keeps the
+        # count inside the cache.
+        self._takes_slots = "cache_position" in inspect.signature(model.forward).parameters
         self.length = 0
         """Tokens in the cache."""
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
@@ -126,6 +147,8 @@ class StaticDecoder:
     def _forward_one(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """Logits (1, V) after ``token`` (1, 1) at ``position`` (1, 1); the compiled step."""
         kwargs = {self._cache_key: self._cache}
+        if self._takes_slots:
+            kwargs["cache_position"] = position[0]
         out = self.model(input_ids=token, position_ids=position, use_cache=True, **kwargs)
         return out.logits[:, -1]  # type: ignore[no-any-return]
 
@@ -133,6 +156,7 @@ class StaticDecoder:
         if self.model.training:
             raise RuntimeError("StaticDecoder needs the model in eval mode (dropout is on)")
 
+    @_no_grad
     def reset(self) -> None:
         """Forget the sequence. The static cache is zeroed in place (its addresses, which the
         captured graph reads, stay); a dynamic one is replaced."""
@@ -142,7 +166,7 @@ class StaticDecoder:
             self._cache = self._new_cache()
         self.length = 0
 
-    @torch.no_grad()
+    @_no_grad
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
         """Run ``ids`` after what is cached (after :meth:`reset`: a new prompt) and return the
         next token's logits (V,), float32. Runs eagerly: prompt lengths vary."""
@@ -158,6 +182,8 @@ class StaticDecoder:
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
         positions = torch.arange(start, start + len(ids), device=self.device)[None]
         kwargs = {self._cache_key: self._cache}
+        if self._takes_slots:
+            kwargs["cache_position"] = positions[0]
         out = self.model(
             input_ids=input_ids, position_ids=positions, use_cache=True, logits_to_keep=1, **kwargs
         )
@@ -165,7 +191,7 @@ class StaticDecoder:
         logits: torch.Tensor = out.logits[0, -1]
         return logits.to(torch.float32, copy=True)
 
-    @torch.no_grad()
+    @_no_grad
     def step(self, token: int) -> torch.Tensor:
         """Append ``token`` and return the next token's logits (V,), float32 (a copy: a CUDA
         graph's output buffer is overwritten by the next replay)."""

@@ -174,7 +174,8 @@ class _AdaptedLinear(torch.autograd.Function):
 class RowAdapters:
     """Which adapter each row of a batch runs with: built once per :func:`use_row_adapters` call
     and shared by every wrapped layer, so the index and mask tensors are made (and moved to the
-    device) once per call, not once per layer.
+    device) once per call, not once per layer, and each layer prepares its update once per call
+    (the adapters' weights are taken as fixed while the call lasts).
 
     A layer adds the rows' updates one of two ways, by the total rank R of the adapters in play:
 
@@ -192,6 +193,8 @@ class RowAdapters:
         self.used = tuple(dict.fromkeys(n for n in self.names if n is not None))
         self._index: dict[tuple[str, torch.device], torch.Tensor] = {}
         self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
+        self.updates: dict[tuple[nn.Module, torch.dtype], Any] = {}
+        """Each layer's prepared update under this plan (see ``LoRALinear._forward_rows``)."""
 
     def index(self, name: str, device: torch.device) -> torch.Tensor:
         """The rows that run adapter ``name`` (int64 on ``device``)."""
@@ -325,45 +328,81 @@ class LoRALinear(nn.Module):
         return out
 
     def _forward_rows(self, x: torch.Tensor, plan: RowAdapters) -> torch.Tensor:
-        """Base output for every row of x (rows, ..., d_in), plus each row's own adapter update."""
+        """Base output for every row of x (rows, ..., d_in), plus each row's own adapter update.
+
+        What the update needs (stacked weights, mask, row indices) is prepared on this layer's
+        first call under ``plan`` and kept in it: a decode step's later calls pay for the matmuls
+        and little Python."""
         if x.shape[0] != plan.rows:
             raise ValueError(
                 f"use_row_adapters was given {plan.rows} adapter names, but the batch has "
                 f"{x.shape[0]} rows (dim 0)"
             )
-        layout = tuple(n for n in plan.used if n in self.lora_A)
+        if torch.is_grad_enabled():
+            self._refuse_grad(x, plan)
+        out: torch.Tensor = self.base_layer(x)
+        dtype = out.dtype
+        if (
+            dtype != torch.float32
+            and out.device.type == "cpu"
+            and out.numel() <= _FP32_ROWS * out.shape[-1]
+        ):
+            dtype = torch.float32  # thin bf16 matmuls are slow on a CPU (see forward)
+        key = (self, dtype)
+        if key not in plan.updates:
+            plan.updates[key] = self._row_update(plan, dtype, out.device)
+        add = plan.updates[key]
+        return out if add is None else add(x, out)
+
+    def _refuse_grad(self, x: torch.Tensor, plan: RowAdapters) -> None:
         weights = [self.base_layer.weight]
-        weights += [p for n in layout for p in (self.a(n).weight, self.b(n).weight)]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
+        for name in plan.used:
+            if name in self.lora_A:
+                weights += [self.a(name).weight, self.b(name).weight]
+        if any(t.requires_grad for t in (x, *weights)):
             raise RuntimeError(
                 "use_row_adapters is for inference: run it under torch.no_grad() or "
                 "torch.inference_mode() (gradients are enabled and parameters require them)"
             )
-        out: torch.Tensor = self.base_layer(x)
+
+    def _row_update(
+        self, plan: RowAdapters, dtype: torch.dtype, device: torch.device
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """``add(x, out)``: adds each row's update onto ``out`` in place (None: no row's adapter
+        adapts this layer), stacked or grouped (see :class:`RowAdapters`)."""
+        layout = tuple(n for n in plan.used if n in self.lora_A)
         if not layout:
-            return out
-        tokens = out.numel() // out.shape[-1]
-        dtype = out.dtype
-        if out.device.type == "cpu" and dtype != torch.float32 and tokens <= _FP32_ROWS:
-            dtype = torch.float32  # thin bf16 matmuls are slow on a CPU (see forward)
+            return None
         if sum(self.a(n).weight.shape[0] for n in layout) > _STACK_RANKS:
-            for name in layout:
-                rows = plan.index(name, out.device)
-                xa = F.linear(x.index_select(0, rows).to(dtype), self.a(name).weight.to(dtype))
-                update = F.linear(xa, self.b(name).weight.to(dtype)).to(out.dtype)
-                out.index_add_(0, rows, update, alpha=self.scaling[name])
-            return out
-        a_cat, b_cat = self._stack(layout, dtype, out.device)
+            groups = [
+                (plan.index(n, device), self.a(n).weight, self.b(n).weight, self.scaling[n])
+                for n in layout
+            ]
+
+            def grouped(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+                for rows, a, b, scaling in groups:
+                    xa = F.linear(x.index_select(0, rows).to(dtype), a.to(dtype))
+                    update = F.linear(xa, b.to(dtype)).to(out.dtype)
+                    out.index_add_(0, rows, update, alpha=scaling)
+                return out
+
+            return grouped
+        a_cat, b_cat = self._stack(layout, dtype, device)  # (R, d_in), (d_out, R)
         ranks = tuple((n, self.a(n).weight.shape[0], self.scaling[n]) for n in layout)
-        mask = plan.mask(ranks, out.device, dtype)  # (rows, R)
-        xa = F.linear(x.to(dtype), a_cat)  # (rows, ..., R)
-        xa.mul_(mask.view(plan.rows, *[1] * (x.dim() - 2), -1))
-        if dtype == out.dtype:
-            flat = out.view(-1, out.shape[-1])
-            flat.addmm_(xa.reshape(-1, xa.shape[-1]), b_cat.t())
-        else:
-            out.add_(F.linear(xa, b_cat))
-        return out
+        mask = plan.mask(ranks, device, dtype)  # (rows, R)
+        mask_3d = mask[:, None, :]  # (rows, 1, R) for x (rows, T, d_in)
+
+        def stacked(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            xa = F.linear(x.to(dtype), a_cat)  # (rows, ..., R)
+            xa.mul_(mask_3d if x.dim() == 3 else mask.view(len(mask), *[1] * (x.dim() - 2), -1))
+            if dtype == out.dtype:
+                flat = out.view(-1, out.shape[-1])
+                flat.addmm_(xa.reshape(-1, xa.shape[-1]), b_cat.t())
+            else:
+                out.add_(F.linear(xa, b_cat))
+            return out
+
+        return stacked
 
     def _stack(
         self, layout: tuple[str, ...], dtype: torch.dtype, device: torch.device

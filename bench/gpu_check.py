@@ -1,0 +1,323 @@
+"""GPU check: decode speed of SmolLM2-shaped models through each of mentor's paths, on one GPU.
+
+Random-initialised Llama models of SmolLM2-135M's and SmolLM2-1.7B's shapes (bf16 on CUDA), the
+real SmolLM2 tokenizer (``bench/assets/smollm2-tokenizer``, checked by sha256), 128 new tokens
+per request with the end of sequence ignored. One table, every figure from this run:
+
+- batch 1, tokens/s: transformers ``generate`` (the reference), ``HFEngine.stream``, and
+  :class:`~mentor.models.static_decode.StaticDecoder` (static KV cache, CUDA-graph step);
+  goal: StaticDecoder >= 3x ``generate``;
+- 64 concurrent requests, aggregate tokens/s: ``HFEngine.generate(..., batch_size=64)``, beside
+  ``generate`` on one batch of 64; goal >= 20x 25 tokens/s (500);
+- vLLM on the same weights, when ``import vllm`` works.
+
+It imports only torch, transformers and mentor modules that need neither pydantic nor fastapi,
+so a GPU machine's own python3 runs it from a checkout (no install). Under 5 minutes on an H200.
+
+Run: ``make gpu-check`` or ``PYTHONPATH=src python3 bench/gpu_check.py [--models 135m,1.7b]
+[--new-tokens 128] [--device cuda] [--out results.json]``; ``--tiny`` runs tiny shapes and few
+tokens (a CPU test of the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+try:
+    import mentor  # noqa: F401
+except ImportError:  # a checkout run by a python3 without mentor installed (a GPU machine)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
+
+from mentor.models.engine import HFEngine, Request
+from mentor.models.protocols import SamplingConfig
+from mentor.models.static_decode import StaticDecoder, supported
+
+TOKENIZER = Path(__file__).parent / "assets" / "smollm2-tokenizer"
+TOKENIZER_SHA256 = {
+    "chat_template.jinja": "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788",
+    "tokenizer.json": "bf346d64f6f0fbcefb4c1b6928a98241467dff36c6fbae5fe1785c4ff90667f4",
+    "tokenizer_config.json": "9a35ec54a7aefb72c27d6aa575cf9e0cc4c213995a62afbe8e4a5fac33c7d5c5",
+}
+PACKAGED = Path.home() / ".cache" / "mentor" / "models" / "smollm2-135m-instruct" / "config.json"
+
+_SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
+            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}  # fmt: skip
+SHAPES: dict[str, dict[str, Any]] = {
+    "135m": {**_SMOLLM2, "hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+             "num_key_value_heads": 3, "intermediate_size": 1536, "max_position_embeddings": 8192,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0}},
+    "1.7b": {**_SMOLLM2, "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32,
+             "num_key_value_heads": 32, "intermediate_size": 8192, "max_position_embeddings": 8192,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 130000.0}},
+    "tiny": {**_SMOLLM2, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 512,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0}},
+}  # fmt: skip
+QUESTIONS = [
+    "How do I export a board to CSV?",
+    "Can guests create boards in the free plan?",
+    "What does the Pro plan cost per member?",
+    "Summarise the refund policy in one sentence.",
+    "Which browsers are supported?",
+    "How long are deleted boards kept before they are purged for good?",
+    "Who can change the billing address?",
+    "Write a haiku about databases.",
+]
+CONCURRENT = 64
+SINGLE_STREAM_RATE = 25.0  # tokens/s: the batch-1 rate the 64-request goal is a multiple of
+
+
+def mismatches_with_packaged(shape: dict[str, Any], path: Path = PACKAGED) -> list[str]:
+    """Fields of ``shape`` that differ from the packaged SmolLM2-135M config (empty: they agree)."""
+    packaged = json.loads(path.read_text())
+    wrong = [
+        f"{key}: {value!r} here, {packaged.get(key)!r} packaged"
+        for key, value in shape.items()
+        if key not in ("rope_parameters", "rms_norm_eps") and packaged.get(key) != value
+    ]
+    theta = packaged.get("rope_parameters", {}).get("rope_theta", packaged.get("rope_theta"))
+    if theta != shape["rope_parameters"]["rope_theta"]:
+        wrong.append(f"rope_theta: {shape['rope_parameters']['rope_theta']} here, {theta} packaged")
+    if abs(packaged["rms_norm_eps"] - shape["rms_norm_eps"]) > 1e-9:
+        wrong.append(f"rms_norm_eps: {shape['rms_norm_eps']} here, {packaged['rms_norm_eps']}")
+    return wrong
+
+
+def load_tokenizer() -> Any:
+    for name, digest in TOKENIZER_SHA256.items():
+        actual = hashlib.sha256((TOKENIZER / name).read_bytes()).hexdigest()
+        if actual != digest:
+            raise SystemExit(f"{TOKENIZER / name}: sha256 {actual}, expected {digest}")
+    return AutoTokenizer.from_pretrained(str(TOKENIZER))
+
+
+def build_model(shape: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
+    """Random weights, made on the device (1.7B parameters initialise in seconds there)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(**SHAPES[shape])
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    return model.eval()
+
+
+@dataclass
+class Row:
+    model: str
+    measure: str
+    tokens_per_s: float | None
+    versus: str = ""
+    goal: str = ""
+    note: str = ""
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    started = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - started
+
+
+def hf_generate(model: PreTrainedModel, rows: list[list[int]], new: int, pad: int) -> list[int]:
+    """transformers' own loop, left-padded, greedy, exactly ``new`` tokens per row; row 0's."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :], mask[i, width - len(row) :] = torch.tensor(row), 1
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+            max_new_tokens=new, min_new_tokens=new, do_sample=False, temperature=None,
+            top_p=None, top_k=None, pad_token_id=pad,
+        )  # fmt: skip
+    return [int(t) for t in out[0, width:]]
+
+
+def static_greedy(decoder: StaticDecoder, prompt: list[int], new: int) -> list[int]:
+    decoder.reset()
+    tokens = [int(decoder.prefill(prompt).argmax())]
+    while len(tokens) < new:
+        tokens.append(int(decoder.step(tokens[-1]).argmax()))
+    return tokens
+
+
+def check_model(
+    shape: str, device: torch.device, dtype: torch.dtype, tokenizer: Any, new: int
+) -> list[Row]:
+    model = build_model(shape, device, dtype)
+    engine = HFEngine(model, tokenizer, name=shape)
+    prompts = [
+        engine.encode_chat([{"role": "user", "content": f"{q} (ticket {i})"}])
+        for i in range(CONCURRENT // len(QUESTIONS))
+        for q in QUESTIONS
+    ]
+    one = prompts[0]
+    fixed = SamplingConfig(max_new_tokens=new, ignore_eos=True)
+    pad = int(tokenizer.pad_token_id)
+    rows: list[Row] = []
+    label = f"SmolLM2-{shape}" if shape != "tiny" else "tiny"
+
+    def say(row: Row) -> None:
+        rows.append(row)
+        rate = "-" if row.tokens_per_s is None else f"{row.tokens_per_s:.0f}"
+        print(f"  {row.measure}: {rate} tok/s {row.versus} {row.note}".rstrip(), flush=True)
+
+    print(f"== {label} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M)", flush=True)
+    hf_generate(model, [one], min(new, 8), pad)  # warm-up
+    hf_tokens: list[int] = []
+    hf_s = timed(lambda: hf_tokens.extend(hf_generate(model, [one], new, pad)), device)
+    hf_rate = new / hf_s
+    say(Row(label, "batch 1: transformers generate", hf_rate, "1.00x"))
+
+    def stream() -> None:
+        for _ in engine.stream(Request(one, fixed)):
+            pass
+
+    engine_rate = new / timed(stream, device)
+    say(Row(label, "batch 1: HFEngine.stream", engine_rate, f"{engine_rate / hf_rate:.2f}x"))
+
+    if supported(model):
+        decoder = StaticDecoder(model, max_len=len(one) + new + 16)
+        kind = "static cache, CUDA graph" if decoder.compiled else "dynamic cache, eager"
+        started = time.perf_counter()
+        static_greedy(decoder, one, min(new, 8))  # compiles and captures on CUDA
+        warm = time.perf_counter() - started
+        static_tokens: list[int] = []
+        rate = new / timed(lambda: static_tokens.extend(static_greedy(decoder, one, new)), device)
+        pairs = enumerate(zip(static_tokens, hf_tokens, strict=True))
+        agree = next((i for i, (a, b) in pairs if a != b), new)
+        say(Row(label, f"batch 1: StaticDecoder ({kind})", rate, f"{rate / hf_rate:.2f}x",
+                goal_met(rate >= 3 * hf_rate, ">= 3x generate"),
+                f"warm-up {warm:.0f} s; first {agree}/{new} tokens as generate"))  # fmt: skip
+    else:
+        say(Row(label, "batch 1: StaticDecoder", None, note="model not supported"))
+
+    requests = [Request(p, fixed) for p in prompts]
+    engine.generate(requests[:2], batch_size=2)  # warm-up
+    engine_s = timed(lambda: engine.generate(requests, batch_size=CONCURRENT), device)
+    rate = CONCURRENT * new / engine_s
+    say(Row(label, f"{CONCURRENT} requests: HFEngine.generate", rate,
+            f"{rate / SINGLE_STREAM_RATE:.1f}x 25 tok/s",
+            goal_met(rate >= 20 * SINGLE_STREAM_RATE, ">= 20x 25 tok/s")))  # fmt: skip
+    hf_s = timed(lambda: hf_generate(model, prompts, new, pad), device)
+    rate = CONCURRENT * new / hf_s
+    say(Row(label, f"{CONCURRENT} requests: transformers generate, one batch", rate,
+            f"{rate / SINGLE_STREAM_RATE:.1f}x 25 tok/s"))  # fmt: skip
+    vllm_rows(label, model, tokenizer, one, prompts, new, say)
+    return rows
+
+
+def goal_met(met: bool, goal: str) -> str:
+    return f"{goal}: {'met' if met else 'NOT met'}"
+
+
+def vllm_rows(
+    label: str, model: PreTrainedModel, tokenizer: Any, one: list[int],
+    prompts: list[list[int]], new: int, say: Callable[[Row], None],
+) -> None:  # fmt: skip
+    """The same weights through vLLM (saved to a scratch folder), or a row saying why not."""
+    try:
+        import vllm
+    except Exception as error:  # any failure to import means: no vLLM row
+        say(Row(label, "vLLM", None, note=f"not importable ({type(error).__name__})"))
+        return
+    if model.device.type != "cuda":
+        say(Row(label, "vLLM", None, note="needs CUDA"))
+        return
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        llm = vllm.LLM(model=folder, dtype="bfloat16", gpu_memory_utilization=0.4, seed=0)
+        params = vllm.SamplingParams(max_tokens=new, ignore_eos=True, temperature=0.0)
+
+        def run(rows: list[list[int]]) -> None:
+            llm.generate([{"prompt_token_ids": r} for r in rows], params, use_tqdm=False)
+
+        run([one])  # warm-up
+        say(Row(label, "batch 1: vLLM", new / timed(lambda: run([one]), model.device)))
+        rate = len(prompts) * new / timed(lambda: run(prompts), model.device)
+        say(Row(label, f"{len(prompts)} requests: vLLM", rate,
+                f"{rate / SINGLE_STREAM_RATE:.1f}x 25 tok/s"))  # fmt: skip
+
+
+def print_table(rows: list[Row], title: str) -> None:
+    header = ("model", "measure", "tok/s", "vs reference", "goal", "note")
+    cells = [header] + [
+        (r.model, r.measure, "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.0f}",
+         r.versus, r.goal, r.note)
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for i, cell in enumerate(cells):
+        print("  ".join(text.ljust(w) for text, w in zip(cell, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    parser.add_argument("--models", default="135m,1.7b", help="comma-separated: 135m, 1.7b")
+    parser.add_argument("--new-tokens", type=int, default=None, help="default 128 (8 --tiny)")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes, a CPU test")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args()
+    if args.device is None and not torch.cuda.is_available() and not args.tiny:
+        print("gpu_check: no CUDA device; pass --device cpu to run anyway, or --tiny")
+        return
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    shapes = ["tiny"] if args.tiny else [s.strip() for s in args.models.split(",") if s.strip()]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; known: 135m, 1.7b")
+    new = args.new_tokens if args.new_tokens is not None else (8 if args.tiny else 128)
+    if PACKAGED.exists():
+        wrong = mismatches_with_packaged(SHAPES["135m"])
+        if wrong:
+            raise SystemExit(f"the 135m shape differs from {PACKAGED}: {'; '.join(wrong)}")
+        print(f"135m shape agrees with {PACKAGED}")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    import transformers
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    title = (f"gpu_check on {name}: {new} new tokens, greedy, ignore_eos, {dtype}; torch "
+             f"{torch.__version__}, transformers {transformers.__version__}")  # fmt: skip
+    print(title, flush=True)
+    tokenizer = load_tokenizer()
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for shape in shapes:
+        rows += check_model(shape, device, dtype, tokenizer, new)
+        gc.collect()  # the model goes before the next one is made
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print_table(rows, f"{title}; {time.perf_counter() - started:.0f} s")
+    if args.out is not None:
+        args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""bench/gpu_check.py: runs end to end with --tiny on a CPU in a python without pydantic, fastapi
+or openai (as on the GPU machine); its 135M shape is the packaged model's; its tokenizer files
+are checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def script() -> dict[str, Any]:
+    return runpy.run_path(str(SCRIPT))  # the module's globals; main() does not run
+
+
+def test_tiny_run_without_server_packages(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    blocked = ["pydantic", "fastapi", "openai"]
+    code = (
+        f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); "
+        f"sys.argv = ['gpu_check.py', '--tiny', '--device', 'cpu', '--out', {str(out)!r}]; "
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["measure"]: row for row in json.loads(out.read_text())}
+    assert "gpu_check on CPU: 8 new tokens" in done.stdout
+    timed = [m for m in rows if not m.startswith(("vLLM", "batch 1: vLLM", "64 requests: vLLM"))]
+    assert len(timed) == 5 and all(rows[m]["tokens_per_s"] > 0 for m in timed)
+    static = rows["batch 1: StaticDecoder (dynamic cache, eager)"]
+    assert "first 8/8 tokens as generate" in static["note"]  # fp32: the same greedy tokens
+    assert rows["vLLM"]["note"].startswith("not importable") or "batch 1: vLLM" in rows
+
+
+def test_the_135m_shape_is_the_packaged_models(script: dict[str, Any], tmp_path: Path) -> None:
+    packaged = script["PACKAGED"]
+    if not packaged.exists():
+        pytest.skip("smollm2-135m-instruct is not pulled")
+    check = script["mismatches_with_packaged"]
+    assert check(script["SHAPES"]["135m"]) == []
+    config = json.loads(packaged.read_text())
+    config["num_key_value_heads"] = 9
+    wrong = tmp_path / "config.json"
+    wrong.write_text(json.dumps(config))
+    assert check(script["SHAPES"]["135m"], wrong) == ["num_key_value_heads: 3 here, 9 packaged"]
+
+
+def test_tokenizer_files_are_checked(tmp_path: Path) -> None:
+    script = runpy.run_path(str(SCRIPT))  # its own copy: TOKENIZER is changed below
+    tokenizer = script["load_tokenizer"]()
+    assert len(tokenizer) == script["SHAPES"]["135m"]["vocab_size"]
+    assert tokenizer.chat_template
+    for name in script["TOKENIZER_SHA256"]:
+        (tmp_path / name).write_bytes((script["TOKENIZER"] / name).read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    script["load_tokenizer"].__globals__["TOKENIZER"] = tmp_path
+    with pytest.raises(SystemExit, match=r"tokenizer_config.json: sha256 .*, expected 9a35ec"):
+        script["load_tokenizer"]()
