@@ -584,9 +584,10 @@ class HFEngine:
         size = min(size, self.context_length)
         if size not in self._decoders:
             compiled = self.model.device.type == "cuda"
-            self._decoders[size] = static_decode.StaticDecoder(
-                self.model, size, static=True, compile=compiled
-            )
+            with torch.inference_mode(False):  # its buffers are written outside inference mode
+                self._decoders[size] = static_decode.StaticDecoder(
+                    self.model, size, static=True, compile=compiled
+                )
         return self._decoders[size]
 
     def _leave_single_stream(self) -> Batch:
