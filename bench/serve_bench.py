@@ -306,21 +306,18 @@ def _vllm_rows(
     args: argparse.Namespace, questions: list[str], levels: tuple[int, ...]
 ) -> dict[str, dict[str, Any]]:
     """The same bursts against vLLM's own server (none when no vLLM environment is found)."""
-    try:
-        from mentor.models.vllm import VLLMServer, VLLMSettings
-    except ImportError:
-        return {}
-    from mentor.models.registry import resolve_model_folder
+    from mentor.models.loading import resolve_model_path
+    from mentor.models.vllm_server import VLLMError, VLLMServer, VLLMSettings, vllm_command
 
+    settings = VLLMSettings()
     try:
-        settings = VLLMSettings()
-        server_ = VLLMServer(resolve_model_folder(args.model), name="m", settings=settings)
-    except Exception as exc:  # no vLLM environment here
+        vllm_command(settings)
+    except VLLMError as exc:
         console.print(f"vLLM rows skipped: {exc}")
         return {}
     rows = {}
-    with server_ as url:
-        base = url.removesuffix("/v1")
+    with VLLMServer(resolve_model_path(args.model), name="m", settings=settings) as vllm:
+        base = vllm.url.removesuffix("/v1")
         _burst(base, ["m"], questions, 2, 8, key="none")
         for clients in levels:
             rows[f"vllm, {clients}"] = _burst(base, ["m"], questions, clients, args.tokens,

@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--url", default=None, help="attach to this vLLM /v1 root")
+    parser.add_argument("--no-builtin", action="store_true", help="skip mentor's own engine rows")
     args = parser.parse_args()
     console = Console()
 
@@ -119,6 +120,19 @@ def main() -> None:
         throughput(engine, 1, tokens=8, rounds=1)  # warm up
         rows = [throughput(engine, c, tokens=args.tokens) for c in args.concurrency]
     what = "attached" if args.url else f"started in {start_s:.0f} s"
+    if not args.no_builtin:  # the same requests through mentor's own engine, in this process
+        from mentor.models.engine import HFEngine
+        from mentor.models.loading import load_causal_lm
+
+        model = load_causal_lm(folder, dtype="float32", device="cpu")
+        ours = HFEngine(model, tokenizer, name="builtin", max_running=max(args.concurrency))
+        throughput(ours, 1, tokens=8, rounds=1)
+        rows += [throughput(ours, c, tokens=args.tokens) for c in args.concurrency]
+        for c in args.concurrency:
+            theirs = next(r for r in rows if r.engine != "builtin" and r.concurrency == c)
+            mine = next(r for r in rows if r.engine == "builtin" and r.concurrency == c)
+            console.print(f"{c} concurrent: builtin / vLLM = "
+                          f"{mine.tokens_per_s / theirs.tokens_per_s:.2f}x")  # fmt: skip
     console.print(table(rows, f"vLLM (CPU build, {what}): {args.tokens} new tokens a request"))
 
 
