@@ -11,9 +11,17 @@ Parts (the server is ``mentor serve`` in its own process, spoken to with the ope
   adapters and streaming; the later half asks off-domain (PubMedQA) questions, so the request log
   shows a drift. Reports errors, p50/p95 latency, then runs ``mentor monitor report`` on the log.
   Target: zero errors.
+- ``concurrency``: 8 (then 32) clients streaming 64-token replies at once, against the server
+  answering one request at a time (``--max-running 1``: the engine before continuous batching)
+  and batching them (``--max-running 32``); aggregate tokens/s and p50/p95 latency, and the same
+  load on vLLM's server when a vLLM environment is found (``make vllm``). Targets: >= 3x the
+  one-at-a-time throughput with a lower p95; >= 0.7x vLLM.
+- ``mixed``: 12 concurrent requests all on one adapter against the same spread over 3 adapters
+  (rows of different adapters share each forward pass). Target: >= 0.8x.
 - ``quantize``: runs ``bench/quantize_bench.py`` (size, tokens/s, perplexity per level).
 
-Run: ``python bench/serve_bench.py [--part stream|adapters|load|quantize|all] [--quick]``.
+Run: ``python bench/serve_bench.py [--part stream|adapters|load|concurrency|mixed|quantize|all]
+[--quick]``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ SUPPORT = ROOT / "examples" / "finetune"
 PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa" / "pqal_train.json"
 KEY = "bench-key"
 TARGET_STREAM, TARGET_ADAPTERS = 0.9, 0.9
+TARGET_BATCHED, TARGET_VLLM, TARGET_MIXED = 3.0, 0.7, 0.8
 
 
 def _questions(path: Path) -> list[str]:
@@ -222,6 +231,122 @@ def adapters_part(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": alternating / one, "rounds": rows}  # fmt: skip
 
 
+def _burst(
+    url: str, models: list[str], questions: list[str], clients: int, tokens: int, key: str = KEY
+) -> dict[str, Any]:
+    """``clients`` threads each streaming one ``tokens``-token reply at the same moment (client
+    i asks ``questions[i]`` of ``models[i]``, both cycled): aggregate tokens/s and latencies."""
+    from openai import OpenAI
+
+    latencies: list[float] = [0.0] * clients
+    made: list[int] = [0] * clients
+    errors: list[str] = []
+    gate = threading.Barrier(clients)
+
+    def one(i: int) -> None:
+        client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=900)
+        gate.wait()
+        try:
+            made[i], latencies[i] = _streamed(
+                client, models[i % len(models)], questions[i % len(questions)], tokens
+            )
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "clients": clients, "tokens": sum(made), "wall_s": wall,
+        "tokens_per_s": sum(made) / wall, "p50_s": statistics.median(ordered),
+        "p95_s": ordered[int(0.95 * (clients - 1))], "errors": errors,
+    }  # fmt: skip
+
+
+def concurrency_part(args: argparse.Namespace) -> dict[str, Any]:
+    questions = _questions(SUPPORT / "support_test.jsonl")
+    rows: dict[str, dict[str, Any]] = {}
+    levels = (8,) if args.quick else (8, 32)
+    for running in (1, 32):
+        with server(args, "--max-running", str(running), "--timeout", "900") as url:
+            _burst(url, ["m"], questions, 2, 8)  # warm-up
+            for clients in levels:
+                if running == 1 and clients > 8:
+                    continue  # one at a time: 32 clients only take 4x as long
+                label = f"builtin, {'one at a time' if running == 1 else 'batched'}, {clients}"
+                rows[label] = _burst(url, ["m"], questions, clients, args.tokens)
+                console.print(f"{label}: {rows[label]['tokens_per_s']:.1f} tokens/s")
+    vllm = _vllm_rows(args, questions, levels)
+    rows |= vllm
+    table = Table(title=f"{args.model}, {args.tokens}-token streamed replies, CPU")
+    for column in ("engine, clients", "tokens/s", "p50 s", "p95 s", "errors"):
+        table.add_column(column)
+    for label, row in rows.items():
+        table.add_row(label, f"{row['tokens_per_s']:.1f}", f"{row['p50_s']:.1f}",
+                      f"{row['p95_s']:.1f}", str(len(row["errors"])))  # fmt: skip
+    console.print(table)
+    one, batched = rows["builtin, one at a time, 8"], rows["builtin, batched, 8"]
+    ratios = {"batched_vs_one_at_a_time_8": batched["tokens_per_s"] / one["tokens_per_s"]}
+    for clients in levels:
+        theirs = rows.get(f"vllm, {clients}")
+        if theirs is not None:
+            ours = rows[f"builtin, batched, {clients}"]
+            ratios[f"builtin_vs_vllm_{clients}"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
+    for name, value in ratios.items():
+        console.print(f"{name}: {value:.2f}x")
+    return {"rows": rows, "ratios": ratios}
+
+
+def _vllm_rows(
+    args: argparse.Namespace, questions: list[str], levels: tuple[int, ...]
+) -> dict[str, dict[str, Any]]:
+    """The same bursts against vLLM's own server (none when no vLLM environment is found)."""
+    try:
+        from mentor.models.vllm import VLLMServer, VLLMSettings
+    except ImportError:
+        return {}
+    from mentor.models.registry import resolve_model_folder
+
+    try:
+        settings = VLLMSettings()
+        server_ = VLLMServer(resolve_model_folder(args.model), name="m", settings=settings)
+    except Exception as exc:  # no vLLM environment here
+        console.print(f"vLLM rows skipped: {exc}")
+        return {}
+    rows = {}
+    with server_ as url:
+        base = url.removesuffix("/v1")
+        _burst(base, ["m"], questions, 2, 8, key="none")
+        for clients in levels:
+            rows[f"vllm, {clients}"] = _burst(base, ["m"], questions, clients, args.tokens,
+                                              key="none")  # fmt: skip
+    return rows
+
+
+def mixed_part(args: argparse.Namespace) -> dict[str, Any]:
+    questions = _questions(SUPPORT / "support_test.jsonl")
+    paths = _adapters(args.model, mentor_home() / "bench" / "serve-adapters")
+    flags = [f for i, p in enumerate(paths) for f in ("--adapter", f"a{i}={p}")]
+    rows: dict[str, list[float]] = {"one adapter": [], "three adapters": []}
+    with server(args, *flags, "--max-running", "32", "--timeout", "900") as url:
+        _burst(url, ["m:a0", "m:a1"], questions, 2, 8)
+        for round_ in range(args.rounds):
+            sides = ("one adapter", "three adapters")
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                models = ["m:a0"] if side == "one adapter" else ["m:a0", "m:a1", "m:a2"]
+                rows[side].append(_burst(url, models, questions, 12, args.tokens)["tokens_per_s"])
+                console.print(f"round {round_ + 1} {side}: {rows[side][-1]:.1f} tokens/s")
+    one, three = statistics.median(rows["one adapter"]), statistics.median(rows["three adapters"])
+    console.print(f"12 concurrent requests: three adapters / one = {three / one:.2f}x")
+    return {"one_adapter_tokens_per_s": one, "three_adapters_tokens_per_s": three,
+            "ratio": three / one, "rounds": rows}  # fmt: skip
+
+
 def _index(args: argparse.Namespace) -> Path:
     index = mentor_home() / "bench" / "serve-tidepool-index"
     if not (index / "index.json").exists():
@@ -310,7 +435,8 @@ def quantize_part(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", default="all",
-                        choices=["stream", "adapters", "load", "quantize", "all"])  # fmt: skip
+                        choices=["stream", "adapters", "load", "concurrency", "mixed", "quantize",
+                                 "all"])  # fmt: skip
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, prompts and clients")
@@ -333,6 +459,10 @@ def main() -> None:
         results["adapters"] = adapters_part(args)
     if args.part in ("load", "all"):
         results["load"] = load_part(args)
+    if args.part in ("concurrency", "all"):
+        results["concurrency"] = concurrency_part(args)
+    if args.part in ("mixed", "all"):
+        results["mixed"] = mixed_part(args)
     table = Table(title=f"serving {args.model} on {args.device}")
     for column in ("measure", "value", "reference", "target"):
         table.add_column(column)
@@ -357,6 +487,25 @@ def main() -> None:
         table.add_row(f"{r['clients']} clients, {r['requests']} requests: errors",
                       str(r["errors"]), f"p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s",
                       "ok" if r["errors"] == 0 else "MISSED")  # fmt: skip
+        table.add_row("  requests/s", f"{r['requests_per_s']:.2f}", "", "")
+    if "concurrency" in results:
+        ratios = results["concurrency"]["ratios"]
+        value = ratios["batched_vs_one_at_a_time_8"]
+        table.add_row("8 streaming clients: batched vs one at a time", f"{value:.2f}x", "1x",
+                      "ok" if value >= TARGET_BATCHED else "MISSED")  # fmt: skip
+        for name, value in ratios.items():
+            if name.startswith("builtin_vs_vllm"):
+                clients = name.rsplit("_", 1)[1]
+                table.add_row(f"{clients} clients: builtin vs vLLM", f"{value:.2f}x", "vLLM 1x",
+                              "ok" if value >= TARGET_VLLM else "MISSED")  # fmt: skip
+    if "mixed" in results:
+        r = results["mixed"]
+        table.add_row(
+            "12 concurrent: 3 adapters mixed vs one",
+            f"{r['three_adapters_tokens_per_s']:.1f} vs {r['one_adapter_tokens_per_s']:.1f}",
+            f"{r['ratio']:.2f}x",
+            "ok" if r["ratio"] >= TARGET_MIXED else "MISSED",
+        )
     if results:
         console.print(table)
         out = mentor_home() / "bench" / "serve_bench.json"

@@ -5,10 +5,12 @@ generated.
   models exist, where their files come from, the verified cache, GGUF to safetensors;
 - ``loading.py``: causal LMs, tokenizers and embedders from names, folders or hub ids;
 - ``protocols.py``: ``Embedder``, ``Generator`` and ``SamplingConfig``, the one sampling type;
-- ``engine.py``: ``TextEngine`` and ``HFEngine``, the decode loop (batched or streamed) every
-  local model runs through; ``backends.py``: ``open_engine``, the one way a caller picks the
-  builtin engine or vLLM (``flags.py``: the ``--engine`` flags); ``generation.py``:
-  ``EngineGenerator``, a chat ``Generator`` over any engine;
+- ``engine.py``: ``TextEngine`` and ``HFEngine``, the continuously batched decode loop every
+  local model runs through (``kv.py``: its running batch's KV cache); ``backends.py``:
+  ``open_engine``, the one way a caller picks the builtin engine or vLLM (``flags.py``: the
+  ``--engine`` flags); ``generation.py``: ``EngineGenerator``, a chat ``Generator`` over any
+  engine; ``static_decode.py``: ``StaticDecoder``, one sequence with a static KV cache (CUDA
+  graphs);
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
 - ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     )
     from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
     from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
+    from mentor.models.static_decode import StaticDecoder
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -55,6 +58,7 @@ __all__ = [
     "PullError",
     "Request",
     "SamplingConfig",
+    "StaticDecoder",
     "TextEngine",
     "UnknownModelError",
     "complete",
@@ -102,5 +106,6 @@ __getattr__ = lazy_exports(
         "ModelSpec": "mentor.models.registry",
         "REGISTRY": "mentor.models.registry",
         "UnknownModelError": "mentor.models.registry",
+        "StaticDecoder": "mentor.models.static_decode",
     },
 )

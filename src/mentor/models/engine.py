@@ -26,15 +26,20 @@ backend (continuous batching across requests, a vLLM server) satisfies the same 
 from __future__ import annotations
 
 import inspect
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
 
 from mentor.models.chat import encode_chat
+from mentor.models.kv import Batch, bytes_per_token, extend, join, joinable, keep
 from mentor.models.protocols import SamplingConfig
 
 if TYPE_CHECKING:
@@ -139,14 +144,18 @@ class Detokenizer:
     tokenizer as U+FFFD).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, lock: AbstractContextManager[Any] | None = None
+    ) -> None:
         self.tokenizer = tokenizer
+        self._lock = lock if lock is not None else nullcontext()
         self.ids: list[int] = []
         self._prefix = 0  # start of the window
         self._read = 0  # end of what was already emitted
 
     def _decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+        with self._lock:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def add(self, token: int) -> str:
         self.ids.append(token)
@@ -246,10 +255,24 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 # ---- the engine --------------------------------------------------------------------------------
 
+RowAdapters = Callable[[Sequence[str | None]], AbstractContextManager[Any]]
+"""Runs one forward pass with row i under adapter ``names[i]`` (None: the base), e.g.
+``lambda names: mentor.train.lora.use_row_adapters(model, names)``."""
+
+IDLE_SECONDS = 2.0
+"""The decode thread ends after this long with nothing to do (the next request starts another)."""
+
+
+class _Done:
+    """Marks the end of a row's stream of pieces."""
+
+
+_DONE = _Done()
+
 
 @dataclass
 class _Row:
-    """One request's state inside a batch."""
+    """One request's state from submission to its last token."""
 
     request: Request
     result: Completion
@@ -257,29 +280,81 @@ class _Row:
     cutter: StopCutter
     generator: torch.Generator | None
     seen: list[int]
+    submitted: float
+    pieces: queue.SimpleQueue[str | _Done | BaseException] | None
+    """Where streamed text goes (None: nobody streams this row, only its result is wanted)."""
+    finished: threading.Event = field(default_factory=threading.Event)
     counts: dict[int, int] = field(default_factory=dict)
+    last: int = 0
+    """The token to feed at the next forward pass."""
     done: bool = False
+    abandoned: bool = False
+    """Its reader went away (a closed stream): stop at the next step."""
+    error: BaseException | None = None
+    """What failed the forward pass this row was in."""
+
+    @property
+    def reserved(self) -> int:
+        """KV-cache tokens the row may come to hold: its prompt and every token it may add."""
+        return len(self.request.prompt) + self.request.sampling.max_new_tokens
 
     def finish(self, reason: FinishReason) -> None:
         self.done = True
         self.result.finish_reason = reason
 
+    def emit(self, item: str | _Done | BaseException) -> None:
+        if self.pieces is not None and item != "":
+            self.pieces.put(item)
+
 
 class HFEngine:
-    """A Hugging Face causal LM and its tokenizer behind the :class:`TextEngine` protocol."""
+    """A Hugging Face causal LM behind the :class:`TextEngine` protocol, continuously batched.
+
+    Requests from any number of threads share one decode thread: each forward pass advances every
+    running request by one token; a new request is prefilled and joins the batch between two
+    passes (:mod:`mentor.models.kv`), and one that finishes leaves at once. At most
+    ``max_running`` requests run together, and only while their prompts plus their
+    ``max_new_tokens`` fit ``kv_budget_tokens``; the rest wait in order. Each row keeps its own
+    sampling settings, seed, penalties, stop strings, deadline, cancellation and LoRA adapter
+    (``row_adapters`` runs one pass with a different adapter per row).
+    """
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str = "model"
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str = "model",
+        max_running: int = 32,
+        kv_budget_tokens: int | None = None,
+        row_adapters: RowAdapters | None = None,
     ) -> None:
+        if max_running < 1:
+            raise ValueError(f"max_running must be at least 1, got {max_running}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
         self.stop_ids = stop_token_ids(model, tokenizer)
+        self.max_running = max_running
+        self.kv_budget_tokens = kv_budget_tokens or default_kv_budget(model)
+        self.row_adapters = row_adapters
+        self.pad_id = padding_id(tokenizer)
         # transformers 5 names the KV cache argument ``cache``; 4.x names it ``past_key_values``
         # (and would silently ignore ``cache``, decoding every step without context).
         accepted = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers refuse concurrent mutable use
+        self._wake = threading.Condition()
+        self._waiting: deque[_Row] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._running: list[_Row] = []
+        self._batch: Batch | None = None
+        self._joinable = True  # learned from the first cache
+        self._thread: threading.Thread | None = None
+        self._closed: list[_Row] = []  # rows finished in this pass, to signal after it
+        self.steps = 0
+        """Forward passes so far (prefills included)."""
 
     # ---- prompts ----------------------------------------------------------------------------
 
@@ -290,98 +365,86 @@ class HFEngine:
         (:func:`mentor.models.chat.encode_chat`)."""
         if not self.tokenizer.chat_template:
             raise ValueError(f"{self.name}: the tokenizer has no chat template")
-        return encode_chat(self.tokenizer, messages, tools=tools)
+        with self._tokenizer_lock:
+            return encode_chat(self.tokenizer, messages, tools=tools)
 
     def encode_text(self, text: str, *, special: bool = True) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        with self._tokenizer_lock:
+            ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
         return [int(i) for i in ids]
 
     def supports_tools(self) -> bool:
         return "tools" in (self.tokenizer.chat_template or "")
 
-    # ---- decoding ---------------------------------------------------------------------------
+    # ---- requests in, text out (any thread) -------------------------------------------------
 
     def stream(self, request: Request, result: Completion | None = None) -> Iterator[str]:
-        result = result if result is not None else Completion()
-        for _, piece in self._decode([request], [result]):
-            yield piece
+        row = self._submit(request, result, streamed=True)
+        assert row.pieces is not None
+        try:
+            while True:
+                item = row.pieces.get()
+                if isinstance(item, _Done):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not row.finished.is_set():
+                row.abandoned = True  # the reader left early: the row stops at the next step
 
     def generate(self, requests: Sequence[Request], *, batch_size: int = 8) -> list[Completion]:
-        """Batches of similar length (sorted by prompt length, so little padding), in order.
-
-        Each completion's text is the whole reply decoded at once, cut at a stop string."""
+        """Every request's completion, in order, at most ``batch_size`` of them running at once
+        (shortest prompts first, so rows of a batch pad little); a finished one is replaced at
+        the next step. Each text is the whole reply decoded at once, cut at a stop string."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         results = [Completion() for _ in requests]
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            for _ in self._decode([requests[i] for i in chunk], [results[i] for i in chunk]):
-                pass
+        pending = deque(order)
+        running: list[_Row] = []
+        while pending or running:
+            while pending and len(running) < batch_size:
+                i = pending.popleft()
+                running.append(self._submit(requests[i], results[i], streamed=False))
+            running[0].finished.wait()
+            for row in [r for r in running if r.finished.is_set()]:
+                running.remove(row)
+                if row.error is not None:
+                    for other in running:
+                        other.abandoned = True
+                    raise row.error
         return results
 
-    def _decode(
-        self, requests: Sequence[Request], results: Sequence[Completion]
-    ) -> Iterator[tuple[int, str]]:
-        """(row, text piece) as the batch decodes; fills ``results`` in."""
-        if any(not r.prompt for r in requests):
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the decode thread between two forward passes and return its result
+        (changing the model, e.g. adding an adapter, while no pass is running)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        done: Future[Any] = Future()
+        with self._wake:
+            self._calls.append((fn, done))
+            self._start()
+        return done.result()
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(running, waiting) requests."""
+        with self._wake:
+            return len(self._running), len(self._waiting)
+
+    def _submit(self, request: Request, result: Completion | None, *, streamed: bool) -> _Row:
+        if not request.prompt:
             raise ValueError("a prompt must have at least one token")
-        device = self.model.device
-        start = time.perf_counter()
-        rows = [self._row(r, c) for r, c in zip(requests, results, strict=True)]
-        pad_id = padding_id(self.tokenizer)
-        batch = left_pad([r.prompt for r in requests], pad_id, device)
-        mask = batch["attention_mask"]  # (B, T)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding shifts each row's positions
-        steps = max(r.sampling.max_new_tokens for r in requests)
-        with torch.inference_mode(), eval_mode(self.model):
-            from transformers import DynamicCache
+        if request.adapter is not None and self.row_adapters is None:
+            raise ValueError(f"{self.name} runs no adapters, and this request asks for one")
+        row = self._row(request, result if result is not None else Completion(), streamed)
+        with self._wake:
+            self._waiting.append(row)
+            self._start()
+        return row
 
-            cache = DynamicCache()
-            # Without padding the model builds its own causal mask, which lets attention take
-            # its fast unmasked path; a padded batch needs the mask and the shifted positions.
-            padded = bool((mask == 0).any())
-            extra: dict[str, Any] = (
-                {"attention_mask": mask, "position_ids": positions} if padded else {}
-            )
-            extra[self._cache_arg] = cache
-            out = self.model(
-                input_ids=batch["input_ids"], use_cache=True, logits_to_keep=1, **extra
-            )
-            for step in range(steps):
-                logits = out.logits[:, -1]  # (B, V)
-                tokens = [pad_id] * len(rows)
-                for i, row in enumerate(rows):
-                    if row.done:
-                        continue
-                    piece = self._step(row, logits[i], step, start)
-                    if piece:
-                        yield i, piece
-                    if not row.done:
-                        tokens[i] = row.detok.ids[-1]
-                if all(row.done for row in rows):
-                    break
-                if padded:
-                    mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-                    positions = positions[:, -1:] + 1
-                    extra = {"attention_mask": mask, "position_ids": positions}
-                extra[self._cache_arg] = cache
-                out = self.model(
-                    input_ids=torch.tensor(tokens, dtype=torch.long, device=device)[:, None],
-                    use_cache=True,
-                    **extra,
-                )
-        for i, row in enumerate(rows):
-            if not row.done:
-                row.finish("length")
-            if not row.cutter.stopped:
-                rest = row.cutter.flush()
-                if rest:
-                    yield i, rest
-            row.result.text = self._final_text(row)
-            row.result.seconds = time.perf_counter() - start
-
-    def _row(self, request: Request, result: Completion) -> _Row:
+    def _row(self, request: Request, result: Completion, streamed: bool) -> _Row:
         generator = None
         if request.sampling.temperature > 0:
             generator = torch.Generator(device=self.model.device)
@@ -391,30 +454,164 @@ class HFEngine:
         return _Row(
             request,
             result,
-            Detokenizer(self.tokenizer),
+            Detokenizer(self.tokenizer, self._tokenizer_lock),
             StopCutter(request.sampling.stop),
             generator,
             seen=list(request.prompt) if request.sampling.repetition_penalty != 1.0 else [],
+            submitted=time.perf_counter(),
+            pieces=queue.SimpleQueue() if streamed else None,
         )
 
-    def _step(self, row: _Row, logits: torch.Tensor, step: int, start: float) -> str:
+    def _start(self) -> None:
+        """Start the decode thread if none runs (call holding ``_wake``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mentor-decode", daemon=True)
+            self._thread.start()
+        self._wake.notify()
+
+    # ---- the decode thread ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    if not (self._waiting or self._running or self._calls):
+                        self._wake.wait(IDLE_SECONDS)
+                    if not (self._waiting or self._running or self._calls):
+                        self._thread = None  # the next submission starts a new thread
+                        return
+                    calls = list(self._calls)
+                    self._calls.clear()
+                for fn, done in calls:
+                    try:
+                        done.set_result(fn())
+                    except BaseException as exc:  # handed to the caller, the loop goes on
+                        done.set_exception(exc)
+                joining = self._admit()
+                # Dropout off for the passes; a model caught mid-training gets its mode back
+                # before any caller learns its rows are done (and goes on training).
+                with eval_mode(self.model):
+                    try:
+                        if joining:
+                            self._prefill(joining)
+                        if self._running:
+                            self._advance()
+                    except BaseException as exc:  # every row in the failed pass gets the error
+                        for row in self._running + joining:
+                            if not row.done:
+                                row.done, row.error = True, exc
+                                self._closed.append(row)
+                        self._running, self._batch = [], None
+                closed, self._closed = self._closed, []
+                for row in closed:
+                    row.emit(row.error if row.error is not None else _DONE)
+                    row.finished.set()
+
+    def _admit(self) -> list[_Row]:
+        """Waiting rows that may join now: room in ``max_running`` and the KV budget, in order.
+
+        A cancelled or abandoned row leaves the queue without running. A model whose cache
+        cannot take rows mid-flight admits only into an empty batch."""
+        with self._wake:
+            if self._running and not self._joinable:
+                return []
+            joining: list[_Row] = []
+            reserved = sum(r.reserved for r in self._running)
+            while self._waiting and len(self._running) + len(joining) < self.max_running:
+                row = self._waiting[0]
+                if row.abandoned or (row.request.cancelled and row.request.cancelled()):
+                    self._waiting.popleft()
+                    row.finish("cancelled")
+                    self._close(row)
+                    continue
+                busy = self._running or joining
+                if busy and reserved + row.reserved > self.kv_budget_tokens:
+                    break  # the oldest waits for room rather than be overtaken
+                reserved += row.reserved
+                joining.append(self._waiting.popleft())
+            return joining
+
+    def _forward(self, ids: torch.Tensor, rows: Sequence[_Row], **kwargs: Any) -> torch.Tensor:
+        """One pass; the last position's logits (B, V)."""
+        names = [r.request.adapter for r in rows]
+        adapters: AbstractContextManager[Any] = nullcontext()
+        if any(n is not None for n in names):
+            assert self.row_adapters is not None  # checked at submission
+            adapters = self.row_adapters(names)
+        with adapters:
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
+        self.steps += 1
+        return cast(torch.Tensor, out.logits[:, -1])
+
+    def _prefill(self, rows: list[_Row]) -> None:
+        """Run the new rows' prompts, pick their first tokens, and join them to the batch."""
+        from transformers import DynamicCache
+
+        device = self.model.device
+        padded = left_pad([r.request.prompt for r in rows], self.pad_id, device)
+        mask = padded["attention_mask"]  # (b, l)
+        cache = DynamicCache()
+        kwargs: dict[str, Any] = {self._cache_arg: cache}
+        if bool((mask == 0).any()):  # unpadded, the model's own causal mask takes a faster path
+            kwargs |= {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        logits = self._forward(padded["input_ids"], rows, **kwargs)
+        joining = Batch(cache, mask, mask.sum(-1))
+        if self._batch is None:
+            self._joinable = joinable(cache)
+            self._batch = joining
+        else:
+            self._batch = join(self._batch, joining)
+        self._running += rows
+        self._pick(rows, logits)
+
+    def _advance(self) -> None:
+        """One forward pass over every running row, then the next token for each."""
+        batch = self._batch
+        assert batch is not None
+        rows = self._running
+        mask, positions = extend(batch)
+        ids = torch.tensor([r.last for r in rows], dtype=torch.long, device=mask.device)[:, None]
+        kwargs: dict[str, Any] = {self._cache_arg: batch.cache}
+        if bool((mask == 0).any()):
+            kwargs |= {"attention_mask": mask, "position_ids": positions}
+        else:
+            kwargs["position_ids"] = positions
+        logits = self._forward(ids, rows, **kwargs)
+        self._pick(rows, logits)
+
+    def _pick(self, rows: Sequence[_Row], logits: torch.Tensor) -> None:
+        """Each row's next token from its logits; finished rows leave the batch."""
+        for i, row in enumerate(rows):
+            if not row.done:
+                row.emit(self._step(row, logits[i]))
+        if any(r.done for r in self._running):
+            staying = [i for i, r in enumerate(self._running) if not r.done]
+            for row in self._running:
+                if row.done:
+                    self._close(row)
+            assert self._batch is not None
+            self._batch = keep(self._batch, staying) if staying else None
+            with self._wake:
+                self._running = [self._running[i] for i in staying]
+
+    def _step(self, row: _Row, logits: torch.Tensor) -> str:
         """Pick one row's next token; return the text it completes (maybe empty)."""
-        sampling, result = row.request.sampling, row.result
-        if step >= sampling.max_new_tokens:
-            row.finish("length")
+        sampling, result, request = row.request.sampling, row.result, row.request
+        if row.abandoned or (request.cancelled is not None and request.cancelled()):
+            row.finish("cancelled")
             return ""
         token = pick_token(logits, sampling, row.generator, row.counts, row.seen)
         if result.first_token_s is None:
-            result.first_token_s = time.perf_counter() - start
+            result.first_token_s = time.perf_counter() - row.submitted
         if token in self.stop_ids and not sampling.ignore_eos:
             row.finish("stop")
             return ""
+        row.last = token
         result.completion_tokens += 1
         row.counts[token] = row.counts.get(token, 0) + 1
         if row.seen:
             row.seen.append(token)
         text = row.cutter.feed(row.detok.add(token))
-        request = row.request
         if row.cutter.stopped:
             row.finish("stop")
         elif request.cancelled is not None and request.cancelled():
@@ -425,7 +622,28 @@ class HFEngine:
             row.finish("length")
         return text
 
-    def _final_text(self, row: _Row) -> str:
-        text = str(self.tokenizer.decode(row.detok.ids, skip_special_tokens=True))
+    def _close(self, row: _Row) -> None:
+        """A finished row's last text, its result, and the end of its stream."""
+        if not row.cutter.stopped:
+            row.emit(row.cutter.flush())
+        with self._tokenizer_lock:
+            text = str(self.tokenizer.decode(row.detok.ids, skip_special_tokens=True))
         hits = [text.find(s) for s in row.cutter.stop if s in text]
-        return text[: min(hits)] if hits else text
+        row.result.text = text[: min(hits)] if hits else text
+        row.result.seconds = time.perf_counter() - row.submitted
+        self._closed.append(row)  # signalled by the loop, after the pass
+
+
+def default_kv_budget(model: PreTrainedModel) -> int:
+    """KV-cache tokens the running batch may reserve: 2 GiB worth on a CPU, a third of the free
+    memory on a GPU (weights already loaded), never below one full context."""
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    per_token = bytes_per_token(model.config, dtype)
+    memory = 2 * 1024**3
+    device = model.device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        memory = free // 3
+    context = int(getattr(model.config, "max_position_embeddings", 2048))
+    return max(context, memory // per_token)

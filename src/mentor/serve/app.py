@@ -205,7 +205,7 @@ def create_app(server: Server) -> FastAPI:
             "model": server.engine.name,
             "adapters": sorted(server.engine.adapters),
             "queue": server.scheduler.depth,
-            "busy": server.scheduler.running is not None,
+            "running": len(server.scheduler.running),
             "retrieval": server.retrieval is not None,
             "uptime_s": round(time.time() - server.started, 1),
         }
@@ -239,7 +239,7 @@ def create_app(server: Server) -> FastAPI:
             raise APIError(400, f"name: {body.name!r} is the model's own name", param="name")
         path = allowed_adapter_path(body.path, server.adapter_roots)
         try:
-            await server.scheduler.run_exclusive(lambda: server.engine.add_adapter(body.name, path))
+            await server.scheduler.run(lambda: server.engine.add_adapter(body.name, path))
         except (ValueError, OSError) as exc:
             raise APIError(400, f"path: {exc}", param="path") from None
         return {"id": f"{server.engine.name}:{body.name}", "object": "model", "loaded": True}
@@ -247,7 +247,7 @@ def create_app(server: Server) -> FastAPI:
     @app.delete("/v1/adapters/{name}", dependencies=admins, responses=_ADMIN_ERRORS)
     async def remove_adapter(name: str) -> dict[str, Any]:
         try:
-            await server.scheduler.run_exclusive(lambda: server.engine.remove_adapter(name))
+            await server.scheduler.run(lambda: server.engine.remove_adapter(name))
         except KeyError:
             raise APIError(404, f"no adapter {name!r}", code="model_not_found") from None
         return {"id": f"{server.engine.name}:{name}", "object": "model", "deleted": True}

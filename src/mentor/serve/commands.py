@@ -145,6 +145,22 @@ def serve_cmd(
         bool, typer.Option("--log-text/--no-log-text", help="Log queries and replies (scrubbed).")
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    max_running: Annotated[
+        int,
+        typer.Option(
+            help="Requests decoded together in one batch (continuous batching); more wait in "
+            "the queue. 1 answers one request at a time.",
+            min=1,
+        ),
+    ] = 32,
+    kv_cache_gb: Annotated[
+        float | None,
+        typer.Option(
+            help="KV-cache memory the running requests may reserve (prompt + max_tokens each); "
+            "default 2 GiB on a CPU, a third of the free memory on a GPU.",
+            min=0.01,
+        ),
+    ] = None,
 ) -> None:
     """Serve MODEL (and its adapters, and an index) over an OpenAI-compatible API."""
     import uvicorn
@@ -165,7 +181,8 @@ def serve_cmd(
     try:
         with console.status(f"loading {model}"):
             engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
-                                 device=device)  # fmt: skip
+                                 device=device, max_running=max_running,
+                                 kv_cache_gb=kv_cache_gb)  # fmt: skip
     except (AdapterError, ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     retrieval, embed = None, None

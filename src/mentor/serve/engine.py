@@ -1,20 +1,24 @@
 """The model behind the server: one text engine, any number of LoRA adapters on its base.
 
 Decoding is the models layer's (:class:`~mentor.models.engine.TextEngine`, by default an
-:class:`~mentor.models.engine.HFEngine` over the loaded model): this file adds what a server needs
-on top. Adapters stay unmerged beside the base weights (:mod:`mentor.train.lora`), so switching
-from one request's adapter to the next is a pointer change on each wrapped layer: nothing is
-reloaded or re-merged, and a request for ``base`` simply runs with no adapter active.
+:class:`~mentor.models.engine.HFEngine` over the loaded model, which batches concurrent requests):
+this file adds what a server needs on top. Adapters stay unmerged beside the base weights
+(:mod:`mentor.train.lora`), and each request names its own (``Request.adapter``): requests for
+different adapters share one forward pass, each row's update computed with its own A and B
+(:func:`mentor.train.lora.use_row_adapters`), and a request for ``base`` gets none.
 
-Everything here runs on the scheduler's one worker thread (:mod:`mentor.serve.scheduler`).
+Requests arrive from the scheduler's worker threads (:mod:`mentor.serve.scheduler`); adding or
+removing an adapter changes the model on the engine's decode thread, between two passes, and a
+removal waits for the requests still using that adapter.
 
 Run: ``mentor serve --model smollm2-135m-instruct --adapter legal=runs/a``.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mentor.models.engine import Completion, HFEngine, Request, TextEngine
 from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import AdapterInfo, load_adapter
-from mentor.train.lora import delete_adapter, use_adapter
+from mentor.train.lora import delete_adapter, use_row_adapters
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,6 +52,13 @@ class Engine:
     def __post_init__(self) -> None:
         self.name = self.name or self.lm.name
         self.context_length = self.context_length or self.lm.context_length
+        self._in_use: Counter[str] = Counter()  # adapter -> requests decoding with it
+        self._idle = threading.Condition()
+
+    @property
+    def concurrency(self) -> int:
+        """Requests the engine decodes together (1 for an engine that takes one at a time)."""
+        return int(getattr(self.lm, "max_running", 1))
 
     @classmethod
     def local(
@@ -58,12 +69,26 @@ class Engine:
         *,
         context_length: int = 0,
         quantized: bool = False,
+        max_running: int = 32,
+        kv_budget_tokens: int | None = None,
     ) -> Engine:
-        """A Hugging Face model and its tokenizer, decoded by :class:`HFEngine`."""
-        lm = HFEngine(model, tokenizer, name=name)
+        """A Hugging Face model and its tokenizer, decoded by :class:`HFEngine` with up to
+        ``max_running`` requests in one batch (within ``kv_budget_tokens``)."""
+        lm = HFEngine(
+            model,
+            tokenizer,
+            name=name,
+            max_running=max_running,
+            kv_budget_tokens=kv_budget_tokens,
+            row_adapters=lambda names: use_row_adapters(model, names),
+        )
         return cls(lm, model, name, context_length=context_length, quantized=quantized)
 
-    # ---- adapters: call on the worker thread (Scheduler.run_exclusive) ----------------------
+    # ---- adapters: the model changes between two forward passes ------------------------------
+
+    def _between_passes(self, fn: Callable[[], object]) -> object:
+        call = getattr(self.lm, "call", None)  # HFEngine.call: on its decode thread
+        return call(fn) if call is not None else fn()
 
     def add_adapter(self, name: str, folder: Path) -> AdapterInfo:
         if not name or ":" in name or "/" in name:
@@ -77,16 +102,23 @@ class Engine:
             )
         if self.model is None:
             raise ValueError(f"{folder}: {self.name} takes no adapters (its engine has no model)")
-        info = load_adapter(self.model, Path(folder), name=name)
+        model = self.model
+        info = self._between_passes(lambda: load_adapter(model, Path(folder), name=name))
+        assert isinstance(info, AdapterInfo)
         self.adapters[name] = info
         return info
 
     def remove_adapter(self, name: str) -> None:
+        """Unlist ``name`` at once (new requests for it get a 404), then delete its weights
+        when the requests still decoding with it have finished."""
         if name not in self.adapters:
             raise KeyError(name)
-        assert self.model is not None  # adapters are only ever added to a model
-        delete_adapter(self.model, name)
+        model = self.model
+        assert model is not None  # adapters are only ever added to a model
         del self.adapters[name]
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_use[name] == 0)
+        self._between_passes(lambda: delete_adapter(model, name))
 
     def model_ids(self) -> list[str]:
         return [self.name, *(f"{self.name}:{a}" for a in self.adapters)]
@@ -124,10 +156,21 @@ class Engine:
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        """Yield the reply's text pieces with ``adapter`` active; ``result`` holds the counts."""
-        active = use_adapter(self.model, adapter) if self.model is not None else nullcontext()
-        with active:
-            yield from self.lm.stream(Request(prompt, sampling, deadline, cancelled), result)
+        """Yield the reply's text pieces, decoded with ``adapter`` (None: the base model);
+        ``result`` holds the counts."""
+        if adapter is not None:
+            with self._idle:
+                if adapter not in self.adapters:
+                    raise KeyError(adapter)
+                self._in_use[adapter] += 1
+        try:
+            request = Request(prompt, sampling, deadline, cancelled, adapter)
+            yield from self.lm.stream(request, result)
+        finally:
+            if adapter is not None:
+                with self._idle:
+                    self._in_use[adapter] -= 1
+                    self._idle.notify_all()
 
 
 def load_engine(
@@ -137,8 +180,11 @@ def load_engine(
     adapters: Sequence[tuple[str, Path]] = (),
     device: str = "auto",
     dtype: str = "auto",
+    max_running: int = 32,
+    kv_cache_gb: float | None = None,
 ) -> Engine:
-    """Load ``model`` (a registry name, a model folder or a quantized folder) with its adapters."""
+    """Load ``model`` (a registry name, a model folder or a quantized folder) with its adapters;
+    up to ``max_running`` requests decode together, within ``kv_cache_gb`` of KV cache."""
     from mentor.models.loading import load_causal_lm, load_tokenizer
     from mentor.quantize.io import MANIFEST_FILE, load_quantized
 
@@ -150,10 +196,27 @@ def load_engine(
     else:
         lm = load_causal_lm(model, device=device, dtype=dtype)  # type: ignore[arg-type]
         tokenizer = load_tokenizer(model)
-    engine = Engine.local(lm, tokenizer, name or _default_name(model), quantized=quantized)
+    engine = Engine.local(
+        lm,
+        tokenizer,
+        name or _default_name(model),
+        quantized=quantized,
+        max_running=max_running,
+        kv_budget_tokens=kv_tokens(lm, kv_cache_gb),
+    )
     for adapter, path in adapters:
         engine.add_adapter(adapter, path)
-    return engine  # each request picks its adapter (Engine.stream), whichever was loaded last
+    return engine  # each request names its adapter (Engine.stream)
+
+
+def kv_tokens(model: nn.Module, gigabytes: float | None) -> int | None:
+    """Tokens of KV cache that ``gigabytes`` hold for ``model`` (None: the engine's default)."""
+    if gigabytes is None:
+        return None
+    from mentor.models.kv import bytes_per_token
+
+    dtype = next(model.parameters()).dtype
+    return max(1, int(gigabytes * 1024**3) // bytes_per_token(model.config, dtype))
 
 
 def _default_name(model: str) -> str:

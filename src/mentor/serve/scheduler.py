@@ -1,9 +1,11 @@
-"""One worker thread owns the model; requests wait their turn in a bounded queue.
+"""Worker threads run the requests; the rest wait their turn in a bounded queue.
 
 The web handlers are async and must never block on a forward pass, so each request becomes a
-:class:`Job` put on a queue. The worker thread runs jobs one at a time: a generation streams its
-pieces back to the handler's event loop as they are made, and admin work (adding or removing an
-adapter) runs between two generations, so it never changes the model under a running request.
+:class:`Job` put on a queue. As many worker threads as the engine runs requests at once take jobs
+from it: each job streams its pieces back to the handler's event loop as they are made, and its
+generations join the engine's running batch (a continuously batching engine decodes them all in
+one pass per token, :class:`~mentor.models.engine.HFEngine`), so a request no longer waits for
+the previous one to finish. An engine that decodes one request at a time gets one worker.
 
 A full queue refuses at once (the handler answers 503 with Retry-After) instead of letting
 requests pile up without bound; a client that disconnects cancels its job, queued or running.
@@ -63,20 +65,26 @@ class Job:
 
 
 class Scheduler:
-    """Runs jobs one at a time on a worker thread (the model is not shared between threads)."""
+    """Runs up to ``workers`` jobs at once, each on its own thread, the rest in order."""
 
-    def __init__(self, max_queue: int = 256) -> None:
+    def __init__(self, max_queue: int = 256, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.max_queue = max_queue
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._waiting = 0
         self._lock = threading.Lock()
-        self.running: Job | None = None
-        self._thread = threading.Thread(target=self._run, name="mentor-serve-worker", daemon=True)
-        self._thread.start()
+        self.running: set[Job] = set()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"mentor-serve-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
-        """Jobs waiting, not counting the running one."""
+        """Jobs waiting, not counting the running ones."""
         return self._waiting
 
     def submit(self, work: Callable[[Job], Iterator[Any]], *, force: bool = False) -> Job:
@@ -90,8 +98,9 @@ class Scheduler:
         self._queue.put(job)
         return job
 
-    async def run_exclusive(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the worker between two jobs and return its result."""
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on a worker (never refused: admin work) and return its result; what it
+        changes in the model it changes through the engine, between two forward passes."""
 
         def work(_: Job) -> Iterator[Any]:
             yield fn()
@@ -100,8 +109,10 @@ class Scheduler:
         return items[0]
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
@@ -113,7 +124,9 @@ class Scheduler:
             if job.cancelled.is_set():
                 job._put(_END)
                 continue
-            self.running, job.started_at = job, time.monotonic()
+            job.started_at = time.monotonic()
+            with self._lock:
+                self.running.add(job)
             try:
                 for item in job.work(job):
                     job._put(item)
@@ -123,4 +136,5 @@ class Scheduler:
             except BaseException as exc:  # handed to the request's handler, the worker goes on
                 job._put(exc)
             finally:
-                self.running = None
+                with self._lock:
+                    self.running.discard(job)

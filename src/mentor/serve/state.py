@@ -80,7 +80,7 @@ class Server:
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self.scheduler = Scheduler(self.limits.max_queue)
+        self.scheduler = Scheduler(self.limits.max_queue, workers=self.engine.concurrency)
         self.metrics = Metrics(
             lambda: float(self.scheduler.depth), lambda: float(len(self.engine.adapters))
         )

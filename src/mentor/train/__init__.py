@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         set_adapter,
         unmerge,
         use_adapter,
+        use_row_adapters,
     )
     from mentor.train.trainer import TrainingDivergedError, TrainResult, TrainSettings, train
 
@@ -64,6 +65,7 @@ __all__ = [
     "train",
     "unmerge",
     "use_adapter",
+    "use_row_adapters",
 ]
 
 __getattr__ = lazy_exports(
@@ -86,6 +88,7 @@ __getattr__ = lazy_exports(
         "set_adapter": "mentor.train.lora",
         "unmerge": "mentor.train.lora",
         "use_adapter": "mentor.train.lora",
+        "use_row_adapters": "mentor.train.lora",
         "TrainResult": "mentor.train.trainer",
         "TrainSettings": "mentor.train.trainer",
         "TrainingDivergedError": "mentor.train.trainer",

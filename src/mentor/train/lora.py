@@ -6,9 +6,11 @@
 
 ``h = W x + (alpha / r) · B A x`` (Hu et al., 2021). A starts random and B at zero, so the wrapped
 model equals the base at step 0. Each wrapped ``nn.Linear`` can carry several named adapters;
-which one runs is chosen per call (:func:`use_adapter`), the basis of serving many adapters on one
-base. Merging folds ``(alpha/r)·B A`` into ``W`` for adapter-free inference; unmerging restores
-the original weights bit for bit (they are kept aside while merged).
+which one runs is chosen per call (:func:`use_adapter`), or per row of a batch
+(:func:`use_row_adapters`, the S-LoRA/Punica idea: one base forward for every row, each row's own
+low-rank update added on top), the basis of serving many adapters on one base. Merging folds
+``(alpha/r)·B A`` into ``W`` for adapter-free inference; unmerging restores the original weights
+bit for bit (they are kept aside while merged).
 
 Module and parameter names follow PEFT's in-memory layout (``q_proj.base_layer``,
 ``q_proj.lora_A.<adapter>``), which keeps the file format in :mod:`mentor.train.adapters` a
@@ -20,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -34,6 +36,8 @@ from torch import nn
 _DECODER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _FP32_ROWS = 16
 """Up to this many rows (tokens) a CPU computes an adapter's update in fp32 (see forward)."""
+_STACK_RANKS = 256
+"""Up to this total rank the adapters of a mixed batch run stacked (see :class:`RowAdapters`)."""
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "llama": _DECODER,
     "mistral": _DECODER,
@@ -167,6 +171,62 @@ class _AdaptedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None, None, None
 
 
+class RowAdapters:
+    """Which adapter each row of a batch runs with: built once per :func:`use_row_adapters` call
+    and shared by every wrapped layer, so the index and mask tensors are made (and moved to the
+    device) once per call, not once per layer.
+
+    A layer adds the rows' updates one of two ways, by the total rank R of the adapters in play:
+
+    - stacked (R <= ``_STACK_RANKS``): every adapter's A concatenated (R, d_in) runs on every row,
+      a per-row mask (rows, R) keeps each row's own block times its scaling, and the concatenated
+      B's (d_out, R) add the result onto the base output: three kernels whatever the number of
+      adapters, at R/r times one adapter's (small) FLOPs;
+    - grouped: per adapter, gather its rows, two thin matmuls, ``index_add_`` back: one adapter's
+      FLOPs in all, four kernels per adapter.
+    """
+
+    def __init__(self, names: Sequence[str | None]) -> None:
+        self.names = tuple(names)
+        self.rows = len(self.names)
+        self.used = tuple(dict.fromkeys(n for n in self.names if n is not None))
+        self._index: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def index(self, name: str, device: torch.device) -> torch.Tensor:
+        """The rows that run adapter ``name`` (int64 on ``device``)."""
+        key = (name, device)
+        if key not in self._index:
+            rows = [i for i, n in enumerate(self.names) if n == name]
+            self._index[key] = torch.tensor(rows, dtype=torch.long).to(device)
+        return self._index[key]
+
+    def mask(
+        self, layout: tuple[tuple[str, int, float], ...], device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """(rows, R): row i holds its adapter's scaling over that adapter's block of the stacked
+        ranks (``layout`` lists (name, r, scaling) in stacking order), zeros elsewhere."""
+        key = (layout, device, dtype)
+        if key not in self._masks:
+            blocks: dict[str, tuple[int, int, float]] = {}
+            offset = 0
+            for name, r, scaling in layout:
+                blocks[name] = (offset, offset + r, scaling)
+                offset += r
+            mask = torch.zeros(self.rows, offset)
+            for i, row in enumerate(self.names):
+                if row in blocks:
+                    start, end, scaling = blocks[row]
+                    mask[i, start:end] = scaling
+            self._masks[key] = mask.to(device, dtype)
+        return self._masks[key]
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The in-place version counter; None for inference tensors, which keep none."""
+    return None if tensor.is_inference() else tensor._version
+
+
 class LoRALinear(nn.Module):
     """An ``nn.Linear`` with any number of named low-rank adapters beside it."""
 
@@ -179,7 +239,10 @@ class LoRALinear(nn.Module):
         self.scaling: dict[str, float] = {}
         self.active_adapter: str | None = None
         self.merged_adapter: str | None = None
+        self.row_adapters: RowAdapters | None = None
+        """Set by :func:`use_row_adapters`: each row's adapter, in place of ``active_adapter``."""
         self._original_weight: torch.Tensor | None = None
+        self._stacked: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor] | None = None
 
     @property
     def in_features(self) -> int:
@@ -200,6 +263,7 @@ class LoRALinear(nn.Module):
         self.lora_A[name], self.lora_B[name] = a, b
         self.lora_dropout[name] = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
         self.scaling[name] = config.scaling
+        self._stacked = None
         self.train(self.base_layer.training)  # new parts follow the model's mode (eval stays eval)
 
     def delete_adapter(self, name: str) -> None:
@@ -208,6 +272,7 @@ class LoRALinear(nn.Module):
         for table in (self.lora_A, self.lora_B, self.lora_dropout):
             del table[name]
         del self.scaling[name]
+        self._stacked = None
         if self.active_adapter == name:
             self.active_adapter = None
 
@@ -224,6 +289,8 @@ class LoRALinear(nn.Module):
         return (b @ a) * self.scaling[name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.row_adapters is not None:
+            return self._forward_rows(x, self.row_adapters)
         name = self.active_adapter
         if name is None or name == self.merged_adapter or name not in self.lora_A:
             return cast(torch.Tensor, self.base_layer(x))
@@ -256,6 +323,63 @@ class LoRALinear(nn.Module):
             flat = out.view(-1, out.shape[-1])
             flat.addmm_(xa.reshape(-1, xa.shape[-1]), b.to(out.dtype).t(), alpha=scaling)
         return out
+
+    def _forward_rows(self, x: torch.Tensor, plan: RowAdapters) -> torch.Tensor:
+        """Base output for every row of x (rows, ..., d_in), plus each row's own adapter update."""
+        if x.shape[0] != plan.rows:
+            raise ValueError(
+                f"use_row_adapters was given {plan.rows} adapter names, but the batch has "
+                f"{x.shape[0]} rows (dim 0)"
+            )
+        layout = tuple(n for n in plan.used if n in self.lora_A)
+        weights = [self.base_layer.weight]
+        weights += [p for n in layout for p in (self.a(n).weight, self.b(n).weight)]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
+            raise RuntimeError(
+                "use_row_adapters is for inference: run it under torch.no_grad() or "
+                "torch.inference_mode() (gradients are enabled and parameters require them)"
+            )
+        out: torch.Tensor = self.base_layer(x)
+        if not layout:
+            return out
+        tokens = out.numel() // out.shape[-1]
+        dtype = out.dtype
+        if out.device.type == "cpu" and dtype != torch.float32 and tokens <= _FP32_ROWS:
+            dtype = torch.float32  # thin bf16 matmuls are slow on a CPU (see forward)
+        if sum(self.a(n).weight.shape[0] for n in layout) > _STACK_RANKS:
+            for name in layout:
+                rows = plan.index(name, out.device)
+                xa = F.linear(x.index_select(0, rows).to(dtype), self.a(name).weight.to(dtype))
+                update = F.linear(xa, self.b(name).weight.to(dtype)).to(out.dtype)
+                out.index_add_(0, rows, update, alpha=self.scaling[name])
+            return out
+        a_cat, b_cat = self._stack(layout, dtype, out.device)
+        ranks = tuple((n, self.a(n).weight.shape[0], self.scaling[n]) for n in layout)
+        mask = plan.mask(ranks, out.device, dtype)  # (rows, R)
+        xa = F.linear(x.to(dtype), a_cat)  # (rows, ..., R)
+        xa.mul_(mask.view(plan.rows, *[1] * (x.dim() - 2), -1))
+        if dtype == out.dtype:
+            flat = out.view(-1, out.shape[-1])
+            flat.addmm_(xa.reshape(-1, xa.shape[-1]), b_cat.t())
+        else:
+            out.add_(F.linear(xa, b_cat))
+        return out
+
+    def _stack(
+        self, layout: tuple[str, ...], dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The A's (R, d_in) and B's (d_out, R) of ``layout`` concatenated, kept until the set,
+        dtype or any of their values change (in-place updates bump a tensor's version)."""
+        pairs = [(self.a(n).weight, self.b(n).weight) for n in layout]
+        versions = [(_version(a), _version(b)) for a, b in pairs]
+        key = (layout, dtype, device, tuple(versions))
+        if self._stacked is None or self._stacked[0] != key:
+            a_cat = torch.cat([a.detach() for a, _ in pairs]).to(device, dtype)
+            b_cat = torch.cat([b.detach() for _, b in pairs], dim=1).to(device, dtype)
+            if any(v is None for pair in versions for v in pair):
+                return a_cat, b_cat  # no version counter to tell a change: never reuse
+            self._stacked = (key, a_cat, b_cat)
+        return self._stacked[1], self._stacked[2]
 
     @torch.no_grad()
     def merge(self, name: str, keep_original: bool = True) -> None:
@@ -375,6 +499,50 @@ def use_adapter(model: nn.Module, name: str | None) -> Iterator[None]:
         yield
     finally:
         set_adapter(model, previous)
+
+
+@contextmanager
+def use_row_adapters(model: nn.Module, names: Sequence[str | None]) -> Iterator[None]:
+    """Run forward passes whose row i (dim 0 of the batch) uses adapter ``names[i]`` (``None``:
+    the base alone), for inference only::
+
+        with torch.inference_mode(), use_row_adapters(model, ["support", None, "legal"]):
+            logits = model(input_ids=ids).logits  # ids: (3, T)
+
+    Every row shares the base forward; each layer then adds each row's low-rank update (see
+    :class:`RowAdapters`). When every row names the same adapter this is :func:`use_adapter`.
+    A layer that an adapter does not adapt adds nothing for its rows. Mixing is refused while an
+    adapter is merged into the base weights (its rows would get it twice, the others wrongly)."""
+    names = list(names)
+    if not names:
+        raise ValueError("use_row_adapters needs one adapter name (or None) per row, got none")
+    known = adapter_names(model)
+    for i, name in enumerate(names):
+        if name is not None and name not in known:
+            raise KeyError(f"row {i}: no adapter {name!r}; this model has {known or 'none'}")
+    layers = list(lora_layers(model).values())
+    previous = [layer.row_adapters for layer in layers]
+    if len(set(names)) == 1:
+        plan = None
+    else:
+        merged = sorted({m.merged_adapter for m in layers if m.merged_adapter is not None})
+        if merged:
+            raise RuntimeError(
+                f"adapter {merged[0]!r} is merged into the base weights; unmerge it before "
+                "running rows with different adapters"
+            )
+        plan = RowAdapters(names)
+    for layer in layers:
+        layer.row_adapters = plan
+    try:
+        if plan is None:
+            with use_adapter(model, names[0]):
+                yield
+        else:
+            yield
+    finally:
+        for layer, before in zip(layers, previous, strict=True):
+            layer.row_adapters = before
 
 
 def delete_adapter(model: nn.Module, name: str) -> None:
