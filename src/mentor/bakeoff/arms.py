@@ -247,8 +247,8 @@ def answer_all(
     console: Console,
     label: str,
 ) -> Answered:
-    """Every question answered by ``engine`` in batches of ``answer.batch_size``, with a
-    progress bar (updated every few batches: the engine sorts each call's prompts by length)."""
+    """Every question answered by ``engine``, ``answer.batch_size`` at a time, with a progress
+    bar."""
     from mentor.evaluate.answers import generate_answers
 
     prompts, evidence, sources = [], [], []
@@ -266,7 +266,10 @@ def answer_all(
         sources.append(ids)
     texts: list[str] = []
     sampling = SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
-    step = config.answer.batch_size * 4
+    # Large calls: within one the engine keeps batch_size rows running and a finished row's
+    # place goes to the next question at once; at a call's end the batch drains. The bar moves
+    # once per call.
+    step = config.answer.batch_size * 8
     with progress_bar(console) as bar:
         task = bar.add_task(label, total=len(prompts))
         for start in range(0, len(prompts), step):
