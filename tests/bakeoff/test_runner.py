@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import pytest
 from rich.console import Console
 
 from mentor.bakeoff import runner
+from mentor.bakeoff.arms import answer_engine
 from mentor.bakeoff.config import ArmSpec, BakeoffConfig
 from mentor.bakeoff.results import ArmResult, BakeoffResult, load_result
 from mentor.evaluate import text
-from mentor.testing import save_tiny_llama, tiny_sentence_transformer_folder
+from mentor.models.backends import EngineSettings
+from mentor.testing import FakeVLLM, save_tiny_llama, tiny_sentence_transformer_folder
 
 COLOURS = ["red", "green", "blue", "amber", "violet", "teal"]
 DONE = ["closed-book", "rag", "lora", "lora+rag", "distilled", "lora-int8"]
@@ -279,3 +282,59 @@ def test_an_arm_stored_under_other_metric_names_is_measured_again(
     after, _ = _run(config)
     assert measured == ["closed-book"]
     assert "whole_words" in after.arm("closed-book").quality
+
+
+def test_vllm_answers_the_arms_it_can_run_and_the_report_says_which_engine_did_what(
+    first: tuple[BakeoffConfig, BakeoffResult, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``engine.kind: vllm`` the scored answers come from vLLM (faked), batched, the adapter
+    served beside the base; latency stays on the builtin engine; the int8 arm, which vLLM cannot
+    run, keeps its builtin result (same fingerprint). A rerun reuses the vLLM results as such."""
+    fake = FakeVLLM()
+    monkeypatch.setitem(sys.modules, "mentor.models.vllm", fake.module())
+    config = first[0].model_copy(deep=True)
+    config.arms = [a for a in config.arms if a.name in ("closed-book", "lora", "lora-int8")]
+    _run(config)  # on the builtin engine, up to date with what the tests above changed
+    config.engine = EngineSettings(kind="vllm", vllm_url="http://gpu:8000")
+    measured = _measuring(monkeypatch)
+    result, output = _run(config)
+    assert measured == ["closed-book", "lora"]  # the engine is part of what an arm measured
+    base, lora, int8 = (result.arm(n) for n in ("closed-book", "lora", "lora-int8"))
+    assert [a.answer_engine for a in (base, lora, int8)] == ["vllm", "vllm", "builtin"]
+    assert base.engines == "answers: vllm (batched 4), latency: builtin, one at a time"
+    assert base.latency_ms["queries"] == 2
+    # every test and update question went to vLLM, the lora arm's with its adapter
+    questions = len(result.arm("closed-book").answers) + 3
+    assert [o.folder for o in fake.opened] == [Path(config.models.base)] * 2
+    assert fake.opened[0].adapters == {} and fake.opened[0].request_adapters == [None] * questions
+    trained = result.arm("lora")
+    assert fake.opened[1].adapters == {"adapter": Path(config.out / "models/lora/run/adapter")}
+    assert fake.opened[1].request_adapters == ["adapter"] * questions
+    assert all(a.answer == "nothing scripted" for a in trained.answers)
+    assert "engines, closed-book: answers: vllm (batched 4), latency: builtin" in output
+    assert "engines, lora-int8: answers: builtin (batched 4)" in output
+    html = (config.out / "report.html").read_text()
+    assert "answers: vllm (batched 4), latency: builtin, one at a time" in html
+    again, _ = _run(config)
+    assert measured == ["closed-book", "lora"]  # nothing measured twice
+    assert again.arm("lora").engines == lora.engines
+    stored = json.loads((config.out / "arms" / "lora.json").read_text())
+    assert stored["arm"]["answer_engine"] == "vllm"
+
+
+def test_the_arm_fingerprint_changes_with_the_engine_only_where_it_answers(
+    first: tuple[BakeoffConfig, BakeoffResult, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mentor.models.vllm", FakeVLLM().module())
+    config = first[0]
+    bakeoff = runner.Bakeoff(config, Console(file=io.StringIO()), profile=None)
+    on_vllm = runner.Bakeoff(
+        config.model_copy(update={"engine": EngineSettings(kind="vllm")}),
+        Console(file=io.StringIO()),
+        profile=None,
+    )
+    arm, int8 = ArmSpec(name="closed-book"), ArmSpec(name="b8", quantize="int8")
+    assert bakeoff.arm_fingerprint(arm) != on_vllm.arm_fingerprint(arm)
+    assert bakeoff.arm_fingerprint(int8) == on_vllm.arm_fingerprint(int8)
+    choice, why = answer_engine(int8, None, on_vllm.config)
+    assert choice == "builtin" and why is not None and "quantized to int8 by mentor" in why

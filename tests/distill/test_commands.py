@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from mentor.cli import app
 from mentor.distill import recipe
-from mentor.testing import save_model_folder, save_tiny_llama, tiny_qwen2
+from mentor.testing import FakeVLLM, save_model_folder, save_tiny_llama, tiny_qwen2
 from mentor.train.trainer import read_metrics
 
 runner = CliRunner()
@@ -215,3 +215,19 @@ def test_a_student_built_from_a_smaller_config(workspace: Path, tmp_path: Path) 
               "--student-method", "lora"],
     )  # fmt: skip
     assert lora.exit_code == 1 and "train it in full" in lora.output
+
+
+def test_sequence_kd_teacher_answers_come_from_the_chosen_engine(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeVLLM()
+    monkeypatch.setitem(sys.modules, "mentor.models.vllm", fake.module())
+    out = tmp_path / "seq-vllm"
+    args = _args(workspace, out, "--method", "sequence", "--max-steps", "1", "--engine", "vllm")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert [o.folder for o in fake.opened] == [workspace / "teacher"]  # the teacher, once
+    assert len(fake.opened[0].request_adapters) == 24
+    lines = (out / "teacher_answers.jsonl").read_text().splitlines()
+    answers = [json.loads(line) for line in lines]
+    assert all(a["messages"][-1]["content"] == "nothing scripted" for a in answers)

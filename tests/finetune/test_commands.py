@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from mentor.cli import app
-from mentor.testing import save_tiny_llama
+from mentor.testing import FakeVLLM, save_tiny_llama
 from mentor.train.adapters import load_adapter, read_info
 from mentor.train.trainer import read_metrics
 
@@ -302,3 +302,47 @@ def test_classification_runs_from_the_same_command(tmp_path: Path) -> None:
     assert "held out as the test set" in result.output
     report = json.loads((tmp_path / "cls" / "report.json").read_text())
     assert report["labels"] == 2 and report["tuned_accuracy"] >= 0.5
+
+
+def test_the_engine_flags_reach_the_evaluation_before_and_after_training(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--engine vllm: the held-out set is answered by vLLM (faked), the tuned LoRA model as the
+    base folder plus the adapter (served, not merged); a full run's tuned model is its folder."""
+    fake = FakeVLLM()
+    monkeypatch.setitem(sys.modules, "mentor.models.vllm", fake.module())
+    test = str(workspace / "test.jsonl")
+    vllm = ["--engine", "vllm", "--vllm-url", "http://gpu:8000", "--eval", test]
+    out = tmp_path / "lora"
+    result = runner.invoke(app, _args(workspace, out, "--max-steps", "2", *vllm))
+    assert result.exit_code == 0, result.output
+    before, after = fake.opened
+    assert before.folder == after.folder == workspace / "base"
+    assert before.adapters == {} and before.request_adapters == [None] * 3
+    assert after.adapters == {"adapter": out / "adapter"}
+    assert after.request_adapters == ["adapter"] * 3 and after.settings.url == "http://gpu:8000"
+    data = json.loads((out / "report.json").read_text())
+    assert data["config"]["engine"]["kind"] == "vllm"
+    assert data["before_after"]["n"] == 3
+    full = tmp_path / "full"
+    result = runner.invoke(
+        app, _args(workspace, full, "--max-steps", "1", "--method", "full", *vllm)
+    )
+    assert result.exit_code == 0, result.output
+    assert fake.opened[-1].folder == full / "model" and fake.opened[-1].adapters == {}
+
+
+def test_vllm_is_refused_before_training_for_a_model_it_cannot_run(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mentor.models.vllm", FakeVLLM().module())
+    quantized = tmp_path / "int8"
+    quantized.mkdir()
+    (quantized / "config.json").write_text((workspace / "base" / "config.json").read_text())
+    (quantized / "mentor_quantized.json").write_text("{}")
+    args = _args(workspace, tmp_path / "run", "--eval", str(workspace / "test.jsonl"))
+    args[args.index("--model") + 1] = str(quantized)
+    result = runner.invoke(app, [*args, "--engine", "vllm"])
+    assert result.exit_code == 1
+    assert "quantized by mentor" in result.output and "use --engine builtin" in result.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained

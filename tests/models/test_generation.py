@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mentor.models.generation import HFGenerator
+from mentor.models.engine import HFEngine
+from mentor.models.generation import EngineGenerator
 from mentor.models.hub import pull
 from mentor.models.loading import (
     load_causal_lm,
@@ -55,23 +56,22 @@ def test_bf16_is_chosen_only_where_it_is_fast(monkeypatch: pytest.MonkeyPatch) -
     assert resolve_dtype("float16", cpu) == torch.float16
 
 
-def test_hf_generator_streams_greedy_and_deterministic(tiny_folder: Path) -> None:
-    generator = HFGenerator(
-        load_causal_lm(tiny_folder, device="cpu"), load_tokenizer(tiny_folder), name="tiny"
-    )
+def test_engine_generator_streams_greedy_and_deterministic(tiny_folder: Path) -> None:
+    engine = HFEngine(load_causal_lm(tiny_folder, device="cpu"), load_tokenizer(tiny_folder))
+    generator = EngineGenerator(engine)
     assert isinstance(generator, Generator)
     messages = [{"role": "user", "content": "What is the refund policy?"}]
     config = SamplingConfig(max_new_tokens=12)
     pieces = list(generator.stream(messages, config))  # type: ignore[arg-type]
     again = complete(generator, messages, config)  # type: ignore[arg-type]
     assert "".join(pieces) == again
-    ids = generator.engine.tokenizer(again, add_special_tokens=False)["input_ids"]
+    ids = engine.tokenizer(again, add_special_tokens=False)["input_ids"]
     assert len(ids) <= 12 + 2  # re-tokenising decoded text can differ by a token or two
 
 
 def test_sampling_with_a_seed_repeats(tiny_folder: Path) -> None:
-    generator = HFGenerator(
-        load_causal_lm(tiny_folder, device="cpu"), load_tokenizer(tiny_folder), name="tiny"
+    generator = EngineGenerator(
+        HFEngine(load_causal_lm(tiny_folder, device="cpu"), load_tokenizer(tiny_folder))
     )
     messages = [{"role": "user", "content": "Tell me about the warranty."}]
     config = SamplingConfig(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)

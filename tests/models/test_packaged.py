@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mentor.models.generation import HFGenerator
+from mentor.models.engine import HFEngine
+from mentor.models.generation import EngineGenerator
 from mentor.models.hub import model_dir, pull, verify
 from mentor.models.info import info
 from mentor.models.loading import load_causal_lm, load_embedder, load_tokenizer
@@ -31,7 +32,7 @@ def test_smollm2_pulls_verifies_and_describes_itself() -> None:
 
 def test_smollm2_answers_a_simple_question() -> None:
     name = "smollm2-135m-instruct"
-    generator = HFGenerator(load_causal_lm(name), load_tokenizer(name), name=name)
+    generator = EngineGenerator(HFEngine(load_causal_lm(name), load_tokenizer(name), name=name))
     reply = complete(
         generator,
         [{"role": "user", "content": "What is the capital of France?"}],

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from mentor.cli import app
-from mentor.testing import tiny_sentence_transformer_folder
+from mentor.testing import FakeVLLM, tiny_sentence_transformer_folder
 
 runner = CliRunner()
 
@@ -258,3 +259,21 @@ def test_search_and_eval_with_a_reranker(docs: Path, tmp_path: Path, embedder_fo
         assert found.exit_code == 0, found.output
         data = json.loads(found.output)
         assert "rerank" in data["timings_ms"] and data["hits"]
+
+
+def test_ask_and_diagnose_generate_on_the_engine_the_flags_pick(
+    built: str, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeVLLM()
+    monkeypatch.setitem(sys.modules, "mentor.models.vllm", fake.module())
+    flags = ["--model", str(tiny_lm), "--engine", "vllm", "--vllm-url", "http://gpu:8000"]
+    question = ["When are refunds issued?", "--index", built, "--threshold", "-1"]
+    asked = runner.invoke(app, ["rag", "ask", *question, *flags])
+    assert asked.exit_code == 0, asked.output
+    assert "nothing scripted" in asked.stdout  # vLLM (faked) wrote the answer
+    assert fake.opened[0].folder == tiny_lm and fake.opened[0].settings.url == "http://gpu:8000"
+    diagnosed = runner.invoke(app, ["rag", "diagnose", "Refunds?", "--index", built, *flags])
+    assert diagnosed.exit_code == 0, diagnosed.output
+    assert len(fake.opened) == 2
+    wrong = runner.invoke(app, ["rag", "ask", "Refunds?", "--index", built, "--vllm-url", "x"])
+    assert wrong.exit_code == 1 and "need --engine vllm" in wrong.output

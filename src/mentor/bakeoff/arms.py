@@ -5,9 +5,10 @@ student), optionally quantized (``run_quantize``, with any adapter merged first)
 with retrieval. Every arm answers the same questions with the same system prompt, greedy, at most
 ``answer.max_new_tokens`` tokens:
 
-- quality: all questions in batches of ``answer.batch_size`` (left padded, sorted by length);
+- quality: all questions in batches of ``answer.batch_size``, on the engine ``engine`` picks
+  (:func:`answer_engine`: builtin, or vLLM where it can run the arm's model);
 - latency: ``answer.latency_queries`` questions one at a time, end to end (retrieval, prompt,
-  generation), as a user would wait for them;
+  generation), as a user would wait for them, always on the builtin engine;
 - memory: the process's peak resident set while the arm answers, sampled every 20 ms, and the
   bytes of the weights (and index) it holds.
 """
@@ -31,7 +32,8 @@ from rich.console import Console
 from mentor.bakeoff.config import ArmSpec, BakeoffConfig, RetrievalSettings
 from mentor.bakeoff.data import Question
 from mentor.bakeoff.stages import Built, closed_book_prompt, cut_answer
-from mentor.models.engine import HFEngine
+from mentor.models.backends import EngineChoice, EngineSettings, open_engine, resolve_engine
+from mentor.models.engine import HFEngine, TextEngine
 from mentor.models.protocols import ChatMessage, SamplingConfig
 from mentor.utils.fs import atomic_write_text
 from mentor.utils.progress import progress_bar
@@ -45,11 +47,52 @@ class LoadedModel:
     artifact_mb: float  # what this arm adds on disk (adapter, model copy, quantized weights)
     extra_build_s: float = 0.0  # quantization time
     notes: list[str] = field(default_factory=list)
+    source: str | None = None  # the folder (or registry name) of the weights, for vLLM
+    adapter: Path | None = None  # the LoRA adapter merged into ``model``; vLLM serves it apart
 
     @property
     def engine(self) -> HFEngine:
-        """The one decode loop every arm answers through."""
+        """The builtin engine over the model in memory (latency is measured on it)."""
         return HFEngine(self.model, self.tokenizer)
+
+
+LATENCY_ENGINE: EngineChoice = "builtin"
+"""What latency is measured on: mentor's own loop, one question at a time."""
+
+
+def answer_engine(
+    arm: ArmSpec, built: Built | None, config: BakeoffConfig
+) -> tuple[EngineChoice, str | None]:
+    """The engine that answers ``arm``'s questions and, when it is not the configured one, why.
+
+    vLLM cannot run a model quantized by mentor (its own format): such an arm falls back to the
+    builtin engine rather than stop the bakeoff."""
+    if config.engine.kind == "builtin":
+        return "builtin", None
+    if arm.quantize is not None:
+        return "builtin", (
+            f"vllm cannot run it (quantized to {arm.quantize} by mentor, its own format): "
+            "answered by the builtin engine"
+        )
+    source = built.path if built is not None and built.kind == "full" else None
+    base = built.base if built is not None else config.models.base
+    return resolve_engine(config.engine, source or base, fallback=True)
+
+
+@contextmanager
+def arm_engine(
+    loaded: LoadedModel, choice: EngineChoice, config: BakeoffConfig
+) -> Iterator[TextEngine]:
+    """The engine that answers the arm's questions (:func:`answer_engine` chose it)."""
+    settings = config.engine if choice == "vllm" else EngineSettings()
+    with open_engine(
+        loaded.source,
+        settings=settings,
+        loaded=(loaded.model, loaded.tokenizer),
+        adapter=loaded.adapter,
+        device=config.device,
+    ) as engine:
+        yield engine
 
 
 def folder_mb(path: Path) -> float:
@@ -129,7 +172,7 @@ def load_arm_model(
             artifact = folder_mb(adapter)
         elif weights is not None:
             artifact = folder_mb(weights)
-    return LoadedModel(model, tokenizer, description, artifact)
+    return LoadedModel(model, tokenizer, description, artifact, source=source, adapter=adapter)
 
 
 def _quantized(
@@ -196,7 +239,7 @@ class Answered:
 
 
 def answer_all(
-    loaded: LoadedModel,
+    engine: TextEngine,
     questions: Sequence[Question],
     retrieval: Retrieval | None,
     config: BakeoffConfig,
@@ -204,7 +247,8 @@ def answer_all(
     console: Console,
     label: str,
 ) -> Answered:
-    """Every question answered in batches, with a progress bar."""
+    """Every question answered by ``engine``, ``answer.batch_size`` at a time, with a progress
+    bar."""
     from mentor.evaluate.answers import generate_answers
 
     prompts, evidence, sources = [], [], []
@@ -221,8 +265,11 @@ def answer_all(
         evidence.append(passages)
         sources.append(ids)
     texts: list[str] = []
-    engine, sampling = loaded.engine, SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
-    step = config.answer.batch_size * 2
+    sampling = SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
+    # Large calls: within one the engine keeps batch_size rows running and a finished row's
+    # place goes to the next question at once; at a call's end the batch drains. The bar moves
+    # once per call.
+    step = config.answer.batch_size * 8
     with progress_bar(console) as bar:
         task = bar.add_task(label, total=len(prompts))
         for start in range(0, len(prompts), step):
@@ -246,7 +293,8 @@ def time_answers(
     retrieval: Retrieval | None,
     config: BakeoffConfig,
 ) -> tuple[list[float], float]:
-    """End-to-end seconds per question answered alone, and mean tokens per answer."""
+    """End-to-end seconds per question answered alone, and mean tokens per answer, on the
+    builtin engine (:data:`LATENCY_ENGINE`): one request at a time is what a user waits for."""
     from mentor.evaluate.answers import generate_answers
 
     seconds, tokens = [], []

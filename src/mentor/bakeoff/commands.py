@@ -3,6 +3,7 @@
 mentor bakeoff examples/bakeoff/tidepool.yaml --profile quick
 mentor bakeoff examples/bakeoff/pubmedqa.yaml --profile full --out runs/pubmedqa
 mentor bakeoff my.yaml --arms closed-book,rag --set answer.test_limit=20
+mentor bakeoff examples/bakeoff/tidepool.yaml --engine vllm --set answer.batch_size=32
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
 from mentor.utils.cli import fail
 
 err = Console(stderr=True)
@@ -46,6 +48,9 @@ def bakeoff_cmd(
         list[str] | None,
         typer.Option("--set", help="Override a setting: KEY=VALUE with a dotted key; repeatable."),
     ] = None,
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Run the arms side by side on held-out questions; write report.html and report.json.
 
@@ -58,6 +63,7 @@ def bakeoff_cmd(
         overrides = parse_sets(sets or [])
         if out is not None:
             overrides["out"] = str(out)
+        overrides.update(engine_overrides(engine, vllm_url, vllm_python))
         settings = load_bakeoff_config(config, profile=profile, overrides=overrides)
         if arms:
             wanted = [a.strip() for a in arms.split(",") if a.strip()]

@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 from mentor.advisor.situation import BudgetTier, Freshness, Hardware
 from mentor.evaluate.labels import LABEL_METRICS
 from mentor.evaluate.stats import RESAMPLES
+from mentor.models.backends import EngineSettings
 from mentor.utils.config import read_yaml_mapping
 
 Metric = Literal["exact_match", "token_f1", "rouge_l", "contains", "accuracy", "macro_f1"]
@@ -236,6 +237,13 @@ class BakeoffConfig(_Strict):
     )
     out: Path = Field(default=Path("runs/bakeoff"), description="Folder of the run.")
     device: str = Field(default="cpu", description="cpu, cuda or auto.")
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings,
+        description="What writes the answers that are scored (and a distillation teacher's): "
+        "builtin or vllm. Latency is always measured on the builtin engine, one question at a "
+        "time; an arm vLLM cannot run (quantized by mentor) is answered by the builtin engine "
+        "and the report says so.",
+    )
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="The file's profiles (overrides by name), kept so that a report on one "

@@ -357,7 +357,10 @@ def _not_learned_block(result: BakeoffResult) -> str:
 
 def _arms_list(result: BakeoffResult) -> str:
     entries = "".join(
-        f"<dt>{escape(a.name)}</dt><dd>{escape(a.description)}</dd>" for a in result.arms
+        f"<dt>{escape(a.name)}</dt><dd>{escape(a.description)}"
+        + (f"<br>{escape(a.engines)}" if a.ok else "")
+        + "</dd>"
+        for a in result.arms
     )
     return f'<details class="arms"><summary>What each arm is</summary><dl>{entries}</dl></details>'
 
@@ -560,6 +563,7 @@ def _method_section(result: BakeoffResult) -> str:
         "than the two intervals suggest. Latency is measured answering questions one at a time, "
         "end to end; memory is the peak resident memory while answering.</p>",
         f"<h3>Grounding</h3><p>{escape(grounding)}</p>" if grounding else "",
+        "<h3>Engines</h3>" + _items(engine_lines(result)),
         "<h3>Costs</h3>" + _items(COST_FORMULAS),
         "<h3>Notes</h3>" + _items(result.notes) if result.notes else "",
     ]
@@ -756,9 +760,22 @@ def _summary_names(result: BakeoffResult) -> dict[str, str]:
     return names
 
 
+def engine_lines(result: BakeoffResult) -> list[str]:
+    """Which engine wrote each arm's answers and which measured its latency: one line for all
+    arms when they agree, else one per arm."""
+    done = [a for a in result.arms if a.ok]
+    lines = {a.engines for a in done}
+    if len(lines) == 1:
+        return [f"every arm: {lines.pop()}"]
+    return [f"{a.name}: {a.engines}" for a in done]
+
+
 def print_summary(result: BakeoffResult, console: Console, html_path: Path | None = None) -> None:
-    """The table, the recommendation with its fallback and what to watch, and where the page is."""
+    """The table, which engines answered, the recommendation with its fallback and what to
+    watch, and where the page is."""
     console.print(summary_table(result, console.width))
+    for line in engine_lines(result):
+        console.print(f"engines, {line}", markup=False, highlight=False)
     for arm in result.arms:
         if not arm.ok:
             console.print(f"✗ {arm.name} failed: {_error_line(arm)}", markup=False)

@@ -83,10 +83,23 @@ class ArmResult:
     curve: list[dict[str, float]] = field(default_factory=list)  # training steps: loss, val_loss
     answers: list[ScoredAnswer] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the arm's evaluation in this run
+    answer_engine: str = "builtin"  # what wrote the scored answers: builtin or vllm
+    answer_batch_size: int = 0  # questions per generate call when answering for the scores
+    latency_engine: str = "builtin"  # what answered the latency questions, one at a time
+    engine_note: str | None = None  # why the answers are not on the configured engine
 
     @property
     def ok(self) -> bool:
         return self.status == "done"
+
+    @property
+    def engines(self) -> str:
+        """Which engine wrote the answers and which measured latency, in one line."""
+        batched = f" (batched {self.answer_batch_size})" if self.answer_batch_size else ""
+        line = (
+            f"answers: {self.answer_engine}{batched}, latency: {self.latency_engine}, one at a time"
+        )
+        return f"{line}; {self.engine_note}" if self.engine_note else line
 
 
 @dataclass

@@ -32,9 +32,12 @@ from typing import Any
 from rich.console import Console
 
 from mentor.bakeoff.arms import (
+    LATENCY_ENGINE,
     LoadedModel,
     Retrieval,
     answer_all,
+    answer_engine,
+    arm_engine,
     folder_mb,
     load_arm_model,
     peak_rss,
@@ -59,6 +62,7 @@ from mentor.bakeoff.stages import Built, build_rag_index, fingerprint, merged_do
 from mentor.evaluate.labels import LABEL_METRICS
 from mentor.evaluate.stats import bootstrap, paired_bootstrap
 from mentor.evaluate.text import TEXT_METRICS
+from mentor.models.engine import TextEngine
 from mentor.utils.fs import atomic_write_text
 
 
@@ -190,11 +194,11 @@ class Bakeoff:
         return gold
 
     def _score(
-        self, questions: Sequence[Question], loaded: LoadedModel, arm: ArmSpec, updated: bool
+        self, questions: Sequence[Question], engine: TextEngine, arm: ArmSpec, updated: bool
     ) -> list[Any]:
         retrieval = self.retrieval(arm.retrieval, updated) if arm.retrieval else None
         answered = answer_all(
-            loaded,
+            engine,
             questions,
             retrieval,
             self.config,
@@ -235,18 +239,22 @@ class Bakeoff:
             self.console,
         )
         retrieval = self.retrieval(arm.retrieval) if arm.retrieval else None
-        with peak_rss() as peak:
-            before = peak[0]
-            scored = self._score(self.data.test, loaded, arm, updated=False)
-            latency_set = spread(self.data.test, config.answer.latency_queries)
-            seconds, tokens = time_answers(loaded, latency_set, retrieval, config)
+        choice, engine_note = answer_engine(arm, built, config)
+        if engine_note:
+            self.console.print(f"[yellow]{arm.name}: {engine_note}[/yellow]")
         updates = None
-        if self.data.updates and (arm.retrieval is None or self.data.docs is not None):
-            fresh = self._score(self.data.updates, loaded, arm, updated=True)
-            stat = metric_statistic(config.primary, fresh, config.data.labels)
-            updates = bootstrap(
-                stat, len(fresh), resamples=config.answer.bootstrap, seed=config.answer.seed
-            )
+        with arm_engine(loaded, choice, config) as engine:
+            with peak_rss() as peak:
+                before = peak[0]
+                scored = self._score(self.data.test, engine, arm, updated=False)
+                latency_set = spread(self.data.test, config.answer.latency_queries)
+                seconds, tokens = time_answers(loaded, latency_set, retrieval, config)
+            if self.data.updates and (arm.retrieval is None or self.data.docs is not None):
+                fresh = self._score(self.data.updates, engine, arm, updated=True)
+                stat = metric_statistic(config.primary, fresh, config.data.labels)
+                updates = bootstrap(
+                    stat, len(fresh), resamples=config.answer.bootstrap, seed=config.answer.seed
+                )
         labels = config.data.labels
         metrics = metrics_for(config)
         quality = {
@@ -288,6 +296,10 @@ class Bakeoff:
             curve=built.curve if built else [],
             answers=scored,
             seconds=time.perf_counter() - started,
+            answer_engine=choice,
+            answer_batch_size=config.answer.batch_size,
+            latency_engine=LATENCY_ENGINE,
+            engine_note=engine_note,
         )
         del loaded
         release()
@@ -307,7 +319,11 @@ class Bakeoff:
         return "; ".join(parts)
 
     def arm_fingerprint(self, arm: ArmSpec) -> str:
+        """What the arm's stored result was measured on. The engine that writes the answers is
+        part of it: greedy answers from two engines can differ (other kernels, other rounding).
+        The builtin engine adds nothing, so results stored before engines were chosen stay valid."""
         built = self.trained.get(arm.model)
+        engine = answer_engine(arm, built, self.config)[0]
         return fingerprint(
             arm.model_dump(),
             built.fingerprint if built else self.config.models.base,
@@ -320,6 +336,7 @@ class Bakeoff:
             [(q.id, q.question, q.answer) for q in self.data.updates],
             self.data.docs,  # retrieved from, or the closed-book arms' grounding evidence
             self.data.updated_docs if self.data.updates else None,
+            *([] if engine == "builtin" else [f"answers: {engine}"]),
         )
 
     def run_arm(self, arm: ArmSpec) -> ArmResult:

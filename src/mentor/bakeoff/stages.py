@@ -27,6 +27,7 @@ from rich.console import Console
 
 from mentor.bakeoff.config import BakeoffConfig, RetrievalSettings, TrainingSpec
 from mentor.bakeoff.data import Question
+from mentor.models.backends import EngineChoice
 from mentor.models.protocols import ChatMessage
 from mentor.utils.fs import atomic_write_text
 
@@ -150,6 +151,14 @@ def teacher_and_student(config: BakeoffConfig) -> tuple[str, str]:
     return config.models.teacher or config.models.base, config.models.student or config.models.base
 
 
+def teacher_answer_engine(config: BakeoffConfig) -> tuple[EngineChoice, str | None]:
+    """The engine that writes sequence distillation's teacher answers, and why it is not the
+    configured one (vLLM cannot run the teacher: the builtin engine writes them instead)."""
+    from mentor.models.backends import resolve_engine
+
+    return resolve_engine(config.engine, teacher_and_student(config)[0], fallback=True)
+
+
 def closed_book_prompt(system: str, question: str) -> list[ChatMessage]:
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
@@ -240,6 +249,9 @@ def train_model(
     system = config.answer.system
     base = config.models.base
     teacher, student = teacher_and_student(config)
+    sequence = spec.method == "distill" and spec.distill == "sequence"
+    # the teacher's greedy answers may differ between engines; builtin adds nothing (older runs)
+    teacher_engine = teacher_answer_engine(config)[0] if sequence else "builtin"
     wanted = fingerprint(
         name,
         spec.model_dump(),
@@ -252,6 +264,7 @@ def train_model(
         [(q.question, q.answer) for q in validation],
         config.models.embedder if spec.teacher_retrieval else None,
         docs if spec.method == "distill" and spec.teacher_retrieval else None,
+        *([] if teacher_engine == "builtin" else [f"teacher answers: {teacher_engine}"]),
     )
     if (done := _reuse(folder, wanted)) is not None:
         console.print(f"{name}: trained model reused ({done.path})")
@@ -340,7 +353,7 @@ def _distill_sequence(
         teacher_answers,
     )
     from mentor.evaluate.grounding import strip_citations
-    from mentor.models.engine import HFEngine
+    from mentor.models.backends import EngineSettings, open_engine
     from mentor.models.hub import weights_fingerprint
     from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from mentor.rag.answer import is_refusal
@@ -357,22 +370,28 @@ def _distill_sequence(
     if not prompt_file.exists():
         lines = [json.dumps({"messages": p}) for p in prompts]
         atomic_write_text(prompt_file, "\n".join(lines) + "\n")
-    with console.status(f"loading the teacher {teacher}"):
-        model = load_causal_lm(teacher, device=config.device)
-        tokenizer = load_tokenizer(teacher)
+    choice, why = teacher_answer_engine(config)
+    if why:
+        console.print(f"[yellow]the teacher {teacher}: {why}[/yellow]")
+    loaded = None
+    if choice == "builtin":  # vLLM loads the teacher from its folder: no copy in this process
+        with console.status(f"loading the teacher {teacher}"):
+            loaded = (load_causal_lm(teacher, device=config.device), load_tokenizer(teacher))
     answers_file = folder / "teacher_answers.jsonl"
-    generate_dataset(
-        LocalTeacher(HFEngine(model, tokenizer), batch_size=config.answer.batch_size),
-        prompt_file,
-        answers_file,
-        GenerationSettings(
-            max_new_tokens=config.answer.max_new_tokens, batch_size=config.answer.batch_size
-        ),
-        teacher_name=teacher,
-        teacher_fingerprint=weights_fingerprint(resolve_model_path(teacher)),
-        console=console,
-    )
-    del model
+    settings = config.engine if choice == "vllm" else EngineSettings()
+    with open_engine(teacher, settings=settings, loaded=loaded, device=config.device) as engine:
+        generate_dataset(
+            LocalTeacher(engine, batch_size=config.answer.batch_size),
+            prompt_file,
+            answers_file,
+            GenerationSettings(
+                max_new_tokens=config.answer.max_new_tokens, batch_size=config.answer.batch_size
+            ),
+            teacher_name=teacher,
+            teacher_fingerprint=weights_fingerprint(resolve_model_path(teacher)),
+            console=console,
+        )
+    del loaded
     said = teacher_answers(answers_file)
     kept = [
         (closed_book_prompt(system, q.question), cut_answer(strip_citations(a)))

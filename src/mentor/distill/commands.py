@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
 from mentor.utils.cli import fail
 
 console = Console()
@@ -105,6 +106,9 @@ def distill_cmd(
     eval_limit: Annotated[int | None, typer.Option(help="Compare on at most N examples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Distil TEACHER into STUDENT on DATA, save the student and write the teacher-student
     report (retention, agreement, similarity, size and speed) under --out. Runs unchanged
@@ -145,6 +149,7 @@ def distill_cmd(
         "train.save_every": save_every,
         "train.eval_every": eval_every,
         "train.seed": seed,
+        **engine_overrides(engine, vllm_url, vllm_python),
     }
     try:
         settings = load_config(config, overrides)

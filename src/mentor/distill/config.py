@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mentor.distill.losses import Divergence
 from mentor.distill.sequence import GenerationSettings
+from mentor.models.backends import EngineSettings
 from mentor.models.remote import EndpointSettings
 from mentor.train.lora import LoRASettings
 from mentor.train.trainer import TrainSettings
@@ -133,6 +134,12 @@ class DistillConfig(BaseModel):
     )
     lora: LoRASettings = Field(default_factory=LoRASettings, description="Student adapter shape.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Training loop.")
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings,
+        description="What writes a local teacher's answers (sequence): builtin or vllm. The "
+        "teacher-student report times both on the builtin engine, so its speed-up compares "
+        "models, not engines.",
+    )
 
     @model_validator(mode="before")
     @classmethod

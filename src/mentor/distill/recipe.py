@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from mentor.evaluate.answers import (
     load_eval_items,
     score_generations,
 )
-from mentor.models.engine import HFEngine
+from mentor.models.backends import open_engine
 from mentor.models.hub import weights_fingerprint
 from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from mentor.models.protocols import SamplingConfig
@@ -155,22 +156,30 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
     if config.method == "sequence":
         data_path = out / "teacher_answers.jsonl"
         if world.is_main:
-            answerer: Teacher = (
-                HostedTeacher(remote)
-                if remote is not None
-                else LocalTeacher(
-                    HFEngine(teacher(), teacher_tok), batch_size=config.generation.batch_size
+            with ExitStack() as stack:
+                answerer: Teacher
+                if remote is not None:
+                    answerer = HostedTeacher(remote)
+                else:  # vLLM loads the teacher from its folder: no copy in this process
+                    builtin = config.engine.kind == "builtin"
+                    engine = stack.enter_context(
+                        open_engine(
+                            config.teacher,
+                            settings=config.engine,
+                            loaded=(teacher(), teacher_tok) if builtin else None,
+                            device=str(device),
+                        )
+                    )
+                    answerer = LocalTeacher(engine, batch_size=config.generation.batch_size)
+                stats = generate_dataset(
+                    answerer,
+                    config.data,
+                    data_path,
+                    config.generation,
+                    teacher_name=remote.settings.label if remote else config.teacher,
+                    teacher_fingerprint=teacher_fp,
+                    console=console,
                 )
-            )
-            stats = generate_dataset(
-                answerer,
-                config.data,
-                data_path,
-                config.generation,
-                teacher_name=remote.settings.label if remote else config.teacher,
-                teacher_fingerprint=teacher_fp,
-                console=console,
-            )
             console.print(
                 f"teacher answers: {stats.generated} written, {stats.reused} already there "
                 f"({data_path})"

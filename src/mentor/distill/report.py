@@ -66,7 +66,11 @@ def timed_answers(
     max_new_tokens: int,
     batch_size: int = 8,
 ) -> TimedAnswers:
-    """Greedy answers to ``prompts`` with the wall time and the number of tokens generated."""
+    """Greedy answers to ``prompts`` with the wall time and the number of tokens generated.
+
+    Always on the builtin engine: the report compares teacher and student speed, and both must
+    run on the same loop for the ratio to be about the models (the student may also be pruned in
+    memory, which vLLM cannot load)."""
     started = time.perf_counter()
     answers = generate_answers(
         HFEngine(model, tokenizer),

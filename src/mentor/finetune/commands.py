@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
 from mentor.utils.cli import fail
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
@@ -70,6 +71,9 @@ def finetune_cmd(
     eval_limit: Annotated[int | None, typer.Option(help="Score at most N test examples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of order, dropout and init [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Fine-tune MODEL on DATA (LoRA or full), score base against tuned on --eval, and save the
     adapter or model with a report under --out. Runs unchanged under torchrun for several GPUs."""
@@ -103,6 +107,7 @@ def finetune_cmd(
         "train.seed": seed,
         "lora.r": rank,
         "lora.alpha": alpha,
+        **engine_overrides(engine, vllm_url, vllm_python),
     }
     try:
         settings = load_config(config, overrides)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mentor.models.backends import EngineSettings
 from mentor.train.lora import LoRASettings
 from mentor.train.trainer import TrainSettings
 from mentor.utils.config import load_yaml_config
@@ -70,6 +71,10 @@ class FinetuneConfig(BaseModel):
     device: str = Field(default="auto", description="auto, cpu, cuda or mps.")
     lora: LoRASettings = Field(default_factory=LoRASettings, description="Adapter shape.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Training loop.")
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings,
+        description="What answers the held-out set before and after training: builtin or vllm.",
+    )
 
     @field_validator("model")
     @classmethod

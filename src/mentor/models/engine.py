@@ -1,26 +1,31 @@
 """The one way mentor turns a causal LM and its tokenizer into text: an engine.
 
-Every caller that wants text from a local model goes through a :class:`TextEngine`: the server
-streams one request at a time, evaluation, the bakeoff, distillation's teacher and quantize's
-speed run answer many prompts in batches, and :class:`~mentor.models.generation.HFGenerator`
-(what ``rag ask`` and ``mentor generate`` use) wraps one for chat. There is one request type
-(token ids plus a :class:`~mentor.models.protocols.SamplingConfig`) and one result type
-(:class:`Completion`). :class:`HFEngine` runs a Hugging Face model with our own decode loop:
+Every caller that wants text goes through a :class:`TextEngine`: the server streams requests,
+evaluation, the bakeoff, distillation's teacher, synthetic questions and quantize's speed run
+answer many prompts at once, and :class:`~mentor.models.generation.EngineGenerator` (what
+``rag ask`` and ``mentor generate`` use) wraps one for chat; callers pick the engine with
+:func:`~mentor.models.backends.open_engine` (this builtin one, or a vLLM server). There is one
+request type (token ids, a :class:`~mentor.models.protocols.SamplingConfig` and the adapter to
+run) and one result type (:class:`Completion`). :class:`HFEngine` runs a Hugging Face model with
+our own decode loop, batched continuously (Yu et al., 2022, "Orca"):
 
-    prompts ─► left pad (B, T) ─► forward (fills the KV cache) ─► logits (B, V) ─► pick per row
-                                     ▲                                                  │
-                                     └─────────── forward(next tokens (B, 1)) ◄─────────┘
+    submit ─► waiting ─► admit (max_running, KV budget) ─► prefill, pick the first token
+                                                              │  join the running batch
+    running batch (B, L) ─► forward(last tokens (B, 1)) ─► logits (B, V) ─► pick per row
+          ▲                                                                     │
+          └──────────── finished rows leave, new rows join between passes ◄─────┘
 
 The loop is ours rather than ``model.generate`` so that each step can check a request's deadline
 and whether its client is still there, text leaves as soon as a token completes a character, and
-every row of a batch keeps its own sampling settings, seed, penalties and stop strings. Another
-backend (continuous batching across requests, a vLLM server) satisfies the same protocol.
+every row keeps its own sampling settings, seed, penalties, stop strings and LoRA adapter. On
+CUDA a request alone runs through :class:`~mentor.models.static_decode.StaticDecoder` (a static
+cache and one captured graph per token) until a second one arrives.
 
     engine = HFEngine(model, tokenizer, name="smollm2")
     prompt = engine.encode_chat([{"role": "user", "content": "Hi!"}])
     for piece in engine.stream(Request(prompt, SamplingConfig(max_new_tokens=32))):
-        print(piece, end="")
-    answers = engine.generate([Request(p, SamplingConfig()) for p in prompts], batch_size=8)
+        print(piece, end="")  # other threads' requests decode in the same passes meanwhile
+    answers = engine.generate([Request(p, SamplingConfig()) for p in prompts], batch_size=16)
 """
 
 from __future__ import annotations

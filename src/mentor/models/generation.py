@@ -1,33 +1,29 @@
-"""Chat generation with a Hugging Face causal LM, streamed piece by piece.
+"""Chat generation over any text engine, streamed piece by piece.
 
-``HFGenerator`` satisfies :class:`~mentor.models.protocols.Generator` (messages in, text out):
-it renders the conversation with the model's own chat template and streams the reply from an
-:class:`~mentor.models.engine.HFEngine`, the one decode loop every local model runs through.
+``EngineGenerator`` satisfies :class:`~mentor.models.protocols.Generator` (messages in, text out)
+for any :class:`~mentor.models.engine.TextEngine`, mentor's own or a vLLM server
+(:func:`~mentor.models.backends.open_engine`): it renders the conversation with the model's own
+chat template and streams the reply.
 
-    lm = HFGenerator(load_causal_lm("smollm2-135m-instruct"), load_tokenizer(...), name="smollm2")
-    print("".join(lm.stream([{"role": "user", "content": "Hi!"}], SamplingConfig())))
+    with open_engine("smollm2-135m-instruct", settings=EngineSettings()) as engine:
+        lm = EngineGenerator(engine)
+        print("".join(lm.stream([{"role": "user", "content": "Hi!"}], SamplingConfig())))
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
-from mentor.models.engine import HFEngine, Request
+from mentor.models.engine import Request, TextEngine
 from mentor.models.protocols import ChatMessage, SamplingConfig
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+class EngineGenerator:
+    """Generate replies with ``engine`` (any model with a chat template)."""
 
-class HFGenerator:
-    """Generate replies with ``model`` and ``tokenizer`` (any causal LM with a chat template)."""
-
-    def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str
-    ) -> None:
-        self.engine = HFEngine(model, tokenizer, name=name)
-        self.name = name
+    def __init__(self, engine: TextEngine) -> None:
+        self.engine = engine
+        self.name = engine.name
 
     def stream(self, messages: Sequence[ChatMessage], config: SamplingConfig) -> Iterator[str]:
         prompt = self.engine.encode_chat([dict(m) for m in messages])

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mentor import __version__
+from mentor.models.backends import QUANTIZED_MANIFEST
 from mentor.quantize.convert import (
     LayerPlan,
     QuantizeError,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 WEIGHTS_FILE = "quantized.safetensors"
-MANIFEST_FILE = "mentor_quantized.json"
+MANIFEST_FILE = QUANTIZED_MANIFEST  # how the engines tell a folder vLLM cannot load
 FORMAT_VERSION = 1
 
 

@@ -10,6 +10,10 @@ unquantized one, measured the same way on both.
 - quality: perplexity on held-out text (:func:`mentor.evaluate.perplexity.perplexity`, by
   default on the packaged general-English sample) and, given a held-out chat/qa set, exact match,
   token F1 and ROUGE-L of greedy answers, with paired bootstrap intervals on the changes.
+
+Both models always run on the builtin engine (:class:`~mentor.models.engine.HFEngine`, never
+``--engine vllm``): the quantized one is mentor's own int8/int4 format, which vLLM cannot load,
+and the reference runs on the same loop so that the speed ratio is about the weights alone.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,11 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, settings_from_flags
 from mentor.utils.cli import fail
 from mentor.utils.progress import progress_bar
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
-    from mentor.models.generation import HFGenerator
+    from mentor.models.backends import EngineSettings
+    from mentor.models.generation import EngineGenerator
     from mentor.models.protocols import Generator
     from mentor.models.remote import RemoteGenerator
     from mentor.rag.index import Manifest
@@ -326,12 +330,19 @@ ExpansionOpt = Annotated[
 ]
 
 
-def _generator(model: str, device: str) -> HFGenerator:
-    from mentor.models.generation import HFGenerator
-    from mentor.models.loading import load_causal_lm, load_tokenizer
+@contextmanager
+def _generator(model: str, device: str, settings: EngineSettings) -> Iterator[EngineGenerator]:
+    """``model`` on the engine ``settings`` picks (``--engine``), for the block."""
+    from mentor.models.backends import open_engine
+    from mentor.models.generation import EngineGenerator
 
-    with console.status(f"loading {model}"):
-        return HFGenerator(load_causal_lm(model, device=device), load_tokenizer(model), name=model)
+    with ExitStack() as stack:
+        with console.status(f"loading {model} ({settings.kind} engine)"):
+            try:
+                engine = stack.enter_context(open_engine(model, settings=settings, device=device))
+            except ValueError as exc:
+                raise fail(str(exc)) from None
+        yield EngineGenerator(engine)
 
 
 def _hosted(model: str, url: str, key_env: str, rpm: float | None) -> RemoteGenerator:
@@ -380,6 +391,9 @@ def ask_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.", min=1)] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Answer QUESTION from the indexed documents, streaming, with numbered citations; refuse
     when retrieval confidence is below the calibrated threshold."""
@@ -392,8 +406,8 @@ def ask_cmd(
 
     if mode not in ("dense", "bm25", "hybrid"):
         raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
-    generator = _generator(model, device)
     limit = threshold if threshold is not None else load_threshold(index)
     if mode == "bm25" and limit is not None and threshold is None:
         limit = None  # BM25 alone gives no similarity to compare with a calibrated threshold
@@ -404,16 +418,17 @@ def ask_cmd(
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-    answer = ask(
-        _searcher(retriever, expansion, generator),
-        generator,
-        question,
-        search=config,
-        reranker=_reranker(reranker, device),
-        threshold=limit,
-        sampling=SamplingConfig(max_new_tokens=max_new_tokens),
-        on_token=show,
-    )
+    with _generator(model, device, settings) as generator:
+        answer = ask(
+            _searcher(retriever, expansion, generator),
+            generator,
+            question,
+            search=config,
+            reranker=_reranker(reranker, device),
+            threshold=limit,
+            sampling=SamplingConfig(max_new_tokens=max_new_tokens),
+            on_token=show,
+        )
     if as_json:
         print(json.dumps(answer.to_dict(), indent=2, default=str))
         return
@@ -517,6 +532,9 @@ def diagnose_cmd(
     expansion: ExpansionOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Say which stage broke for QUESTION (nothing retrieved, low scores, answer not in the
     sources, generator ignored the context), with the evidence."""
@@ -527,9 +545,9 @@ def diagnose_cmd(
 
     if mode not in ("dense", "bm25", "hybrid"):
         raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
-    generator = _generator(model, device)
-    with console.status("running each stage"):
+    with _generator(model, device, settings) as generator, console.status("running each stage"):
         result = diagnose(
             _searcher(retriever, expansion, generator),
             generator,
@@ -562,6 +580,9 @@ def tune_cmd(
         float, typer.Option(help="nDCG@10 an expansion must gain over none to be turned on.")
     ] = 0.01,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Measure multi-query and HyDE expansion against none; turn one on only if it helps."""
     from mentor.rag.evaluation import load_eval_set
@@ -572,9 +593,12 @@ def tune_cmd(
         eval_set = load_eval_set(queries, qrels)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
-    generator = _generator(model, device)
-    with console.status("measuring none, multi-query and HyDE"):
+    with (
+        _generator(model, device, settings) as generator,
+        console.status("measuring none, multi-query and HyDE"),
+    ):
         tuning = tune_expansion(
             retriever, eval_set, generator, SearchConfig(), max_queries=max_queries, margin=margin
         )
@@ -636,6 +660,9 @@ def train_reranker_cmd(
         typer.Option(help="Share of questions held out to measure the reranker.", min=0.0, max=0.5),
     ] = 0.1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Fine-tune a MiniLM cross-encoder on (question, relevant passage) pairs with hard negatives
     mined from the index: from judgements, or from synthetic questions for unlabelled domains."""
@@ -644,6 +671,7 @@ def train_reranker_cmd(
     from mentor.rag.evaluation import load_eval_set
     from mentor.rag.reranker import mine_pairs, train_reranker
 
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
     if queries is not None:
         try:
@@ -658,14 +686,15 @@ def train_reranker_cmd(
 
         generator: Generator
         hosted: RemoteGenerator | None = None
+        local = ExitStack()  # the local model's engine (a vLLM server) closes after the questions
         if model_url is None:
-            generator = _generator(model, device)
+            generator = local.enter_context(_generator(model, device, settings))
         else:
             try:
                 generator = hosted = _hosted(model, model_url, model_key_env, model_rpm)
             except (RemoteError, ValueError) as exc:
                 raise fail(str(exc)) from None
-        with progress_bar(console) as bar:
+        with local, progress_bar(console) as bar:
             task = bar.add_task(f"writing questions with {model}", total=synthetic)
             written = synthetic_questions(
                 retriever.chunks,

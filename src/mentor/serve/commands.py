@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 
+from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, settings_from_flags
 from mentor.utils.cli import fail
 
 if TYPE_CHECKING:
@@ -163,30 +164,14 @@ def serve_cmd(
             min=0.01,
         ),
     ] = None,
-    engine_kind: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="builtin: mentor's own decode loop; vllm: a vLLM server (make vllm) started "
-            "for MODEL, or the one at --vllm-url. The front (auth, retrieval, logs) is mentor's.",
-        ),
-    ] = "builtin",
-    vllm_url: Annotated[
-        str | None,
-        typer.Option(help="With --engine vllm: a running vLLM server's /v1 root to attach to."),
-    ] = None,
-    vllm_python: Annotated[
-        Path | None,
-        typer.Option(
-            help="With --engine vllm: the vLLM environment's python "
-            "[$MENTOR_VLLM_PYTHON, else vllm on PATH, else ./.venv-vllm]."
-        ),
-    ] = None,
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Serve MODEL (and its adapters, and an index) over an OpenAI-compatible API."""
     from contextlib import ExitStack
 
-    from mentor.models.vllm_server import VLLMError, VLLMSettings
+    from mentor.models.vllm_server import VLLMError
     from mentor.serve.engine import load_engine, open_vllm_engine
     from mentor.train.adapters import AdapterError
 
@@ -197,26 +182,25 @@ def serve_cmd(
     roots = tuple(p.expanduser().resolve() for p in allow_adapter_loading or [])
     if missing := [str(p) for p in roots if not p.is_dir()]:
         raise fail(f"--allow-adapter-loading {', '.join(missing)}: no such folder")
-    if engine_kind not in ("builtin", "vllm"):
-        raise fail(f"--engine {engine_kind!r}: use builtin or vllm")
+    chosen = settings_from_flags(engine, vllm_url, vllm_python)
     stack = ExitStack()  # what serving needs stopped at the end: a vLLM server
     try:
-        if engine_kind == "vllm":
-            settings = VLLMSettings(url=vllm_url, python=vllm_python)
-            engine = stack.enter_context(
+        if chosen.kind == "vllm":
+            served = stack.enter_context(
                 open_vllm_engine(model, name=name, adapters=parse_adapters(adapter or []),
-                                 settings=settings, max_running=max_running, console=console)
+                                 settings=chosen.vllm_settings(), max_running=max_running,
+                                 console=console)
             )  # fmt: skip
         else:
             with console.status(f"loading {model}"):
-                engine = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
+                served = load_engine(model, name=name, adapters=parse_adapters(adapter or []),
                                      device=device, max_running=max_running,
                                      kv_cache_gb=kv_cache_gb)  # fmt: skip
     except (AdapterError, VLLMError, ValueError, OSError) as exc:
         stack.close()
         raise fail(str(exc)) from None
     with stack:
-        _serve(engine, model, rag=rag, rag_search=rag_search, top_k=top_k, device=device,
+        _serve(served, model, rag=rag, rag_search=rag_search, top_k=top_k, device=device,
                embedder=embedder, log=log, log_sample=log_sample, log_text=log_text,
                limits_args=(max_tokens, timeout, max_queue, max_body), keys=keys,
                admin_keys=admin_keys, roots=roots, host=host, port=port)  # fmt: skip
@@ -292,28 +276,37 @@ def generate_cmd(
     adapter: Annotated[
         Path | None, typer.Option(help="A LoRA adapter folder (ours or PEFT's) to apply.")
     ] = None,
+    engine: EngineOpt = None,
+    vllm_url: VLLMUrlOpt = None,
+    vllm_python: VLLMPythonOpt = None,
 ) -> None:
     """Stream a reply from MODEL to PROMPT, using the model's own chat template."""
-    from mentor.models.generation import HFGenerator
+    from contextlib import ExitStack
+
+    from mentor.models.backends import open_engine
+    from mentor.models.generation import EngineGenerator
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.loading import load_causal_lm, load_tokenizer
     from mentor.models.protocols import ChatMessage, SamplingConfig
     from mentor.models.registry import UnknownModelError
     from mentor.models.sources import SourceError
 
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
+    stack = ExitStack()
     try:
-        with console.status(f"loading {model}"):
-            lm = load_causal_lm(model, device=device)
-            tokenizer = load_tokenizer(model)
-    except (UnknownModelError, NotPulledError, PullError, SourceError) as exc:
-        raise fail(str(exc)) from None
-    if adapter is not None:
-        from mentor.train.adapters import AdapterError, load_adapter
+        with console.status(f"loading {model} ({settings.kind} engine)"):
+            loaded = None
+            if settings.kind == "builtin":  # mentor applies the adapter; vLLM serves it beside
+                loaded = (load_causal_lm(model, device=device), load_tokenizer(model))
+                if adapter is not None:
+                    from mentor.train.adapters import load_adapter
 
-        try:
-            load_adapter(lm, adapter)
-        except AdapterError as exc:
-            raise fail(str(exc)) from None
+                    load_adapter(loaded[0], adapter)
+            text_engine = stack.enter_context(
+                open_engine(model, settings=settings, loaded=loaded, adapter=adapter, device=device)
+            )
+    except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:
+        raise fail(str(exc)) from None
     messages: list[ChatMessage] = []
     if system:
         messages.append({"role": "system", "content": system})
@@ -321,7 +314,8 @@ def generate_cmd(
     config = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
-    for piece in HFGenerator(lm, tokenizer, name=model).stream(messages, config):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    with stack:
+        for piece in EngineGenerator(text_engine).stream(messages, config):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     sys.stdout.write("\n")

@@ -11,6 +11,8 @@ The fakes, one per protocol:
 ``ScriptedGenerator``     :class:`mentor.models.protocols.Generator` (canned replies)
 ``ScriptedEngine``        :class:`mentor.models.engine.TextEngine` (canned replies to real
                           prompts; the server runs on it as ``Engine(ScriptedEngine(...))``)
+``FakeVLLM``              :mod:`mentor.models.vllm` (records what ``open_vllm`` was given;
+                          serves a ``ScriptedEngine``)
 ``MemoryStore``           :class:`mentor.rag.store.VectorStore` (numpy, exact cosine search);
                           pass it as ``Retriever(index, embedder, store=...)``
 ``KeywordReranker``       :class:`mentor.rag.retrieve.Reranker` (shared words)
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING
 from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from mentor.testing.engines import ScriptedEngine
+    from mentor.testing.engines import FakeVLLM, ScriptedEngine
     from mentor.testing.fakes import (
         HashEmbedder,
         KeywordReranker,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHATML_TEMPLATE",
+    "FakeVLLM",
     "HashEmbedder",
     "KeywordReranker",
     "MemoryStore",
@@ -75,6 +78,7 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
+        "FakeVLLM": "mentor.testing.engines",
         "ScriptedEngine": "mentor.testing.engines",
         "HashEmbedder": "mentor.testing.fakes",
         "KeywordReranker": "mentor.testing.fakes",

@@ -7,12 +7,19 @@ component sent (the server's tool loop, retrieval prompts). No model and no torc
 
     lm = ScriptedEngine(tokenizer, script=["Refunds take 14 days [1]."], context_length=8192)
     engine = Engine(lm)          # mentor.serve.engine: the server over any text engine
+
+``FakeVLLM`` stands in for :mod:`mentor.models.vllm` so that ``--engine vllm`` can be tested
+without vLLM: it records what each server was opened with and what each request asked for.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mentor.models.chat import encode_chat
@@ -87,3 +94,63 @@ class ScriptedEngine:
             for _ in self.stream(request, result):
                 pass
         return results
+
+
+@dataclass
+class VLLMOpened:
+    """What one ``open_vllm`` call was given, and the adapters its requests asked for."""
+
+    folder: Path
+    name: str
+    adapters: dict[str, Path]
+    settings: Any
+    request_adapters: list[str | None] = field(default_factory=list)
+
+
+class _RecordingEngine(ScriptedEngine):
+    """A :class:`ScriptedEngine` that notes each request's adapter."""
+
+    def __init__(self, tokenizer: Any, opened: VLLMOpened) -> None:
+        super().__init__(tokenizer, name=opened.name)
+        self.opened = opened
+
+    def stream(self, request: Request, result: Completion | None = None) -> Iterator[str]:
+        self.opened.request_adapters.append(request.adapter)
+        return super().stream(request, result)
+
+
+class FakeVLLM:
+    """Stands in for :mod:`mentor.models.vllm` (no server, no GPU): ``open_vllm`` records what it
+    was given in ``opened`` and yields a scripted engine that records each request's adapter.
+
+        monkeypatch.setitem(sys.modules, "mentor.models.vllm", FakeVLLM().module())
+    """
+
+    def __init__(self) -> None:
+        self.opened: list[VLLMOpened] = []
+
+    @contextmanager
+    def open_vllm(
+        self,
+        model_folder: Path,
+        tokenizer: Any,
+        *,
+        name: str,
+        adapters: Mapping[str, Path],
+        settings: Any,
+    ) -> Iterator[ScriptedEngine]:
+        opened = VLLMOpened(Path(model_folder), name, dict(adapters), settings)
+        self.opened.append(opened)
+        yield _RecordingEngine(tokenizer, opened)
+
+    def module(self) -> ModuleType:
+        """A module with ``VLLMSettings`` (any fields, kept as given) and ``open_vllm``."""
+        from pydantic import BaseModel, ConfigDict
+
+        class VLLMSettings(BaseModel):
+            model_config = ConfigDict(extra="allow")
+
+        module = ModuleType("mentor.models.vllm")
+        module.VLLMSettings = VLLMSettings  # type: ignore[attr-defined]
+        module.open_vllm = self.open_vllm  # type: ignore[attr-defined]
+        return module
