@@ -67,13 +67,13 @@ class EngineSettings(BaseModel):
     vllm: dict[str, Any] = Field(
         default_factory=dict,
         description="kind vllm: more settings of the server, by the names of "
-        "mentor.models.vllm_server.VLLMSettings (port, startup_timeout_s, kv_cache_gb, max_lora_rank, "
-        "extra_args); unset ones keep its defaults.",
+        "mentor.models.vllm_server.VLLMSettings (port, startup_timeout_s, kv_cache_gb, "
+        "max_lora_rank, extra_args); unset ones keep its defaults.",
     )
 
     def vllm_settings(self) -> VLLMSettings:
-        """The vLLM settings checked as :class:`~mentor.models.vllm_server.VLLMSettings`; errors name
-        the field."""
+        """The vLLM settings checked as :class:`~mentor.models.vllm_server.VLLMSettings`;
+        errors name the field."""
         from mentor.models.vllm_server import VLLMSettings
 
         given = dict(self.vllm)
