@@ -262,3 +262,54 @@ def test_a_lone_request_decodes_single_stream_until_another_joins(build) -> None
     assert late and [r.text for r in results] == [c.text for c in expected]
     assert left == [1] and results[0].completion_tokens == 300  # it joined mid-flight
     assert fast._solo is None
+
+
+def test_long_prompts_are_prefilled_alone_and_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mentor.models import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", 64)  # several admission rounds
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer)
+    lengths = (3, 150, 7, 200, 40)  # two over SHARED_PREFILL_TOKENS
+    requests = [
+        Request([5 + (i * 7 + j) % 50 for j in range(n)], FIXED) for i, n in enumerate(lengths)
+    ]
+    expected = _alone(engine, requests)
+    widths: list[int] = []
+    forward = model.forward
+
+    def watch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        cache = kwargs.get("cache")
+        if cache is not None and cache.get_seq_length() == 0:
+            widths.append(kwargs["input_ids"].shape[0])  # rows in a prefill pass
+        return forward(*args, **kwargs)
+
+    model.forward = watch  # type: ignore[method-assign]
+    got = engine.generate(requests, batch_size=5)
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert len(widths) >= 3 and max(widths) <= 3  # short ones together, long ones alone
+
+
+def test_a_sliding_window_model_batches_correctly_past_its_window() -> None:
+    # The cache is a plain DynamicCache: the model masks the window by column, and a row's
+    # left padding shifts its columns uniformly, so joins keep each row's window.
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    _, tokenizer = tiny_qwen2()
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         use_sliding_window=True, sliding_window=8, max_window_layers=0,
+                         layer_types=["sliding_attention", "sliding_attention"])  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    for p in model.parameters():
+        p.data.mul_(4)  # sharper logits: greedy tokens depend on what the window holds
+    engine = HFEngine(model, tokenizer)
+    requests = [
+        Request([5 + (i * 3 + j) % 40 for j in range(10 + 6 * i)],
+                SamplingConfig(max_new_tokens=12 + 5 * i, ignore_eos=True))
+        for i in range(4)
+    ]  # fmt: skip
+    expected = _alone(engine, requests)
+    got = engine.generate(requests, batch_size=3)
+    assert [c.text for c in got] == [c.text for c in expected]

@@ -265,6 +265,11 @@ RowAdapters = Callable[[Sequence[str | None]], AbstractContextManager[Any]]
 """Runs one forward pass with row i under adapter ``names[i]`` (None: the base), e.g.
 ``lambda names: mentor.train.lora.use_row_adapters(model, names)``."""
 
+SHARED_PREFILL_TOKENS = 128
+"""Prompts up to this long are prefilled together in one padded pass; longer ones alone."""
+PREFILL_TOKENS = 2048
+"""Prompt tokens admitted between two decode passes (at least one request): a burst of long
+prompts is prefilled over several passes, so running requests keep producing tokens."""
 IDLE_SECONDS = 2.0
 """The decode thread ends after this long with nothing to do (the next request starts another)."""
 
@@ -533,7 +538,8 @@ class HFEngine:
                     row.finished.set()
 
     def _admit(self) -> list[_Row]:
-        """Waiting rows that may join now: room in ``max_running`` and the KV budget, in order.
+        """Waiting rows that may join now: room in ``max_running`` and the KV budget, in order,
+        and at most ``PREFILL_TOKENS`` of prompt between two decode passes.
 
         A cancelled or abandoned row leaves the queue without running. A model whose cache
         cannot take rows mid-flight admits only into an empty batch."""
@@ -542,6 +548,7 @@ class HFEngine:
                 return []
             joining: list[_Row] = []
             reserved = sum(r.reserved for r in self._running)
+            prefill = 0
             while self._waiting and len(self._running) + len(joining) < self.max_running:
                 row = self._waiting[0]
                 if row.abandoned or (row.request.cancelled and row.request.cancelled()):
@@ -552,7 +559,10 @@ class HFEngine:
                 busy = self._running or joining
                 if busy and reserved + row.reserved > self.kv_budget_tokens:
                     break  # the oldest waits for room rather than be overtaken
+                if joining and prefill + len(row.request.prompt) > PREFILL_TOKENS:
+                    break  # the next pass takes it
                 reserved += row.reserved
+                prefill += len(row.request.prompt)
                 joining.append(self._waiting.popleft())
             return joining
 
@@ -605,9 +615,11 @@ class HFEngine:
         return Batch(cache, mask, torch.tensor([length], device=self.model.device))
 
     def _prefill(self, rows: list[_Row]) -> None:
-        """Run the new rows' prompts, pick their first tokens, and join them to the batch."""
-        from transformers import DynamicCache
+        """Run the new rows' prompts, pick their first tokens, and join them to the batch.
 
+        Short prompts share one padded pass (a pass over a few short rows costs about what one
+        costs); a long prompt gets a pass of its own, where padding would cost its full compute.
+        """
         if self._solo is not None:
             self._batch = self._leave_single_stream()
         elif self._alone(rows):
@@ -619,6 +631,18 @@ class HFEngine:
             self._running += rows
             self._pick(rows, logits[None])
             return
+        short = [r for r in rows if len(r.request.prompt) <= SHARED_PREFILL_TOKENS]
+        groups = ([short] if short else []) + [[r] for r in rows if r not in short]
+        for i, group in enumerate(groups):
+            if self._batch is not None and not self._joinable:  # learned from the first pass
+                with self._wake:
+                    self._waiting.extendleft(reversed([r for g in groups[i:] for r in g]))
+                return
+            self._prefill_group(group)
+
+    def _prefill_group(self, rows: list[_Row]) -> None:
+        from transformers import DynamicCache
+
         device = self.model.device
         padded = left_pad([r.request.prompt for r in rows], self.pad_id, device)
         mask = padded["attention_mask"]  # (b, l)
