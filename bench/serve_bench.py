@@ -506,6 +506,7 @@ def main() -> None:
     if results:
         console.print(table)
         out = mentor_home() / "bench" / "serve_bench.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         earlier = json.loads(out.read_text()) if out.exists() else {}
         out.write_text(json.dumps({**earlier, **results}, indent=2))  # parts run apart add up
         console.print(f"results: {out}")

@@ -251,12 +251,14 @@ def left_pad(rows: Sequence[list[int]], pad_id: int, device: Any) -> dict[str, t
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Dropout off while the block runs; the caller's model may be mid-training: restore it."""
-    was_training = model.training
+    if not model.training:  # nothing to switch (and no walk over every module per pass)
+        yield
+        return
     model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        model.train(True)
 
 
 # ---- the engine --------------------------------------------------------------------------------
@@ -677,8 +679,8 @@ class HFEngine:
         kwargs: dict[str, Any] = {self._cache_arg: batch.cache}
         if bool((mask == 0).any()):
             kwargs |= {"attention_mask": mask, "position_ids": positions}
-        else:
-            kwargs["position_ids"] = positions
+        # Without padding every row's position is the cache's length, which the model assumes
+        # (given position ids, transformers checks them for packed sequences at every step).
         logits = self._forward(ids, rows, **kwargs)
         self._pick(rows, logits)
 
