@@ -23,7 +23,6 @@ Starting the process (and where its log goes): :mod:`mentor.models.vllm_server`.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -48,6 +47,7 @@ from mentor.models.vllm_server import (
     http_json,
     served_models,
 )
+from mentor.utils.fs import read_json_object
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -117,15 +117,7 @@ def same_base(recorded: str, base_folder: Path) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VLLMError(f"{path.parent}: not an adapter folder (no {path.name})") from None
-    except json.JSONDecodeError as exc:
-        raise VLLMError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise VLLMError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, VLLMError, f"not an adapter folder (no {path.name})")
 
 
 # ---- the request body --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from mentor.quantize.convert import (
     install_empty_layers,
     pack_for_cpu,
 )
-from mentor.utils.fs import atomic_dir
+from mentor.utils.fs import atomic_dir, read_json_object
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -95,14 +95,7 @@ class Manifest:
 def read_manifest(folder: Path) -> Manifest:
     """The manifest of a quantized folder; a missing or bad file is an error naming it."""
     path = Path(folder) / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise QuantizeError(f"{folder}: not a quantized folder (no {MANIFEST_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise QuantizeError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise QuantizeError(f"{path}: expected a JSON object")
+    data = read_json_object(path, QuantizeError, f"not a quantized folder (no {MANIFEST_FILE})")
     if data.get("format", FORMAT_VERSION) > FORMAT_VERSION:
         raise QuantizeError(
             f"{path}: format {data['format']} is newer than this mentor reads ({FORMAT_VERSION})"

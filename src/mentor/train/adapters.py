@@ -35,7 +35,7 @@ from mentor.train.lora import (
     delete_adapter,
     lora_layers,
 )
-from mentor.utils.fs import atomic_dir
+from mentor.utils.fs import atomic_dir, read_json_object
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -128,15 +128,7 @@ def save_adapter(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AdapterError(f"{path.parent}: not an adapter folder (no {path.name})") from None
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise AdapterError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, AdapterError, f"not an adapter folder (no {path.name})")
 
 
 def lora_config_from_peft(settings: dict[str, Any], where: Path) -> LoRAConfig:
