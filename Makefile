@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install vllm demo test test-fast lint format bench gpu-check clean
+.PHONY: install vllm demo test test-fast lint format bench gpu-check gpu-assets clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ bench: install
 # and transformers runs it from the checkout. GPU_CHECK_ARGS="--models 135m --new-tokens 64".
 gpu-check:
 	PYTHONPATH=src $(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The SmolLM2 tokenizer files gpu-check uses, copied from the pulled model into an ignored folder
+# (bench/assets/smollm2-tokenizer) to carry to a GPU machine without a mentor cache.
+gpu-assets: install
+	$(BIN)/python -c "from mentor.models.loading import resolve_model_path as r; import shutil; \
+	shutil.copytree(r('smollm2-135m-instruct'), 'bench/assets/smollm2-tokenizer', dirs_exist_ok=True, \
+	ignore=lambda d, names: [n for n in names if n not in ('tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja')])"
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

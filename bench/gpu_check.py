@@ -1,7 +1,7 @@
 """GPU check: decode speed of SmolLM2-shaped models through each of mentor's paths, on one GPU.
 
 Random-initialised Llama models of SmolLM2-135M's and SmolLM2-1.7B's shapes (bf16 on CUDA), the
-real SmolLM2 tokenizer (``bench/assets/smollm2-tokenizer``, checked by sha256), 128 new tokens
+real SmolLM2 tokenizer (checked by sha256; see below for where it comes from), 128 new tokens
 per request with the end of sequence ignored. One table, every figure from this run:
 
 - batch 1, tokens/s: transformers ``generate`` (the reference), ``HFEngine.stream``, and
@@ -13,6 +13,9 @@ per request with the end of sequence ignored. One table, every figure from this 
 
 It imports only torch, transformers and mentor modules that need neither pydantic nor fastapi,
 so a GPU machine's own python3 runs it from a checkout (no install). Under 5 minutes on an H200.
+The tokenizer files are the pulled ``smollm2-135m-instruct``'s (``$MENTOR_HOME/models/...``), or
+``bench/assets/smollm2-tokenizer``, which ``make gpu-assets`` fills from them (an ignored folder,
+a few MB: carry it to a GPU machine that has no mentor cache), or ``--tokenizer DIR``.
 
 Run: ``make gpu-check`` or ``PYTHONPATH=src python3 bench/gpu_check.py [--models 135m,1.7b]
 [--new-tokens 128] [--device cuda] [--out results.json]``; ``--tiny`` runs tiny shapes and few
@@ -25,6 +28,7 @@ import argparse
 import gc
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,13 +50,19 @@ from mentor.models.engine import HFEngine, Request
 from mentor.models.protocols import SamplingConfig
 from mentor.models.static_decode import StaticDecoder, supported
 
-TOKENIZER = Path(__file__).parent / "assets" / "smollm2-tokenizer"
+ASSETS = Path(__file__).parent / "assets" / "smollm2-tokenizer"
+PACKAGED_FOLDER = (
+    Path(os.environ.get("MENTOR_HOME") or Path.home() / ".cache" / "mentor").expanduser()
+    / "models"
+    / "smollm2-135m-instruct"
+)
+TOKENIZER = ASSETS if ASSETS.is_dir() else PACKAGED_FOLDER
 TOKENIZER_SHA256 = {
     "chat_template.jinja": "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788",
     "tokenizer.json": "bf346d64f6f0fbcefb4c1b6928a98241467dff36c6fbae5fe1785c4ff90667f4",
     "tokenizer_config.json": "9a35ec54a7aefb72c27d6aa575cf9e0cc4c213995a62afbe8e4a5fac33c7d5c5",
 }
-PACKAGED = Path.home() / ".cache" / "mentor" / "models" / "smollm2-135m-instruct" / "config.json"
+PACKAGED = PACKAGED_FOLDER / "config.json"
 
 _SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
             "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}  # fmt: skip
@@ -97,12 +107,18 @@ def mismatches_with_packaged(shape: dict[str, Any], path: Path = PACKAGED) -> li
     return wrong
 
 
-def load_tokenizer() -> Any:
+def load_tokenizer(folder: Path | None = None) -> Any:
+    folder = folder or TOKENIZER
     for name, digest in TOKENIZER_SHA256.items():
-        actual = hashlib.sha256((TOKENIZER / name).read_bytes()).hexdigest()
+        if not (folder / name).exists():
+            raise SystemExit(
+                f"{folder / name}: missing; pull the model (mentor models pull "
+                "smollm2-135m-instruct), run make gpu-assets, or pass --tokenizer DIR"
+            )
+        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         if actual != digest:
-            raise SystemExit(f"{TOKENIZER / name}: sha256 {actual}, expected {digest}")
-    return AutoTokenizer.from_pretrained(str(TOKENIZER))
+            raise SystemExit(f"{folder / name}: sha256 {actual}, expected {digest}")
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def build_model(shape: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
@@ -284,6 +300,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=None, help="default 128 (8 --tiny)")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, a CPU test")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="SmolLM2 tokenizer folder")
     args = parser.parse_args()
     if args.device is None and not torch.cuda.is_available() and not args.tiny:
         print("gpu_check: no CUDA device; pass --device cpu to run anyway, or --tiny")
@@ -306,7 +323,7 @@ def main() -> None:
     title = (f"gpu_check on {name}: {new} new tokens, greedy, ignore_eos, {dtype}; torch "
              f"{torch.__version__}, transformers {transformers.__version__}")  # fmt: skip
     print(title, flush=True)
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(args.tokenizer)
     started = time.perf_counter()
     rows: list[Row] = []
     for shape in shapes:

@@ -18,17 +18,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 
 
+pytestmark = pytest.mark.packaged  # the real tokenizer: the pulled smollm2-135m-instruct's
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder() -> Path:
+    from mentor.models.loading import resolve_model_path
+
+    return resolve_model_path("smollm2-135m-instruct")
+
+
 @pytest.fixture(scope="module")
 def script() -> dict[str, Any]:
     return runpy.run_path(str(SCRIPT))  # the module's globals; main() does not run
 
 
-def test_tiny_run_without_server_packages(tmp_path: Path) -> None:
+def test_tiny_run_without_server_packages(tmp_path: Path, tokenizer_folder: Path) -> None:
     out = tmp_path / "rows.json"
     blocked = ["pydantic", "fastapi", "openai"]
     code = (
         f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); "
-        f"sys.argv = ['gpu_check.py', '--tiny', '--device', 'cpu', '--out', {str(out)!r}]; "
+        f"sys.argv = ['gpu_check.py', '--tiny', '--device', 'cpu', '--out', {str(out)!r}, "
+        f"'--tokenizer', {str(tokenizer_folder)!r}]; "
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
@@ -58,14 +69,17 @@ def test_the_135m_shape_is_the_packaged_models(script: dict[str, Any], tmp_path:
     assert check(script["SHAPES"]["135m"], wrong) == ["num_key_value_heads: 3 here, 9 packaged"]
 
 
-def test_tokenizer_files_are_checked(tmp_path: Path) -> None:
-    script = runpy.run_path(str(SCRIPT))  # its own copy: TOKENIZER is changed below
-    tokenizer = script["load_tokenizer"]()
+def test_tokenizer_files_are_checked(
+    script: dict[str, Any], tmp_path: Path, tokenizer_folder: Path
+) -> None:
+    tokenizer = script["load_tokenizer"](tokenizer_folder)
     assert len(tokenizer) == script["SHAPES"]["135m"]["vocab_size"]
     assert tokenizer.chat_template
     for name in script["TOKENIZER_SHA256"]:
-        (tmp_path / name).write_bytes((script["TOKENIZER"] / name).read_bytes())
+        (tmp_path / name).write_bytes((tokenizer_folder / name).read_bytes())
     (tmp_path / "tokenizer_config.json").write_text("{}")
-    script["load_tokenizer"].__globals__["TOKENIZER"] = tmp_path
     with pytest.raises(SystemExit, match=r"tokenizer_config.json: sha256 .*, expected 9a35ec"):
-        script["load_tokenizer"]()
+        script["load_tokenizer"](tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(SystemExit, match=r"tokenizer\.json: missing"):
+        script["load_tokenizer"](tmp_path)
