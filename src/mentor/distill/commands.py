@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import fail
+from mentor.utils.cli import OverlongOpt, fail
 
 console = Console()
 err = Console(stderr=True)
@@ -89,14 +89,7 @@ def distill_cmd(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate [2e-4].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows per micro-batch [8].")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest example in tokens.")] = None,
-    overlong: Annotated[
-        str | None,
-        typer.Option(
-            help="An example longer than --max-length: error (default: stop before training and "
-            "name each one with the answer tokens a cut would lose), truncate (keep the first "
-            "max-length tokens, report how many were cut) or drop (leave it out, report it)."
-        ),
-    ] = None,
+    overlong: OverlongOpt = None,
     max_new_tokens: Annotated[
         int | None, typer.Option(help="Longest teacher answer (sequence) [256].")
     ] = None,

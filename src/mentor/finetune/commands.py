@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import fail
+from mentor.utils.cli import OverlongOpt, fail
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.finetune.config import FinetuneConfig
@@ -54,14 +54,7 @@ def finetune_cmd(
     rank: Annotated[int | None, typer.Option("--r", help="LoRA rank [16].")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha [32].")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest example in tokens.")] = None,
-    overlong: Annotated[
-        str | None,
-        typer.Option(
-            help="An example longer than --max-length: error (default: stop before training and "
-            "name each one with the answer tokens a cut would lose), truncate (keep the first "
-            "max-length tokens, report how many were cut) or drop (leave it out, report it)."
-        ),
-    ] = None,
+    overlong: OverlongOpt = None,
     packing: Annotated[
         bool | None, typer.Option("--packing/--no-packing", help="Pack short examples.")
     ] = None,

@@ -6,6 +6,8 @@ raise fail("no valid records", code=2)          # a usage error
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -20,3 +22,14 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     come out as written."""
     _stderr.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+OverlongOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="An example longer than --max-length: error (default: stop before training and "
+        "name each one with the answer tokens a cut would lose), truncate (keep the first "
+        "max-length tokens, report how many were cut) or drop (leave it out, report it)."
+    ),
+]
+"""``--overlong``, shared by the commands that train on chats (finetune, distill)."""
