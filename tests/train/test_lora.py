@@ -15,7 +15,9 @@ from mentor.train.lora import (
     add_lora,
     base_fingerprint,
     base_state,
+    bernoulli_mask,
     delete_adapter,
+    draw_seed,
     dropout_mask,
     lora_layers,
     mark_trainable,
@@ -239,7 +241,8 @@ def test_fused_training_path_has_the_composed_gradients(p: float, train_base: bo
     torch.manual_seed(7)
     out = layer(x)
     torch.manual_seed(7)  # the same draw gives the mask the fused path used
-    mask, scale = dropout_mask(torch.Size([10, 8]), p, x.device) if p else (None, 1.0)
+    seed = draw_seed()
+    mask, scale = dropout_mask(torch.Size([10, 8]), p, x.device, seed) if p else (None, 1.0)
     mask = None if mask is None else mask.view(x.shape)
     weights = [x, layer.lora_A["a"].weight, layer.lora_B["a"].weight]
     if train_base:  # LoRA on top of a base being trained too: W and bias get gradients
@@ -276,15 +279,56 @@ def test_fused_path_under_bf16_autocast_matches_fp32() -> None:
 
 @pytest.mark.parametrize("p", [0.05, 0.5])
 def test_dropout_mask_keeps_one_minus_p_and_the_mean(p: float) -> None:
-    torch.manual_seed(0)
-    mask, scale = dropout_mask(torch.Size([301, 999]), p, torch.device("cpu"))  # odd count
+    mask, scale = dropout_mask(torch.Size([301, 999]), p, torch.device("cpu"), 1234)  # odd count
     assert mask.shape == (301, 999) and mask.dtype == torch.bool
     keep = mask.float().mean().item()
     assert keep == pytest.approx(1 - p, abs=0.003)
     assert scale == pytest.approx(1 / (1 - p), rel=1e-4)
     assert (mask.float() * scale).mean().item() == pytest.approx(1.0, abs=0.004)
-    torch.manual_seed(0)  # drawn from the default generator: a seed reproduces it
-    assert torch.equal(dropout_mask(torch.Size([301, 999]), p, torch.device("cpu"))[0], mask)
+    # a pure function of the seed (backward draws it again), and another seed gives another mask
+    cpu = torch.device("cpu")
+    assert torch.equal(dropout_mask(torch.Size([301, 999]), p, cpu, 1234)[0], mask)
+    assert not torch.equal(dropout_mask(torch.Size([301, 999]), p, cpu, 99)[0], mask)
+    torch.manual_seed(0)
+    first = draw_seed()
+    torch.manual_seed(0)  # seeds come from the default generator, which checkpoints keep
+    assert draw_seed() == first
+
+
+def test_the_gpu_mask_keeps_one_minus_p_and_is_a_function_of_the_seed() -> None:
+    # bernoulli_mask is the non-CPU branch of dropout_mask; its maths runs on a CPU generator too
+    mask, scale = bernoulli_mask(torch.Size([301, 999]), 0.05, torch.Generator().manual_seed(3))
+    assert mask.dtype == torch.bool and mask.shape == (301, 999)
+    assert mask.float().mean().item() == pytest.approx(0.95, abs=0.003)
+    assert scale == pytest.approx(1 / 0.95)
+    again, _ = bernoulli_mask(torch.Size([301, 999]), 0.05, torch.Generator().manual_seed(3))
+    assert torch.equal(mask, again)
+
+
+def test_training_keeps_no_dropout_mask_for_backward() -> None:
+    """What the fused path keeps for backward is the same with dropout as without: the mask is
+    drawn again from its seed, not stored (a byte per input element per layer)."""
+
+    def saved_bytes(p: float) -> int:
+        torch.manual_seed(0)
+        layer = LoRALinear(nn.Linear(64, 32))
+        layer.add_adapter("a", LoRAConfig(r=4, alpha=8, dropout=p))
+        layer.active_adapter = "a"
+        layer.train()
+        x = torch.randn(128, 64, requires_grad=True)
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            seen[t.data_ptr()] = t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = layer(x)
+        out.sum().backward()
+        assert layer.lora_A["a"].weight.grad is not None
+        return sum(seen.values())
+
+    assert saved_bytes(0.3) == saved_bytes(0.0)
 
 
 def test_bf16_inference_update_is_the_same_for_few_and_many_rows() -> None:

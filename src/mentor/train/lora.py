@@ -81,30 +81,58 @@ class LoRAConfig:
         return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
 
 
-def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """A keep-mask with ``P(keep) = 1 - p`` (to 1/65536) and the scale that keeps the mean.
+def draw_seed() -> int:
+    """A seed for one layer's dropout mask, from the default CPU generator.
 
-    ``bernoulli_`` draws one float per element and takes most of a CPU LoRA step's dropout time;
-    here one 64-bit draw from the default generator (so checkpointed RNG state covers it) gives
-    four 16-bit uniforms, compared against a threshold: about 5x faster on CPU.
+    Drawn on the host, so a CUDA step never waits for the device; and that generator is in
+    every checkpoint (:mod:`mentor.train.checkpoint`) and restored by activation
+    recomputation (``torch.utils.checkpoint``), so resumed and recomputed steps draw the same
+    masks."""
+    return int(torch.randint(0, 2**62, ()).item())
+
+
+def dropout_mask(
+    shape: torch.Size, p: float, device: torch.device, seed: int
+) -> tuple[torch.Tensor, float]:
+    """A keep-mask with ``P(keep) = 1 - p`` and the scale that keeps the mean, a pure function of
+    ``seed``: the backward pass draws it again instead of keeping it (see :class:`_AdaptedLinear`).
+
+    On a CPU, ``bernoulli_`` draws one float per element and took most of a LoRA step's dropout
+    time; there one 64-bit draw gives four 16-bit uniforms compared against a threshold (to
+    1/65536; about 5x faster). Elsewhere ``bernoulli_`` on a bool tensor is one kernel.
     """
+    generator = torch.Generator(device).manual_seed(seed)
+    if device.type != "cpu":
+        return bernoulli_mask(shape, p, generator)
     count = math.prod(shape)
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)
     kept = round((1.0 - p) * 65536)
     mask = words.view(torch.int16)[:count].view(shape) < kept - 32768
     return mask, 65536 / kept
 
 
+def bernoulli_mask(
+    shape: torch.Size, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, float]:
+    """The keep-mask of a GPU (one ``bernoulli_`` kernel into a bool tensor) and its scale."""
+    mask = torch.empty(shape, dtype=torch.bool, device=generator.device)
+    return mask.bernoulli_(1.0 - p, generator=generator), 1.0 / (1.0 - p)
+
+
 class _AdaptedLinear(torch.autograd.Function):
     """``x Wᵀ + bias + s · (dropout(x) Aᵀ) Bᵀ`` as one autograd node, for training.
 
-    Composed from modules (as PEFT does), the adapter keeps a dropped copy of ``x`` and its mask
-    per wrapped layer, allocates three full-size temporaries in forward and one more where
+    Composed from modules (as PEFT does), the adapter keeps a dropped copy of ``x`` (or its
+    mask) per wrapped layer, allocates three full-size temporaries in forward and one more where
     autograd sums the two input gradients. Here the update is added in place onto the base
     output, the input gradient is one ``addmm`` onto the adapter's, and what is kept is ``x``
-    itself (alive anyway: the sibling projections share it), a one-byte mask and the rank-r
-    ``x Aᵀ``; the dropped input is rebuilt in backward. The math runs in ``dtype`` (the autocast
-    dtype under autocast, as the base layer would), gradients come back in each input's dtype.
+    itself (alive anyway: the sibling projections share it), the rank-r ``x Aᵀ`` and the seed
+    of the dropout mask: backward draws the mask again (one cheap kernel) rather than keeping a
+    byte per input element per layer, which was a tenth of a LoRA step's peak memory at 1,024
+    tokens (SmolLM2-135M). The math runs in ``dtype`` (the autocast dtype under autocast, as
+    the base layer would); ``A`` and ``B`` are cast to it once and the casts kept for backward;
+    gradients come back in each input's dtype.
     """
 
     @staticmethod
@@ -123,14 +151,19 @@ class _AdaptedLinear(torch.autograd.Function):
             flat = x.reshape(-1, x.shape[-1]).to(dtype)
             w = weight.to(dtype)
             out = flat @ w.t() if bias is None else torch.addmm(bias.to(dtype), flat, w.t())
-            dropped, mask, scale = flat, None, 1.0
+            dropped, seed = flat, None
             if p > 0:
-                mask, scale = dropout_mask(flat.shape, p, flat.device)
+                seed = draw_seed()
+                mask, scale = dropout_mask(flat.shape, p, flat.device, seed)
                 dropped = torch.ops.aten.native_dropout_backward(flat, mask, scale)
-            xa = dropped @ a.to(dtype).t()  # (tokens, r)
-            out.addmm_(xa, b.to(dtype).t(), alpha=scaling)
-        ctx.save_for_backward(x, weight, a, b, xa, mask)  # type: ignore[arg-type]
-        ctx.scaling, ctx.scale = scaling, scale  # type: ignore[attr-defined]
+                del mask
+            a_c, b_c = a.to(dtype), b.to(dtype)
+            xa = dropped @ a_c.t()  # (tokens, r)
+            del dropped
+            out.addmm_(xa, b_c.t(), alpha=scaling)
+        ctx.save_for_backward(x, weight, a_c, b_c, xa)
+        ctx.scaling, ctx.p, ctx.seed = scaling, p, seed  # type: ignore[attr-defined]
+        ctx.a_dtype, ctx.b_dtype = a.dtype, b.dtype  # type: ignore[attr-defined]
         ctx.bias_dtype = None if bias is None else bias.dtype  # type: ignore[attr-defined]
         return out.view(*x.shape[:-1], out.shape[-1])
 
@@ -138,26 +171,31 @@ class _AdaptedLinear(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        x, weight, a, b, xa, mask = ctx.saved_tensors  # type: ignore[attr-defined]
+        x, weight, a_c, b_c, xa = ctx.saved_tensors  # type: ignore[attr-defined]
         scaling: float = ctx.scaling  # type: ignore[attr-defined]
-        scale: float = ctx.scale  # type: ignore[attr-defined]
+        seed: int | None = ctx.seed  # type: ignore[attr-defined]
         need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]  # type: ignore[attr-defined]
         dtype = grad.dtype
         g = grad.reshape(-1, grad.shape[-1])  # (tokens, d_out)
         flat = x.reshape(-1, x.shape[-1]).to(dtype) if need_a or need_w else None
+        mask, scale = None, 1.0
+        if seed is not None and (need_a or need_x):
+            shape = torch.Size([g.shape[0], x.shape[-1]])
+            mask, scale = dropout_mask(shape, ctx.p, g.device, seed)  # type: ignore[attr-defined]
         grad_x = grad_w = grad_bias = grad_a = grad_b = None
         if need_b:
-            grad_b = (scaling * (g.t() @ xa)).to(b.dtype)
+            grad_b = (g.t() @ xa.to(dtype)).mul_(scaling).to(ctx.b_dtype)  # type: ignore[attr-defined]
         if need_x or need_a:
-            g_xa = scaling * (g @ b.to(dtype))  # (tokens, r)
+            g_xa = (g @ b_c.to(dtype)).mul_(scaling)  # (tokens, r)
             if need_a:
                 assert flat is not None
                 dropped = flat
                 if mask is not None:
                     dropped = torch.ops.aten.native_dropout_backward(flat, mask, scale)
-                grad_a = (g_xa.t() @ dropped).to(a.dtype)
+                grad_a = (g_xa.t() @ dropped).to(ctx.a_dtype)  # type: ignore[attr-defined]
+                del dropped
             if need_x:
-                through_adapter = g_xa @ a.to(dtype)
+                through_adapter = g_xa @ a_c.to(dtype)
                 if mask is not None:
                     through_adapter = torch.ops.aten.native_dropout_backward(
                         through_adapter, mask, scale
