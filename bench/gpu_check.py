@@ -43,6 +43,7 @@ try:
     import mentor  # noqa: F401
 except ImportError:  # a checkout run by a python3 without mentor installed (a GPU machine)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling bench modules
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 
@@ -293,6 +294,45 @@ def print_table(rows: list[Row], title: str) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+PARTS = ("decode", "train", "quantize", "commands", "tests")
+
+
+def save_model_folder(shape: str, folder: Path, tokenizer_folder: Path, dtype: torch.dtype) -> Path:
+    """A random-initialised model of ``shape`` saved as a model folder (safetensors) with the
+    SmolLM2 tokenizer files, for the commands to load as a user's model."""
+    if not (folder / "config.json").exists():
+        model = build_model(shape, torch.device("cpu"), dtype)
+        # A random model with tied embeddings repeats its input token, and a chat prompt ends in
+        # a newline: the (tied) rows of special and blank tokens are zeroed, so their logits are
+        # 0 and greedy decoding writes text (a teacher's answers must not be empty).
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+        blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+        with torch.no_grad():
+            model.get_output_embeddings().weight[blank] = 0
+        model.save_pretrained(str(folder), safe_serialization=True)
+        del model
+        for name in TOKENIZER_SHA256:
+            (folder / name).write_bytes((tokenizer_folder / name).read_bytes())
+    return folder
+
+
+def run_part(name: str, run: Callable[[], None]) -> None:
+    """One part of the check; a part that breaks is reported and the others still run."""
+    started = time.perf_counter()
+    try:
+        run()
+    except ImportError as error:  # a GPU machine without mentor's server packages
+        print(f"\n{name}: skipped, {error} (carry the wheels of make gpu-wheels)", flush=True)
+    except Exception as error:
+        print(f"\n{name}: FAILED after {time.perf_counter() - started:.0f} s: {error!r}")
+        import traceback
+
+        traceback.print_exc()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
@@ -301,6 +341,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, a CPU test")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--tokenizer", type=Path, default=None, help="SmolLM2 tokenizer folder")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
+    parser.add_argument("--commands", default=None, help="only commands whose name starts so")
+    parser.add_argument("--work", type=Path, default=None, help="folder for models and runs")
     args = parser.parse_args()
     if args.device is None and not torch.cuda.is_available() and not args.tiny:
         print("gpu_check: no CUDA device; pass --device cpu to run anyway, or --tiny")
@@ -310,6 +353,9 @@ def main() -> None:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; known: 135m, 1.7b")
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if wrong := [p for p in parts if p not in PARTS]:
+        raise SystemExit(f"--parts: unknown {wrong}; known: {', '.join(PARTS)}")
     new = args.new_tokens if args.new_tokens is not None else (8 if args.tiny else 128)
     if PACKAGED.exists():
         wrong = mismatches_with_packaged(SHAPES["135m"])
@@ -323,17 +369,42 @@ def main() -> None:
     title = (f"gpu_check on {name}: {new} new tokens, greedy, ignore_eos, {dtype}; torch "
              f"{torch.__version__}, transformers {transformers.__version__}")  # fmt: skip
     print(title, flush=True)
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer_folder = args.tokenizer or TOKENIZER
+    tokenizer = load_tokenizer(tokenizer_folder)
     started = time.perf_counter()
     rows: list[Row] = []
-    for shape in shapes:
-        rows += check_model(shape, device, dtype, tokenizer, new)
-        gc.collect()  # the model goes before the next one is made
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    print_table(rows, f"{title}; {time.perf_counter() - started:.0f} s")
+
+    def decode() -> None:
+        for shape in shapes:
+            rows.extend(check_model(shape, device, dtype, tokenizer, new))
+            gc.collect()  # the model goes before the next one is made
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        print_table(rows, f"{title}; {time.perf_counter() - started:.0f} s")
+
+    def commands() -> None:
+        import pydantic  # noqa: F401  (the commands need all of mentor: fail early, clearly)
+
+        from gpu_commands import command_rows, print_command_rows
+
+        work = args.work or Path(tempfile.mkdtemp(prefix="mentor-gpu-check-"))
+        student_shape, teacher_shape = ("tiny", "tiny") if args.tiny else ("135m", "1.7b")
+        student = save_model_folder(student_shape, work / "student", tokenizer_folder, dtype)
+        teacher = save_model_folder(teacher_shape, work / "teacher", tokenizer_folder, dtype)
+        done = command_rows(student, teacher, str(device), work / "runs", args.tiny,
+                            only=args.commands)  # fmt: skip
+        print_command_rows(done, f"mentor's commands on {name} ({student_shape} student, "
+                                 f"{teacher_shape} teacher, random weights)")  # fmt: skip
+        results["commands"] = [asdict(r) for r in done]
+
+    results: dict[str, Any] = {}
+    for part, run in {"decode": decode, "commands": commands}.items():
+        if part in parts:
+            run_part(part, run)
+    print(f"\ngpu_check: {time.perf_counter() - started:.0f} s in all")
     if args.out is not None:
-        args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+        results["decode"] = [asdict(r) for r in rows]
+        args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_tiny_run_without_server_packages(tmp_path: Path, tokenizer_folder: Path
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = {row["measure"]: row for row in json.loads(out.read_text())}
+    rows = {row["measure"]: row for row in json.loads(out.read_text())["decode"]}
     assert "gpu_check on CPU: 8 new tokens" in done.stdout
     timed = [m for m in rows if not m.startswith(("vLLM", "batch 1: vLLM", "64 requests: vLLM"))]
     assert len(timed) == 5 and all(rows[m]["tokens_per_s"] > 0 for m in timed)
