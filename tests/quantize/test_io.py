@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mentor.quantize.convert import QuantizeError, pack_for_cpu, quantize_model
+from mentor.quantize.convert import QuantizeError, pack_for_device, quantize_model
 from mentor.quantize.io import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -52,7 +52,7 @@ def _save(tmp_path: Path, build: object, method: str) -> tuple[Path, torch.Tenso
     )
     folder = tmp_path / f"q-{method}"
     save_quantized(model, tok, folder, manifest)
-    pack_for_cpu(model)  # what load_quantized gives back
+    pack_for_device(model)  # what load_quantized gives back
     with torch.no_grad():
         logits = model(torch.tensor(IDS)).logits
     return folder, logits
