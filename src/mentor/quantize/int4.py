@@ -142,6 +142,8 @@ def choose_int4_kernel(
     device's default (:func:`.kernels.default_kernel`) falls back, for a shape or a GPU it does
     not take, to the Triton GEMV, else to dequantizing. ``triton`` and ``tensor_cores`` (sm80+)
     default to looking; tests pass them."""
+    if requested is not None:
+        check_kernel("int4", requested)
     has_triton = triton_available() if triton is None else triton
     fits = {
         "cpu": kernel_available(out_features, group_size, device),
@@ -152,7 +154,6 @@ def choose_int4_kernel(
         "dequant": True,
     }
     if requested is not None:
-        check_kernel("int4", requested)
         if not fits[requested]:
             where = "CUDA with triton" if requested == "triton" else f"this layer on {device}"
             if requested in CUDA_ONLY and device.type != "cuda":
