@@ -11,11 +11,11 @@ A weight then costs half a byte plus 8 bytes of fp32 (scale, offset) per group: 
 ``G = 128`` against 4 for fp32.
 
 That canonical layout is what is saved. For speed on a CPU the layer is repacked once
-(:meth:`Int4Linear.pack_for_device`) into the blocked layout of ``aten._weight_int4pack_mm_for_cpu``,
-which depends on the CPU's vector width and so is never written to disk. The kernel's convention
-is ``w = (q - 8) · scale + zero``, so ``zero = offset + 8 · scale``; it wants bf16 activations
-(fp32 ones take a path 60x slower), group sizes 32, 64, 128 or 256 and ``d_out`` a multiple of
-16. Anything else runs by dequantizing the weight on each call: correct, but slow.
+(:meth:`Int4Linear.pack_for_device`) into the blocked layout of
+``aten._weight_int4pack_mm_for_cpu``, which depends on the CPU's vector width and so is never
+written to disk. The kernel's convention is ``w = (q - 8) · scale + zero``, so
+``zero = offset + 8 · scale``; it wants bf16 activations (fp32 ones take a path 60x slower),
+group sizes 32, 64, 128 or 256 and ``d_out`` a multiple of 16. Anything else runs by dequantizing the weight on each call: correct, but slow.
 
 Measured on this project's 2-core AVX-512 CPU (torch 2.13, torchao 0.18), SmolLM2's 576 -> 1536
 projection at ``G = 64``, one thread: the kernel takes 0.052 ms for one token and 2.6 ms for 128
@@ -245,7 +245,9 @@ class Int4Linear(nn.Module):
     def dequantized_weight(self) -> torch.Tensor:
         """The fp32 weight this layer stands for (d_out, d_in)."""
         if self.packed:
-            raise RuntimeError(f"this layer is packed for the {self.kernel} kernel; its codes are gone")
+            raise RuntimeError(
+                f"this layer is packed for the {self.kernel} kernel; its codes are gone"
+            )
         return dequantize_int4(self.qweight, self.scales, self.offsets, self.group_size)
 
     @torch.no_grad()
@@ -272,9 +274,13 @@ class Int4Linear(nn.Module):
             self.kernel_scales_zeros = scales_zeros.transpose(0, 1).contiguous().to(torch.bfloat16)
             self.kernel_weight = weight
         elif choice == "tinygemm":
-            codes, self.kernel_scales_zeros = tinygemm_layout(self.qweight, self.scales, self.offsets)
+            codes, self.kernel_scales_zeros = tinygemm_layout(
+                self.qweight, self.scales, self.offsets
+            )
             tiles = inner_k_tiles(self.in_features)
-            self.kernel_weight = torch.ops.aten._convert_weight_to_int4pack(codes.contiguous(), tiles)
+            self.kernel_weight = torch.ops.aten._convert_weight_to_int4pack(
+                codes.contiguous(), tiles
+            )
         elif choice == "triton":
             import mentor.quantize.triton_gemv  # noqa: F401  (registers torch.ops.mentor.int4_gemv)
         if choice in PACKED_KERNELS:

@@ -215,7 +215,9 @@ class Int8Linear(nn.Module):
         if self.kernel == "dynamic":
             return int8_linear(x, self.qweight, self.scale, self.bias, self.smooth)
         flat = x.reshape(-1, self.in_features)  # (tokens, d_in)
-        out = weight_only_linear(flat, self.qweight, self.scale, self.bias, self.smooth, self.kernel)
+        out = weight_only_linear(
+            flat, self.qweight, self.scale, self.bias, self.smooth, self.kernel
+        )
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -6,8 +6,9 @@
 
 The reference is the fp32 model after the merge, so the report shows what quantizing alone
 changed; on CUDA, where the quantized model computes in bf16 (:func:`~.io.compute_dtype`), the
-reference is measured as a bf16 copy, so that the speed ratio is about the kernels alone. The quantized model is measured as :func:`~mentor.quantize.io.load_quantized` gives it
-back from the folder, the artifact a server would use, not the object still in memory.
+reference is measured as a bf16 copy, so that the speed ratio is about the kernels alone. The
+quantized model is measured as :func:`~mentor.quantize.io.load_quantized` gives it back from the
+folder, the artifact a server would use, not the object still in memory.
 """
 
 from __future__ import annotations
@@ -270,7 +271,8 @@ def _measure_reference(
     disk = fp32_file_bytes(model)
     if dtype == torch.float32:
         return measure(label, model, tokenizer, disk_bytes=disk, **common)
-    reference = copy.deepcopy(model).to(dtype)
+    reference = copy.deepcopy(model)
+    reference.to(dtype)  # type: ignore[arg-type]
     try:
         return measure(label, reference, tokenizer, disk_bytes=disk, **common)
     finally:
