@@ -15,7 +15,8 @@ That canonical layout is what is saved. For speed on a CPU the layer is repacked
 ``aten._weight_int4pack_mm_for_cpu``, which depends on the CPU's vector width and so is never
 written to disk. The kernel's convention is ``w = (q - 8) · scale + zero``, so
 ``zero = offset + 8 · scale``; it wants bf16 activations (fp32 ones take a path 60x slower),
-group sizes 32, 64, 128 or 256 and ``d_out`` a multiple of 16. Anything else runs by dequantizing the weight on each call: correct, but slow.
+group sizes 32, 64, 128 or 256 and ``d_out`` a multiple of 16. Anything else runs by
+dequantizing the weight on each call: correct, but slow.
 
 Measured on this project's 2-core AVX-512 CPU (torch 2.13, torchao 0.18), SmolLM2's 576 -> 1536
 projection at ``G = 64``, one thread: the kernel takes 0.052 ms for one token and 2.6 ms for 128
