@@ -102,7 +102,7 @@ def test_cpu_kernel_agrees_with_the_dequantized_path_and_cannot_be_saved() -> No
     layer = Int4Linear.from_linear(_linear(128, 48), 32)
     x = torch.randn(7, 128, generator=torch.Generator().manual_seed(3))
     slow = layer(x)
-    assert layer.pack_for_cpu()
+    assert layer.pack_for_device() == "cpu"
     assert layer.packed_for_cpu and layer.qweight.numel() == 0
     fast = layer(x)
     # the kernel runs in bf16 (activations, scales, zeros): ~3 significant digits
@@ -114,7 +114,7 @@ def test_cpu_kernel_agrees_with_the_dequantized_path_and_cannot_be_saved() -> No
 
 def test_shapes_the_kernel_cannot_run_keep_the_dequantized_path() -> None:
     layer = Int4Linear.from_linear(_linear(64, 8), 16)  # d_out % 16 and group 16: no kernel
-    assert not layer.pack_for_cpu()
+    assert layer.pack_for_device() == "dequant"
     x = torch.randn(2, 64)
     torch.testing.assert_close(
         layer(x), torch.nn.functional.linear(x, layer.dequantized_weight(), layer.bias)

@@ -12,10 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mentor.quantize.convert import QuantizeError, pack_for_cpu, quantize_model
+from mentor.quantize.convert import QuantizeError, pack_for_device, quantize_model
 from mentor.quantize.io import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
+    compute_dtype,
     load_quantized,
     new_manifest,
     read_manifest,
@@ -52,7 +53,7 @@ def _save(tmp_path: Path, build: object, method: str) -> tuple[Path, torch.Tenso
     )
     folder = tmp_path / f"q-{method}"
     save_quantized(model, tok, folder, manifest)
-    pack_for_cpu(model)  # what load_quantized gives back
+    pack_for_device(model)  # what load_quantized gives back
     with torch.no_grad():
         logits = model(torch.tensor(IDS)).logits
     return folder, logits
@@ -137,3 +138,34 @@ def test_a_packed_model_cannot_be_saved(tmp_path: Path) -> None:
         load_file(str(tmp_path / "again" / WEIGHTS_FILE)).keys()
         == load_file(str(folder / WEIGHTS_FILE)).keys()
     )
+
+
+def test_compute_dtype_is_the_saved_one_off_cuda_and_the_gpus_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert compute_dtype("float32", torch.device("cpu")) == torch.float32
+    assert compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert compute_dtype("float32", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert compute_dtype("float32", torch.device("cuda")) == torch.float16
+    with pytest.raises(QuantizeError, match="'float9' is not a torch dtype"):
+        compute_dtype("float9", torch.device("cpu"))
+
+
+def test_load_takes_auto_a_dtype_and_forced_kernels(tmp_path: Path) -> None:
+    folder, packed_logits = _save(tmp_path, tiny_llama, "int4")
+    ids = torch.tensor(IDS)
+    slow = load_quantized(folder, device="auto", kernels={"int4": "dequant"})  # no GPU here
+    assert slow.device.type == "cpu"
+    kernels = {m.kernel for m in slow.modules() if hasattr(m, "kernel")}
+    assert kernels == {"dequant"}
+    with torch.no_grad():
+        unpacked = slow(ids).logits
+    torch.testing.assert_close(unpacked, load_quantized(folder, pack=False)(ids).logits)
+    # the CPU kernel computes in bf16: close to the dequantized path, not equal
+    assert float((packed_logits - unpacked).norm() / unpacked.norm()) < 2e-2
+    half = load_quantized(folder, dtype=torch.bfloat16)
+    assert half.model.embed_tokens.weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="'tinygemm' cannot run cpu"):
+        load_quantized(folder, kernels={"int4": "tinygemm"})

@@ -160,7 +160,9 @@ def load_arm_model(
     what = {None: "", "lora": " + LoRA adapter", "full": " (all weights tuned)"}
     description = f"{base}{what[built.kind if built else None]}"
     if arm.quantize is not None:
-        return _quantized(arm.quantize, source, adapter, description, quant_folder, console)
+        return _quantized(
+            arm.quantize, source, adapter, description, quant_folder, config.device, console
+        )
     with console.status(f"loading {description}"):
         model = load_causal_lm(source, device=config.device)
         tokenizer = load_tokenizer(source)
@@ -181,8 +183,11 @@ def _quantized(
     adapter: Path | None,
     description: str,
     folder: Path,
+    device: str,
     console: Console,
 ) -> LoadedModel:
+    """Quantize (once; the folder is reused) and load on ``device``, where each quantized layer
+    runs that device's kernel (tinygemm / Triton on CUDA, see ``mentor.quantize.kernels``)."""
     from mentor.models.loading import load_tokenizer
     from mentor.quantize.io import WEIGHTS_FILE, load_quantized
     from mentor.quantize.recipe import QuantizeSettings, quantize_to_folder
@@ -191,13 +196,15 @@ def _quantized(
     if not (done.exists() and timing.exists()):
         started = time.perf_counter()
         quantize_to_folder(
-            QuantizeSettings(model=source, method=level, adapter=adapter, out=folder),
+            QuantizeSettings(
+                model=source, method=level, adapter=adapter, out=folder, device=device
+            ),
             console=console,
         )
         atomic_write_text(timing, json.dumps({"seconds": time.perf_counter() - started}))
     seconds = float(json.loads(timing.read_text())["seconds"])
     with console.status(f"loading the {level} model"):
-        model = load_quantized(folder)
+        model = load_quantized(folder, device=device)
         tokenizer = load_tokenizer(folder)
     return LoadedModel(
         model,

@@ -195,12 +195,19 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantizedLinear]:
     return {p: m for p, m in model.named_modules() if isinstance(m, Int8Linear | Int4Linear)}
 
 
-def pack_for_cpu(model: nn.Module) -> int:
-    """Repack every int4 layer for the CPU kernel where it runs; returns how many were packed.
+def pack_for_device(model: nn.Module, kernels: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Give every quantized layer its kernel for the device it is on (:mod:`.kernels`): the
+    CPU's and tinygemm repack int4 layers, the others only switch. ``kernels`` maps a method to
+    the kernel to force (``{"int8": "aten"}``); the rest take their device's default. Returns
+    how many layers run each kernel, by ``method:kernel``.
 
-    Do this after saving: packed layers cannot be saved (see :class:`Int4Linear`)."""
-    return sum(
-        layer.pack_for_cpu()
-        for layer in quantized_layers(model).values()
-        if isinstance(layer, Int4Linear)
-    )
+    Do this after saving: packed int4 layers cannot be saved (see :class:`Int4Linear`)."""
+    kernels = kernels or {}
+    counts: dict[str, int] = {}
+    for layer in quantized_layers(model).values():
+        if isinstance(layer, Int4Linear):
+            name = f"int4:{layer.pack_for_device(kernels.get('int4'))}"
+        else:
+            name = f"int8:{layer.use_kernel(kernels.get('int8'))}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts

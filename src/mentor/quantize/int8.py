@@ -26,12 +26,26 @@ torchao's int8 tensor subclass has no fast CPU kernel here and cannot be written
 and keeps its weights in opaque packed objects. Off the CPU, ``torch._int_mm`` has shape rules of
 its own, so there the same integer product is computed in floating point (exact up to fp32's 24
 bits of mantissa).
+
+That is the CPU path, ``kernel == "dynamic"``. On CUDA, where batch-1 decoding is bound by
+reading the weights, the layer runs weight-only instead (activations stay bf16, which is more
+accurate): a Triton GEMV over the same int8 rows, or ``torch._weight_int8pack_mm``; see
+:mod:`.kernels` and :meth:`Int8Linear.use_kernel`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812  (the usual torch alias)
 from torch import nn
+
+from mentor.quantize.kernels import (
+    CUDA_ONLY,
+    GEMV_MAX_TOKENS,
+    check_kernel,
+    default_kernel,
+    triton_available,
+)
 
 QMAX = 127
 
@@ -83,12 +97,59 @@ def int8_linear(
     return out.to(x.dtype).view(*x.shape[:-1], qweight.shape[0])
 
 
+def choose_int8_kernel(
+    device: torch.device, requested: str | None = None, *, triton: bool | None = None
+) -> str:
+    """The kernel (:data:`.kernels.INT8_KERNELS`) an int8 layer runs on ``device``: ``requested``
+    if it can run there (else a clear error), otherwise the device's default. ``triton``
+    defaults to looking whether it imports; tests pass it."""
+    has_triton = triton_available() if triton is None else triton
+    if requested is None:
+        return default_kernel("int8", device, triton=has_triton)
+    check_kernel("int8", requested)
+    if requested in CUDA_ONLY and device.type != "cuda":
+        raise ValueError(f"int8 kernel {requested!r} runs on CUDA only, not on {device}")
+    if requested == "triton" and not has_triton:
+        raise ValueError("int8 kernel 'triton' needs the triton package (CUDA builds of torch)")
+    return requested
+
+
+def weight_only_linear(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    smooth: torch.Tensor | None,
+    kernel: str,
+) -> torch.Tensor:
+    """``(x / smooth) Wᵀ + bias`` with ``W = qweight * scale[:, None]`` and ``x`` (tokens, d_in)
+    left in floating point; returns (tokens, d_out) in ``x``'s dtype.
+
+    ``triton`` up to :data:`.kernels.GEMV_MAX_TOKENS` tokens: one GEMV kernel; ``aten``:
+    ``torch._weight_int8pack_mm`` (fp32 inside); otherwise the integer weight is widened to
+    ``x``'s dtype for a dense matmul and the row scale applied to its output."""
+    if kernel == "triton" and x.shape[0] <= GEMV_MAX_TOKENS:
+        out: torch.Tensor = torch.ops.mentor.int8_gemv(x, qweight, scale, smooth)
+    elif kernel == "aten":
+        xs = x.float() if smooth is None else x.float() / smooth.float()
+        out = torch._weight_int8pack_mm(xs.contiguous(), qweight, scale.float())
+    else:
+        xs = x if smooth is None else (x.float() / smooth.float()).to(x.dtype)
+        out = F.linear(xs, qweight.to(x.dtype)) * scale.to(x.dtype)
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    return out.to(x.dtype)
+
+
 class Int8Linear(nn.Module):
     """An ``nn.Linear`` stored as int8 weights with one fp32 scale per output channel.
 
     State: ``qweight`` (d_out, d_in) int8 and ``scale`` (d_out,) fp32; ``bias`` (d_out,) fp32
     when the layer had one; ``smooth`` (d_in,) fp32 when SmoothQuant factors were folded into
     the weights (the input is divided by them on each call).
+
+    ``kernel`` (:data:`.kernels.INT8_KERNELS`) is ``dynamic`` until :meth:`use_kernel` picks
+    the device's; every kernel reads the same tensors, so the layer saves and moves as it is.
     """
 
     def __init__(
@@ -101,6 +162,8 @@ class Int8Linear(nn.Module):
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self.kernel = "dynamic"
+        """Which kernel the forward runs (:data:`.kernels.INT8_KERNELS`)."""
         self.qweight: torch.Tensor
         self.scale: torch.Tensor
         self.register_buffer(
@@ -139,9 +202,27 @@ class Int8Linear(nn.Module):
         weight = dequantize_rows(self.qweight, self.scale)
         return weight if self.smooth is None else weight / self.smooth[None, :]
 
+    def use_kernel(self, kernel: str | None = None) -> str:
+        """Run ``kernel`` from now on (default: the pick for the layer's device, see
+        :func:`choose_int8_kernel`); returns its name."""
+        choice = choose_int8_kernel(self.qweight.device, kernel)
+        if choice == "triton":
+            import mentor.quantize.triton_gemv  # noqa: F401  (registers torch.ops.mentor.int8_gemv)
+        self.kernel = choice
+        return choice
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return int8_linear(x, self.qweight, self.scale, self.bias, self.smooth)
+        if self.kernel == "dynamic":
+            return int8_linear(x, self.qweight, self.scale, self.bias, self.smooth)
+        flat = x.reshape(-1, self.in_features)  # (tokens, d_in)
+        out = weight_only_linear(
+            flat, self.qweight, self.scale, self.bias, self.smooth, self.kernel
+        )
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         smoothed = ", smoothed" if self.smooth is not None else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8{smoothed}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"int8{smoothed}, kernel={self.kernel}"
+        )

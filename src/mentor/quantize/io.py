@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from mentor.quantize.convert import (
     QuantizeError,
     check_method,
     install_empty_layers,
-    pack_for_cpu,
+    pack_for_device,
 )
 from mentor.utils.fs import atomic_dir, read_json_object
 
@@ -164,7 +164,7 @@ def save_quantized(
     folder: Path,
     manifest: Manifest,
 ) -> Manifest:
-    """Write a quantized ``model`` (before :func:`pack_for_cpu`) and its tokenizer to ``folder``.
+    """Write a quantized ``model`` (before :func:`pack_for_device`) and its tokenizer to ``folder``.
 
     Returns the manifest as written (with the tied keys filled in)."""
     state, tied = _unique_state(model)
@@ -192,20 +192,48 @@ def _skip_init() -> Iterator[None]:
         yield
 
 
-def load_quantized(folder: Path, *, device: str = "cpu", pack: bool = True) -> PreTrainedModel:
-    """The causal LM saved in ``folder`` by :func:`save_quantized`, in eval mode on ``device``.
+def compute_dtype(saved: str, device: torch.device) -> torch.dtype:
+    """The dtype of the unquantized parts once loaded on ``device``: on CUDA the GPU kernels take
+    bf16 activations (fp16 on a GPU without bf16), so everything else computes in it too rather
+    than casting around every layer; elsewhere the dtype it was saved in."""
+    if device.type == "cuda":
+        from mentor.models.loading import preferred_dtype
 
-    ``pack`` repacks int4 layers for the CPU kernel (about 60x faster on a CPU; such a model can
-    no longer be saved). The tokenizer loads with ``AutoTokenizer.from_pretrained(folder)``.
+        return preferred_dtype(device)
+    dtype = getattr(torch, saved, None)
+    if not isinstance(dtype, torch.dtype):
+        raise QuantizeError(f"the manifest's dtype {saved!r} is not a torch dtype")
+    return dtype
+
+
+def load_quantized(
+    folder: Path,
+    *,
+    device: str = "cpu",
+    pack: bool = True,
+    dtype: torch.dtype | None = None,
+    kernels: Mapping[str, str] | None = None,
+) -> PreTrainedModel:
+    """The causal LM saved in ``folder`` by :func:`save_quantized`, in eval mode on ``device``
+    (``auto``: CUDA where there is one).
+
+    ``pack`` gives each quantized layer its device's kernel (:func:`.convert.pack_for_device`;
+    ``kernels`` forces one per method, e.g. ``{"int8": "aten"}``): int4 about 60x faster on a
+    CPU, and on CUDA both methods read fewer bytes than bf16; a packed int4 model can no longer
+    be saved. ``dtype`` is that of the unquantized parts (default :func:`compute_dtype`). The
+    tokenizer loads with ``AutoTokenizer.from_pretrained(folder)``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
+    from mentor.models.loading import resolve_device
+
     folder = Path(folder)
     manifest = read_manifest(folder)
+    target = resolve_device(device)
     config = AutoConfig.from_pretrained(str(folder))
     with _skip_init():
         model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-            config, dtype=getattr(torch, manifest.dtype)
+            config, dtype=dtype or compute_dtype(manifest.dtype, target)
         )
     model.tie_weights()  # part of the init skipped above: a tied head shares the embeddings
     install_empty_layers(model, manifest.layers)
@@ -236,8 +264,8 @@ def load_quantized(folder: Path, *, device: str = "cpu", pack: bool = True) -> P
         )
     if (folder / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(str(folder))
-    model.to(torch.device(device))  # type: ignore[arg-type]
+    model.to(target)  # type: ignore[arg-type]
     model.eval()  # type: ignore[no-untyped-call]
     if pack:
-        pack_for_cpu(model)
+        pack_for_device(model, kernels)
     return model

@@ -5,8 +5,10 @@
                            report.json / report.md ◄── measured ◄── loaded back (fresh)
 
 The reference is the fp32 model after the merge, so the report shows what quantizing alone
-changed. The quantized model is measured as :func:`~mentor.quantize.io.load_quantized` gives it
-back from the folder, the artifact a server would use, not the object still in memory.
+changed; on CUDA, where the quantized model computes in bf16 (:func:`~.io.compute_dtype`), the
+reference is measured as a bf16 copy, so that the speed ratio is about the kernels alone. The
+quantized model is measured as :func:`~mentor.quantize.io.load_quantized` gives it back from the
+folder, the artifact a server would use, not the object still in memory.
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ from mentor.quantize.convert import (
 from mentor.quantize.io import (
     WEIGHTS_FILE,
     Manifest,
+    compute_dtype,
     load_quantized,
     new_manifest,
     save_quantized,
 )
-from mentor.quantize.report import QuantizeReport, compare_quality, fp32_file_bytes, measure
+from mentor.quantize.report import (
+    Measurement,
+    Quality,
+    QuantizeReport,
+    compare_quality,
+    fp32_file_bytes,
+    measure,
+)
 from mentor.quantize.smooth import DEFAULT_ALPHA, calibration_sample, smoothing
 from mentor.utils.fs import atomic_write_text
 from mentor.utils.progress import progress_bar
@@ -209,10 +219,7 @@ def run_quantize(settings: QuantizeSettings, *, console: Console | None = None) 
         "max_new_tokens": settings.max_new_tokens,
         "seq_len": settings.seq_len,
     }
-    console.print("measuring the fp32 reference")
-    reference, ref_quality = measure(
-        "fp32", model, tokenizer, disk_bytes=fp32_file_bytes(model), **common
-    )
+    reference, ref_quality = _measure_reference(model, tokenizer, common, console)
     manifest = _quantize_save(settings, model, tokenizer, plans, fingerprint, adapter, console)
     folder = settings.out_dir
     del model
@@ -244,6 +251,33 @@ def run_quantize(settings: QuantizeSettings, *, console: Console | None = None) 
     atomic_write_text(folder / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
     atomic_write_text(folder / "report.md", report.to_markdown())
     return QuantizeResult(folder, manifest, report)
+
+
+def _measure_reference(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    common: dict[str, Any],
+    console: Console,
+) -> tuple[Measurement, Quality | None]:
+    """The unquantized model measured in the dtype the quantized one will compute in (a copy
+    when that is not fp32); its disk size is an fp32 file's either way."""
+    import copy
+
+    import torch
+
+    dtype = compute_dtype("float32", model.device)
+    label = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float", "fp")
+    console.print(f"measuring the {label} reference")
+    disk = fp32_file_bytes(model)
+    if dtype == torch.float32:
+        return measure(label, model, tokenizer, disk_bytes=disk, **common)
+    reference = copy.deepcopy(model)
+    reference.to(dtype)  # type: ignore[arg-type]
+    try:
+        return measure(label, reference, tokenizer, disk_bytes=disk, **common)
+    finally:
+        del reference
+        gc.collect()
 
 
 def _quantize_save(
