@@ -236,7 +236,7 @@ def load_engine(
     folder = Path(model).expanduser()
     quantized = (folder / MANIFEST_FILE).exists()  # a folder written by mentor quantize
     if quantized:
-        lm = load_quantized(folder, device="cpu" if device == "auto" else device)
+        lm = load_quantized(folder, device=device)
         tokenizer = load_tokenizer(folder)
     else:
         lm = load_causal_lm(model, device=device, dtype=dtype)  # type: ignore[arg-type]
