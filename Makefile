@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install vllm demo test test-fast lint format bench gpu-check gpu-assets clean
+.PHONY: install vllm demo test test-fast lint format bench gpu-check gpu-assets gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,23 @@ gpu-assets: install
 	$(BIN)/python -c "from mentor.models.loading import resolve_model_path as r; import shutil; \
 	shutil.copytree(r('smollm2-135m-instruct'), 'bench/assets/smollm2-tokenizer', dirs_exist_ok=True, \
 	ignore=lambda d, names: [n for n in names if n not in ('tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja')])"
+
+# Wheels of what mentor's commands need beyond a GPU machine's torch, transformers and numpy
+# (python 3.12 there), for gpu-check's train, quantize and commands parts: carry bench/assets.
+# There: pip install --no-index --no-deps --target /tmp/site bench/assets/wheels/*.whl, then
+# PYTHONPATH=/tmp/site make gpu-check. Versions are this venv's, so they agree with each other.
+GPU_WHEELS := pydantic pydantic_core typing-inspection annotated-types fastapi starlette uvicorn \
+	h11 typer click shellingham rich markdown-it-py mdurl pygments prometheus_client psutil \
+	datasketch sacrebleu portalocker tabulate colorama gguf PyYAML bitsandbytes torchao
+gpu-wheels: install
+	rm -rf bench/assets/wheels && mkdir -p bench/assets/wheels
+	$(BIN)/pip freeze --all | grep -i -E "^($(shell echo $(GPU_WHEELS) | tr ' ' '|'))==" \
+	  | sed 's/_/-/g' > bench/assets/wheels/requirements.txt
+	$(BIN)/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any \
+	  -d bench/assets/wheels -r bench/assets/wheels/requirements.txt
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -344,6 +344,9 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
     parser.add_argument("--commands", default=None, help="only commands whose name starts so")
     parser.add_argument("--work", type=Path, default=None, help="folder for models and runs")
+    parser.add_argument(
+        "--all-kernels", action="store_true", help="quantize: every candidate kernel, slow ones too"
+    )
     args = parser.parse_args()
     if args.device is None and not torch.cuda.is_available() and not args.tiny:
         print("gpu_check: no CUDA device; pass --device cpu to run anyway, or --tiny")
@@ -397,8 +400,18 @@ def main() -> None:
                                  f"{teacher_shape} teacher, random weights)")  # fmt: skip
         results["commands"] = [asdict(r) for r in done]
 
+    def quantize() -> None:
+        from quantize_bench import GPU_ARMS, gpu_rows, print_gpu_rows
+
+        arms = None if args.tiny or args.all_kernels else [a for a in GPU_ARMS if a[1] != "dequant"]
+        done = gpu_rows(str(device), args.tiny, arms=arms, steps=None if args.tiny else 64)
+        print(f"\nquantized decode, batch 1 (target: int4 <= 0.8x bf16, int8 <= 1.0x) on {name}")
+        print_gpu_rows(done)
+        results["quantize"] = done
+
     results: dict[str, Any] = {}
-    for part, run in {"decode": decode, "commands": commands}.items():
+    parts_run = {"decode": decode, "quantize": quantize, "commands": commands}
+    for part, run in parts_run.items():
         if part in parts:
             run_part(part, run)
     print(f"\ngpu_check: {time.perf_counter() - started:.0f} s in all")
