@@ -21,7 +21,7 @@ from mentor.train.sharding import shard, transformer_blocks, unshard
 from mentor.train.trainer import TrainSettings, read_metrics, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import _free_port, _InterruptError, _setup  # noqa: E402
+from test_trainer import _free_port, _InterruptError, _setup
 
 SETTINGS = TrainSettings(
     max_steps=6, batch_size=2, lr=5e-3, save_every=2, eval_every=3, precision="fp32"

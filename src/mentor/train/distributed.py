@@ -61,7 +61,8 @@ def setup(device: str, strategy: str = "ddp") -> tuple[World, torch.device]:
                 torch.cuda.set_device(resolved)
             # an in-memory store: a group of one needs no address or port
             backend = "nccl" if resolved.type == "cuda" else "gloo"
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+            store = dist.HashStore()  # type: ignore[attr-defined]
+            dist.init_process_group(backend, store=store, rank=0, world_size=1)
         return World(), resolved
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()

@@ -108,35 +108,42 @@ def global_norm(norm: torch.Tensor) -> float:
     return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
-def _state_options(**extra: bool) -> Any:
+def _state_options(
+    *, full_state_dict: bool = False, cpu_offload: bool = False, strict: bool = True
+) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     # the frozen base never changes, so checkpoints and best weights hold the trained part only
-    return StateDictOptions(ignore_frozen_params=True, **extra)
+    return StateDictOptions(
+        full_state_dict=full_state_dict,
+        cpu_offload=cpu_offload,
+        ignore_frozen_params=True,
+        strict=strict,
+    )
 
 
 def save_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Every process writes its shards of the trainable parameters and optimizer state."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict_saver import save
 
     model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
-    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder))
+    save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder))
 
 
 def load_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Read this process's shards back into the (sharded) model and optimizer."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict_loader import load
 
     model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
-    state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(folder))  # fails unless every trainable tensor is there
+    # in place, and it fails unless every trainable tensor is in the folder
+    load({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder))
     set_state_dict(
         model,
         optimizer,
-        model_state_dict=state["model"],
-        optim_state_dict=state["optimizer"],
+        model_state_dict=model_state,
+        optim_state_dict=optim_state,
         options=_state_options(strict=False),  # not strict: the frozen base is not in the file
     )
 
@@ -150,7 +157,11 @@ def full_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     full = get_model_state_dict(
         model, options=_state_options(full_state_dict=True, cpu_offload=True)
     )
-    return {name: t.contiguous() for name, t in full.items() if name in names}
+    return {
+        name: t.contiguous()
+        for name, t in full.items()
+        if name in names and isinstance(t, torch.Tensor)
+    }
 
 
 def unshard(objective: nn.Module, record: ShardRecord) -> None:

@@ -372,12 +372,13 @@ def _optimizer_step(
     for k, batch in enumerate(batches):
         last = k == len(batches) - 1
         ddp = isinstance(model, nn.parallel.DistributedDataParallel)
-        sync = model.no_sync() if ddp and not last else nullcontext()
+        sync = model.no_sync() if ddp and not last else nullcontext()  # type: ignore[operator]
         with sync:
             with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
                 loss = model(**_tensors(batch, device))
-            # DDP and FSDP average gradients over processes; scaling by world size / all targets makes
-            # the step's gradient the mean over every target of every process and micro-batch.
+            # DDP and FSDP average gradients over processes; scaling by world size / all
+            # targets makes the step's gradient the mean over every target of every process
+            # and micro-batch.
             (loss.float() * world.size / n_targets).backward()
         loss_sum += float(loss.detach())
     limit = settings.max_grad_norm if settings.max_grad_norm else float("inf")
