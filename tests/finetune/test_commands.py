@@ -346,3 +346,36 @@ def test_vllm_is_refused_before_training_for_a_model_it_cannot_run(
     assert result.exit_code == 1
     assert "quantized by mentor" in result.output and "use --engine builtin" in result.output
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "folder"), [("lora", "adapter"), ("full", "model")])
+def test_fsdp_saves_the_files_a_plain_run_saves(
+    method: str, folder: str, workspace: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from mentor.train.distributed import teardown
+
+    for strategy in ("ddp", "fsdp"):
+        try:  # without torchrun, fsdp trains in a process group of one
+            result = runner.invoke(
+                app,
+                _args(workspace, tmp_path / strategy, "--method", method, "--max-steps", "2",
+                      "--strategy", strategy),
+            )  # fmt: skip
+        finally:
+            teardown()
+        assert result.exit_code == 0, result.output
+    plain, sharded = tmp_path / "ddp" / folder, tmp_path / "fsdp" / folder
+    assert sorted(p.name for p in sharded.iterdir()) == sorted(p.name for p in plain.iterdir())
+    for weights in plain.glob("*.safetensors"):
+        a, b = load_file(str(weights)), load_file(str(sharded / weights.name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key].dtype == a[key].dtype
+            torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    losses = [
+        [m["loss"] for m in read_metrics(tmp_path / s / "metrics.jsonl")] for s in ("ddp", "fsdp")
+    ]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import OverlongOpt, fail
+from mentor.utils.cli import OverlongOpt, StrategyOpt, fail
 
 console = Console()
 err = Console(stderr=True)
@@ -94,6 +94,7 @@ def distill_cmd(
         int | None, typer.Option(help="Longest teacher answer (sequence) [256].")
     ] = None,
     precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32.")] = None,
+    strategy: StrategyOpt = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps [50].")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps [50].")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Compare on at most N examples.")] = None,
@@ -139,6 +140,7 @@ def distill_cmd(
         "train.lr": lr,
         "train.batch_size": batch_size,
         "train.precision": precision,
+        "train.strategy": strategy,
         "train.save_every": save_every,
         "train.eval_every": eval_every,
         "train.seed": seed,

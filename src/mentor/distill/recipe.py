@@ -133,7 +133,7 @@ def check_tokenizers(teacher: str, student: str, teacher_tok: Any, student_tok: 
 
 
 def run_distill(config: DistillConfig, *, resume: bool = False, console: Console) -> DistillReport:
-    world, device = setup(config.device)
+    world, device = setup(config.device, config.train.strategy)
     bf16 = use_bf16(config.train.precision, device)
     remote = open_remote(config.teacher_endpoint) if config.teacher_endpoint else None
     dtype = torch.bfloat16 if bf16 else torch.float32

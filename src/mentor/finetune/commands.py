@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import OverlongOpt, fail
+from mentor.utils.cli import OverlongOpt, StrategyOpt, fail
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.finetune.config import FinetuneConfig
@@ -59,6 +59,7 @@ def finetune_cmd(
         bool | None, typer.Option("--packing/--no-packing", help="Pack short examples.")
     ] = None,
     precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32.")] = None,
+    strategy: StrategyOpt = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps [50].")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps [50].")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Score at most N test examples.")] = None,
@@ -95,6 +96,7 @@ def finetune_cmd(
         "train.batch_size": batch_size,
         "train.grad_accum": grad_accum,
         "train.precision": precision,
+        "train.strategy": strategy,
         "train.save_every": save_every,
         "train.eval_every": eval_every,
         "train.seed": seed,

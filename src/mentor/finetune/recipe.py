@@ -104,7 +104,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
 
     if config.eval is not None:  # vLLM refuses a model it cannot run now, not after training
         resolve_engine(config.engine, config.model, fallback=False)
-    world, device = setup(config.device)
+    world, device = setup(config.device, config.train.strategy)
     tokenizer = load_tokenizer(config.model)
     data = load_sft_data(config.data, tokenizer, config.max_length, config.overlong)
     examples = data.examples

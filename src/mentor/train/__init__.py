@@ -6,6 +6,7 @@ needs (checkpoints, distributed set-up, objectives, SFT data and packing, the en
 - ``trainer.py``: the loop (bf16 autocast, validation, early stopping, resumable checkpoints);
 - ``checkpoint.py``: atomic checkpoints of weights, optimizer, scheduler, RNGs, data position;
 - ``distributed.py``: torchrun/accelerate set-up; ``objectives.py``: the losses the trainer takes;
+- ``sharding.py``: FSDP2 for ``strategy="fsdp"`` (shard, sharded checkpoints, unshard);
 - ``data.py``: SFT examples, assistant-only labels, packing; ``classifier.py``: encoder + head.
 
 ``finetune/``, ``distill/``, ``quantize/``, ``serve/`` and ``bakeoff/`` import from here, never

@@ -5,6 +5,8 @@ A checkpoint is a folder ``<run>/checkpoints/step-000120/`` with
 - ``trainable.safetensors``: the parameters being trained (the adapter, or the whole model);
 - ``optimizer.pt``: the optimizer's state (tensors and numbers only; read back with
   ``torch.load(weights_only=True)``, which never unpickles code);
+- or, for a sharded (``--strategy fsdp``) run, ``sharded/`` in place of both: each process's
+  shards of the trainable parameters and optimizer state (``torch.distributed.checkpoint``);
 - ``rng-rank<r>.pt``: every random generator of each process (python, numpy, torch, CUDA), so
   dropout draws the same masks after a resume;
 - ``trainer.json``: step, scheduler, early-stopping state and a fingerprint of the run settings.
@@ -31,6 +33,8 @@ from torch import nn
 from mentor.utils.fs import atomic_write_text, make_temp_dir, remove_tree
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
+SHARDED = "sharded"
+"""The folder of a sharded checkpoint's ``torch.distributed.checkpoint`` files."""
 
 
 @dataclass
@@ -141,13 +145,16 @@ class CheckpointWriter:
     """Writes checkpoints for one process of a (possibly distributed) run.
 
     Rank 0 owns the folder; every rank adds its own RNG file. ``barrier`` synchronises ranks
-    (a no-op in a single process)."""
+    (a no-op in a single process). ``sharded``: every process writes its own shards."""
 
-    def __init__(self, root: Path, rank: int, barrier: Any, keep: int = 2) -> None:
+    def __init__(
+        self, root: Path, rank: int, barrier: Any, keep: int = 2, *, sharded: bool = False
+    ) -> None:
         self.root = root
         self.rank = rank
         self.barrier = barrier
         self.keep = keep
+        self.sharded = sharded
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState) -> Path:
         final = self.root / f"step-{state.step:06d}"
@@ -159,9 +166,15 @@ class CheckpointWriter:
             tmp.rename(staging)
         self.barrier()
         torch.save(capture_rng(), staging / f"rng-rank{self.rank}.pt")
-        if self.rank == 0:
+        if self.sharded:
+            from mentor.train.sharding import save_sharded
+
+            save_sharded(staging / SHARDED, model, optimizer)
+            self.barrier()
+        elif self.rank == 0:
             save_file(trainable_state(model), str(staging / "trainable.safetensors"))
             torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        if self.rank == 0:
             # trainer.json last: its presence marks the folder complete
             (staging / "trainer.json").write_text(json.dumps(asdict(state), indent=2))
         self.barrier()
@@ -176,11 +189,27 @@ class CheckpointWriter:
 
 
 def load_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rank: int
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rank: int,
+    *,
+    sharded: bool = False,
 ) -> TrainerState:
     """Restore model, optimizer and this rank's RNG from ``folder``; return the loop state."""
-    load_trainable(model, load_file(str(folder / "trainable.safetensors")))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    written = "fsdp" if (folder / SHARDED).is_dir() else "ddp"
+    if written != ("fsdp" if sharded else "ddp"):
+        raise ValueError(
+            f"{folder} was written by a run with strategy {written}; resume it with "
+            f"--strategy {written}"
+        )
+    if sharded:
+        from mentor.train.sharding import load_sharded
+
+        load_sharded(folder / SHARDED, model, optimizer)
+    else:
+        load_trainable(model, load_file(str(folder / "trainable.safetensors")))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     rng_file = folder / f"rng-rank{rank}.pt"
     if not rng_file.exists():
         raise ValueError(

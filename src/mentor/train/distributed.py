@@ -1,9 +1,10 @@
-"""Running one training command on several processes (DistributedDataParallel).
+"""Running one training command on several processes (DDP, or FSDP with ``--strategy fsdp``).
 
 ``torchrun --nproc_per_node N`` and ``accelerate launch`` both set ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`setup` reads them, joins the process group (NCCL on CUDA, gloo on CPU) and
 says which device this process owns. With no such variables it is a single process and every
-helper here is a no-op.
+helper here is a no-op, except that FSDP's sharded parameters need a process group even alone:
+for strategy ``fsdp`` a single process joins a group of one.
 """
 
 from __future__ import annotations
@@ -47,13 +48,22 @@ class World:
         return self.sum(1 if flag else 0) > 0
 
 
-def setup(device: str) -> tuple[World, torch.device]:
-    """Join the process group if launched by torchrun/accelerate; return the world and device."""
+def setup(device: str, strategy: str = "ddp") -> tuple[World, torch.device]:
+    """Join the process group if launched by torchrun/accelerate (or alone, for strategy
+    ``fsdp``); return the world and device."""
     from mentor.models.loading import resolve_device
 
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
-        return World(), resolve_device(device)
+        resolved = resolve_device(device)
+        if strategy == "fsdp" and not dist.is_initialized():
+            if resolved.type == "cuda" and resolved.index is not None:
+                torch.cuda.set_device(resolved)
+            # an in-memory store: a group of one needs no address or port
+            backend = "nccl" if resolved.type == "cuda" else "gloo"
+            store = dist.HashStore()  # type: ignore[attr-defined]
+            dist.init_process_group(backend, store=store, rank=0, world_size=1)
+        return World(), resolved
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:

@@ -1,5 +1,6 @@
 """The training loop: AdamW, warmup then cosine, accumulation, clipping, bf16, validation with early
-stopping, checkpoints that resume exactly, and the same loop on N processes under DDP.
+stopping, checkpoints that resume exactly, and the same loop on N processes under DDP or FSDP
+(``strategy``; see :mod:`mentor.train.sharding`).
 
 The loop trains an *objective*: an ``nn.Module`` whose ``forward(**batch tensors)`` returns the
 loss *summed* over the batch's targets (tokens, or examples for a classifier). Summing lets the
@@ -40,6 +41,7 @@ from mentor.train.checkpoint import (
     trainable_state,
 )
 from mentor.train.distributed import World
+from mentor.train.sharding import full_trainable_state, global_norm, shard, unshard
 from mentor.utils.fs import atomic_path, atomic_write_text
 from mentor.utils.progress import progress_bar
 
@@ -84,10 +86,20 @@ class TrainSettings(BaseModel):
     save_every: int = Field(default=50, ge=1, description="Checkpoint every N steps.")
     keep: int = Field(default=2, ge=1, description="Checkpoints kept on disk (newest).")
     seed: int = Field(default=0, description="Seed of data order, dropout and initialisation.")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="How several processes (torchrun) share the work. ddp: every process holds "
+        "the whole model, gradients and optimizer state. fsdp: each holds 1/N of them "
+        "(FSDP2), gathering a block's weights only while it runs; for models whose training "
+        "state does not fit one GPU. The same losses either way.",
+    )
 
     def fingerprint(self, rows: int, world_size: int) -> str:
-        """What must not change between a run and its resume."""
-        fixed = self.model_dump(exclude={"save_every", "keep", "eval_every", "patience"})
+        """What must not change between a run and its resume (the strategy is the checkpoint's
+        format, checked when it is read)."""
+        fixed = self.model_dump(
+            exclude={"save_every", "keep", "eval_every", "patience", "strategy"}
+        )
         text = json.dumps({**fixed, "rows": rows, "world": world_size}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -192,7 +204,9 @@ def train(
     best weights (by validation loss, when there is validation data) under ``out``.
 
     On return the objective holds the best validation weights, or the last ones without
-    validation. ``resume`` continues from the newest checkpoint in ``out``."""
+    validation. ``resume`` continues from the newest checkpoint in ``out``. With strategy fsdp
+    the objective is sharded in place while training and whole again on return (on every
+    process); after an exception it is left sharded."""
     world = world or World()
     device = device or torch.device("cpu")
     console = console or Console(stderr=True)
@@ -207,20 +221,26 @@ def train(
     total = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
     warmup = math.ceil(settings.warmup * total)
 
-    params = [p for p in objective.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in objective.parameters()):
         raise ValueError("nothing to train: no parameter requires grad")
+    bf16 = use_bf16(settings.precision, device)
+    sharded = settings.strategy == "fsdp"
+    # the optimizer must hold the sharded parameters, so sharding comes first
+    sharding = shard(objective, device, bf16) if sharded else None
+    params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total, settings.min_lr_ratio)
     )
     fingerprint = settings.fingerprint(len(train_rows), world.size)
     state = TrainerState(settings_fingerprint=fingerprint)
-    checkpoints = CheckpointWriter(out / "checkpoints", world.rank, world.barrier, settings.keep)
+    checkpoints = CheckpointWriter(
+        out / "checkpoints", world.rank, world.barrier, settings.keep, sharded=sharded
+    )
     metrics_file, best_file = out / "metrics.jsonl", out / "best.safetensors"
     resumed_from = None
     if resume and (found := latest(out / "checkpoints")) is not None:
-        state = load_checkpoint(found, objective, optimizer, world.rank)
+        state = load_checkpoint(found, objective, optimizer, world.rank, sharded=sharded)
         if state.settings_fingerprint != fingerprint:
             raise ValueError(
                 f"{out}: the run was started with other settings or data; resume with the "
@@ -238,11 +258,10 @@ def train(
         torch.manual_seed(settings.seed + world.rank)
 
     model: nn.Module = objective
-    if world.distributed:
+    if world.distributed and not sharded:
         model = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None
         )
-    bf16 = use_bf16(settings.precision, device)
     started = time.perf_counter() - state.elapsed_s
     train_time, train_tokens, stopped_early, last_loss = 0.0, 0, False, float("nan")
     first_step = state.step
@@ -310,6 +329,9 @@ def train(
                 )
                 break
 
+    if sharding is not None:
+        optimizer.state.clear()  # the sharded moments go before the whole weights arrive
+        unshard(objective, sharding)
     if state.best_step is not None and best_file.exists():
         world.barrier()
         load_trainable(objective, load_file(str(best_file)))
@@ -349,16 +371,18 @@ def _optimizer_step(
     loss_sum = 0.0
     for k, batch in enumerate(batches):
         last = k == len(batches) - 1
-        sync = model.no_sync() if world.distributed and not last else nullcontext()  # type: ignore[operator]
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+        sync = model.no_sync() if ddp and not last else nullcontext()  # type: ignore[operator]
         with sync:
             with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
                 loss = model(**_tensors(batch, device))
-            # DDP averages gradients over processes; scaling by world size / all targets makes
-            # the step's gradient the mean over every target of every process and micro-batch.
+            # DDP and FSDP average gradients over processes; scaling by world size / all
+            # targets makes the step's gradient the mean over every target of every process
+            # and micro-batch.
             (loss.float() * world.size / n_targets).backward()
         loss_sum += float(loss.detach())
     limit = settings.max_grad_norm if settings.max_grad_norm else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+    grad_norm = global_norm(torch.nn.utils.clip_grad_norm_(params, limit))
     return world.sum(loss_sum) / n_targets, grad_norm
 
 
@@ -374,9 +398,12 @@ def _track_best(
     if state.best_val_loss is None or val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step = val_loss, state.step
         state.evals_without_improvement = 0
+        # sharded weights are gathered by every process, whole ones read where they are
+        sharded = settings.strategy == "fsdp"
+        weights = full_trainable_state(objective) if sharded else None
         if world.is_main:
             with atomic_path(best_file) as tmp:
-                save_file(trainable_state(objective), str(tmp))
+                save_file(weights or trainable_state(objective), str(tmp))
         return False
     state.evals_without_improvement += 1
     return settings.patience is not None and state.evals_without_improvement >= settings.patience
@@ -396,11 +423,20 @@ def validation_loss(
     mine = list(rows)[world.rank :: world.size]
     total = targets = 0.0
     bf16 = use_bf16(settings.precision, device)
-    for start in range(0, len(mine), settings.batch_size):
-        batch = collate(mine[start : start + settings.batch_size])
+    starts = range(0, len(mine), settings.batch_size)
+    if settings.strategy == "fsdp":
+        # every forward gathers weights from all processes, so all run the same number: one
+        # with a batch fewer than the others scores a spare one and drops it
+        most = math.ceil(math.ceil(len(rows) / world.size) / settings.batch_size)
+        starts = range(0, most * settings.batch_size, settings.batch_size)
+    for start in starts:
+        chunk = mine[start : start + settings.batch_size]
+        batch = collate(chunk or list(rows)[: settings.batch_size])
         with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-            total += float(objective(**_tensors(batch, device)))
-        targets += batch.n_targets
+            loss = float(objective(**_tensors(batch, device)))
+        if chunk:
+            total += loss
+            targets += batch.n_targets
     objective.train()
     return world.sum(total) / max(world.sum(targets), 1.0)
 

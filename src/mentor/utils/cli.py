@@ -33,3 +33,12 @@ OverlongOpt = Annotated[
     ),
 ]
 """``--overlong``, shared by the commands that train on chats (finetune, distill)."""
+
+StrategyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Under torchrun: ddp (each process holds the whole model) or fsdp (each holds 1/N "
+        "of the weights, gradients and optimizer state) [ddp]."
+    ),
+]
+"""``--strategy``, shared by the commands that train with the trainer (finetune, distill)."""
