@@ -316,6 +316,25 @@ def save_model_folder(shape: str, folder: Path, tokenizer_folder: Path, dtype: t
     return folder
 
 
+def print_dict_rows(rows: list[dict[str, Any]], title: str) -> None:
+    """Rows of plain values as an aligned text table, columns in first-seen key order."""
+    print(f"\n{title}")
+    if not rows:
+        print("  (no rows)")
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        return "" if value is None else str(value)
+
+    table = [keys] + [[cell(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
+    for line in table:
+        print("  " + "  ".join(text.ljust(w) for text, w in zip(line, widths, strict=True)))
+
+
 def run_part(name: str, run: Callable[[], None]) -> None:
     """One part of the check; a part that breaks is reported and the others still run."""
     started = time.perf_counter()
@@ -409,8 +428,21 @@ def main() -> None:
         print_gpu_rows(done)
         results["quantize"] = done
 
+    def train() -> None:
+        from finetune_bench import fsdp_rows
+        from lora_profile import print_rows, profile_rows
+
+        print(f"\nwhere a LoRA step's time goes, beside full fine-tuning, on {name}")
+        profiled = profile_rows(str(device), args.tiny)
+        print_rows(profiled)
+        results["lora_profile"] = profiled
+        for label, rows_of in [("FSDP2 against DDP (one process per GPU)", fsdp_rows)]:
+            found = rows_of(str(device), args.tiny)
+            print_dict_rows(found, f"{label}, {name}")
+            results[label] = found
+
     results: dict[str, Any] = {}
-    parts_run = {"decode": decode, "quantize": quantize, "commands": commands}
+    parts_run = {"decode": decode, "train": train, "quantize": quantize, "commands": commands}
     for part, run in parts_run.items():
         if part in parts:
             run_part(part, run)
