@@ -4,6 +4,8 @@ installed), and the 4-bit layer's and LoRA-on-4-bit's gradients match a dense re
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -51,7 +53,7 @@ def test_round_trip_within_half_a_code_gap(shape: tuple[int, int]) -> None:
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     q = quantize_nf4(w, block_size=64, double_quant=False)
     error = (dequantize_nf4(q) - w).abs().view(-1)
-    half_gap = max(b - a for a, b in zip(NF4_VALUES, NF4_VALUES[1:], strict=False)) / 2
+    half_gap = max(b - a for a, b in itertools.pairwise(NF4_VALUES)) / 2
     blocks = torch.nn.functional.pad(w.view(-1), (0, q.absmax.numel() * 64 - w.numel()))
     absmax = blocks.view(-1, 64).abs().amax(1).repeat_interleave(64)[: w.numel()]
     assert bool((error <= absmax * half_gap + 1e-6).all())
@@ -201,7 +203,9 @@ def test_lora_on_nf4_matches_lora_on_the_dequantized_base(autocast: bool) -> Non
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = layer(xi)
         out.float().pow(2).sum().backward()
-        results.append((out, xi.grad, layer.a("default").weight.grad, layer.b("default").weight.grad))
+        results.append(
+            (out, xi.grad, layer.a("default").weight.grad, layer.b("default").weight.grad)
+        )
     tol = 2e-2 if autocast else 1e-4
     for mine, ref in zip(results[0], results[1], strict=True):
         assert mine is not None and ref is not None

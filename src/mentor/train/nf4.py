@@ -125,7 +125,9 @@ class NF4Weight:
         return values.view(-1)[:blocks] + self.scale_offset
 
 
-def quantize_nf4(weight: torch.Tensor, block_size: int = 64, double_quant: bool = True) -> NF4Weight:
+def quantize_nf4(
+    weight: torch.Tensor, block_size: int = 64, double_quant: bool = True
+) -> NF4Weight:
     """``weight`` (d_out, d_in) in NF4 with one absmax per ``block_size`` consecutive weights
     (row-major), computed on the weight's own device."""
     if weight.dim() != 2:
@@ -193,7 +195,8 @@ def _bnb_dequantize(q: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
         offset=q.scale_offset,
         state2=nested,
     )
-    return cast(torch.Tensor, dequantize_4bit(q.packed, state))
+    dense: torch.Tensor = dequantize_4bit(q.packed, state)
+    return dense
 
 
 class _NF4Matmul(torch.autograd.Function):
