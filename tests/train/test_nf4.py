@@ -12,7 +12,14 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from mentor.testing import tiny_llama
-from mentor.train.lora import LoRAConfig, LoRALinear, add_lora, mark_trainable, merge
+from mentor.train.lora import (
+    LoRAConfig,
+    LoRALinear,
+    add_lora,
+    mark_trainable,
+    merge,
+    parameter_report,
+)
 from mentor.train.nf4 import (
     NF4_VALUES,
     NF4Linear,
@@ -227,6 +234,8 @@ def test_quantize_linears_on_a_model_keeps_the_head_and_is_close() -> None:
     assert (logits - dense_logits).abs().mean() < 0.2 * dense_logits.abs().mean()
     add_lora(model, LoRAConfig(r=4))
     mark_trainable(model, "default")
+    dense, _ = tiny_llama(tie_word_embeddings=False)
+    assert parameter_report(model).base == sum(p.numel() for p in dense.parameters())
     model(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)

@@ -710,6 +710,8 @@ def parameter_report(model: nn.Module) -> ParameterReport:
             trainable += param.numel()
         if ".lora_A." not in name and ".lora_B." not in name:
             base += param.numel()
+    # a 4-bit base's weights are buffers, not parameters: counted as the weights they stand for
+    base += sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, NF4Linear))
     return ParameterReport(trainable, base)
 
 
