@@ -75,7 +75,12 @@ def dynamic_map() -> torch.Tensor:
 
 @cache
 def _table(kind: str, device: torch.device) -> torch.Tensor:
-    """A code book on ``device`` (fp32), made once per device."""
+    """A code book on ``device`` (fp32), made once per device: ``nf4``, ``dynamic``, or
+    ``nf4-pairs`` (256, 2), the two NF4 values each packed byte stands for, so that unpacking is
+    one gather (shifts and masks on uint8 are slow on CPUs)."""
+    if kind == "nf4-pairs":
+        nf4, byte = torch.tensor(NF4_VALUES), torch.arange(256)
+        return torch.stack((nf4[byte >> 4], nf4[byte & 15]), dim=1).to(device)
     values = torch.tensor(NF4_VALUES) if kind == "nf4" else dynamic_map()
     return values.to(device)
 
@@ -150,11 +155,12 @@ def quantize_nf4(
 def dequantize_nf4(q: NF4Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The (d_out, d_in) weight ``q`` stands for, in ``dtype`` (computed in fp32, cast once)."""
     n = q.shape[0] * q.shape[1]
-    codes = torch.stack((q.packed.view(-1) >> 4, q.packed.view(-1) & 15), dim=1).view(-1)
-    values = _table("nf4", q.packed.device)[codes.long()]  # (2 * ceil(n/2),)
+    pairs = _table("nf4-pairs", q.packed.device)
+    values = pairs.index_select(0, q.packed.view(-1).long()).view(-1)  # (2 * ceil(n/2),)
     blocks = q.absmax.numel()
-    values = F.pad(values, (0, blocks * q.block_size - values.numel()))
-    weight = values[: blocks * q.block_size].view(blocks, q.block_size) * q.scales()[:, None]
+    if values.numel() != blocks * q.block_size:  # a last block that is not full
+        values = F.pad(values, (0, blocks * q.block_size - values.numel()))
+    weight = values.view(blocks, q.block_size).mul_(q.scales()[:, None])
     return weight.view(-1)[:n].view(q.shape).to(dtype)
 
 
