@@ -292,6 +292,11 @@ def run_classification(
 
     Without an ``eval`` file, ``val_share`` of each label's rows (seed + 1) are held out as the
     test set before the validation split, and the report says so."""
+    if config.method == "qlora":  # task: auto found labelled text
+        raise ValueError(
+            f"{config.data}: classification data; method qlora trains causal LMs (task sft): "
+            "use method lora or full for a classifier"
+        )
     data = load_classification(config.data)
     if config.eval is not None:
         test = load_classification(config.eval)

@@ -26,7 +26,9 @@ def finetune_cmd(
     data: Annotated[
         Path | None, typer.Option(help="Training data: chat or qa JSONL, or classification.")
     ] = None,
-    method: Annotated[str | None, typer.Option(help="lora (an adapter) or full.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="lora (an adapter), qlora (one over a 4-bit base) or full.")
+    ] = None,
     task: Annotated[
         str | None,
         typer.Option(

@@ -1,4 +1,5 @@
-"""``mentor finetune``: supervised fine-tuning of a causal LM, LoRA or full, start to finish.
+"""``mentor finetune``: supervised fine-tuning of a causal LM, LoRA, QLoRA or full, start to
+finish (QLoRA's own steps: :mod:`mentor.finetune.qlora`).
 
     load data (fails before training on any bad line) -> load the model -> score the base on the
     held-out set and on general text -> add LoRA (or unfreeze all) -> train -> save the adapter
@@ -27,6 +28,7 @@ from mentor.evaluate.answers import (
 )
 from mentor.evaluate.compare import BeforeAfter, compare_generation
 from mentor.evaluate.perplexity import general_sample, perplexity
+from mentor.finetune import qlora
 from mentor.finetune.config import FinetuneConfig
 from mentor.models.backends import open_engine, resolve_engine
 from mentor.models.protocols import SamplingConfig
@@ -60,6 +62,8 @@ class FinetuneReport:
     general_perplexity: tuple[float, float]
     overlong: tuple[str, ...] = ()
     """What was done with examples longer than max_length (truncate or drop), one line a file."""
+    logit_gap: qlora.LogitGap | None = None
+    """qlora: the 4-bit-trained model against the adapter on the unquantized base."""
 
 
 def score(
@@ -121,9 +125,16 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         console.print(f"[yellow]warning:[/yellow] {cut}", highlight=False, soft_wrap=True)
     bf16 = use_bf16(config.train.precision, device)
     # A LoRA base is frozen, so it can sit in bf16; full fine-tuning keeps fp32 master weights.
-    dtype = torch.bfloat16 if (config.method == "lora" and bf16) else torch.float32
-    with console.status(f"loading {config.model}"):
-        model = load_causal_lm(config.model, dtype=dtype, device=str(device))
+    adapter = config.method in ("lora", "qlora")
+    dtype = torch.bfloat16 if (adapter and bf16) else torch.float32
+    fingerprint = None  # qlora: of the unquantized base, which the adapter is saved for
+    if config.method == "qlora":
+        if world.distributed:
+            raise ValueError("method qlora trains in one process; run it without torchrun")
+        model, fingerprint = qlora.load_quantized_base(config, dtype, device, console)
+    else:
+        with console.status(f"loading {config.model}"):
+            model = load_causal_lm(config.model, dtype=dtype, device=str(device))
     # read once, before training: a broken test file fails now, not after an hour
     items = load_eval_items(config.eval)[: config.eval_limit] if config.eval else None
     before = None
@@ -131,7 +142,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         before = score(model, tokenizer, items, config, console, "base", source=config.model)
 
     torch.manual_seed(config.train.seed)  # the adapter's init is the same in every process
-    if config.method == "lora":
+    if adapter:
         add_lora(model, config.lora.to_config())
         mark_trainable(model, "default")
     else:
@@ -145,7 +156,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         CausalLMLoss(model),
         rows,
         lambda r: collate(r, pad_id),
-        config.train,
+        qlora.train_settings(config, device, console) if config.method == "qlora" else config.train,
         config.out,
         val_rows=val_rows,
         resume=resume,
@@ -153,11 +164,18 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         device=device,
         console=console,
     )
-    model.eval()  # type: ignore[no-untyped-call]
-    saved = save_model(model, tokenizer, config, result, world)
+    model.eval()
+    saved = save_model(model, tokenizer, config, result, world, fingerprint)
+    gap = None
+    if config.method == "qlora" and config.qlora.gap_tokens:
+        held_out = [e.input_ids for e in val_examples] or [r.input_ids for r in rows]
+        tokens = qlora.held_out_rows(held_out, config.qlora.gap_tokens, config.max_length)
+        with console.status("comparing the 4-bit-trained model with the unquantized base"):
+            gap = qlora.logit_gap(model, config, saved, tokens, dtype, device)
+        console.print(gap.to_markdown().removeprefix("- "))
     before_after, general = None, (float("nan"), float("nan"))
     if world.is_main and before is not None:
-        lora = config.method == "lora"  # vLLM serves the adapter beside the base weights
+        lora = adapter  # vLLM serves the adapter beside the base weights
         after = score(
             model,
             tokenizer,
@@ -182,6 +200,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         before_after=before_after,
         general_perplexity=general,
         overlong=tuple(str(r) for r in overlong),
+        logit_gap=gap,
     )
     if world.is_main:
         write_report(report, config)
@@ -190,10 +209,16 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
 
 
 def save_model(
-    model: Any, tokenizer: Any, config: FinetuneConfig, result: TrainResult, world: World
+    model: Any,
+    tokenizer: Any,
+    config: FinetuneConfig,
+    result: TrainResult,
+    world: World,
+    fingerprint: str | None = None,
 ) -> Path:
-    """The adapter (PEFT format) or the whole model, under the run folder."""
-    if config.method == "lora":
+    """The adapter (PEFT format) or the whole model, under the run folder. ``fingerprint``: the
+    base's, when the model in memory is not that base as loaded (qlora's 4-bit copy of it)."""
+    if config.method in ("lora", "qlora"):
         target = config.out / "adapter"
         if world.is_main:
             save_adapter(
@@ -202,6 +227,7 @@ def save_model(
                 config=config.lora.to_config(),
                 base_model=config.model,
                 extra={"steps": result.steps, "best_val_loss": result.best_val_loss},
+                fingerprint=fingerprint,
             )
         return target
     target = config.out / "model"
@@ -229,6 +255,7 @@ def write_report(report: FinetuneReport, config: FinetuneConfig) -> None:
             "tuned": report.general_perplexity[1],
         },
         "before_after": report.before_after.to_dict() if report.before_after else None,
+        "logit_gap": asdict(report.logit_gap) if report.logit_gap else None,
     }
     atomic_write_text(config.out / "report.json", json.dumps(data, indent=2, default=str) + "\n")
     atomic_write_text(config.out / "report.md", report_markdown(report, config))
@@ -253,6 +280,7 @@ def report_markdown(report: FinetuneReport, config: FinetuneConfig) -> str:
         f"- {t.tokens:,} tokens in {t.seconds:.0f} s ({t.tokens_per_s:,.0f} tokens/s in "
         f"training steps), peak memory {t.peak_memory_mb:,.0f} MB",
         f"- saved: `{report.saved}`",
+        *([report.logit_gap.to_markdown()] if report.logit_gap else []),
         "",
         "![loss curve](loss_curve.png)",
         "",

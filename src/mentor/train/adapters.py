@@ -105,8 +105,12 @@ def save_adapter(
     base_model: str | None = None,
     task_type: str = "CAUSAL_LM",
     extra: dict[str, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> Path:
-    """Write adapter ``name`` of ``model`` to ``folder`` in PEFT's format (atomically)."""
+    """Write adapter ``name`` of ``model`` to ``folder`` in PEFT's format (atomically).
+
+    ``fingerprint``: the base's :func:`base_fingerprint`, given when ``model`` holds a changed
+    copy of it (a 4-bit one, for QLoRA) and the adapter is for the base as it was."""
     if name not in adapter_names(model):
         raise AdapterError(f"{folder}: the model has no adapter {name!r}")
     tensors = {
@@ -115,7 +119,7 @@ def save_adapter(
     }
     identity = {
         "base_model": base_model,
-        "base_fingerprint": base_fingerprint(model),
+        "base_fingerprint": fingerprint or base_fingerprint(model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }

@@ -32,6 +32,8 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from mentor.train.nf4 import NF4Linear
+
 # Attention and MLP projections per architecture (``config.model_type``).
 _DECODER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _FP32_ROWS = 16
@@ -139,7 +141,7 @@ class _AdaptedLinear(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: torch.Tensor,
-        weight: torch.Tensor,
+        weight: torch.Tensor | NF4Linear,
         bias: torch.Tensor | None,
         a: torch.Tensor,
         b: torch.Tensor,
@@ -149,7 +151,7 @@ class _AdaptedLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             flat = x.reshape(-1, x.shape[-1]).to(dtype)
-            w = weight.to(dtype)
+            w = _dense(weight, dtype)
             out = flat @ w.t() if bias is None else torch.addmm(bias.to(dtype), flat, w.t())
             dropped, seed = flat, None
             if p > 0:
@@ -161,7 +163,9 @@ class _AdaptedLinear(torch.autograd.Function):
             xa = dropped @ a_c.t()  # (tokens, r)
             del dropped
             out.addmm_(xa, b_c.t(), alpha=scaling)
-        ctx.save_for_backward(x, weight, a_c, b_c, xa)
+        dense = weight if isinstance(weight, torch.Tensor) else None
+        ctx.save_for_backward(x, dense, a_c, b_c, xa)  # type: ignore[arg-type]
+        ctx.quantized = None if dense is not None else weight  # type: ignore[attr-defined]
         ctx.scaling, ctx.p, ctx.seed = scaling, p, seed  # type: ignore[attr-defined]
         ctx.a_dtype, ctx.b_dtype = a.dtype, b.dtype  # type: ignore[attr-defined]
         ctx.bias_dtype = None if bias is None else bias.dtype  # type: ignore[attr-defined]
@@ -172,6 +176,7 @@ class _AdaptedLinear(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         x, weight, a_c, b_c, xa = ctx.saved_tensors  # type: ignore[attr-defined]
+        weight = weight if ctx.quantized is None else ctx.quantized  # type: ignore[attr-defined]
         scaling: float = ctx.scaling  # type: ignore[attr-defined]
         seed: int | None = ctx.seed  # type: ignore[attr-defined]
         need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]  # type: ignore[attr-defined]
@@ -200,13 +205,19 @@ class _AdaptedLinear(torch.autograd.Function):
                     through_adapter = torch.ops.aten.native_dropout_backward(
                         through_adapter, mask, scale
                     )
-                grad_x = through_adapter.addmm_(g, weight.to(dtype)).view(x.shape).to(x.dtype)
+                grad_x = through_adapter.addmm_(g, _dense(weight, dtype)).view(x.shape).to(x.dtype)
         if need_w:
             assert flat is not None
             grad_w = (g.t() @ flat).to(weight.dtype)
         if need_bias:
             grad_bias = g.sum(0).to(ctx.bias_dtype)  # type: ignore[attr-defined]
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None, None, None
+
+
+def _dense(weight: torch.Tensor | NF4Linear, dtype: torch.dtype) -> torch.Tensor:
+    """The base weight in ``dtype``; a 4-bit base (QLoRA) is dequantized afresh on each use, so
+    no dense copy of it is kept between forward and backward."""
+    return weight.to(dtype) if isinstance(weight, torch.Tensor) else weight.dequantize(dtype)
 
 
 class RowAdapters:
@@ -271,7 +282,7 @@ def _version(tensor: torch.Tensor) -> int | None:
 class LoRALinear(nn.Module):
     """An ``nn.Linear`` with any number of named low-rank adapters beside it."""
 
-    def __init__(self, base_layer: nn.Linear) -> None:
+    def __init__(self, base_layer: nn.Linear | NF4Linear) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.lora_A = nn.ModuleDict()
@@ -341,12 +352,15 @@ class LoRALinear(nn.Module):
         p = dropout.p if isinstance(dropout, nn.Dropout) and self.training else 0.0
         scaling = self.scaling[name]
         training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, a, b, base.weight))
-        if training and type(base) is nn.Linear:
+        if training and (type(base) is nn.Linear or isinstance(base, NF4Linear)):
             device = x.device.type
             autocast = torch.is_autocast_enabled(device)
-            dtype = torch.get_autocast_dtype(device) if autocast else base.weight.dtype
+            # a 4-bit base is passed as the layer: _AdaptedLinear dequantizes it (see _dense)
+            weight = base if isinstance(base, NF4Linear) else base.weight
+            dtype = torch.get_autocast_dtype(device) if autocast else None
+            dtype = dtype or (x.dtype if isinstance(base, NF4Linear) else base.weight.dtype)
             apply = cast(Callable[..., torch.Tensor], _AdaptedLinear.apply)
-            return apply(x, base.weight, base.bias, a, b, scaling, p, dtype)
+            return apply(x, weight, base.bias, a, b, scaling, p, dtype)
         out: torch.Tensor = base(x)
         if training:  # a Linear subclass: compose from modules so its own forward runs
             update: torch.Tensor = self.b(name)(self.a(name)(dropout(x.to(a.dtype)))) * scaling
@@ -466,6 +480,11 @@ class LoRALinear(nn.Module):
             raise RuntimeError(f"adapter {self.merged_adapter!r} is merged; unmerge it first")
         if name not in self.lora_A:
             return  # this layer is not adapted by ``name``
+        if isinstance(self.base_layer, NF4Linear):
+            raise RuntimeError(
+                "the base layer is held in 4-bit NF4 (QLoRA): merge the adapter onto the "
+                "unquantized base (load it again in bf16/fp32, then load_adapter and merge)"
+            )
         weight = self.base_layer.weight
         self._original_weight = weight.detach().clone() if keep_original else None
         weight.copy_((weight.float() + self.delta_weight(name)).to(weight.dtype))
@@ -537,7 +556,7 @@ def add_lora(model: nn.Module, config: LoRAConfig, name: str = "default") -> lis
             module.add_adapter(name, config)
             adapted.append(path)
         elif (
-            type(module) is nn.Linear
+            (type(module) is nn.Linear or isinstance(module, NF4Linear))
             and matches(path, targets)
             and not path.endswith(".base_layer")  # already wrapped
             and ".lora_" not in path  # an adapter's own A or B
@@ -729,6 +748,8 @@ def parameter_report(model: nn.Module) -> ParameterReport:
             trainable += param.numel()
         if ".lora_A." not in name and ".lora_B." not in name:
             base += param.numel()
+    # a 4-bit base's weights are buffers, not parameters: counted as the weights they stand for
+    base += sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, NF4Linear))
     return ParameterReport(trainable, base)
 
 

@@ -93,6 +93,13 @@ class TrainSettings(BaseModel):
         "(FSDP2), gathering a block's weights only while it runs; for models whose training "
         "state does not fit one GPU. The same losses either way.",
     )
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        default="adamw",
+        description="adamw: torch's AdamW, fp32 moments (8 bytes a trained weight); adamw_8bit: "
+        "bitsandbytes' blockwise 8-bit moments (2 bytes); paged_adamw_8bit: the same in CUDA "
+        "unified memory, paged to the CPU when the GPU runs short (CUDA only). The 8-bit ones "
+        "need bitsandbytes (pip install mentor[qlora]).",
+    )
 
     def fingerprint(self, rows: int, world_size: int) -> str:
         """What must not change between a run and its resume (the strategy is the checkpoint's
@@ -100,6 +107,8 @@ class TrainSettings(BaseModel):
         fixed = self.model_dump(
             exclude={"save_every", "keep", "eval_every", "patience", "strategy"}
         )
+        if fixed["optimizer"] == "adamw":  # the default: runs begun before the field resume
+            del fixed["optimizer"]
         text = json.dumps({**fixed, "rows": rows, "world": world_size}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -146,6 +155,35 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "bf16":
         return True
     return preferred_dtype(device) == torch.bfloat16
+
+
+def build_optimizer(
+    params: list[nn.Parameter], settings: TrainSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer ``settings.optimizer`` names, over ``params``."""
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "paged_adamw_8bit" and device.type != "cuda":
+        raise ValueError(
+            f"train.optimizer: paged_adamw_8bit pages CUDA memory; on {device.type} use "
+            "adamw_8bit or adamw"
+        )
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ValueError(
+            f"train.optimizer: {settings.optimizer} needs bitsandbytes "
+            "(pip install mentor[qlora]); or use adamw"
+        ) from None
+    kind = (
+        bnb.optim.PagedAdamW8bit
+        if settings.optimizer == "paged_adamw_8bit"
+        else (bnb.optim.AdamW8bit)
+    )
+    optimizer: torch.optim.Optimizer = kind(
+        params, lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    return optimizer
 
 
 def epoch_order(rows: int, seed: int, epoch: int) -> list[int]:
@@ -228,7 +266,7 @@ def train(
     # the optimizer must hold the sharded parameters, so sharding comes first
     sharding = shard(objective, device, bf16) if sharded else None
     params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = build_optimizer(params, settings, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total, settings.min_lr_ratio)
     )
