@@ -75,7 +75,7 @@ gpu-assets: install
 # PYTHONPATH=/tmp/site make gpu-check. Versions are this venv's, so they agree with each other.
 GPU_WHEELS := pydantic pydantic_core typing-inspection annotated-types fastapi starlette uvicorn \
 	h11 typer click shellingham rich markdown-it-py mdurl pygments prometheus_client psutil \
-	datasketch sacrebleu portalocker tabulate colorama gguf PyYAML bitsandbytes torchao
+	datasketch sacrebleu portalocker tabulate colorama gguf PyYAML bitsandbytes
 gpu-wheels: install
 	rm -rf bench/assets/wheels && mkdir -p bench/assets/wheels
 	$(BIN)/pip freeze --all | grep -i -E "^($(shell echo $(GPU_WHEELS) | tr ' ' '|'))==" \

@@ -431,12 +431,17 @@ def main() -> None:
     def train() -> None:
         from finetune_bench import fsdp_rows
         from lora_profile import print_rows, profile_rows
+        from qlora_bench import qlora_rows
 
         print(f"\nwhere a LoRA step's time goes, beside full fine-tuning, on {name}")
         profiled = profile_rows(str(device), args.tiny)
         print_rows(profiled)
         results["lora_profile"] = profiled
-        for label, rows_of in [("FSDP2 against DDP (one process per GPU)", fsdp_rows)]:
+        for label, rows_of in [
+            ("QLoRA against bf16 LoRA, Llama-2-7B shape, r=16 x 7 projections, 1,024 tokens, "
+             "checkpointing (target: peak <= 12 GB)", qlora_rows),
+            ("FSDP2 against DDP (one process per GPU)", fsdp_rows),
+        ]:  # fmt: skip
             found = rows_of(str(device), args.tiny)
             print_dict_rows(found, f"{label}, {name}")
             results[label] = found
