@@ -101,7 +101,7 @@ def enable_checkpointing(model: nn.Module) -> str:
             f"{type(model).__name__} has no repeated blocks (an nn.ModuleList) to checkpoint"
         )
     for block in blocks:
-        block.forward = types.MethodType(_checkpointed_forward, block)  # type: ignore[method-assign]
+        block.forward = types.MethodType(_checkpointed_forward, block)
     return "blocks"
 
 
@@ -125,7 +125,7 @@ def setup_checkpointing(
     if setting == "auto" and config is None:
         return False  # no shape to estimate from: a plain module, left as it is
     if setting == "auto":
-        estimates = [
+        without, with_it = (
             estimate_for_model(
                 model,
                 config,
@@ -135,8 +135,8 @@ def setup_checkpointing(
                 checkpointing=c,
             )
             for c in (False, True)
-        ]
-        decision = decide(setting, *estimates, free=free_memory(device))
+        )
+        decision = decide(setting, without, with_it, free=free_memory(device))
         on = world.any(decision.on)
         if not on:
             return False

@@ -10,8 +10,10 @@ checkpointing a block keeps only its input (``hidden`` per token) and recomputes
 backward, so the activations are ``layers x tokens x hidden``, and the transient on top is the
 larger of the loss's tensors (start of backward) and one block's activations plus its backward's
 own temporaries (while it is recomputed, the loss's tensors gone by then), measured at about
-``4i`` per token: the MLP's gradients, and LoRA's dropped inputs rebuilt in backward. Per-layer activations of a Llama-style block, counted from the
-tensors autograd saves (SDPA or flash attention, which keep no (T x T) scores)::
+``4i`` per token: the MLP's gradients, and LoRA's dropped inputs rebuilt in backward.
+
+Per-layer activations of a Llama-style block, counted from the tensors autograd saves (SDPA or
+flash attention, which keep no (T x T) scores)::
 
     RMSNorm x 2        2 x 2h   input and normalised output
     attention          2h + 3kv  roped q, the output before o_proj; roped k, v (and their copies)
