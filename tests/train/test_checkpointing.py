@@ -4,6 +4,7 @@ recomputed, and the auto decision."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from mentor.train.distributed import World
 from mentor.train.lora import LoRAConfig, add_lora, lora_layers, mark_trainable
 from mentor.train.memory import MemoryEstimate
 from mentor.train.objectives import CausalLMLoss
+from mentor.train.trainer import TrainSettings
+from mentor.utils.config import load_yaml_config
 
 
 def _model(method: str) -> nn.Module:
@@ -166,3 +169,13 @@ def test_setup_follows_the_setting_and_the_free_memory(monkeypatch: pytest.Monke
     assert "gradient checkpointing on: a step needs about" in console.export_text()
     assert setup(_model("full"), "on")
     assert "gradient checkpointing on (asked) [transformers" in console.export_text()
+
+
+def test_the_setting_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    for written, read in [("on", "on"), ("off", "off"), ('"auto"', "auto"), ("true", "on")]:
+        path.write_text(f"gradient_checkpointing: {written}\n")
+        assert load_yaml_config(TrainSettings, path, {}).gradient_checkpointing == read
+    path.write_text("gradient_checkpointing: sometimes\n")
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        load_yaml_config(TrainSettings, path, {})

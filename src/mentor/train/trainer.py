@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.progress import TextColumn
 from safetensors.torch import load_file, save_file
@@ -91,6 +91,12 @@ class TrainSettings(BaseModel):
         "same losses and gradients. auto: on when the step's memory estimate exceeds what the "
         "device has free.",
     )
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML reads a bare ``on``/``off`` as true/false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     def fingerprint(self, rows: int, world_size: int) -> str:
         """What must not change between a run and its resume."""
