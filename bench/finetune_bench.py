@@ -12,13 +12,19 @@ peak memory well under full fine-tuning. On a GPU (``--device cuda --random-init
 shape, bf16, batch 16 x 1024) our LoRA >= 0.9x full fine-tuning's tokens/s with less memory (the
 reference: PEFT's LoRA ran at 67K tokens/s against 139K for full fine-tuning on an H100).
 
+Part ``checkpointing`` runs one LoRA step (r=16, dropout 0.05, mentor's loss, 1,024 tokens a row)
+with and without gradient checkpointing: peak memory and tokens/s side by side, beside the
+estimate of :mod:`mentor.train.memory`. Target (CPU): peak memory of the step <= 0.6x. The GPU
+check calls :func:`checkpointing_rows`.
+
 Part ``fsdp`` runs the trainer itself (``mentor.train.trainer.train``) under ``torchrun``, LoRA
 and full fine-tuning, with ``--strategy ddp`` and ``fsdp`` side by side: 2 processes of a tiny
 model on a CPU (gloo), one process per GPU (at most 2) of SmolLM2-135M's shape on CUDA. A single
 GPU still runs the whole FSDP path (sharding, bf16 gathers, DCP checkpoint, unshard), sharded
 over one. :func:`fsdp_rows` returns the rows for ``bench/gpu_check.py``.
 
-Run: ``python bench/finetune_bench.py [--part loop|pipeline|banking|fsdp|all] [--device cuda]``
+Run: ``python bench/finetune_bench.py [--part loop|pipeline|checkpointing|fsdp|banking|all]
+[--device cuda]``
 """
 
 from __future__ import annotations
@@ -335,6 +341,109 @@ def fsdp_part(args: argparse.Namespace) -> None:
     )
 
 
+def checkpointing_step(
+    device: str, tiny: bool, checkpointing: bool, batch: int, seq_len: int, steps: int
+) -> dict[str, Any]:
+    """LoRA steps with or without checkpointing, in this process: tokens/s after one warmup step,
+    the peak (CUDA: allocated; CPU: resident, and its rise over the loaded model) and the
+    estimate. ``tiny``: a 4-layer, 128-wide model of the same family, for a CPU smoke run."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mentor.train.checkpointing import enable_checkpointing
+    from mentor.train.lora import LoRAConfig, add_lora, mark_trainable
+    from mentor.train.memory import estimate_for_model
+    from mentor.train.objectives import CausalLMLoss
+
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    torch.manual_seed(0)
+    if tiny:
+        config = LlamaConfig(
+            vocab_size=512,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=max(seq_len, 128),
+        )
+        model: Any = LlamaForCausalLM(config).to(dtype).to(device).train()
+    else:
+        model = _model(device, not _packaged(), dtype)
+    add_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.05, targets=tuple(TARGETS)))
+    mark_trainable(model, "default")
+    model.to(dtype)  # adapters in the model's dtype, as in the loop part
+    if checkpointing:
+        enable_checkpointing(model)
+    objective = CausalLMLoss(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=gen).to(device)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        import psutil
+
+        before = psutil.Process().memory_info().rss
+    times = []
+    for step in range(steps + 1):
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        objective(input_ids=ids, labels=ids).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        if step >= 1:
+            times.append(time.perf_counter() - started)
+    peak = _peak_mb(device)
+    estimate = estimate_for_model(
+        model,
+        model.config,
+        tokens=batch * seq_len,
+        logit_positions=batch * seq_len,
+        bf16=cuda,
+        checkpointing=checkpointing,
+    )
+    return {
+        "checkpointing": checkpointing,
+        "tokens_per_s": batch * seq_len * len(times) / sum(times),
+        "peak_mb": peak,
+        "step_mb": peak - before / 2**20,
+        "estimate_mb": estimate.total / 2**20,
+        "estimate_step_mb": (estimate.total - estimate.weights) / 2**20,
+    }
+
+
+def _packaged() -> bool:
+    from mentor.models.hub import model_dir
+
+    found = model_dir(MODEL)  # not pulled: the random-init shape stands in
+    return found is not None and found.is_dir()
+
+
+def checkpointing_rows(device: str, tiny: bool) -> list[dict[str, Any]]:
+    """Both rows (without, with checkpointing) for the GPU check, ``tiny`` shapes on a CPU.
+
+    On CUDA both run here (peak allocated memory is reset between them); on a CPU each runs in
+    a fresh process, since the resident peak only grows."""
+    cuda = device.startswith("cuda")
+    batch, seq_len, steps = (2, 128, 2) if tiny else ((16, 1024, 5) if cuda else (2, 1024, 2))
+    if cuda:
+        rows = []
+        for on in (False, True):
+            rows.append(checkpointing_step(device, tiny, on, batch, seq_len, steps))
+            torch.cuda.empty_cache()
+        return rows
+    args = argparse.Namespace(device=device, tiny=tiny, batch=batch, seq_len=seq_len, steps=steps)
+    return [_run_row("checkpointing", name, args, for_memory=True) for name in ("off", "on")]
+
+
 def _run_row(
     part: str, row: str, args: argparse.Namespace, for_memory: bool = False
 ) -> dict[str, Any]:
@@ -344,15 +453,79 @@ def _run_row(
     tensors rather than what glibc's heap keeps after a free; that slows allocation, so speed
     is measured in a separate run without it.
     """
-    command = [sys.executable, __file__, "--row", f"{part}:{row}", *sys.argv[1:]]
+    command = [sys.executable, __file__, "--row", f"{part}:{row}", *_cli_args(args)]
     env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": "65536"} if for_memory else {})}
-    if for_memory:
+    if for_memory and part != "checkpointing":
         command += ["--steps", "2"]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         console.print(f"[red]{part}:{row} failed[/red]\n{done.stderr[-2000:]}")
         return {}
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _cli_args(args: argparse.Namespace) -> list[str]:
+    """``args`` back as flags, for a row's own process."""
+    flags = ["--device", args.device, "--batch", str(args.batch), "--seq-len", str(args.seq_len)]
+    flags += ["--steps", str(args.steps)]
+    for name in ("examples", "max_length"):
+        if hasattr(args, name):
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return flags + [
+        f for f in ("--random-init", "--tiny") if getattr(args, f[2:].replace("-", "_"), False)
+    ]
+
+
+def checkpointing_part(args: argparse.Namespace) -> None:
+    rows = [_run_row("checkpointing", name, args) for name in ("off", "on")]
+    if not args.device.startswith("cuda"):  # the resident peak from separate mmap-served runs
+        for r, name in zip(rows, ("off", "on"), strict=True):
+            memory = _run_row("checkpointing", name, args, for_memory=True)
+            r.update({k: memory.get(k, math.nan) for k in ("peak_mb", "step_mb")})
+    if not all(rows):
+        return
+    shape = (
+        "tiny Llama"
+        if args.tiny
+        else "SmolLM2-135M" + (" random-init" if args.random_init or not _packaged() else "")
+    )
+    table = Table(
+        title=f"one LoRA step (r=16, dropout 0.05), {shape}, {args.batch} x {args.seq_len} tokens, "
+        f"{'bf16' if args.device.startswith('cuda') else 'fp32'}, {args.device}"
+    )
+    for column in (
+        "checkpointing",
+        "tokens/s",
+        "peak MB",
+        "step MB¹",
+        "estimate MB²",
+        "est. step MB",
+    ):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            "on" if r["checkpointing"] else "off",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['peak_mb']:,.0f}",
+            f"{r['step_mb']:,.0f}",
+            f"{r['estimate_mb']:,.0f}",
+            f"{r['estimate_step_mb']:,.0f}",
+        )
+    off, on = rows
+    table.add_row(
+        "on / off",
+        f"{on['tokens_per_s'] / off['tokens_per_s']:.2f}x",
+        f"{on['peak_mb'] / off['peak_mb']:.2f}x",
+        f"{on['step_mb'] / off['step_mb']:.2f}x",
+        f"{on['estimate_mb'] / off['estimate_mb']:.2f}x",
+        f"{on['estimate_step_mb'] / off['estimate_step_mb']:.2f}x",
+    )
+    console.print(table)
+    console.print(
+        "¹ the peak's rise over the process with the model loaded (weights are there either way); "
+        "² mentor.train.memory's estimate of the whole step, and of what it adds to the weights"
+    )
+    console.print("target: checkpointing cuts the peak memory of the LoRA step to <= 0.6x")
 
 
 def loop_part(args: argparse.Namespace) -> None:
@@ -427,7 +600,9 @@ def pipeline_part(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", choices=["loop", "pipeline", "banking", "fsdp", "all"], default="all"
+        "--part",
+        choices=["loop", "pipeline", "checkpointing", "fsdp", "banking", "all"],
+        default="all",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-init", action="store_true", help="SmolLM2 shape, random")
@@ -436,14 +611,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="[5 on CPU, 20 on CUDA]")
     parser.add_argument("--examples", type=int, default=96, help="PubMedQA answers")
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--tiny", action="store_true", help="fsdp part: a 64-wide Llama")
+    parser.add_argument("--tiny", action="store_true", help="checkpointing, fsdp: a tiny model")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    args.batch = args.batch or (16 if cuda else 4)
-    args.seq_len = args.seq_len or (1024 if cuda else 256)
-    args.steps = args.steps or (20 if cuda else 5)
+    part_cpu = (
+        (2, 1024) if args.part == "checkpointing" or (args.row or "").startswith("c") else (4, 256)
+    )
+    args.batch = args.batch or (16 if cuda else part_cpu[0])
+    args.seq_len = args.seq_len or (1024 if cuda else part_cpu[1])
+    args.steps = args.steps or (20 if cuda else (2 if args.part == "checkpointing" else 5))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mentor.utils.logs import quiet_libraries
 
@@ -452,6 +630,11 @@ def main() -> None:
         part, name, *rest = args.row.split(":")
         if part == "fsdp":
             result = fsdp_row(name, rest[0], args)
+        elif part == "checkpointing":
+            on = name == "on"
+            result = checkpointing_step(
+                args.device, args.tiny, on, args.batch, args.seq_len, args.steps
+            )
         else:
             result = loop_row(name, args) if part == "loop" else pipeline_row(name, args)
         print(json.dumps(result))
@@ -463,6 +646,8 @@ def main() -> None:
         loop_part(args)
     if args.part in ("pipeline", "all") and not cuda:
         pipeline_part(args)
+    if args.part in ("checkpointing", "all"):
+        checkpointing_part(args)
     if args.part == "banking":  # `make bench` runs finetune_banking.py on its own
         banking = Path(__file__).with_name("finetune_banking.py")
         if banking.exists():

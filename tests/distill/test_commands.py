@@ -231,3 +231,23 @@ def test_sequence_kd_teacher_answers_come_from_the_chosen_engine(
     lines = (out / "teacher_answers.jsonl").read_text().splitlines()
     answers = [json.loads(line) for line in lines]
     assert all(a["messages"][-1]["content"] == "nothing scripted" for a in answers)
+
+
+def test_gradient_checkpointing_reaches_the_student(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mentor.train import checkpointing
+
+    enabled: list[str] = []
+    original = checkpointing.enable_checkpointing
+    monkeypatch.setattr(
+        checkpointing,
+        "enable_checkpointing",
+        lambda model: enabled.append(type(model).__name__) or original(model),
+    )
+    out = tmp_path / "run"
+    args = _args(workspace, out, "--max-steps", "2", "--gradient-checkpointing", "--top-k", "0")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert enabled == ["Qwen2ForCausalLM"]  # the student; the teacher is never trained
+    assert len(read_metrics(out / "metrics.jsonl")) == 2

@@ -379,3 +379,31 @@ def test_fsdp_saves_the_files_a_plain_run_saves(
         [m["loss"] for m in read_metrics(tmp_path / s / "metrics.jsonl")] for s in ("ddp", "fsdp")
     ]
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_gradient_checkpointing_reaches_the_model_and_changes_no_loss(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    from mentor.train import checkpointing
+
+    enabled: list[str] = []
+    original = checkpointing.enable_checkpointing
+
+    def recorded(model: torch.nn.Module) -> str:
+        enabled.append(type(model).__name__)
+        return original(model)
+
+    monkeypatch.setattr(checkpointing, "enable_checkpointing", recorded)
+    runs = {}
+    for flag in ("--gradient-checkpointing", "--no-gradient-checkpointing"):
+        out = tmp_path / flag
+        result = runner.invoke(
+            app, _args(workspace, out, "--method", method, "--max-steps", "3", flag)
+        )
+        assert result.exit_code == 0, result.output
+        runs[flag] = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+        config = json.loads((out / "report.json").read_text())["config"]
+        assert config["train"]["gradient_checkpointing"] == ("off" if "no-" in flag else "on")
+    assert enabled == ["LlamaForCausalLM"]  # once: the --gradient-checkpointing run's model
+    assert runs["--gradient-checkpointing"] == runs["--no-gradient-checkpointing"]

@@ -9,7 +9,13 @@ import typer
 from rich.console import Console
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import OverlongOpt, StrategyOpt, fail
+from mentor.utils.cli import (
+    GradientCheckpointingOpt,
+    OverlongOpt,
+    StrategyOpt,
+    checkpointing_setting,
+    fail,
+)
 
 console = Console()
 err = Console(stderr=True)
@@ -99,6 +105,7 @@ def distill_cmd(
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps [50].")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Compare on at most N examples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed [0].")] = None,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
@@ -144,6 +151,7 @@ def distill_cmd(
         "train.save_every": save_every,
         "train.eval_every": eval_every,
         "train.seed": seed,
+        "train.gradient_checkpointing": checkpointing_setting(gradient_checkpointing),
         **engine_overrides(engine, vllm_url, vllm_python),
     }
     try:

@@ -61,6 +61,7 @@ from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_
 from mentor.models.protocols import SamplingConfig
 from mentor.models.remote import RemoteGenerator, open_remote
 from mentor.train.adapters import save_adapter
+from mentor.train.checkpointing import setup_checkpointing
 from mentor.train.data import (
     Example,
     PackedRow,
@@ -238,6 +239,20 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
         student.requires_grad_(True)
     params = parameter_report(student)
     console.print(f"student ({config.student_method}): {params}")
+    tokens = config.train.batch_size * config.max_length
+    setup_checkpointing(
+        student,
+        config.train.gradient_checkpointing,
+        tokens=tokens,
+        # logit distillation holds a chunk of the student's and the teacher's logits at a time
+        logit_positions=tokens
+        if config.method == "sequence"
+        else 2 * min(tokens, config.kd.chunk_size),
+        bf16=bf16,
+        device=device,
+        world=world,
+        console=console,
+    )
 
     # 4. train
     rows = pack(train_examples, config.max_length) if config.packing else unpacked(train_examples)

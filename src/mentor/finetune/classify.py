@@ -39,6 +39,7 @@ from rich.console import Console
 from mentor.evaluate.compare import BeforeAfter, compare_classification
 from mentor.evaluate.labels import accuracy
 from mentor.models.loading import load_embedder, resolve_device
+from mentor.train.checkpointing import setup_checkpointing
 from mentor.train.classifier import (
     Labelled,
     LabelSet,
@@ -50,8 +51,9 @@ from mentor.train.classifier import (
     save_classifier,
     split_validation,
 )
+from mentor.train.distributed import World
 from mentor.train.lora import LoRAConfig, parameter_report
-from mentor.train.trainer import TrainResult, TrainSettings, train
+from mentor.train.trainer import TrainResult, TrainSettings, train, use_bf16
 from mentor.utils.fs import atomic_write_text
 
 if TYPE_CHECKING:
@@ -205,6 +207,16 @@ def train_and_evaluate(
     )
     report = parameter_report(model)
     console.print(f"{method} fine-tuning of {ref}: {report}")
+    setup_checkpointing(
+        model.encoder,
+        settings.gradient_checkpointing,
+        tokens=settings.batch_size * max_length,
+        logit_positions=0,  # a head of a few labels, no vocabulary
+        bf16=use_bf16(settings.precision, target),
+        device=target,
+        world=World(),
+        console=console,
+    )
     training = train(
         model,
         train_rows,

@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import OverlongOpt, StrategyOpt, fail
+from mentor.utils.cli import (
+    GradientCheckpointingOpt,
+    OverlongOpt,
+    StrategyOpt,
+    checkpointing_setting,
+    fail,
+)
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.finetune.config import FinetuneConfig
@@ -66,6 +72,7 @@ def finetune_cmd(
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps [50].")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Score at most N test examples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of order, dropout and init [0].")] = None,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
@@ -102,6 +109,7 @@ def finetune_cmd(
         "train.save_every": save_every,
         "train.eval_every": eval_every,
         "train.seed": seed,
+        "train.gradient_checkpointing": checkpointing_setting(gradient_checkpointing),
         "lora.r": rank,
         "lora.alpha": alpha,
         **engine_overrides(engine, vllm_url, vllm_python),

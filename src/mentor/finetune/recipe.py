@@ -33,6 +33,7 @@ from mentor.finetune.config import FinetuneConfig
 from mentor.models.backends import open_engine, resolve_engine
 from mentor.models.protocols import SamplingConfig
 from mentor.train.adapters import save_adapter
+from mentor.train.checkpointing import setup_checkpointing
 from mentor.train.data import collate, load_sft_data, pack, split_validation, unpacked
 from mentor.train.distributed import World, setup
 from mentor.train.lora import add_lora, mark_trainable, parameter_report
@@ -149,6 +150,17 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         model.requires_grad_(True)
     params = parameter_report(model)
     console.print(f"{config.method}: {params}")
+    tokens = config.train.batch_size * config.max_length  # a full row: packed, or the longest
+    setup_checkpointing(
+        model,
+        config.train.gradient_checkpointing,
+        tokens=tokens,
+        logit_positions=tokens,
+        bf16=bf16,
+        device=device,
+        world=world,
+        console=console,
+    )
     rows = pack(train_examples, config.max_length) if config.packing else unpacked(train_examples)
     val_rows = unpacked(val_examples) if val_examples else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -169,9 +181,9 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
     gap = None
     if config.method == "qlora" and config.qlora.gap_tokens:
         held_out = [e.input_ids for e in val_examples] or [r.input_ids for r in rows]
-        tokens = qlora.held_out_rows(held_out, config.qlora.gap_tokens, config.max_length)
+        gap_rows = qlora.held_out_rows(held_out, config.qlora.gap_tokens, config.max_length)
         with console.status("comparing the 4-bit-trained model with the unquantized base"):
-            gap = qlora.logit_gap(model, config, saved, tokens, dtype, device)
+            gap = qlora.logit_gap(model, config, saved, gap_rows, dtype, device)
         console.print(gap.to_markdown().removeprefix("- "))
     before_after, general = None, (float("nan"), float("nan"))
     if world.is_main and before is not None:
