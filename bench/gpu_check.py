@@ -429,7 +429,7 @@ def main() -> None:
         results["quantize"] = done
 
     def train() -> None:
-        from finetune_bench import fsdp_rows
+        from finetune_bench import checkpointing_rows, fsdp_rows
         from lora_profile import print_rows, profile_rows
         from qlora_bench import qlora_rows
 
@@ -438,6 +438,8 @@ def main() -> None:
         print_rows(profiled)
         results["lora_profile"] = profiled
         for label, rows_of in [
+            ("gradient checkpointing, LoRA step, SmolLM2-135M shape (CPU target: peak <= 0.6x)",
+             checkpointing_rows),
             ("QLoRA against bf16 LoRA, Llama-2-7B shape, r=16 x 7 projections, 1,024 tokens, "
              "checkpointing (target: peak <= 12 GB)", qlora_rows),
             ("FSDP2 against DDP (one process per GPU)", fsdp_rows),
