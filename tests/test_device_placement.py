@@ -1,0 +1,204 @@
+"""Device placement of every report and evaluation path, checked on the CPU.
+
+Each path runs with its models on :func:`mentor.testing.devices.fake_cuda`, a CPU that fails
+where a GPU fails (a batch, index or mask left on the CPU next to a model on the GPU), and must
+give the numbers it gives on the CPU. Before this file, ``mentor distill --device cuda`` trained
+for an hour on an H200 and then crashed in ``token_agreement_cached``; here it fails in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from mentor.distill.report import timed_answers, token_agreement, token_agreement_cached
+from mentor.distill.teacher_cache import build_cache
+from mentor.models import static_decode
+from mentor.models.engine import HFEngine, Request
+from mentor.models.protocols import SamplingConfig
+from mentor.testing import (
+    fake_cuda,
+    on_fake_cuda,
+    save_model_folder,
+    tiny_bert,
+    tiny_llama,
+    tiny_qwen2,
+    tiny_sentence_transformer_folder,
+)
+from mentor.train.data import IGNORE, Example
+
+
+def _examples() -> list[Example]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for n in (6, 9, 7):
+        ids = torch.randint(5, 200, (n,), generator=gen).tolist()
+        out.append(Example(ids, [IGNORE, IGNORE, *ids[2:]]))
+    return out
+
+
+def test_token_agreement_on_the_gpu() -> None:
+    teacher, _ = tiny_qwen2(seed=1)
+    student, _ = tiny_qwen2(seed=2, num_layers=1)
+    expected = token_agreement(teacher, student, _examples())
+    with fake_cuda() as cuda:
+        got = token_agreement(teacher.to(cuda), student.to(cuda), _examples())
+    assert got.top1 == expected.top1 and got.tokens == expected.tokens
+    assert got.kl == pytest.approx(expected.kl, rel=1e-5)
+
+
+def test_cached_token_agreement_on_the_gpu(tmp_path: Path) -> None:
+    """The H200 crash: the cache's ids (cpu) gathered from the student's log-probs (cuda)."""
+    teacher, _ = tiny_qwen2(seed=1)
+    student, _ = tiny_qwen2(seed=2, num_layers=1)
+    examples = _examples()
+    quiet = Console(quiet=True)
+    cache, _ = build_cache(
+        tmp_path / "cpu", teacher, examples, k=8, teacher_fingerprint="t", tokenizer_hash="v",
+        console=quiet,
+    )  # fmt: skip
+    expected = token_agreement_cached(cache, student, examples)
+    with fake_cuda() as cuda:
+        teacher.to(cuda)
+        on_gpu, _ = build_cache(
+            tmp_path / "gpu", teacher, examples, k=8, teacher_fingerprint="t",
+            tokenizer_hash="v", device=cuda, console=quiet,
+        )  # fmt: skip
+        got = token_agreement_cached(on_gpu, student.to(cuda), examples)
+    assert got.top1 == expected.top1 and got.tokens == expected.tokens
+    assert got.kl == pytest.approx(expected.kl, rel=1e-5)
+
+
+@pytest.fixture
+def gpu_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the engine and the reranker ask torch.cuda (absent from a CPU-only build)."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 << 30, 16 << 30))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+
+
+def test_perplexity_on_the_gpu() -> None:
+    from mentor.evaluate.perplexity import perplexity
+
+    model, tokenizer = tiny_llama()
+    text = "the kettle sings while the box stays red and the lamp is on " * 6
+    expected = perplexity(model, tokenizer, text, seq_len=16, batch_size=3)
+    with fake_cuda() as cuda:
+        got = perplexity(model.to(cuda), tokenizer, text, seq_len=16, batch_size=3)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def _answers(engine: HFEngine, prompts: list[list[int]]) -> list[str]:
+    penalised = SamplingConfig(
+        max_new_tokens=5, presence_penalty=0.5, frequency_penalty=0.3, repetition_penalty=1.3
+    )
+    plain = SamplingConfig(max_new_tokens=7)
+    requests = [Request(p, penalised if i % 2 else plain) for i, p in enumerate(prompts)]
+    return [c.text for c in engine.generate(requests, batch_size=2)]
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_the_engine_decodes_a_batch_on_the_gpu() -> None:
+    """Continuous batching (left padding, rows joining and leaving) and the penalties' index
+    tensors; the lone-request static decoder is CUDA-graph code, left to the GPU check."""
+    model, tokenizer = tiny_llama()
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [13, 14], [15, 16, 17, 18]]
+    expected = _answers(HFEngine(model, tokenizer, single_stream=False), prompts)
+    with fake_cuda() as cuda:
+        engine = HFEngine(model.to(cuda), tokenizer, single_stream=False)
+        got = _answers(engine, prompts)
+    assert got == expected
+
+
+def test_timed_answers_and_generate_answers_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 << 30, 16 << 30))
+    monkeypatch.setattr(static_decode, "supported", lambda model: False)
+    model, tokenizer = tiny_llama()
+    prompts = [[{"role": "user", "content": "the box"}], [{"role": "user", "content": "red"}]]
+    expected = timed_answers(model, tokenizer, prompts, max_new_tokens=4)
+    with fake_cuda() as cuda:
+        got = timed_answers(model.to(cuda), tokenizer, prompts, max_new_tokens=4)
+    assert got.answers == expected.answers and got.tokens == expected.tokens
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_a_classifier_predicts_on_the_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mentor.train.classifier import LabelSet, build_classifier
+
+    # transformers 5 swaps in Hugging Face Hub kernels when a CUDA model changes mode (eval):
+    # offline and uncached that is a download error, on a real GPU as here.
+    monkeypatch.setenv("USE_HUB_KERNELS", "0")
+
+    encoder, tokenizer = tiny_bert()
+    folder = save_model_folder(encoder, tokenizer, tmp_path / "encoder")
+    model, tokenizer = build_classifier(folder, LabelSet(("a", "b", "c")), method="lora")
+    texts = ["the box is red", "a kettle", "the lamp is on and the box is red"]
+    expected = model.predict_logits(texts, tokenizer, batch_size=2)
+    with fake_cuda() as cuda:
+        got = model.to(cuda).predict_logits(texts, tokenizer, batch_size=2)
+        assert not on_fake_cuda(got)  # promised on the CPU
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_the_classifier_distillation_loss_on_the_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soft-label batch (teacher logits kept on the CPU) as the trainer moves it."""
+    from mentor.distill.classify import ClassifierKDLoss, SoftRow, collate
+    from mentor.train.classifier import LabelSet, build_classifier
+    from mentor.train.trainer import _tensors
+
+    monkeypatch.setenv("USE_HUB_KERNELS", "0")  # see test_a_classifier_predicts_on_the_gpu
+
+    encoder, tokenizer = tiny_bert()
+    folder = save_model_folder(encoder, tokenizer, tmp_path / "encoder")
+    model, _ = build_classifier(folder, LabelSet(("a", "b")), method="full")
+    loss = ClassifierKDLoss(model.eval())
+    rows = [
+        SoftRow([2, 5, 6], 1, torch.tensor([0.1, 2.0])),
+        SoftRow([2, 7], IGNORE, torch.zeros(2)),
+    ]
+    batch = collate(rows, pad_id=0)
+    with torch.no_grad():
+        expected = float(loss(**_tensors(batch, torch.device("cpu"))))
+    with fake_cuda() as cuda:
+        got = float(loss.to(cuda)(**_tensors(batch, cuda)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_the_reranker_scores_on_the_gpu(tmp_path: Path) -> None:
+    from mentor.rag.reranker import CrossEncoderReranker, TrainingPair, mean_reciprocal_rank
+
+    model, tokenizer = tiny_bert(num_labels=1)
+    folder = save_model_folder(model, tokenizer, tmp_path / "ce")
+    reranker = CrossEncoderReranker(folder, batch_size=2)
+    passages = ["the box is red", "a kettle sings", "the lamp"]
+    pairs = [TrainingPair("red box", "the box is red", ["a kettle sings", "the lamp"])]
+    expected = reranker.score("red box", passages)
+    expected_mrr = mean_reciprocal_rank(reranker.model, reranker.tokenizer, pairs, 64)
+    with fake_cuda() as cuda:
+        reranker.model.to(cuda)
+        got = reranker.score("red box", passages)
+        got_mrr = mean_reciprocal_rank(reranker.model, reranker.tokenizer, pairs, 64)
+    # bf16 autocast on a GPU, fp32 (or the CPU's bf16) here: equal to bf16's precision
+    assert got == pytest.approx(expected, abs=0.03) and got_mrr == expected_mrr
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_the_embedder_embeds_on_the_gpu(tmp_path: Path) -> None:
+    from mentor.models.embedding import SentenceEmbedder
+
+    folder = tiny_sentence_transformer_folder(tmp_path / "embedder")
+    embedder = SentenceEmbedder(folder, name="tiny")
+    texts = ["the box is red", "a kettle sings"]
+    expected = embedder.embed(texts)
+    with fake_cuda() as cuda:
+        embedder.model.to(cuda)
+        got = embedder.embed(texts)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
