@@ -39,3 +39,67 @@ def _mentor_home(
         os.environ.pop("MENTOR_HOME", None)
     else:
         os.environ["MENTOR_HOME"] = old
+
+
+# --- the device the end-to-end tests run on --------------------------------------------------
+#
+# ``pytest --device cuda`` (or ``MENTOR_TEST_DEVICE=cuda``; default cpu) runs the end-to-end CLI
+# tests (marker ``e2e``) with ``--device cuda``, so they run on a GPU whenever one is at hand:
+#
+#     pytest -m e2e --device cuda
+#
+# A test whose assertions only hold on the CPU (exact float equality across runs, torchrun on
+# gloo) skips on another device, saying why; with no such device here, every e2e test skips.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default=os.environ.get("MENTOR_TEST_DEVICE", "cpu"),
+        help="device the end-to-end CLI tests run on: cpu, cuda, cuda:1, mps "
+        "(default: $MENTOR_TEST_DEVICE, else cpu)",
+    )
+
+
+def device_unavailable(name: str) -> str | None:
+    """Why ``name`` cannot run here, or None when it can."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        return f"--device {name!r} is not a device: {error}"
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {name}: no CUDA device here"
+        if (device.index or 0) >= torch.cuda.device_count():
+            return f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else f"--device {name}: no MPS here"
+    return f"--device {name}: mentor runs on cpu, cuda or mps"
+
+
+@pytest.fixture(scope="session")
+def test_device(request: pytest.FixtureRequest) -> str:
+    """The device the end-to-end tests run on (``--device``); skips them where it is absent."""
+    name = str(request.config.getoption("--device"))
+    reason = device_unavailable(name)
+    if reason:
+        pytest.skip(reason)
+    return name
+
+
+@pytest.fixture
+def device_args(test_device: str) -> list[str]:
+    """``["--device", <the test device>]``, for an end-to-end test's command line."""
+    return ["--device", test_device]
+
+
+@pytest.fixture
+def cpu_only(test_device: str) -> None:
+    """For an end-to-end test whose assertions hold only on the CPU (it says why in a comment)."""
+    if test_device != "cpu":
+        pytest.skip(f"checks CPU-only behaviour; the e2e tests run on {test_device}")

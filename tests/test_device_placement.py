@@ -202,3 +202,51 @@ def test_the_embedder_embeds_on_the_gpu(tmp_path: Path) -> None:
         embedder.model.to(cuda)
         got = embedder.embed(texts)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("stack", [True, False], ids=["stacked", "grouped"])
+def test_rows_with_different_adapters_on_the_gpu(
+    stack: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the server runs for a batch of requests naming different adapters: per-row index
+    and scaling masks built for the model's device."""
+    from mentor.train import lora
+
+    if not stack:
+        monkeypatch.setattr(lora, "_STACK_RANKS", 0)
+    model, _ = tiny_llama(seed=0)
+    lora.add_lora(model, lora.LoRAConfig(r=4, alpha=8, dropout=0.0), "a")
+    lora.add_lora(model, lora.LoRAConfig(r=2, alpha=2, dropout=0.0, targets=("q_proj",)), "b")
+    with torch.no_grad():
+        for layer in lora.lora_layers(model).values():
+            for b in layer.lora_B.values():
+                b.weight.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    lora.set_adapter(model, None)
+    model.eval()
+    names = ["a", None, "b", "a"]
+    ids = torch.randint(5, 200, (4, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), lora.use_row_adapters(model, names):
+        expected = model(input_ids=ids).logits
+    with fake_cuda() as cuda, lora.use_row_adapters(model.to(cuda), names):
+        got = model(input_ids=ids.to(cuda)).logits.cpu()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_adapter_saves_from_and_loads_onto_a_gpu_model(tmp_path: Path) -> None:
+    from mentor.train.adapters import load_adapter, save_adapter
+    from mentor.train.lora import LoRAConfig, add_lora, base_fingerprint
+
+    model, _ = tiny_llama(seed=0)
+    fingerprint = base_fingerprint(model)
+    config = LoRAConfig(r=4, alpha=8, dropout=0.0)
+    add_lora(model, config)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with fake_cuda() as cuda:
+        model.to(cuda)
+        assert base_fingerprint(model) == fingerprint
+        save_adapter(model, tmp_path / "adapter", config=config, base_model="tiny")
+        fresh, _ = tiny_llama(seed=0)
+        load_adapter(fresh.to(cuda), tmp_path / "adapter")  # read from disk onto the cpu
+        got = fresh(input_ids=ids.to(cuda)).logits.cpu()
+        expected = model(input_ids=ids.to(cuda)).logits.cpu()
+    torch.testing.assert_close(got, expected)

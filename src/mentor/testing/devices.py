@@ -206,6 +206,9 @@ class _SendToFakeCuda(TorchFunctionMode):
             _refuse_autograd(func, args, kwargs)
         if func in (torch.Tensor.to, torch.Tensor.cuda):
             return _move(func, args, kwargs)
+        if func is torch.Tensor.copy_ and any(isinstance(x, OnFakeCuda) for x in args[:2]):
+            _unwrap(args[0]).copy_(_unwrap(args[1]), **kwargs)  # across devices, as CUDA copies
+            return args[0]
         if func is torch.Tensor.__getitem__:
             return _getitem(args[0], args[1])
         if func is torch.Tensor.__setitem__:
