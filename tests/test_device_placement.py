@@ -9,6 +9,7 @@ for an hour on an H200 and then crashed in ``token_agreement_cached``; here it f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from mentor.testing import (
     tiny_qwen2,
     tiny_sentence_transformer_folder,
 )
-from mentor.train.data import IGNORE, Example
+from mentor.train.data import IGNORE, Example, PackedRow, unpacked
 
 
 def _examples() -> list[Example]:
@@ -250,3 +251,110 @@ def test_an_adapter_saves_from_and_loads_onto_a_gpu_model(tmp_path: Path) -> Non
         got = fresh(input_ids=ids.to(cuda)).logits.cpu()
         expected = model(input_ids=ids.to(cuda)).logits.cpu()
     torch.testing.assert_close(got, expected)
+
+
+def test_the_static_decoder_on_the_gpu() -> None:
+    """A lone request's decoder with its static cache (uncompiled: CUDA graphs need a GPU)."""
+    model, _ = tiny_llama()
+    prompt = [5, 6, 7, 8]
+
+    def decode() -> list[int]:
+        decoder = static_decode.StaticDecoder(model, 32, static=True, compile=False)
+        tokens = [int(decoder.prefill(prompt).argmax())]
+        for _ in range(4):
+            tokens.append(int(decoder.step(tokens[-1]).argmax()))
+        return tokens
+
+    expected = decode()
+    with fake_cuda() as cuda:
+        model.to(cuda)
+        assert decode() == expected
+
+
+def _rows() -> list[PackedRow]:
+    return unpacked(_examples())
+
+
+@pytest.mark.parametrize("teacher_side", ["cached", "online", "none"])
+def test_training_losses_on_the_gpu(teacher_side: str, tmp_path: Path) -> None:
+    """The training objectives' forward on a batch as the trainer moves it (autograd is the
+    GPU check's part): fine-tuning's loss, and distillation's with a cached or live teacher."""
+    from mentor.distill.data import collate_with_teacher
+    from mentor.distill.objectives import LogitKDLoss
+    from mentor.train.data import collate
+    from mentor.train.objectives import CausalLMLoss
+    from mentor.train.trainer import _tensors
+
+    teacher, _ = tiny_qwen2(seed=1)
+    student, _ = tiny_qwen2(seed=2, num_layers=1)
+    rows = _rows()
+    batch: Any
+    if teacher_side == "cached":
+        cache, _ = build_cache(
+            tmp_path, teacher, _examples(), k=8, teacher_fingerprint="t", tokenizer_hash="v",
+            console=Console(quiet=True),
+        )  # fmt: skip
+        batch, loss = collate_with_teacher(rows, 0, cache), LogitKDLoss(student)
+    elif teacher_side == "online":
+        batch, loss = collate(rows, 0), LogitKDLoss(student, teacher)
+    else:
+        batch, loss = collate(rows, 0), CausalLMLoss(student)
+    with torch.no_grad():
+        expected = float(loss(**_tensors(batch, torch.device("cpu"))))
+    with fake_cuda() as cuda:
+        teacher.to(cuda)
+        got = float(loss.to(cuda)(**_tensors(batch, cuda)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_the_finetune_scores_on_the_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``mentor finetune`` reports before and after training: held-out answers from the
+    engine and general-text perplexity."""
+    from mentor.evaluate.answers import EvalItem
+    from mentor.finetune.config import FinetuneConfig
+    from mentor.finetune.recipe import score
+
+    monkeypatch.setattr(static_decode, "supported", lambda model: False)  # CUDA graphs: GPU only
+    model, tokenizer = tiny_llama()
+    items = [
+        EvalItem([{"role": "user", "content": f"what colour is box {i}?"}], "red", i + 1)
+        for i in range(3)
+    ]
+    config = FinetuneConfig(
+        model="tiny", data=tmp_path / "train.jsonl", eval_max_new_tokens=4, device="cuda"
+    )
+    quiet = Console(quiet=True)
+    expected = score(model, tokenizer, items, config, quiet, "base", source="tiny")
+    with fake_cuda() as cuda:
+        got = score(model.to(cuda), tokenizer, items, config, quiet, "base", source="tiny")
+    assert got.answers == expected.answers
+    assert got.general_perplexity == pytest.approx(expected.general_perplexity, rel=1e-4)
+
+
+def test_a_quantized_bakeoff_arm_runs_on_the_bakeoff_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It ran on the CPU in a GPU bakeoff: slower than the other arms for the device, not for
+    the quantization."""
+    import mentor.quantize.io as quantize_io
+    import mentor.quantize.recipe as quantize_recipe
+    from mentor.bakeoff import arms
+    from mentor.models import loading
+
+    seen: dict[str, str] = {}
+
+    def build(settings: Any, console: Any) -> None:
+        seen["built"] = settings.device
+        (tmp_path / quantize_io.WEIGHTS_FILE).write_bytes(b"")
+
+    def load(folder: Path, *, device: str = "cpu", pack: bool = True) -> str:
+        seen["loaded"] = device
+        return "model"
+
+    monkeypatch.setattr(quantize_recipe, "quantize_to_folder", build)
+    monkeypatch.setattr(quantize_io, "load_quantized", load)
+    monkeypatch.setattr(loading, "load_tokenizer", lambda folder: "tokenizer")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    arms._quantized("int8", "base", None, "base", tmp_path, Console(quiet=True), "auto")
+    assert seen == {"built": "cuda", "loaded": "cuda"}

@@ -160,7 +160,9 @@ def load_arm_model(
     what = {None: "", "lora": " + LoRA adapter", "full": " (all weights tuned)"}
     description = f"{base}{what[built.kind if built else None]}"
     if arm.quantize is not None:
-        return _quantized(arm.quantize, source, adapter, description, quant_folder, console)
+        return _quantized(
+            arm.quantize, source, adapter, description, quant_folder, console, config.device
+        )
     with console.status(f"loading {description}"):
         model = load_causal_lm(source, device=config.device)
         tokenizer = load_tokenizer(source)
@@ -182,22 +184,29 @@ def _quantized(
     description: str,
     folder: Path,
     console: Console,
+    device: str,
 ) -> LoadedModel:
-    from mentor.models.loading import load_tokenizer
+    """A quantized arm, built and run on the bakeoff's device like every other arm (on the CPU
+    it ran on the CPU's kernels even in a GPU bakeoff, and looked slower than it is)."""
+    from mentor.models.loading import load_tokenizer, resolve_device
     from mentor.quantize.io import WEIGHTS_FILE, load_quantized
+
+    device = str(resolve_device(device))  # "auto" as every other arm resolves it
     from mentor.quantize.recipe import QuantizeSettings, quantize_to_folder
 
     done, timing = folder / WEIGHTS_FILE, folder / "build_seconds.json"
     if not (done.exists() and timing.exists()):
         started = time.perf_counter()
         quantize_to_folder(
-            QuantizeSettings(model=source, method=level, adapter=adapter, out=folder),
+            QuantizeSettings(
+                model=source, method=level, adapter=adapter, out=folder, device=device
+            ),
             console=console,
         )
         atomic_write_text(timing, json.dumps({"seconds": time.perf_counter() - started}))
     seconds = float(json.loads(timing.read_text())["seconds"])
     with console.status(f"loading the {level} model"):
-        model = load_quantized(folder)
+        model = load_quantized(folder, device=device)
         tokenizer = load_tokenizer(folder)
     return LoadedModel(
         model,
