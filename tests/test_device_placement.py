@@ -25,6 +25,7 @@ from mentor.testing import (
     fake_cuda,
     on_fake_cuda,
     save_model_folder,
+    save_tiny_llama,
     tiny_bert,
     tiny_llama,
     tiny_qwen2,
@@ -127,12 +128,8 @@ def test_timed_answers_and_generate_answers_on_the_gpu(monkeypatch: pytest.Monke
 
 
 @pytest.mark.usefixtures("gpu_queries")
-def test_a_classifier_predicts_on_the_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_classifier_predicts_on_the_gpu(tmp_path: Path) -> None:
     from mentor.train.classifier import LabelSet, build_classifier
-
-    # transformers 5 swaps in Hugging Face Hub kernels when a CUDA model changes mode (eval):
-    # offline and uncached that is a download error, on a real GPU as here.
-    monkeypatch.setenv("USE_HUB_KERNELS", "0")
 
     encoder, tokenizer = tiny_bert()
     folder = save_model_folder(encoder, tokenizer, tmp_path / "encoder")
@@ -146,15 +143,11 @@ def test_a_classifier_predicts_on_the_gpu(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.usefixtures("gpu_queries")
-def test_the_classifier_distillation_loss_on_the_gpu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_classifier_distillation_loss_on_the_gpu(tmp_path: Path) -> None:
     """The soft-label batch (teacher logits kept on the CPU) as the trainer moves it."""
     from mentor.distill.classify import ClassifierKDLoss, SoftRow, collate
     from mentor.train.classifier import LabelSet, build_classifier
     from mentor.train.trainer import _tensors
-
-    monkeypatch.setenv("USE_HUB_KERNELS", "0")  # see test_a_classifier_predicts_on_the_gpu
 
     encoder, tokenizer = tiny_bert()
     folder = save_model_folder(encoder, tokenizer, tmp_path / "encoder")
@@ -358,3 +351,27 @@ def test_a_quantized_bakeoff_arm_runs_on_the_bakeoff_device(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     arms._quantized("int8", "base", None, "base", tmp_path, Console(quiet=True), "auto")
     assert seen == {"built": "cuda", "loaded": "cuda"}
+
+
+@pytest.mark.usefixtures("gpu_queries")
+def test_models_load_onto_the_gpu_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5 swaps in Hugging Face Hub kernels when a CUDA model changes mode, which
+    offline (the GPU check's machine reaches nothing) is a download error: mentor's loaders
+    keep PyTorch's own layers, on every device."""
+    from mentor.models.loading import load_causal_lm, load_embedder
+    from mentor.rag.reranker import CrossEncoderReranker
+    from mentor.train.classifier import LabelSet, build_classifier
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    llm = save_tiny_llama(tmp_path / "llm")
+    encoder = save_model_folder(*tiny_bert(), tmp_path / "encoder")
+    cross = save_model_folder(*tiny_bert(num_labels=1), tmp_path / "cross")
+    embedder = tiny_sentence_transformer_folder(tmp_path / "embedder")
+    with fake_cuda():
+        model = load_causal_lm(llm, device="cuda")
+        assert model.device.type == "cuda" and not model.training
+        model.train()  # what the trainer does: a second mode change
+        classifier, _ = build_classifier(encoder, LabelSet(("a", "b")), method="lora")
+        classifier.to("cuda").eval()
+        CrossEncoderReranker(cross, device="cuda").model.train().eval()
+        load_embedder(embedder, device="cuda").model.train().eval()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -95,6 +95,13 @@ def resolve_model_path(
     return pull(name, log=log).path
 
 
+NO_HUB_KERNELS: dict[str, Any] = {"use_kernels": False}
+"""``from_pretrained`` keyword arguments that keep PyTorch's own layers. transformers 5 swaps in
+layers downloaded from the Hugging Face Hub whenever a CUDA model changes mode (``.eval()``):
+code fetched at run time, a download error offline (as on the GPU check's machine), and numbers
+that are not the ones mentor measured."""
+
+
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
@@ -117,7 +124,7 @@ def load_causal_lm(
     folder = resolve_model_path(name_or_path, log=log)
     target = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=resolve_dtype(dtype, target), use_safetensors=True
+        str(folder), dtype=resolve_dtype(dtype, target), use_safetensors=True, **NO_HUB_KERNELS
     )
     model.to(target)  # type: ignore[arg-type]
     return model.eval()  # type: ignore[no-any-return,no-untyped-call]
