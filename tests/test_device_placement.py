@@ -43,12 +43,14 @@ def _examples() -> list[Example]:
     return out
 
 
-def test_token_agreement_on_the_gpu() -> None:
+@pytest.mark.parametrize("teacher_on", ["cuda", "cpu"])
+def test_token_agreement_on_the_gpu(teacher_on: str) -> None:
+    """Teacher and student on the GPU, or the teacher on another device than the student."""
     teacher, _ = tiny_qwen2(seed=1)
     student, _ = tiny_qwen2(seed=2, num_layers=1)
     expected = token_agreement(teacher, student, _examples())
     with fake_cuda() as cuda:
-        got = token_agreement(teacher.to(cuda), student.to(cuda), _examples())
+        got = token_agreement(teacher.to(teacher_on), student.to(cuda), _examples())
     assert got.top1 == expected.top1 and got.tokens == expected.tokens
     assert got.kl == pytest.approx(expected.kl, rel=1e-5)
 

@@ -114,20 +114,21 @@ def token_agreement(
     kl_sum = 0.0
     count = 0
     rows = unpacked(examples)
-    parts = [backbone_and_head(m) for m in (teacher, student)]
+    models = (teacher, student)
+    parts = [backbone_and_head(m) for m in models]
+    devices = [_device(m) for m in models]  # the teacher may sit on another GPU
+    vocab = min(h.out_features for _, h in parts)
     for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start : start + batch_size], pad_id=0)
-        hidden = [
-            b(**_on(batch.model_inputs(), _device(m))).last_hidden_state[:, :-1]
-            for (b, _), m in zip(parts, (teacher, student), strict=True)
-        ]  # each (B, T-1, H) on its model's device
-        keep = supervised(batch.labels).to(hidden[1].device)  # (B, T-1)
-        hidden = [hidden[0][keep.to(hidden[0].device)].to(hidden[1].device), hidden[1][keep]]
-        heads = [h for _, h in parts]
-        vocab = min(h.out_features for h in heads)
+        batch = collate(rows[start : start + batch_size], pad_id=0)  # on the CPU
+        keep = supervised(batch.labels)  # (B, T-1)
+        hidden = [  # each (N, H) on its model's device
+            b(**_on(batch.model_inputs(), d)).last_hidden_state[:, :-1][keep.to(d)]
+            for (b, _), d in zip(parts, devices, strict=True)
+        ]
         for lo in range(0, hidden[0].shape[0], chunk):
-            t_logits, s_logits = (
-                heads[i](hidden[i][lo : lo + chunk])[:, :vocab].float() for i in (0, 1)
+            t_logits, s_logits = (  # (n, V) fp32, both on the student's device
+                parts[i][1](hidden[i][lo : lo + chunk])[:, :vocab].float().to(devices[1])
+                for i in (0, 1)
             )
             agree += int((t_logits.argmax(-1) == s_logits.argmax(-1)).sum())
             log_t, log_s = t_logits.log_softmax(-1), s_logits.log_softmax(-1)
