@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mentor.testing import fake_cuda, on_fake_cuda, tiny_llama
+from mentor.testing.devices import device_unavailable
 
 MIXED = "Expected all tensors to be on the same device"
 
@@ -79,3 +80,15 @@ def test_autograd_is_refused_rather_than_aborting() -> None:
         model.to(cuda)
         with torch.enable_grad(), pytest.raises(RuntimeError, match="inference only"):
             model(input_ids=torch.tensor([[5, 6]], device=cuda))
+
+
+def test_why_a_test_device_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert device_unavailable("cpu") is None
+    assert "not a device" in str(device_unavailable("gpu"))
+    assert "cpu, cuda or mps" in str(device_unavailable("meta"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_unavailable("cuda") == "--device cuda: no CUDA device here"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device_unavailable("cuda:1") is None
+    assert device_unavailable("cuda:2") == "--device cuda:2: only 2 CUDA device(s) here"

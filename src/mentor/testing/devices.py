@@ -324,3 +324,24 @@ def _in_fake_cuda(run: Callable[[threading.Thread], None]) -> Callable[[threadin
 def on_fake_cuda(x: torch.Tensor) -> bool:
     """Whether ``x`` was sent to the fake device (tests assert where results land)."""
     return isinstance(x, OnFakeCuda)
+
+
+def device_unavailable(name: str) -> str | None:
+    """Why device ``name`` (cpu, cuda, cuda:1, mps) cannot run here, or None when it can: what
+    ``pytest --device`` skips the end-to-end tests with (``tests/conftest.py``)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        return f"--device {name!r} is not a device: {error}"
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"--device {name}: no CUDA device here"
+        if (device.index or 0) >= count:
+            return f"--device {name}: only {count} CUDA device(s) here"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else f"--device {name}: no MPS here"
+    return f"--device {name}: mentor runs on cpu, cuda or mps"
