@@ -101,14 +101,17 @@ def _answers(engine: HFEngine, prompts: list[list[int]]) -> list[str]:
         max_new_tokens=5, presence_penalty=0.5, frequency_penalty=0.3, repetition_penalty=1.3
     )
     plain = SamplingConfig(max_new_tokens=7)
-    requests = [Request(p, penalised if i % 2 else plain) for i, p in enumerate(prompts)]
+    sampled = SamplingConfig(max_new_tokens=6, temperature=0.9, top_p=0.8, seed=11)
+    kinds = [plain, penalised, sampled]
+    requests = [Request(p, kinds[i % 3]) for i, p in enumerate(prompts)]
     return [c.text for c in engine.generate(requests, batch_size=2)]
 
 
 @pytest.mark.usefixtures("gpu_queries")
 def test_the_engine_decodes_a_batch_on_the_gpu() -> None:
-    """Continuous batching (left padding, rows joining and leaving) and the penalties' index
-    tensors; the lone-request static decoder is CUDA-graph code, left to the GPU check."""
+    """Continuous batching (left padding, rows joining and leaving), the penalties' index
+    tensors and seeded sampling (a generator on the GPU); the lone-request static decoder's
+    CUDA graphs are left to the GPU check."""
     model, tokenizer = tiny_llama()
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [13, 14], [15, 16, 17, 18]]
     expected = _answers(HFEngine(model, tokenizer, single_stream=False), prompts)

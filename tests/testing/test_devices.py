@@ -92,3 +92,16 @@ def test_why_a_test_device_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert device_unavailable("cuda:1") is None
     assert device_unavailable("cuda:2") == "--device cuda:2: only 2 CUDA device(s) here"
+
+
+def test_sampling_wants_a_generator_on_the_device() -> None:
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    expected = torch.multinomial(probs, 8, True, generator=torch.Generator().manual_seed(3))
+    with fake_cuda() as cuda:
+        on_gpu = probs.to(cuda)
+        with pytest.raises(RuntimeError, match="'cuda' device type for generator"):
+            torch.multinomial(on_gpu, 1, generator=torch.Generator().manual_seed(3))
+        generator = torch.Generator(device=cuda).manual_seed(3)
+        got = torch.multinomial(on_gpu, 8, True, generator=generator)
+    assert on_fake_cuda(got) and got.tolist() == expected.tolist()
+    assert type(torch.Generator()) is torch._C.Generator  # put back on the way out

@@ -182,7 +182,8 @@ _METADATA = {"__get__", "dim", "size", "numel", "stride", "is_contiguous", "__le
 
 # Composite ops that allocate on their operands' device below the Python dispatch key (where the
 # fake cannot answer): run whole on the host, after the device check.
-_ON_HOST = {torch.nn.functional.scaled_dot_product_attention}
+# Also the Python bindings that take a CUDA device guard, which a CPU-only build lacks.
+_ON_HOST = {torch.nn.functional.scaled_dot_product_attention, torch.Tensor.nonzero, torch.nonzero}
 
 
 def _is_fake_cuda(device: Any) -> bool:
@@ -206,6 +207,7 @@ class _SendToFakeCuda(TorchFunctionMode):
             _refuse_autograd(func, args, kwargs)
         if func in (torch.Tensor.to, torch.Tensor.cuda):
             return _move(func, args, kwargs)
+        _check_generator(func, args, kwargs)
         if func is torch.Tensor.copy_ and any(isinstance(x, OnFakeCuda) for x in args[:2]):
             _unwrap(args[0]).copy_(_unwrap(args[1]), **kwargs)  # across devices, as CUDA copies
             return args[0]
@@ -222,6 +224,20 @@ class _SendToFakeCuda(TorchFunctionMode):
             kwargs["device"] = torch.device("cpu")
             return tree_map(_wrap, func(*args, **kwargs))
         return func(*args, **kwargs)
+
+
+def _check_generator(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """A draw for the GPU takes a generator on the GPU (checked here: below, the dispatcher
+    hands the op a new Python object for the same generator, without the mark)."""
+    generator = kwargs.get("generator")
+    if generator is None or getattr(generator, "on_fake_cuda", False):
+        return
+    on_gpu = _is_fake_cuda(kwargs.get("device")) or any(isinstance(x, OnFakeCuda) for x in args)
+    if on_gpu:
+        raise RuntimeError(
+            "Expected a 'cuda' device type for generator but found 'cpu' "
+            f"(in {getattr(func, '__name__', func)})"
+        )
 
 
 def _refuse_autograd(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -302,6 +318,7 @@ def fake_cuda() -> Iterator[torch.device]:
     # new Parameter objects instead (tied weights become two equal copies).
     overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
     torch.__future__.set_overwrite_module_params_on_conversion(True)
+    generator, torch.Generator = torch.Generator, _Generator  # type: ignore[misc]
     run = threading.Thread.run
     # Modes are per thread: a thread started inside (the engine's decode loop) gets its own.
     threading.Thread.run = _in_fake_cuda(run)  # type: ignore[method-assign,assignment]
@@ -310,7 +327,25 @@ def fake_cuda() -> Iterator[torch.device]:
             yield FAKE_CUDA
     finally:
         threading.Thread.run = run  # type: ignore[method-assign]
+        torch.Generator = generator  # type: ignore[misc]
         torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+
+
+class _Generator(torch.Generator):
+    """``torch.Generator(device="cuda")`` inside :func:`fake_cuda`: a CPU generator marked as on
+    the fake device, which the fake's sampling ops accept (a plain CPU one they refuse, as CUDA
+    refuses a CPU generator for a GPU tensor). It draws what a CPU generator of its seed draws."""
+
+    on_fake_cuda: bool
+
+    def __new__(cls, device: Any = "cpu") -> _Generator:
+        fake = _is_fake_cuda(device)
+        made = super().__new__(cls, "cpu" if fake else device)  # type: ignore[call-arg]
+        made.on_fake_cuda = fake
+        return made
+
+    def __init__(self, device: Any = "cpu") -> None:
+        pass
 
 
 def _in_fake_cuda(run: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
