@@ -8,7 +8,9 @@ packages). Weights load only from safetensors.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -95,7 +97,7 @@ def resolve_model_path(
     return pull(name, log=log).path
 
 
-NO_HUB_KERNELS: dict[str, Any] = {"use_kernels": False}
+NO_HUB_KERNELS: Mapping[str, Any] = MappingProxyType({"use_kernels": False})
 """``from_pretrained`` keyword arguments that keep PyTorch's own layers. transformers 5 swaps in
 layers downloaded from the Hugging Face Hub whenever a CUDA model changes mode (``.eval()``):
 code fetched at run time, a download error offline (as on the GPU check's machine), and numbers

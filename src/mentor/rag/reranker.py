@@ -87,7 +87,7 @@ def _load(folder: str | Path, device: str, **kwargs: Any) -> Any:
     from mentor.utils.logs import quiet_libraries
 
     quiet_libraries()
-    encoder = CrossEncoder(str(folder), device=device, model_kwargs=NO_HUB_KERNELS, **kwargs)
+    encoder = CrossEncoder(str(folder), device=device, model_kwargs=dict(NO_HUB_KERNELS), **kwargs)
     _fp32_head(encoder.model)
     return encoder
 
