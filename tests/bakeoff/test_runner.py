@@ -119,13 +119,17 @@ def _run(config: BakeoffConfig) -> tuple[BakeoffResult, str]:
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[BakeoffConfig, BakeoffResult, str]:
+def first(
+    tmp_path_factory: pytest.TempPathFactory, test_device: str
+) -> tuple[BakeoffConfig, BakeoffResult, str]:
+    """One bakeoff on the test device (``pytest --device``), shared by the tests below."""
     root = tmp_path_factory.mktemp("bakeoff")
-    config = BakeoffConfig.model_validate(_workspace(root))
+    config = BakeoffConfig.model_validate({**_workspace(root), "device": test_device})
     result, output = _run(config)
     return config, result, output
 
 
+@pytest.mark.e2e
 def test_every_arm_is_measured_and_the_failing_one_is_reported(
     first: tuple[BakeoffConfig, BakeoffResult, str],
 ) -> None:
@@ -185,6 +189,7 @@ def test_the_arms_are_what_their_config_says(
     assert closed.vs_base is not None and closed.vs_base.value == 0.0
 
 
+@pytest.mark.e2e
 def test_the_report_and_the_verdict_are_written(
     first: tuple[BakeoffConfig, BakeoffResult, str],
 ) -> None:

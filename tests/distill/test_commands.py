@@ -47,21 +47,25 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _args(ws: Path, out: Path, *extra: str, student: str = "student") -> list[str]:
+def _args(
+    ws: Path, out: Path, *extra: str, student: str = "student", device: str = "cpu"
+) -> list[str]:
     return [
         "distill", "--teacher", str(ws / "teacher"), "--student", str(ws / student),
         "--data", str(ws / "train.jsonl"), "--eval", str(ws / "test.jsonl"), "--out", str(out),
         "--batch-size", "4", "--epochs", "1", "--lr", "5e-3", "--max-length", "64",
-        "--precision", "fp32", "--device", "cpu", "--max-new-tokens", "8",
+        "--precision", "fp32", "--device", device, "--max-new-tokens", "8",
         "--similarity-embedder", "", *extra,
     ]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_logit_kd_writes_the_report_and_a_second_run_reuses_the_teacher_cache(
-    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_device: str
 ) -> None:
+    """The run that crashed in the report on an H200 (the cached agreement)."""
     args = ["--top-k", "8", "--cache-dir", str(tmp_path / "cache")]
-    first = runner.invoke(app, _args(workspace, tmp_path / "a", *args))
+    first = runner.invoke(app, _args(workspace, tmp_path / "a", *args, device=test_device))
     assert first.exit_code == 0, first.output
     data = json.loads((tmp_path / "a" / "report.json").read_text())
     assert "cache computed" in data["teacher_logits"]
@@ -79,7 +83,9 @@ def test_logit_kd_writes_the_report_and_a_second_run_reuses_the_teacher_cache(
         raise AssertionError("the teacher was loaded although everything is cached")
 
     monkeypatch.setattr(recipe.LazyTeacher, "__call__", no_teacher)
-    second = runner.invoke(app, _args(workspace, tmp_path / "b", *args, "--student-method", "lora"))
+    second = runner.invoke(
+        app, _args(workspace, tmp_path / "b", *args, "--student-method", "lora", device=test_device)
+    )
     assert second.exit_code == 0, second.output
     data = json.loads((tmp_path / "b" / "report.json").read_text())
     assert "reused, no teacher forward pass" in data["teacher_logits"]
@@ -92,10 +98,14 @@ def test_logit_kd_refuses_different_tokenizers(workspace: Path, tmp_path: Path) 
     assert "different tokenizers" in result.output and "--method sequence" in result.output
 
 
-def test_sequence_kd_works_across_tokenizers(workspace: Path, tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_sequence_kd_works_across_tokenizers(
+    workspace: Path, tmp_path: Path, test_device: str
+) -> None:
     out = tmp_path / "seq"
     result = runner.invoke(
-        app, _args(workspace, out, "--method", "sequence", student="other-vocab")
+        app,
+        _args(workspace, out, "--method", "sequence", student="other-vocab", device=test_device),
     )
     assert result.exit_code == 0, result.output
     lines = (out / "teacher_answers.jsonl").read_text().splitlines()
@@ -106,11 +116,15 @@ def test_sequence_kd_works_across_tokenizers(workspace: Path, tmp_path: Path) ->
     assert "not comparable (different tokenizers)" in (out / "report.md").read_text()
 
 
+@pytest.mark.e2e
 def test_online_teacher_and_a_student_from_every_other_layer(
-    workspace: Path, tmp_path: Path
+    workspace: Path, tmp_path: Path, test_device: str
 ) -> None:
+    """The uncached agreement: teacher and student forward passes side by side."""
     out = tmp_path / "layers"
-    result = runner.invoke(app, _args(workspace, out, "--top-k", "0", "--keep-every", "2"))
+    result = runner.invoke(
+        app, _args(workspace, out, "--top-k", "0", "--keep-every", "2", device=test_device)
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((out / "report.json").read_text())
     assert data["teacher_logits"].startswith("online teacher")
@@ -169,7 +183,10 @@ def test_the_same_command_runs_under_torchrun(workspace: Path, tmp_path: Path) -
     assert (tmp_path / "ddp" / "report.md").exists()
 
 
-def test_classifier_distillation_from_the_same_command(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_classifier_distillation_from_the_same_command(
+    tmp_path: Path, device_args: list[str]
+) -> None:
     from mentor.testing import tiny_sentence_transformer_folder
     from mentor.train.classifier import LabelSet, build_classifier, save_classifier
 
@@ -188,7 +205,7 @@ def test_classifier_distillation_from_the_same_command(tmp_path: Path) -> None:
         app,
         ["distill", "--teacher", str(tmp_path / "teacher"), "--student", str(student_enc),
          "--data", str(tmp_path / "labels.csv"), "--unlabelled", str(tmp_path / "extra.txt"),
-         "--out", str(tmp_path / "kd"), "--epochs", "2", "--batch-size", "4", "--device", "cpu"],
+         "--out", str(tmp_path / "kd"), "--epochs", "2", "--batch-size", "4", *device_args],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "kd" / "report.json").read_text())

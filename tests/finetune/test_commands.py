@@ -43,21 +43,26 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _args(ws: Path, out: Path, *extra: str) -> list[str]:
+def _args(ws: Path, out: Path, *extra: str, device: str = "cpu") -> list[str]:
     return [
         "finetune", "--model", str(ws / "base"), "--data", str(ws / "train.jsonl"),
         "--out", str(out), "--batch-size", "2", "--lr", "5e-3", "--max-length", "64",
-        "--precision", "fp32", "--device", "cpu", *extra,
+        "--precision", "fp32", "--device", device, *extra,
     ]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_lora_run_saves_an_adapter_and_reports_base_against_tuned(
-    workspace: Path, tmp_path: Path
+    workspace: Path, tmp_path: Path, test_device: str
 ) -> None:
     out = tmp_path / "run"
     result = runner.invoke(
-        app, _args(workspace, out, "--epochs", "2", "--eval", str(workspace / "test.jsonl"))
-    )
+        app,
+        _args(
+            workspace, out, "--epochs", "2", "--eval", str(workspace / "test.jsonl"),
+            device=test_device,
+        ),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     info = read_info(out / "adapter")
     assert info.base_model == str(workspace / "base") and info.base_fingerprint
@@ -113,7 +118,7 @@ def test_lora_run_saves_an_adapter_and_reports_base_against_tuned(
     said = runner.invoke(
         app,
         ["generate", str(workspace / "base"), "what colour is box 1?", "--adapter",
-         str(out / "adapter"), "--max-new-tokens", "4", "--device", "cpu"],
+         str(out / "adapter"), "--max-new-tokens", "4", "--device", test_device],
     )  # fmt: skip
     assert said.exit_code == 0, said.output
 
@@ -129,11 +134,16 @@ def test_an_adapter_of_another_base_is_refused(workspace: Path, tmp_path: Path) 
     assert "trained on a different base model" in said.output
 
 
-def test_full_fine_tuning_writes_a_model(workspace: Path, tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_full_fine_tuning_writes_a_model(workspace: Path, tmp_path: Path, test_device: str) -> None:
     out = tmp_path / "full"
     result = runner.invoke(
-        app, _args(workspace, out, "--method", "full", "--max-steps", "3", "--no-packing")
-    )
+        app,
+        _args(
+            workspace, out, "--method", "full", "--max-steps", "3", "--no-packing",
+            "--eval", str(workspace / "test.jsonl"), device=test_device,
+        ),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (out / "model" / "model.safetensors").exists()
     assert (out / "model" / "tokenizer.json").exists()
@@ -282,7 +292,8 @@ def test_a_second_fresh_run_into_the_same_folder_is_refused(
     assert missing.exit_code == 1 and "no checkpoint to resume from" in missing.output
 
 
-def test_classification_runs_from_the_same_command(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_classification_runs_from_the_same_command(tmp_path: Path, device_args: list[str]) -> None:
     from mentor.testing import tiny_sentence_transformer_folder
 
     encoder = tiny_sentence_transformer_folder(tmp_path / "enc")
@@ -296,7 +307,7 @@ def test_classification_runs_from_the_same_command(tmp_path: Path) -> None:
         app,
         ["finetune", "--model", str(encoder), "--data", str(tmp_path / "labels.csv"),
          "--out", str(tmp_path / "cls"), "--epochs", "3", "--lr", "1e-2", "--batch-size", "4",
-         "--device", "cpu"],
+         *device_args],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "held out as the test set" in result.output

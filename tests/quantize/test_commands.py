@@ -44,10 +44,15 @@ def _args(ws: Path, model: str, to: str, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_int4_run_writes_a_loadable_folder_and_its_report(workspace: Path, tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_int4_run_writes_a_loadable_folder_and_its_report(
+    workspace: Path, tmp_path: Path, device_args: list[str]
+) -> None:
     out = tmp_path / "q4"
     args = _args(workspace, "qwen", "int4", out, "--group-size", "32", "--no-smooth", "--eval")
-    result = runner.invoke(app, [*args, str(workspace / "test.jsonl"), "--limit", "3"])
+    result = runner.invoke(
+        app, [*args, str(workspace / "test.jsonl"), "--limit", "3", *device_args]
+    )
     assert result.exit_code == 0, result.output
     assert "| perplexity |" in result.stdout and "int4, group size 32" in result.stdout
     report = json.loads((out / "report.json").read_text())
@@ -75,7 +80,10 @@ def test_int4_run_writes_a_loadable_folder_and_its_report(workspace: Path, tmp_p
         assert load_quantized(out)(IDS).logits.shape == (1, 10, 512)
 
 
-def test_an_adapter_is_merged_before_quantizing(workspace: Path, tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_an_adapter_is_merged_before_quantizing(
+    workspace: Path, tmp_path: Path, device_args: list[str]
+) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(workspace / "llama")).eval()
@@ -95,7 +103,7 @@ def test_an_adapter_is_merged_before_quantizing(workspace: Path, tmp_path: Path)
         merged = model(IDS).logits
     out = tmp_path / "q8"
     args = _args(workspace, "llama", "int8", out, "--adapter", str(tmp_path / "adapter"))
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, *device_args])
     assert result.exit_code == 0, result.output
     with torch.no_grad():
         quantized = load_quantized(out)(IDS).logits

@@ -63,7 +63,8 @@ def test_serve_help_lists_the_admin_options() -> None:
 
 
 @pytest.mark.slow
-def test_serve_command_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_serve_command_end_to_end(tmp_path: Path, device_args: list[str]) -> None:
     model = save_tiny_llama(tmp_path / "model", max_position_embeddings=4096)
     adapters = [make_adapter(tmp_path / name, seed) for name, seed in (("legal", 1), ("hr", 2))]
     docs = tmp_path / "docs"
@@ -84,7 +85,8 @@ def test_serve_command_end_to_end(tmp_path: Path) -> None:
     server = subprocess.Popen(
         [*cli, "serve", "--model", str(model), "--name", "tiny", "--port", str(port),
          "--adapter", f"legal={adapters[0]}", "--adapter", f"hr={adapters[1]}",
-         "--rag", str(tmp_path / "idx"), "--log", str(log), "--max-tokens", "64"],
+         "--rag", str(tmp_path / "idx"), "--log", str(log), "--max-tokens", "64",
+         *device_args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

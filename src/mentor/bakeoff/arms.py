@@ -186,11 +186,15 @@ def _quantized(
     device: str,
     console: Console,
 ) -> LoadedModel:
-    """Quantize (once; the folder is reused) and load on ``device``, where each quantized layer
-    runs that device's kernel (tinygemm / Triton on CUDA, see ``mentor.quantize.kernels``)."""
-    from mentor.models.loading import load_tokenizer
+    """Quantize (once; the folder is reused) and load on the bakeoff's device like every other
+    arm, where each quantized layer runs that device's kernel (tinygemm / Triton on CUDA, see
+    ``mentor.quantize.kernels``); on the CPU's kernels a GPU bakeoff's arm looked slower than it
+    is."""
+    from mentor.models.loading import load_tokenizer, resolve_device
     from mentor.quantize.io import WEIGHTS_FILE, load_quantized
     from mentor.quantize.recipe import QuantizeSettings, quantize_to_folder
+
+    device = str(resolve_device(device))  # "auto" as every other arm resolves it
 
     done, timing = folder / WEIGHTS_FILE, folder / "build_seconds.json"
     if not (done.exists() and timing.exists()):

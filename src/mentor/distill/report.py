@@ -83,6 +83,16 @@ def timed_answers(
     return TimedAnswers(answers, seconds, tokens)
 
 
+def _device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _on(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A collated batch (built on the CPU) moved to the model's device."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
 @dataclass(frozen=True)
 class TokenAgreement:
     top1: float  # share of positions where both put the same token first
@@ -104,18 +114,21 @@ def token_agreement(
     kl_sum = 0.0
     count = 0
     rows = unpacked(examples)
+    models = (teacher, student)
+    parts = [backbone_and_head(m) for m in models]
+    devices = [_device(m) for m in models]  # the teacher may sit on another GPU
+    vocab = min(h.out_features for _, h in parts)
     for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start : start + batch_size], pad_id=0)
-        keep = supervised(batch.labels)
-        inputs = {k: v for k, v in batch.model_inputs().items() if k != "attention_mask"}
-        inputs["attention_mask"] = batch.attention_mask
-        parts = [backbone_and_head(m) for m in (teacher, student)]
-        hidden = [b(**inputs).last_hidden_state[:, :-1][keep] for b, _ in parts]
-        heads = [h for _, h in parts]
-        vocab = min(h.out_features for h in heads)
+        batch = collate(rows[start : start + batch_size], pad_id=0)  # on the CPU
+        keep = supervised(batch.labels)  # (B, T-1)
+        hidden = [  # each (N, H) on its model's device
+            b(**_on(batch.model_inputs(), d)).last_hidden_state[:, :-1][keep.to(d)]
+            for (b, _), d in zip(parts, devices, strict=True)
+        ]
         for lo in range(0, hidden[0].shape[0], chunk):
-            t_logits, s_logits = (
-                heads[i](hidden[i][lo : lo + chunk])[:, :vocab].float() for i in (0, 1)
+            t_logits, s_logits = (  # (n, V) fp32, both on the student's device
+                parts[i][1](hidden[i][lo : lo + chunk])[:, :vocab].float().to(devices[1])
+                for i in (0, 1)
             )
             agree += int((t_logits.argmax(-1) == s_logits.argmax(-1)).sum())
             log_t, log_s = t_logits.log_softmax(-1), s_logits.log_softmax(-1)
@@ -140,16 +153,17 @@ def token_agreement_cached(
     count = 0
     rows = unpacked(examples)
     backbone, head = backbone_and_head(student)
+    device = _device(student)
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
         batch = collate(part, pad_id=0)
-        keep = supervised(batch.labels)
-        inputs = batch.model_inputs()
-        hidden = backbone(**inputs).last_hidden_state[:, :-1][keep]
+        keep = supervised(batch.labels).to(device)
+        hidden = backbone(**_on(batch.model_inputs(), device)).last_hidden_state[:, :-1][keep]
         log_s = head(hidden).float().log_softmax(-1)  # (N, V)
         top = [cache.rows(i) for row in part for i in row.sources]
-        t_lp = torch.cat([t.logprobs for t in top])  # (N, k), full-vocabulary log-probs
-        t_ids = torch.cat([t.ids for t in top])
+        # (N, k) full-vocabulary log-probs and their ids, read from disk onto the CPU
+        t_lp = torch.cat([t.logprobs for t in top]).to(device)
+        t_ids = torch.cat([t.ids for t in top]).to(device)
         agree += int((log_s.argmax(-1) == t_ids[:, 0]).sum())
         s_lp = log_s.gather(-1, t_ids)
         p_t = t_lp.exp()

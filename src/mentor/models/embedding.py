@@ -19,10 +19,15 @@ class SentenceEmbedder:
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from mentor.models.loading import NO_HUB_KERNELS
+
         self.name = name
         self.folder = folder
         self.model = SentenceTransformer(
-            str(folder), device=device, local_files_only=True, model_kwargs={"dtype": dtype}
+            str(folder),
+            device=device,
+            local_files_only=True,
+            model_kwargs={"dtype": dtype, **NO_HUB_KERNELS},
         )
         # sentence-transformers 6 renamed the method; 5.x has only the old name.
         getter = getattr(self.model, "get_embedding_dimension", None)

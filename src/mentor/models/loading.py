@@ -8,8 +8,10 @@ packages). Weights load only from safetensors.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -95,6 +97,13 @@ def resolve_model_path(
     return pull(name, log=log).path
 
 
+NO_HUB_KERNELS: Mapping[str, Any] = MappingProxyType({"use_kernels": False})
+"""``from_pretrained`` keyword arguments that keep PyTorch's own layers. transformers 5 swaps in
+layers downloaded from the Hugging Face Hub whenever a CUDA model changes mode (``.eval()``):
+code fetched at run time, a download error offline (as on the GPU check's machine), and numbers
+that are not the ones mentor measured."""
+
+
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
@@ -117,7 +126,7 @@ def load_causal_lm(
     folder = resolve_model_path(name_or_path, log=log)
     target = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=resolve_dtype(dtype, target), use_safetensors=True
+        str(folder), dtype=resolve_dtype(dtype, target), use_safetensors=True, **NO_HUB_KERNELS
     )
     model.to(target)  # type: ignore[arg-type]
     return model.eval()  # type: ignore[no-any-return,no-untyped-call]

@@ -83,10 +83,11 @@ def _load(folder: str | Path, device: str, **kwargs: Any) -> Any:
     """A sentence-transformers ``CrossEncoder`` (imported late: it takes seconds to import)."""
     from sentence_transformers import CrossEncoder
 
+    from mentor.models.loading import NO_HUB_KERNELS
     from mentor.utils.logs import quiet_libraries
 
     quiet_libraries()
-    encoder = CrossEncoder(str(folder), device=device, **kwargs)
+    encoder = CrossEncoder(str(folder), device=device, model_kwargs=dict(NO_HUB_KERNELS), **kwargs)
     _fp32_head(encoder.model)
     return encoder
 

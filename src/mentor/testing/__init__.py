@@ -16,6 +16,8 @@ The fakes, one per protocol:
 ``MemoryStore``           :class:`mentor.rag.store.VectorStore` (numpy, exact cosine search);
                           pass it as ``Retriever(index, embedder, store=...)``
 ``KeywordReranker``       :class:`mentor.rag.retrieve.Reranker` (shared words)
+``fake_cuda``             a CUDA device on a CPU (:mod:`mentor.testing.devices`): a tensor
+                          left on the CPU next to a "GPU" model fails as on a real GPU
 ========================  =================================================================
 
 The fakes (:mod:`mentor.testing.fakes`, :mod:`mentor.testing.engines`) need only numpy; the
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING
 from mentor.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from mentor.testing.devices import fake_cuda, on_fake_cuda
     from mentor.testing.engines import FakeVLLM, ScriptedEngine
     from mentor.testing.fakes import (
         HashEmbedder,
@@ -64,6 +67,8 @@ __all__ = [
     "ScriptedCall",
     "ScriptedEngine",
     "ScriptedGenerator",
+    "fake_cuda",
+    "on_fake_cuda",
     "save_model_folder",
     "save_tiny_llama",
     "tiny_bert",
@@ -86,6 +91,8 @@ __getattr__ = lazy_exports(
         "RerankCall": "mentor.testing.fakes",
         "ScriptedCall": "mentor.testing.fakes",
         "ScriptedGenerator": "mentor.testing.fakes",
+        "fake_cuda": "mentor.testing.devices",
+        "on_fake_cuda": "mentor.testing.devices",
         "save_model_folder": "mentor.testing.tiny_models",
         "save_tiny_llama": "mentor.testing.tiny_models",
         "tiny_bert": "mentor.testing.tiny_models",

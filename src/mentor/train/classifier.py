@@ -32,7 +32,7 @@ from torch import nn
 
 from mentor.data.io import read_records
 from mentor.data.schemas import ClassificationRecord
-from mentor.models.loading import resolve_model_path
+from mentor.models.loading import NO_HUB_KERNELS, resolve_model_path
 from mentor.train.adapters import load_adapter, save_adapter
 from mentor.train.data import DataError
 from mentor.train.lora import LoRAConfig, adapter_names, add_lora, mark_trainable
@@ -265,7 +265,9 @@ def load_encoder(folder: Path) -> nn.Module:
     """The Hugging Face encoder in ``folder`` in fp32, without its pooler."""
     from transformers import AutoModel
 
-    encoder = AutoModel.from_pretrained(str(folder), use_safetensors=True, dtype=torch.float32)
+    encoder = AutoModel.from_pretrained(
+        str(folder), use_safetensors=True, dtype=torch.float32, **NO_HUB_KERNELS
+    )
     # Mean pooling reads the last hidden states; BERT's pooler (a dense layer on [CLS]) would
     # only take LoRA adapters and weights that never get a gradient.
     if getattr(encoder, "pooler", None) is not None:
