@@ -57,10 +57,13 @@ format: install
 bench: install
 	$(BIN)/python -m bench
 
-# Decode speed on a GPU (bench/gpu_check.py). No install: a GPU machine's own python3 with torch
-# and transformers runs it from the checkout. GPU_CHECK_ARGS="--models 135m --new-tokens 64".
+# mentor on a GPU (bench/gpu_check.py): decode, training, quantized kernels, every command, the
+# end-to-end tests. No install: a GPU machine's own python3 with torch and transformers runs it
+# from the checkout, with the wheels of gpu-wheels (python 3.12) installed where it lacks them:
+# pip install --no-index --no-deps --target /tmp/site bench/assets/wheels/*.whl
+# GPU_CHECK_ARGS="--parts decode,quantize --models 135m".
 gpu-check:
-	PYTHONPATH=src $(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
+	PYTHONPATH=/tmp/site:src $(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 # The SmolLM2 tokenizer files gpu-check uses, copied from the pulled model into an ignored folder
 # (bench/assets/smollm2-tokenizer) to carry to a GPU machine without a mentor cache.
@@ -75,10 +78,11 @@ gpu-assets: install
 # PYTHONPATH=/tmp/site make gpu-check. Versions are this venv's, so they agree with each other.
 GPU_WHEELS := pydantic pydantic_core typing-inspection annotated-types fastapi starlette uvicorn \
 	h11 typer click shellingham rich markdown-it-py mdurl pygments prometheus_client psutil \
-	datasketch sacrebleu portalocker tabulate colorama gguf PyYAML bitsandbytes
+	datasketch sacrebleu portalocker tabulate colorama gguf PyYAML bitsandbytes pytest pluggy \
+	iniconfig pytest-timeout hypothesis sortedcontainers
 gpu-wheels: install
 	rm -rf bench/assets/wheels && mkdir -p bench/assets/wheels
-	$(BIN)/pip freeze --all | grep -i -E "^($(shell echo $(GPU_WHEELS) | tr ' ' '|'))==" \
+	$(BIN)/pip list --format=freeze | grep -i -E "^($(shell echo $(GPU_WHEELS) | tr ' ' '|'))==" \
 	  | sed 's/_/-/g' > bench/assets/wheels/requirements.txt
 	$(BIN)/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \

@@ -1,25 +1,37 @@
-"""GPU check: decode speed of SmolLM2-shaped models through each of mentor's paths, on one GPU.
+"""GPU check: mentor on one GPU, in one run of a few minutes, every figure printed as a table.
 
-Random-initialised Llama models of SmolLM2-135M's and SmolLM2-1.7B's shapes (bf16 on CUDA), the
-real SmolLM2 tokenizer (checked by sha256; see below for where it comes from), 128 new tokens
-per request with the end of sequence ignored. One table, every figure from this run:
+Models are random-initialised Llamas of real shapes (SmolLM2-135M, SmolLM2-1.7B, Llama-2-7B for
+QLoRA memory), bf16 on CUDA, with the real SmolLM2 tokenizer (checked by sha256): no weights
+travel. Parts (``--parts``, all by default), each reported on its own so one failing part hides
+no other:
 
-- batch 1, tokens/s: transformers ``generate`` (the reference), ``HFEngine.stream``, and
-  :class:`~mentor.models.static_decode.StaticDecoder` (static KV cache, CUDA-graph step);
-  goal: StaticDecoder >= 3x ``generate``;
-- 64 concurrent requests, aggregate tokens/s: ``HFEngine.generate(..., batch_size=64)``, beside
-  ``generate`` on one batch of 64; goal >= 20x 25 tokens/s (500);
-- vLLM on the same weights, when ``import vllm`` works.
+- ``decode``: batch-1 tokens/s of transformers ``generate``, ``HFEngine.stream`` and the
+  :class:`~mentor.models.static_decode.StaticDecoder` (goal >= 3x ``generate``); 64 concurrent
+  requests through ``HFEngine.generate`` (goal >= 20x 25 tokens/s); vLLM when importable.
+- ``train``: where a LoRA step's time goes beside full fine-tuning (``bench/lora_profile.py``;
+  goal: LoRA with dropout 0.05 >= 0.9x full's tokens/s), gradient checkpointing's memory and
+  speed (``finetune_bench.checkpointing_rows``), QLoRA of a Llama-2-7B shape against bf16 LoRA
+  (``qlora_bench.qlora_rows``; goal: peak <= 12 GB), FSDP2 against DDP
+  (``finetune_bench.fsdp_rows``).
+- ``quantize``: batch-1 decode ms/token of int8 and int4 kernels against bf16, with the change
+  in log-likelihood (``quantize_bench.gpu_rows``; goals: int4 <= 0.8x bf16, int8 <= 1.0x).
+- ``commands``: ``mentor finetune`` (lora, full, qlora; with and without
+  ``--gradient-checkpointing``), ``mentor distill`` (logits, sequence), ``mentor quantize``
+  (int8, int4), ``mentor serve`` and a tiny ``mentor bakeoff``, each as a user runs it with
+  ``--device cuda`` on random model folders (``bench/gpu_commands.py``).
+- ``tests``: the end-to-end tests (``-m e2e``) with ``--device cuda``.
 
-It imports only torch, transformers and mentor modules that need neither pydantic nor fastapi,
-so a GPU machine's own python3 runs it from a checkout (no install). Under 5 minutes on an H200.
+``decode`` imports only torch, transformers and mentor modules that need neither pydantic nor
+fastapi, so a GPU machine's own python3 runs it from a checkout. The other parts need all of
+mentor: ``make gpu-wheels`` downloads the wheels a GPU machine lacks into ``bench/assets`` (with
+the tokenizer files ``make gpu-assets`` puts there; about 55 MB in all). On the GPU machine::
+
+    pip install --no-index --no-deps --target /tmp/site bench/assets/wheels/*.whl
+    PYTHONPATH=/tmp/site:src python3 bench/gpu_check.py --out results.json
+
 The tokenizer files are the pulled ``smollm2-135m-instruct``'s (``$MENTOR_HOME/models/...``), or
-``bench/assets/smollm2-tokenizer``, which ``make gpu-assets`` fills from them (an ignored folder,
-a few MB: carry it to a GPU machine that has no mentor cache), or ``--tokenizer DIR``.
-
-Run: ``make gpu-check`` or ``PYTHONPATH=src python3 bench/gpu_check.py [--models 135m,1.7b]
-[--new-tokens 128] [--device cuda] [--out results.json]``; ``--tiny`` runs tiny shapes and few
-tokens (a CPU test of the script).
+``bench/assets/smollm2-tokenizer``, or ``--tokenizer DIR``. ``--tiny`` runs tiny shapes and few
+steps: the CPU test of the script (``tests/test_gpu_check.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import gc
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -448,8 +461,27 @@ def main() -> None:
             print_dict_rows(found, f"{label}, {name}")
             results[label] = found
 
+    def tests() -> None:
+        import pytest  # noqa: F401  (carried with the wheels where the machine lacks it)
+
+        files = ["tests/finetune/test_commands.py", "tests/distill/test_commands.py",
+                 "tests/quantize/test_commands.py"]  # fmt: skip
+        command = [sys.executable, "-m", "pytest", "-q", "-m", "e2e", "-p", "no:cacheprovider",
+                   "--device", str(device), *files]  # fmt: skip
+        print(f"\nend-to-end tests on {name}: {' '.join(command[1:])}", flush=True)
+        root = Path(__file__).resolve().parents[1]
+        paths = [str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        print("\n".join(f"  {line}" for line in tail))
+        results["tests"] = {"returncode": done.returncode, "tail": tail}
+
     results: dict[str, Any] = {}
-    parts_run = {"decode": decode, "train": train, "quantize": quantize, "commands": commands}
+    parts_run = {
+        "decode": decode, "train": train, "quantize": quantize, "commands": commands,
+        "tests": tests,
+    }  # fmt: skip
     for part, run in parts_run.items():
         if part in parts:
             run_part(part, run)
