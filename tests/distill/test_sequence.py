@@ -115,3 +115,33 @@ def test_a_changed_setup_is_refused(tmp_path: Path) -> None:
         _generate(tmp_path, out, fingerprint="other")
     with pytest.raises(ValueError, match="another settings"):
         _generate(tmp_path, out, GenerationSettings(max_new_tokens=6, temperature=0.5))
+
+
+def _answers_file(path: Path, answers: list[str]) -> Path:
+    lines = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": a}]}
+        for i, a in enumerate(answers)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_empty_teacher_answers_are_left_out_of_training_and_named(tmp_path: Path) -> None:
+    path = _answers_file(tmp_path / "teacher_answers.jsonl", ["yes", "  \n", "no", ""])
+    kept, empty = sequence.answered(path)
+    assert empty == [2, 4]  # 1-based lines of the generated file
+    assert kept != path and path.read_text().count("\n") == 4  # one line per prompt stays
+    assert [
+        r["messages"][-1]["content"] for r in map(json.loads, kept.read_text().splitlines())
+    ] == [
+        "yes",
+        "no",
+    ]
+    full = _answers_file(tmp_path / "all.jsonl", ["a", "b"])
+    assert sequence.answered(full) == (full, [])
+
+
+def test_a_teacher_that_answers_nothing_is_a_clear_error(tmp_path: Path) -> None:
+    path = _answers_file(tmp_path / "teacher_answers.jsonl", ["", " "])
+    with pytest.raises(ValueError, match="every one of the 2 prompts is empty"):
+        sequence.answered(path)

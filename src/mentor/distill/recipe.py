@@ -41,7 +41,13 @@ from mentor.distill.report import (
     token_agreement,
     token_agreement_cached,
 )
-from mentor.distill.sequence import HostedTeacher, LocalTeacher, Teacher, generate_dataset
+from mentor.distill.sequence import (
+    HostedTeacher,
+    LocalTeacher,
+    Teacher,
+    answered,
+    generate_dataset,
+)
 from mentor.distill.students import count_params, keep_every_kth_layer, smaller_config
 from mentor.distill.teacher_cache import (
     TeacherCache,
@@ -188,6 +194,16 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
             if remote is not None:
                 console.print(f"teacher endpoint: {remote.tally.summary()}")
         world.barrier()
+        answers_path = data_path
+        data_path, empty = answered(answers_path)
+        if empty and world.is_main:
+            shown = ", ".join(str(n) for n in empty[:10]) + (" ..." if len(empty) > 10 else "")
+            console.print(
+                f"[yellow]warning:[/yellow] the teacher's answer is empty on {len(empty)} of the "
+                f"prompts ({answers_path} lines {shown}); they are left out of training",
+                highlight=False,
+                soft_wrap=True,
+            )
     data = load_sft_data(data_path, student_tok, config.max_length, config.overlong)
     examples = data.examples
     overlong = [r for r in (data.overlong,) if r is not None]

@@ -306,6 +306,32 @@ def _record(prompt: Prompt, answer: str) -> dict[str, Any]:
     return record
 
 
+def answered(path: Path) -> tuple[Path, list[int]]:
+    """The generated dataset to train on, and the lines of ``path`` the teacher left empty.
+
+    An empty answer (a teacher that stopped at once, or wrote only blanks) teaches nothing and
+    would fail the chat format's check; ``path`` keeps one line per prompt (a resumed run counts
+    them), so those lines are left out of a copy beside it. None answered: a clear error."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    empty = [
+        n
+        for n, line in enumerate(lines, start=1)
+        if not str(json.loads(line)["messages"][-1]["content"]).strip()
+    ]
+    if not empty:
+        return path, []
+    if len(empty) == len(lines):
+        raise ValueError(
+            f"{path}: the teacher's answer to every one of the {len(lines)} prompts is empty; "
+            "check the teacher (does it answer these prompts at all?) and max_new_tokens"
+        )
+    kept = path.with_name(path.stem + ".answered.jsonl")
+    missing = set(empty)
+    text = "".join(line + "\n" for n, line in enumerate(lines, start=1) if n not in missing)
+    atomic_write_text(kept, text)
+    return kept, empty
+
+
 def teacher_answers(path: Path) -> list[str]:
     """The assistant answers of a generated dataset, in order."""
     lines = path.read_text(encoding="utf-8").splitlines()
