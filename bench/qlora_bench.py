@@ -90,6 +90,7 @@ def _backend(device: torch.device) -> Any:
 
 
 def _row(method: str, shape: dict[str, int], device: torch.device, steps: int, seq: int) -> dict:
+    from mentor.train.checkpointing import enable_checkpointing
     from mentor.train.lora import LoRAConfig, add_lora, mark_trainable
     from mentor.train.nf4 import nf4_bytes
     from mentor.train.trainer import TrainSettings, build_optimizer
@@ -101,7 +102,8 @@ def _row(method: str, shape: dict[str, int], device: torch.device, steps: int, s
     model = build(shape, device, quantize=method == "qlora")
     add_lora(model, LoRAConfig(r=16, alpha=32, dropout=0.05, targets=TARGETS))
     mark_trainable(model, "default")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # training: no KV cache (checkpointing would say so)
+    enable_checkpointing(model)
     model.train()
     paged = method == "qlora" and cuda and _backend(device) == "bitsandbytes"
     settings = TrainSettings(lr=1e-4, optimizer="paged_adamw_8bit" if paged else "adamw")
