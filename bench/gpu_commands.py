@@ -73,7 +73,7 @@ def _figures(report: Path) -> str:
         parts.append(f"{speed:,.0f} tok/s")
     peak = next((v for v in _find(tree, "peak_memory_mb") if isinstance(v, int | float) and v), 0)
     if peak:
-        parts.append(f"peak {peak / 1024:.1f} GB")
+        parts.append(f"peak {peak / 1024:.1f} GB" if peak >= 1024 else f"peak {peak:,.0f} MB")
     return ", ".join(parts)
 
 

@@ -38,7 +38,8 @@ def test_tiny_run_without_server_packages(tmp_path: Path, tokenizer_folder: Path
     blocked = ["pydantic", "fastapi", "openai"]
     code = (
         f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); "
-        f"sys.argv = ['gpu_check.py', '--tiny', '--device', 'cpu', '--out', {str(out)!r}, "
+        f"sys.argv = ['gpu_check.py', '--tiny', '--device', 'cpu', '--parts', 'decode', "
+        f"'--out', {str(out)!r}, "
         f"'--tokenizer', {str(tokenizer_folder)!r}]; "
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
     )
@@ -83,3 +84,39 @@ def test_tokenizer_files_are_checked(
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(SystemExit, match=r"tokenizer\.json: missing"):
         script["load_tokenizer"](tmp_path)
+
+
+def _bench(name: str) -> dict[str, Any]:
+    return runpy.run_path(str(ROOT / "bench" / f"{name}.py"))
+
+
+def test_the_train_rows_run_on_tiny_shapes() -> None:
+    """What the train part prints: each function on a tiny model on the CPU."""
+    profiled = _bench("lora_profile")["profile_rows"]("cpu", True)
+    assert [r["row"] for r in profiled] == ["full", "lora", "lora-nodrop"]
+    assert all(r["tokens_per_s"] > 0 and r["top"] for r in profiled)
+    off, on = _bench("finetune_bench")["checkpointing_rows"]("cpu", True)
+    assert (off["checkpointing"], on["checkpointing"]) == (False, True)
+    assert on["estimate_step_mb"] < off["estimate_step_mb"]
+    qlora, lora = _bench("qlora_bench")["qlora_rows"]("cpu", True, steps=2)
+    assert (qlora["method"], lora["method"]) == ("qlora", "lora")
+    assert qlora["loss_last"] < qlora["loss_first"] + 0.05 and qlora["speed_vs_lora"] > 0
+
+
+def test_the_commands_part_runs_mentor_on_random_model_folders(
+    tmp_path: Path, tokenizer_folder: Path
+) -> None:
+    out = tmp_path / "rows.json"
+    command = [
+        sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--parts", "commands",
+        "--commands", "finetune qlora, checkpointing,distill sequence,serve", "--work",
+        str(tmp_path / "work"), "--out", str(out), "--tokenizer", str(tokenizer_folder),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["command"]: r for r in json.loads(out.read_text())["commands"]}
+    assert list(rows) == ["finetune qlora, checkpointing", "distill sequence", "serve"]
+    assert all(r["ok"] for r in rows.values()), rows
+    assert "tok/s" in rows["finetune qlora, checkpointing"]["figures"]
+    assert "3 chat completions" in rows["serve"]["figures"]
