@@ -178,12 +178,13 @@ def _bakeoff_config(model: Path, device: str, out: Path) -> Path:
 def command_rows(
     student: Path, teacher: Path, device: str, work: Path, tiny: bool, only: str | None = None
 ) -> list[CommandRow]:
-    """Every command once on ``device`` (``only``: those whose names start with one of these
-    comma-separated prefixes); ``student`` and ``teacher`` are model folders."""
-    prefixes = tuple(p.strip() for p in only.split(",")) if only else ("",)
+    """Every command once on ``device`` (``only``: those named in this comma-separated list; a
+    name ending in ``*`` takes every command it begins); ``student`` and ``teacher`` are model
+    folders."""
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else ["*"]
 
     def wanted(label: str) -> bool:
-        return label.startswith(prefixes)
+        return any(label == n or (n.endswith("*") and label.startswith(n[:-1])) for n in names)
 
     limit = 300.0 if tiny else 240.0
     steps = ["--max-steps", "3" if tiny else "8", "--batch-size", "2", "--max-length", "512"]
@@ -192,15 +193,15 @@ def command_rows(
     work.mkdir(parents=True, exist_ok=True)
     for label, extra in [
         ("finetune lora", ["--method", "lora"]),
-        ("finetune lora, checkpointing", ["--method", "lora", "--gradient-checkpointing"]),
+        ("finetune lora + checkpointing", ["--method", "lora", "--gradient-checkpointing"]),
         ("finetune full", ["--method", "full"]),
-        ("finetune full, checkpointing", ["--method", "full", "--gradient-checkpointing"]),
+        ("finetune full + checkpointing", ["--method", "full", "--gradient-checkpointing"]),
         ("finetune qlora", ["--method", "qlora"]),
-        ("finetune qlora, checkpointing", ["--method", "qlora", "--gradient-checkpointing"]),
+        ("finetune qlora + checkpointing", ["--method", "qlora", "--gradient-checkpointing"]),
     ]:
         if not wanted(label):
             continue
-        out = work / label.replace(" ", "-").replace(",", "")
+        out = work / label.replace(" + ", "-").replace(" ", "-")
         argv = _mentor("finetune", "--model", str(student), "--data", str(TRAIN),
                        "--out", str(out), *extra, *steps, *common)  # fmt: skip
         rows.append(_run(label, argv, limit, out / "report.json"))
@@ -223,7 +224,7 @@ def command_rows(
         rows.append(_serve_row(student, device, limit))
     if wanted("bakeoff"):
         config = _bakeoff_config(student, device, work / "bakeoff")
-        rows.append(_run("bakeoff (closed-book, lora, int8)", _mentor("bakeoff", str(config)),
+        rows.append(_run("bakeoff", _mentor("bakeoff", str(config)),
                          limit, work / "bakeoff" / "report.json"))  # fmt: skip
     return rows
 

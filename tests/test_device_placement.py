@@ -354,7 +354,7 @@ def test_a_quantized_bakeoff_arm_runs_on_the_bakeoff_device(
     monkeypatch.setattr(quantize_io, "load_quantized", load)
     monkeypatch.setattr(loading, "load_tokenizer", lambda folder: "tokenizer")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    arms._quantized("int8", "base", None, "base", tmp_path, Console(quiet=True), "auto")
+    arms._quantized("int8", "base", None, "base", tmp_path, "auto", Console(quiet=True))
     assert seen == {"built": "cuda", "loaded": "cuda"}
 
 

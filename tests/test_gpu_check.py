@@ -109,14 +109,16 @@ def test_the_commands_part_runs_mentor_on_random_model_folders(
     out = tmp_path / "rows.json"
     command = [
         sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--parts", "commands",
-        "--commands", "finetune qlora, checkpointing,distill sequence,serve", "--work",
+        "--commands", "finetune qlora + checkpointing,distill*,serve", "--work",
         str(tmp_path / "work"), "--out", str(out), "--tokenizer", str(tokenizer_folder),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {r["command"]: r for r in json.loads(out.read_text())["commands"]}
-    assert list(rows) == ["finetune qlora, checkpointing", "distill sequence", "serve"]
+    assert list(rows) == [
+        "finetune qlora + checkpointing", "distill logits", "distill sequence", "serve"
+    ]  # fmt: skip
     assert all(r["ok"] for r in rows.values()), rows
-    assert "tok/s" in rows["finetune qlora, checkpointing"]["figures"]
+    assert "tok/s" in rows["finetune qlora + checkpointing"]["figures"]
     assert "3 chat completions" in rows["serve"]["figures"]
