@@ -1,9 +1,10 @@
 """One arm, measured: load its model, answer every held-out question, and time it.
 
 An arm is a model (the base, a LoRA adapter merged into it, a fully tuned copy, a distilled
-student), optionally quantized (``run_quantize``, with any adapter merged first), optionally
-with retrieval. Every arm answers the same questions with the same system prompt, greedy, at most
-``answer.max_new_tokens`` tokens:
+student, or an incumbent model or adapter made elsewhere; an endpoint arm is answered by
+:mod:`mentor.bakeoff.incumbents`), optionally quantized (``run_quantize``, with any adapter merged
+first), optionally with retrieval. Every arm answers the same questions with the same system
+prompt, greedy, at most ``answer.max_new_tokens`` tokens:
 
 - quality: all questions in batches of ``answer.batch_size``, on the engine ``engine`` picks
   (:func:`answer_engine`: builtin, or vLLM where it can run the arm's model);
@@ -154,11 +155,18 @@ def load_arm_model(
     from mentor.models.loading import load_causal_lm, load_tokenizer
 
     base = built.base if built is not None else config.models.base
-    adapter = built.path if built is not None and built.kind == "lora" else None
-    weights = built.path if built is not None and built.kind == "full" else None
+    kind = built.kind if built is not None else None
+    adapter = built.path if built is not None and kind in ("lora", "incumbent-lora") else None
+    weights = built.path if built is not None and kind == "full" else None
     source = str(weights) if weights is not None else base
-    what = {None: "", "lora": " + LoRA adapter", "full": " (all weights tuned)"}
-    description = f"{base}{what[built.kind if built else None]}"
+    what = {
+        None: "",
+        "lora": " + LoRA adapter",
+        "full": " (all weights tuned)",
+        "incumbent-lora": f" + the incumbent adapter {adapter}",
+        "incumbent-model": " (incumbent model, as it is)",
+    }
+    description = f"{base}{what[kind]}"
     if arm.quantize is not None:
         return _quantized(
             arm.quantize, source, adapter, description, quant_folder, config.device, console
@@ -174,6 +182,8 @@ def load_arm_model(
             artifact = folder_mb(adapter)
         elif weights is not None:
             artifact = folder_mb(weights)
+        elif kind == "incumbent-model" and built is not None and built.path.is_dir():
+            artifact = folder_mb(built.path)
     return LoadedModel(model, tokenizer, description, artifact, source=source, adapter=adapter)
 
 
@@ -249,8 +259,24 @@ class Answered:
     sources: list[list[str]]
 
 
+Write = Callable[[Sequence[Sequence[ChatMessage]]], list[str]]
+"""Answers to a list of prompts, in order: a local engine's batches or an endpoint's requests."""
+
+
+def engine_writer(engine: TextEngine, config: BakeoffConfig) -> Write:
+    """:data:`Write` over a local engine: greedy, ``answer.batch_size`` rows at a time."""
+    from mentor.evaluate.answers import generate_answers
+
+    sampling = SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
+
+    def write(prompts: Sequence[Sequence[ChatMessage]]) -> list[str]:
+        return generate_answers(engine, prompts, sampling, batch_size=config.answer.batch_size)
+
+    return write
+
+
 def answer_all(
-    engine: TextEngine,
+    write: Write,
     questions: Sequence[Question],
     retrieval: Retrieval | None,
     config: BakeoffConfig,
@@ -258,10 +284,7 @@ def answer_all(
     console: Console,
     label: str,
 ) -> Answered:
-    """Every question answered by ``engine``, ``answer.batch_size`` at a time, with a progress
-    bar."""
-    from mentor.evaluate.answers import generate_answers
-
+    """Every question answered by ``write``, with a progress bar."""
     prompts, evidence, sources = [], [], []
     for q in questions:
         if retrieval is not None:
@@ -276,7 +299,6 @@ def answer_all(
         evidence.append(passages)
         sources.append(ids)
     texts: list[str] = []
-    sampling = SamplingConfig(max_new_tokens=config.answer.max_new_tokens)
     # Large calls: within one the engine keeps batch_size rows running and a finished row's
     # place goes to the next question at once; at a call's end the batch drains. The bar moves
     # once per call.
@@ -284,12 +306,7 @@ def answer_all(
     with progress_bar(console) as bar:
         task = bar.add_task(label, total=len(prompts))
         for start in range(0, len(prompts), step):
-            texts += generate_answers(
-                engine,
-                prompts[start : start + step],
-                sampling,
-                batch_size=config.answer.batch_size,
-            )
+            texts += write(prompts[start : start + step])
             bar.update(task, completed=len(texts))
     first = config.answer.first_paragraph
     if first is None:

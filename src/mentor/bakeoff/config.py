@@ -7,17 +7,36 @@ top with dotted keys, the same way command-line overrides are::
     profiles:
       quick: {answer.test_limit: 24, training.lora.epochs: 1, arms: [closed-book, rag, lora]}
 
-An arm is a model (``base`` or the name of an entry of ``training``) answering the held-out
-questions, optionally with retrieval and optionally quantized. Trained models are built once and
-shared: the ``lora`` adapter serves both the ``lora`` and the ``lora+rag`` arm.
+An arm is a model (``base``, the name of an entry of ``training`` or of ``incumbents``) answering
+the held-out questions, optionally with retrieval and optionally quantized. Trained models are
+built once and shared: the ``lora`` adapter serves both the ``lora`` and the ``lora+rag`` arm.
+
+``incumbents`` names what the user runs today, to measure beside mentor's arms: a model folder or
+hub id, a PEFT adapter trained elsewhere on the run's base, or an OpenAI-compatible endpoint (a
+hosted model, a vLLM or ``mentor serve`` server) with its token prices::
+
+    incumbents:
+      current-ft: {adapter: adapters/support-v3}
+      hosted: {endpoint: {base_url: https://api.openai.com/v1, model: gpt-4o-mini,
+               input_usd_per_million: 0.15, output_usd_per_million: 0.60}}
+    arms: [{name: closed-book}, {name: current-ft, model: current-ft},
+           {name: hosted+rag, model: hosted, retrieval: {}}]
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from mentor.advisor.situation import BudgetTier, Freshness, Hardware
@@ -170,11 +189,91 @@ class TrainingSpec(_Strict):
     )
 
 
+class EndpointSpec(_Strict):
+    """An OpenAI-compatible ``/v1/chat/completions`` endpoint answering as an arm, and its prices.
+
+    Its cost is the tokens the endpoint reports in ``usage`` times these prices; its latency is
+    what the client waits, one question at a time."""
+
+    base_url: str = Field(
+        description="The endpoint's OpenAI-compatible root, usually ending in /v1 "
+        "(https://api.openai.com/v1, http://localhost:8000/v1 for vLLM or mentor serve)."
+    )
+    model: str = Field(min_length=1, description="The model name the endpoint serves.")
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the key (never the key itself); empty for a "
+        "server on this machine that needs none.",
+    )
+    input_usd_per_million: float = Field(
+        default=0.0, ge=0, description="Price of a million prompt tokens, in USD (0: self-hosted)."
+    )
+    output_usd_per_million: float = Field(
+        default=0.0, ge=0, description="Price of a million completion tokens, in USD."
+    )
+    concurrency: int = Field(
+        default=4, ge=1, description="Requests in flight at once while answering for the scores."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Seconds one request may take.")
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="The endpoint's requests-per-minute quota, if any."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class IncumbentSpec(_Strict):
+    """What is run today, measured as it is: exactly one of model, adapter or endpoint."""
+
+    model: str | None = Field(
+        default=None,
+        description="A model folder (relative to this file), an hf:ORG/NAME id or a registry "
+        "name, answered by mentor's engine like the other arms.",
+    )
+    adapter: Path | None = Field(
+        default=None,
+        description="A PEFT LoRA adapter folder trained elsewhere on models.base (relative to "
+        "this file); refused when its recorded base weights are not models.base's.",
+    )
+    endpoint: EndpointSpec | None = Field(
+        default=None, description="An OpenAI-compatible endpoint: hosted model or a server."
+    )
+    description: str | None = Field(
+        default=None, description="What it is, in the report ('support bot v3, in production')."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> IncumbentSpec:
+        named = [k for k in ("model", "adapter", "endpoint") if getattr(self, k) is not None]
+        if len(named) != 1:
+            got = ", ".join(named) or "none"
+            raise ValueError(f"name exactly one of model, adapter, endpoint (got {got})")
+        if self.model is not None and self.model.startswith("hf:"):
+            org, _, name = self.model.removeprefix("hf:").partition("/")
+            if not org or not name:
+                raise ValueError(f"model: expected hf:ORG/NAME, got {self.model!r}")
+        return self
+
+    @property
+    def kind(self) -> Literal["model", "adapter", "endpoint"]:
+        if self.endpoint is not None:
+            return "endpoint"
+        return "adapter" if self.adapter is not None else "model"
+
+
 class ArmSpec(_Strict):
     """One way of answering: a model, optionally with retrieval, optionally quantized."""
 
     name: str = Field(description="Name in the report.")
-    model: str = Field(default=BASE, description="base, or the name of a training entry.")
+    model: str = Field(
+        default=BASE, description="base, or the name of a training or an incumbents entry."
+    )
     retrieval: RetrievalSettings | None = Field(
         default=None, description="Retrieve passages and answer from them (RAG)."
     )
@@ -230,6 +329,11 @@ class BakeoffConfig(_Strict):
     training: dict[str, TrainingSpec] = Field(
         default_factory=dict, description="Trained models, by name; arms refer to them."
     )
+    incumbents: dict[str, IncumbentSpec] = Field(
+        default_factory=dict,
+        description="What is run today (a model, an adapter trained elsewhere, an endpoint), by "
+        "name; arms refer to them and the verdict may recommend keeping one.",
+    )
     arms: list[ArmSpec] = Field(description="The arms, in report order; the first is the base.")
     costs: CostSettings = Field(default_factory=CostSettings, description="Prices.")
     situation: SituationFacts = Field(
@@ -257,10 +361,19 @@ class BakeoffConfig(_Strict):
             raise ValueError("arms: name at least one arm")
         if len(set(names)) != len(names):
             raise ValueError(f"arms: names repeat ({', '.join(names)})")
+        clash = sorted(set(self.incumbents) & {BASE, *self.training})
+        if clash:
+            raise ValueError(f"incumbents.{clash[0]}: the name is taken (base or a training entry)")
         for arm in self.arms:
-            if arm.model != BASE and arm.model not in self.training:
-                known = ", ".join([BASE, *self.training]) or BASE
+            if arm.model not in {BASE, *self.training, *self.incumbents}:
+                known = ", ".join([BASE, *self.training, *self.incumbents])
                 raise ValueError(f"arms.{arm.name}.model: {arm.model!r} is not one of {known}")
+            incumbent = self.incumbents.get(arm.model)
+            if incumbent is not None and incumbent.kind == "endpoint" and arm.quantize:
+                raise ValueError(
+                    f"arms.{arm.name}.quantize: {arm.model} is an endpoint; mentor cannot "
+                    "quantize a model it does not hold"
+                )
             if arm.retrieval is not None and self.data.docs is None and self.data.prepare is None:
                 raise ValueError(f"arms.{arm.name}: retrieval needs data.docs")
         used = {a.model for a in self.arms}
@@ -279,6 +392,10 @@ class BakeoffConfig(_Strict):
             raise ValueError(f"primary: {self.primary} needs data.labels")
         return self
 
+    def incumbent(self, arm: ArmSpec) -> IncumbentSpec | None:
+        """The incumbents entry ``arm`` measures, if it measures one."""
+        return self.incumbents.get(arm.model)
+
     def trained(self) -> dict[str, TrainingSpec]:
         """The training entries some arm uses, in config order."""
         used = {a.model for a in self.arms}
@@ -295,6 +412,15 @@ def _resolve(data: dict[str, Any], base: Path) -> None:
     for key in _PATHS:
         if isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
             section[key] = str((base / section[key]).resolve())
+    for spec in (data.get("incumbents") or {}).values():
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("adapter"), str) and not Path(spec["adapter"]).is_absolute():
+            spec["adapter"] = str((base / spec["adapter"]).resolve())
+        model = spec.get("model")
+        # a folder next to the file; registry names and hf: ids stay as they are
+        if isinstance(model, str) and not model.startswith("hf:") and (base / model).is_dir():
+            spec["model"] = str((base / model).resolve())
     updates = section.get("updates")
     if isinstance(updates, dict):
         for key in ("docs", "questions"):

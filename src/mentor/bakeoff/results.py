@@ -54,6 +54,7 @@ class Costs:
     serve_usd_per_1k: float  # mean seconds per answer x 1000 / 3600 x serve price / concurrency
     yearly_usd: float  # retrains a year x training + queries a year x serving
     usd_per_point: float | None  # extra yearly cost over the base per point gained; None: no gain
+    serve_basis: str = "time"  # time: seconds x serve price; tokens: endpoint usage x token prices
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ArmResult:
     """Everything measured for one arm."""
 
     name: str
-    model: str  # "base" or a training entry
+    model: str  # "base", a training entry or an incumbents entry
     methods: list[str]  # advisor method keys: prompting, rag, lora, full, distill, quantization
     description: str
     status: Status = "done"
@@ -87,6 +88,11 @@ class ArmResult:
     answer_batch_size: int = 0  # questions per generate call when answering for the scores
     latency_engine: str = "builtin"  # what answered the latency questions, one at a time
     engine_note: str | None = None  # why the answers are not on the configured engine
+    incumbent: str | None = None  # model, adapter or endpoint: what is run today, not built here
+    offsite: bool = False  # answered by an endpoint off this machine: the prompts leave the site
+    usage: dict[str, float] = field(default_factory=dict)
+    """Endpoint arms: mean prompt_tokens and completion_tokens per scored question (as the
+    endpoint reported them) and the prices, input/output_usd_per_million."""
 
     @property
     def ok(self) -> bool:

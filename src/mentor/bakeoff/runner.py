@@ -5,6 +5,7 @@ The run folder keeps everything (``out/``):
 
 - ``indexes/``, ``models/<name>/``, ``quantized/<arm>/``: what was built, each with its
   ``stage.json`` (see :mod:`mentor.bakeoff.stages`);
+- ``endpoints/<arm>/``: an endpoint arm's cached answers (:mod:`mentor.bakeoff.incumbents`);
 - ``arms/<arm>.json``: one arm's measurements, written as soon as the arm is done, with the
   fingerprint of what it was measured on. A rerun skips every arm whose fingerprint still matches
   (so an interrupted bakeoff resumes at the first unfinished arm) and measures again any arm that
@@ -18,6 +19,7 @@ others go on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -33,11 +35,12 @@ from rich.console import Console
 
 from mentor.bakeoff.arms import (
     LATENCY_ENGINE,
-    LoadedModel,
     Retrieval,
+    Write,
     answer_all,
     answer_engine,
     arm_engine,
+    engine_writer,
     folder_mb,
     load_arm_model,
     peak_rss,
@@ -47,6 +50,13 @@ from mentor.bakeoff.arms import (
 )
 from mentor.bakeoff.config import BASE, ArmSpec, BakeoffConfig, RetrievalSettings
 from mentor.bakeoff.data import BakeoffData, Question, load_data, spread
+from mentor.bakeoff.incumbents import (
+    EndpointArm,
+    endpoint_fingerprint,
+    incumbent_built,
+    open_endpoint_arm,
+    preflight,
+)
 from mentor.bakeoff.recommend import verdict
 from mentor.bakeoff.results import ArmResult, BakeoffResult, arm_from_dict
 from mentor.bakeoff.scoring import (
@@ -57,12 +67,12 @@ from mentor.bakeoff.scoring import (
     metric_statistic,
     per_point,
     score_answer,
+    token_usd_per_1k,
 )
 from mentor.bakeoff.stages import Built, build_rag_index, fingerprint, merged_docs, train_model
 from mentor.evaluate.labels import LABEL_METRICS
 from mentor.evaluate.stats import bootstrap, paired_bootstrap
 from mentor.evaluate.text import TEXT_METRICS
-from mentor.models.engine import TextEngine
 from mentor.utils.fs import atomic_write_text
 
 
@@ -76,9 +86,13 @@ def slug(name: str) -> str:
 
 
 def arm_methods(arm: ArmSpec, config: BakeoffConfig) -> list[str]:
-    """The advisor's method keys this arm is made of."""
+    """The advisor's method keys this arm is made of; an incumbent is ``incumbent`` (a model or
+    adapter made elsewhere) or ``hosted`` (an endpoint), which the advisor has no key for."""
     methods: list[str] = []
-    if arm.model != BASE:
+    incumbent = config.incumbent(arm)
+    if incumbent is not None:
+        methods.append("hosted" if incumbent.kind == "endpoint" else "incumbent")
+    elif arm.model != BASE:
         method = config.training[arm.model].method
         methods.append({"lora": "lora", "full": "full_finetune", "distill": "distillation"}[method])
     if arm.retrieval is not None:
@@ -125,6 +139,8 @@ class Bakeoff:
         m = self.config.models
         uses_retrieval = any(a.retrieval for a in self.config.arms)
         names = [m.base, m.teacher, m.student, m.embedder if uses_retrieval else None]
+        names += [self.config.incumbents[a.model].model for a in self.config.arms
+                  if a.model in self.config.incumbents]  # fmt: skip
         wanted = list(dict.fromkeys(n for n in names if n and n in REGISTRY))
         if wanted:
             self.console.rule("models")
@@ -183,6 +199,13 @@ class Bakeoff:
                 self.console.print(traceback.format_exc(limit=4), markup=False, highlight=False)
             release()
 
+    def take_incumbents(self) -> None:
+        """The model and adapter incumbents the arms use, as models built in no time."""
+        for arm in self.config.arms:
+            spec = self.config.incumbent(arm)
+            if spec is not None and spec.kind != "endpoint" and arm.model not in self.trained:
+                self.trained[arm.model] = incumbent_built(spec, self.config)
+
     # --- measuring ------------------------------------------------------------------------
 
     def _gold(self, updated: bool) -> Callable[[Question], list[str]]:
@@ -194,11 +217,11 @@ class Bakeoff:
         return gold
 
     def _score(
-        self, questions: Sequence[Question], engine: TextEngine, arm: ArmSpec, updated: bool
+        self, questions: Sequence[Question], write: Write, arm: ArmSpec, updated: bool
     ) -> list[Any]:
         retrieval = self.retrieval(arm.retrieval, updated) if arm.retrieval else None
         answered = answer_all(
-            engine,
+            write,
             questions,
             retrieval,
             self.config,
@@ -225,36 +248,117 @@ class Bakeoff:
 
     def measure(self, arm: ArmSpec) -> ArmResult:
         config = self.config
+        spec = config.incumbent(arm)
+        if spec is not None and spec.endpoint is not None:
+            folder = self.out / "endpoints" / slug(arm.name)
+            with open_endpoint_arm(spec.endpoint, folder, config) as endpoint:
+                return self._measure_endpoint(arm, endpoint)
         built = self.trained.get(arm.model)
         if arm.model != BASE and built is None:
             raise RuntimeError(self.failed_training.get(arm.model, f"{arm.model} was not built"))
         started = time.perf_counter()
-        methods = arm_methods(arm, config)
         made_from = fingerprint(built.fingerprint if built else config.models.base, arm.quantize)
-        loaded = load_arm_model(
-            arm,
-            built,
-            config,
-            self.out / "quantized" / f"{slug(arm.name)}-{made_from}",
-            self.console,
-        )
+        try:
+            loaded = load_arm_model(
+                arm,
+                built,
+                config,
+                self.out / "quantized" / f"{slug(arm.name)}-{made_from}",
+                self.console,
+            )
+        except ValueError as exc:  # AdapterError: an incumbent adapter made for another base
+            if spec is not None and spec.adapter is not None:
+                raise ValueError(f"incumbents.{arm.model}.adapter: {exc}") from None
+            raise
         retrieval = self.retrieval(arm.retrieval) if arm.retrieval else None
         choice, engine_note = answer_engine(arm, built, config)
         if engine_note:
             self.console.print(f"[yellow]{arm.name}: {engine_note}[/yellow]")
-        updates = None
         with arm_engine(loaded, choice, config) as engine:
-            with peak_rss() as peak:
-                before = peak[0]
-                scored = self._score(self.data.test, engine, arm, updated=False)
-                latency_set = spread(self.data.test, config.answer.latency_queries)
-                seconds, tokens = time_answers(loaded, latency_set, retrieval, config)
-            if self.data.updates and (arm.retrieval is None or self.data.docs is not None):
-                fresh = self._score(self.data.updates, engine, arm, updated=True)
-                stat = metric_statistic(config.primary, fresh, config.data.labels)
-                updates = bootstrap(
-                    stat, len(fresh), resamples=config.answer.bootstrap, seed=config.answer.seed
-                )
+            scored, updates, seconds, tokens, rise = self._answer(
+                arm,
+                engine_writer(engine, config),
+                functools.partial(time_answers, loaded, retrieval=retrieval, config=config),
+            )
+        index = self.index(arm.retrieval, False) if arm.retrieval else None
+        held_mb = weights_mb(loaded.model) + (self._embedder_mb() if index else 0.0)
+        result = self._result(arm, scored, updates, seconds, tokens, started)
+        result.description = self._describe(arm, loaded.description, built)
+        result.peak_memory_mb = held_mb + rise
+        result.model_memory_mb = held_mb
+        result.artifact_mb = loaded.artifact_mb + (folder_mb(index.path) if index else 0.0)
+        result.training_s = (built.seconds if built else 0.0) + loaded.extra_build_s
+        result.curve = built.curve if built else []
+        result.answer_engine = choice
+        result.engine_note = engine_note
+        del loaded
+        release()
+        return result
+
+    def _measure_endpoint(self, arm: ArmSpec, endpoint: EndpointArm) -> ArmResult:
+        """An endpoint arm: its answers, the client's latency, the tokens it reported."""
+        started = time.perf_counter()
+        retrieval = self.retrieval(arm.retrieval) if arm.retrieval else None
+        writer = endpoint.writer
+        scored, updates, seconds, tokens, rise = self._answer(
+            arm,
+            writer,
+            lambda questions: endpoint.time_answers(questions, retrieval, self.config),
+        )
+        result = self._result(arm, scored, updates, seconds, tokens, started)
+        index = self.index(arm.retrieval, False) if arm.retrieval else None
+        held_mb = self._embedder_mb() if index else 0.0
+        label = f"{endpoint.spec.model} @ {endpoint.spec.base_url} (incumbent endpoint)"
+        result.description = self._describe(arm, label, None)
+        result.peak_memory_mb = held_mb + rise
+        result.model_memory_mb = held_mb
+        result.artifact_mb = folder_mb(index.path) if index else 0.0
+        result.answer_engine = result.latency_engine = "endpoint"
+        result.answer_batch_size = endpoint.spec.concurrency
+        result.usage = writer.usage(endpoint.spec, first=len(self.data.test))
+        result.offsite = endpoint.offsite
+        share = result.usage.get("reported_share", 1.0)
+        if share < 1.0:
+            result.engine_note = (
+                f"the endpoint reported token usage for {share:.0%} of the answers; the cost is "
+                "their mean"
+            )
+        return result
+
+    def _answer(
+        self,
+        arm: ArmSpec,
+        write: Write,
+        time_them: Callable[[Sequence[Question]], tuple[list[float], float]],
+    ) -> tuple[list[Any], Any, list[float], float, float]:
+        """Scored test answers, the update questions' estimate, latency seconds, mean tokens per
+        answer and the rise of resident memory while answering."""
+        config = self.config
+        updates = None
+        with peak_rss() as peak:
+            before = peak[0]
+            scored = self._score(self.data.test, write, arm, updated=False)
+            latency_set = spread(self.data.test, config.answer.latency_queries)
+            seconds, tokens = time_them(latency_set)
+        if self.data.updates and (arm.retrieval is None or self.data.docs is not None):
+            fresh = self._score(self.data.updates, write, arm, updated=True)
+            stat = metric_statistic(config.primary, fresh, config.data.labels)
+            updates = bootstrap(
+                stat, len(fresh), resamples=config.answer.bootstrap, seed=config.answer.seed
+            )
+        return scored, updates, seconds, tokens, max(0.0, peak[0] - before)
+
+    def _result(
+        self,
+        arm: ArmSpec,
+        scored: list[Any],
+        updates: Any,
+        seconds: list[float],
+        tokens: float,
+        started: float,
+    ) -> ArmResult:
+        """What every arm reports; the caller fills in its model's memory, disk and build."""
+        config = self.config
         labels = config.data.labels
         metrics = metrics_for(config)
         quality = {
@@ -270,12 +374,12 @@ class Bakeoff:
 
         lat = latency_summary(seconds)
         index = self.index(arm.retrieval, False) if arm.retrieval else None
-        held_mb = weights_mb(loaded.model) + (self._embedder_mb() if index else 0.0)
-        result = ArmResult(
+        spec = config.incumbent(arm)
+        return ArmResult(
             name=arm.name,
             model=arm.model,
-            methods=methods,
-            description=self._describe(arm, loaded, built),
+            methods=arm_methods(arm, config),
+            description=arm.name,
             questions=len(scored),
             quality=quality,
             groups=groups(scored, metrics, labels),
@@ -288,29 +392,23 @@ class Bakeoff:
                 "queries": float(lat.count),
             },
             tokens_per_answer=tokens,
-            peak_memory_mb=held_mb + max(0.0, peak[0] - before),
-            model_memory_mb=held_mb,
-            artifact_mb=loaded.artifact_mb + (folder_mb(index.path) if index else 0.0),
-            training_s=(built.seconds if built else 0.0) + loaded.extra_build_s,
             index_s=index.seconds if index else 0.0,
-            curve=built.curve if built else [],
             answers=scored,
             seconds=time.perf_counter() - started,
-            answer_engine=choice,
             answer_batch_size=config.answer.batch_size,
             latency_engine=LATENCY_ENGINE,
-            engine_note=engine_note,
+            incumbent=spec.kind if spec is not None else None,
         )
-        del loaded
-        release()
-        return result
 
     def _embedder_mb(self) -> float:
         model = getattr(self.embedder, "model", None)
         return weights_mb(model) if model is not None else 0.0
 
-    def _describe(self, arm: ArmSpec, loaded: LoadedModel, built: Built | None) -> str:
-        parts = [loaded.description]
+    def _describe(self, arm: ArmSpec, model: str, built: Built | None) -> str:
+        spec = self.config.incumbent(arm)
+        parts = [model]
+        if spec is not None and spec.description:
+            parts.append(spec.description)
         if built is not None and built.notes:
             parts.append(built.notes[0])
         if arm.retrieval is not None:
@@ -323,10 +421,16 @@ class Bakeoff:
         part of it: greedy answers from two engines can differ (other kernels, other rounding).
         The builtin engine adds nothing, so results stored before engines were chosen stay valid."""
         built = self.trained.get(arm.model)
-        engine = answer_engine(arm, built, self.config)[0]
+        engine: str = answer_engine(arm, built, self.config)[0]
+        spec = self.config.incumbent(arm)
+        if spec is not None and spec.endpoint is not None:
+            made_from: Any = endpoint_fingerprint(spec.endpoint)
+            engine = "endpoint"
+        else:
+            made_from = built.fingerprint if built else self.config.models.base
         return fingerprint(
             arm.model_dump(),
-            built.fingerprint if built else self.config.models.base,
+            made_from,
             self.config.models.embedder if arm.retrieval else None,
             self.config.answer.model_dump(exclude={"bootstrap"}),
             self.config.primary,
@@ -374,6 +478,14 @@ def price(arms: list[ArmResult], config: BakeoffConfig) -> None:
     primary, labels = config.primary, config.data.labels
     for arm in arms:
         if arm.ok:
+            by_tokens = None
+            if arm.usage:  # an endpoint billed by the token
+                by_tokens = token_usd_per_1k(
+                    arm.usage["prompt_tokens"],
+                    arm.usage["completion_tokens"],
+                    arm.usage["input_usd_per_million"],
+                    arm.usage["output_usd_per_million"],
+                )
             arm.costs = costs(
                 build_s=arm.training_s + arm.index_s,
                 mean_answer_s=arm.latency_ms["mean"] / 1000,
@@ -382,6 +494,7 @@ def price(arms: list[ArmResult], config: BakeoffConfig) -> None:
                 concurrency=config.costs.concurrency,
                 updates_per_year=UPDATES_PER_YEAR[config.situation.freshness],
                 queries_per_day=config.situation.queries_per_day,
+                token_usd_per_1k=by_tokens,
             )
     base = arms[0]
     if base.costs is None:
@@ -434,8 +547,10 @@ def run_bakeoff(
         + (f", {counts['updates']} about updated documents" if counts["updates"] else "")
         + f"; {len(config.arms)} arms"
     )
+    preflight(config)  # a missing key or adapter fails now, not after the training
     bakeoff.pull_models()
     bakeoff.train_all()
+    bakeoff.take_incumbents()
     arms: list[ArmResult] = []
     for n, arm in enumerate(config.arms, start=1):
         spent = time.perf_counter() - started

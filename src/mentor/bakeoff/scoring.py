@@ -123,13 +123,32 @@ def costs(
     concurrency: int,
     updates_per_year: int,
     queries_per_day: int,
+    token_usd_per_1k: float | None = None,
 ) -> Costs:
     """Money from measured time: building once (and again at every knowledge update), and
-    serving. ``usd_per_point`` is left for :func:`per_point`, which needs the base's costs."""
+    serving. ``usd_per_point`` is left for :func:`per_point`, which needs the base's costs.
+
+    ``token_usd_per_1k``: an endpoint billed by the token (:func:`token_usd_per_1k`) serves at
+    that price instead of by the hour."""
     training = build_s / 3600 * train_usd_per_hour
     per_1k = mean_answer_s * 1000 / 3600 * serve_usd_per_hour / concurrency
+    if token_usd_per_1k is not None:
+        per_1k = token_usd_per_1k
     yearly = training * updates_per_year + per_1k * queries_per_day * 365 / 1000
-    return Costs(training, per_1k, yearly, None)
+    basis = "time" if token_usd_per_1k is None else "tokens"
+    return Costs(training, per_1k, yearly, None, serve_basis=basis)
+
+
+def token_usd_per_1k(
+    prompt_tokens: float,
+    completion_tokens: float,
+    input_usd_per_million: float,
+    output_usd_per_million: float,
+) -> float:
+    """USD per 1,000 queries of an endpoint billed by the token, from the mean prompt and
+    completion tokens per query: ``1000 x (prompt x input + completion x output) / 1e6``."""
+    per_query = prompt_tokens * input_usd_per_million + completion_tokens * output_usd_per_million
+    return 1000 * per_query / 1e6
 
 
 def per_point(arm: Costs, base: Costs, gain_points: float) -> float | None:

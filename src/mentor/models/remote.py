@@ -560,9 +560,12 @@ def open_remote(
     *,
     environ: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    use_cache: bool = True,
 ) -> RemoteGenerator:
     """A :class:`RemoteGenerator` for ``settings``: the key from the environment, the response
-    cache opened, the rate limiter set up. Raises :class:`RemoteError` when the key is missing."""
+    cache opened, the rate limiter set up. Raises :class:`RemoteError` when the key is missing.
+
+    ``use_cache=False``: every request goes to the endpoint (timing it, as the bakeoff does)."""
     import openai
 
     key = resolve_api_key(settings, os.environ if environ is None else environ)
@@ -576,5 +579,5 @@ def open_remote(
     limiter = None
     if settings.requests_per_minute or settings.tokens_per_minute:
         limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute, sleep=sleep)
-    cache = ResponseCache(settings.cache or default_cache_path())
+    cache = ResponseCache(settings.cache or default_cache_path()) if use_cache else None
     return RemoteGenerator(settings, client, cache=cache, limiter=limiter, sleep=sleep)
