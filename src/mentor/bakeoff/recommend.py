@@ -12,7 +12,14 @@ together with the advisor's decision framework.
    (the paired 95% interval of the difference reaches 0) are tied; of these the one closest to
    the framework's methods wins, then the cheapest a year. A clear winner wins on its own, and
    the paragraph says when the measurement overrules the framework.
-4. The fallback is the best eligible arm of other methods; the monitoring plan puts measured
+4. An incumbent (what the team runs today: a model, an adapter trained elsewhere, a hosted
+   endpoint; method ``incumbent`` or ``hosted``, which the framework has no rule for) is a
+   candidate like any arm. Tied with the best, it is kept unless a tied challenger costs less a
+   year: switching has costs the bakeoff does not measure, so it must buy quality or money. The
+   paragraph says how the chosen arm compares to the incumbent, or why the incumbent is kept.
+   With secret documents, an arm that sends retrieved passages to an endpoint off this machine
+   is excluded.
+5. The fallback is the best eligible arm of other methods; the monitoring plan puts measured
    thresholds beside the framework's signals.
 """
 
@@ -77,6 +84,12 @@ def exclusions(arms: Sequence[ArmResult], situation: Situation, primary: str) ->
     for arm in arms:
         if not arm.ok:
             out[arm.name] = f"failed: {arm.error}"
+            continue
+        if situation.secret_documents and arm.offsite and "rag" in arm.methods:
+            out[arm.name] = (
+                "the documents may not leave the site, and this arm sends retrieved passages to "
+                "an endpoint off this machine"
+            )
             continue
         budget = situation.latency_budget_ms
         p95 = arm.latency_ms.get("p95")
@@ -161,7 +174,59 @@ def choose(
     tied = [a for a in eligible if _tied_with(best, a, primary, labels, resamples, seed)]
     wanted = advice.recommendation.methods
     chosen = max(tied, key=lambda a: (_overlap(a, wanted), -_yearly(a), a.quality[primary].value))
+    kept = [a for a in tied if a.incumbent is not None]
+    if kept and chosen.incumbent is None:
+        incumbent = min(kept, key=_yearly)
+        if _yearly(incumbent) <= _yearly(chosen):
+            chosen = incumbent
     return chosen, eligible, tied
+
+
+def _versus_incumbent(
+    chosen: ArmResult,
+    eligible: Sequence[ArmResult],
+    tied: Sequence[ArmResult],
+    primary: str,
+    labels: Sequence[str] | None,
+    resamples: int,
+    seed: int,
+) -> str:
+    """One sentence on the incumbents: why the chosen one is kept, or how the chosen arm
+    compares to the best incumbent measured."""
+    incumbents = [a for a in eligible if a.incumbent is not None]
+    if chosen.incumbent is not None:
+        others = [a.name for a in tied if a is not chosen]
+        if not others:
+            return (
+                f"{chosen.name} is what you run today ({chosen.incumbent}) and it scores "
+                "measurably above every other eligible arm: keep it."
+            )
+        return (
+            f"{chosen.name} is what you run today ({chosen.incumbent}); {', '.join(others)} "
+            "scored within the noise of it and none costs less a year, so switching would buy "
+            "neither quality nor money: keep it."
+        )
+    if not incumbents:
+        return ""
+    best = incumbents[0]  # eligible is sorted best first
+    if [a.id for a in best.answers] != [a.id for a in chosen.answers] or not chosen.answers:
+        return ""
+    diff = paired_bootstrap(
+        metric_statistic(primary, chosen.answers, labels),
+        metric_statistic(primary, best.answers, labels),
+        len(chosen.answers),
+        scale=100.0,  # points
+        resamples=resamples,
+        seed=seed,
+    )
+    if any(a is best for a in tied):
+        why = "it ties with it and costs less a year"
+    else:
+        why = "the difference is measurable"
+    return (
+        f"Against {best.name}, what you run today ({best.incumbent}), {chosen.name} scores "
+        f"{_points(diff)}: {why}, so switching pays."
+    )
 
 
 def _disagreement(
@@ -302,7 +367,8 @@ def verdict(
         )
     quality = chosen.quality[primary]
     agrees = set(chosen.methods) - {"prompting"} == set(rec.methods) - {"prompting"}
-    parts = [f"Use {chosen.name} ({chosen.description})."]
+    verb = "Keep" if chosen.incumbent is not None else "Use"
+    parts = [f"{verb} {chosen.name} ({chosen.description})."]
     parts.append(f"On {chosen.questions} held-out questions it scores {primary} {_ci(quality)}")
     if chosen is not base and chosen.vs_base is not None:
         parts[-1] += f", {_points(chosen.vs_base)} over {base.name}"
@@ -314,7 +380,18 @@ def verdict(
             line += f" and costs about ${cost.serve_usd_per_1k:.3f} per 1,000 queries"
             line += f" (${cost.yearly_usd:,.0f} a year at {config.situation.queries_per_day:,}/day)"
         parts.append(line + ".")
-    if len(tied) > 1:
+    incumbent_line = _versus_incumbent(
+        chosen,
+        eligible,
+        tied,
+        primary,
+        labels,
+        config.answer.bootstrap,
+        config.answer.seed,
+    )
+    if incumbent_line:
+        parts.append(incumbent_line)
+    elif len(tied) > 1:
         others = ", ".join(a.name for a in tied if a is not chosen)
         parts.append(
             f"{others} scored within the noise of the best; {chosen.name} was preferred as the "
@@ -322,6 +399,12 @@ def verdict(
         )
     if agrees:
         parts.append(framework.replace("recommends", "agrees: it recommends", 1))
+    elif chosen.incumbent is not None:
+        parts.append(
+            framework
+            + f" It has no rule for keeping what runs today; of the measured arms none measurably "
+            f"beat {chosen.name}."
+        )
     else:
         parts.append(framework + " " + _disagreement(chosen, arms, eligible, rec.methods, primary))
     fallback, fallback_arm = _fallback(chosen, eligible, advice)

@@ -59,6 +59,9 @@ COST_FORMULAS = (
     "yearly USD = retrains a year x training USD + queries a year x serving USD per query",
     "USD per point = (yearly USD - the base's yearly USD) / points gained over the base; none "
     "when the arm gains nothing",
+    "endpoint arms (incumbent, hosted): serving USD per 1k queries = 1000 x (mean prompt tokens x "
+    "input price + mean completion tokens x output price) / 1e6, the tokens as the endpoint "
+    "reported them in usage; latency is what the client waited, one question at a time",
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222;
@@ -76,6 +79,7 @@ tr.failed td { color: #999; background: #f7f7f7; }
 tr.reference td { font-style: italic; color: #555; }
 .badge { font-size: 0.75em; color: #fff; background: #2a7; border-radius: 3px; padding: 0 0.3em; }
 .badge.fallback { background: #888; }
+.badge.incumbent { background: #36c; }
 figure { display: inline-block; margin: 0 1em 1em 0; }
 details { margin: 0.4em 0; }
 td.text { max-width: 30em; white-space: pre-wrap; }
@@ -297,6 +301,8 @@ def _cost_cells(arm: ArmResult) -> list[str]:
 def _arm_name(result: BakeoffResult, arm: ArmResult) -> str:
     verdict = result.verdict
     name = escape(arm.name)
+    if arm.incumbent is not None:
+        name += f' <span class="badge incumbent">incumbent {escape(arm.incumbent)}</span>'
     if verdict is not None and arm.name == verdict.arm:
         return f'★ {name} <span class="badge">recommended</span>'
     if verdict is not None and arm.name == verdict.fallback_arm:
@@ -359,6 +365,7 @@ def _arms_list(result: BakeoffResult) -> str:
     entries = "".join(
         f"<dt>{escape(a.name)}</dt><dd>{escape(a.description)}"
         + (f"<br>{escape(a.engines)}" if a.ok else "")
+        + (f"<br>{escape(usage_line(a))}" if a.usage else "")
         + "</dd>"
         for a in result.arms
     )
@@ -756,8 +763,18 @@ def _summary_names(result: BakeoffResult) -> dict[str, str]:
     for arm in result.arms:
         mark = "★ " if arm.name == recommended else ""
         mark = "✗ " if not arm.ok else "! " if arm.name in unlearned else mark
-        names[arm.name] = mark + arm.name
+        names[arm.name] = mark + arm.name + (" (incumbent)" if arm.incumbent else "")
     return names
+
+
+def usage_line(arm: ArmResult) -> str:
+    """An endpoint arm's reported tokens and prices, the inputs of its serving cost."""
+    u = arm.usage
+    return (
+        f"endpoint usage: {u['prompt_tokens']:.1f} prompt + {u['completion_tokens']:.1f} "
+        f"completion tokens per question, at ${u['input_usd_per_million']:g} / "
+        f"${u['output_usd_per_million']:g} per million"
+    )
 
 
 def engine_lines(result: BakeoffResult) -> list[str]:
@@ -781,6 +798,9 @@ def print_summary(result: BakeoffResult, console: Console, html_path: Path | Non
             console.print(f"✗ {arm.name} failed: {_error_line(arm)}", markup=False)
     for finding in not_learned(result):
         console.print(f"! {finding.text}", markup=False)
+    for arm in result.arms:
+        if arm.ok and arm.usage:
+            console.print(f"{arm.name}: {usage_line(arm)}", markup=False, highlight=False)
     verdict = result.verdict
     if verdict is not None:
         console.print(verdict.paragraph, markup=False)
