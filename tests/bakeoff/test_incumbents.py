@@ -267,3 +267,14 @@ def test_a_measurably_better_incumbent_is_kept_whatever_it_costs(tmp_path: Path)
     secret = _verdict(tmp_path, arms, secret_documents=True)
     assert secret.arm == "rag"
     assert "endpoint off this machine" in secret.excluded["hosted+rag"]
+
+
+def test_the_example_loads_with_each_profile() -> None:
+    example = Path(__file__).parents[2] / "examples" / "bakeoff" / "incumbents.yaml"
+    local = load_bakeoff_config(example, profile="local")
+    assert [a.name for a in local.arms][2:] == ["served", "served+rag", "coder-local+rag"]
+    served = local.incumbents["served"].endpoint
+    assert served is not None and served.input_usd_per_million == 0.0
+    hosted = load_bakeoff_config(example, profile="hosted").incumbents["hosted"].endpoint
+    assert hosted is not None and hosted.output_usd_per_million == 0.60
+    assert local.incumbents["current-ft"].adapter == example.parent / "adapters" / "support-v3"
