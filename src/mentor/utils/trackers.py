@@ -5,7 +5,7 @@
 name           extra                  where the run goes by default
 =============  =====================  ==========================================================
 tensorboard    mentor[tensorboard]    event files in ``RUN/tensorboard`` (``tensorboard --logdir``)
-mlflow         mentor[mlflow]         ``MLFLOW_TRACKING_URI``, else a file store ``RUN/mlruns``
+mlflow         mentor[mlflow]         ``MLFLOW_TRACKING_URI``, else ``RUN/mlflow.db`` (SQLite)
 wandb          mentor[wandb]          W&B; ``WANDB_MODE=offline`` keeps it in ``RUN/wandb``
 trackio        mentor[trackio]        trackio's local store (``TRACKIO_DIR``), unless a Space
 =============  =====================  ==========================================================
@@ -91,25 +91,39 @@ class TensorBoardTracker:
 
 class MLflowTracker:
     """A run with the config as parameters (and ``config.json``), metrics per step, artifacts
-    copied into the run's artifact store."""
+    copied into the run's artifact store.
+
+    Without ``MLFLOW_TRACKING_URI`` the store is local, in the run folder: ``RUN/mlflow.db`` (a
+    SQLite database: MLflow 3 refuses its old ``mlruns`` file store unless told to) and
+    ``RUN/mlartifacts``; ``mlflow ui --backend-store-uri sqlite:///RUN/mlflow.db`` shows it."""
 
     PARAM_LIMIT = 500  # characters of a parameter's value every MLflow server takes
 
     def __init__(self, run_dir: Path, run_name: str) -> None:
         _need("mlflow", "mlflow", "mlflow-skinny")
-        from mlflow.tracking import MlflowClient
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
-        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI")
+        self.artifacts: str | None = None
+        if not self.uri:
+            for module in ("sqlalchemy", "alembic"):  # the local store; mlflow-skinny lacks them
+                _need(module, "mlflow", module)
+            self.uri = f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+            self.artifacts = (run_dir / "mlartifacts").resolve().as_uri()
         self.run_name = run_name
+        self.client: Any = None
         self.run_id = ""
 
     def start(self, config: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
 
+        self.client = MlflowClient(tracking_uri=self.uri)
         name = _project("MLFLOW_EXPERIMENT_NAME")
         found = self.client.get_experiment_by_name(name)
-        experiment = found.experiment_id if found else self.client.create_experiment(name)
+        experiment = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(name, artifact_location=self.artifacts)
+        )
         self.run_id = self.client.create_run(experiment, run_name=self.run_name).info.run_id
         params = [
             Param(key, str(value)[: self.PARAM_LIMIT]) for key, value in flatten(config).items()

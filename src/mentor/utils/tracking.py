@@ -37,8 +37,8 @@ REPORT_TO_HELP = (
     "Report the run's config, per-step metrics, report and adapter/model to trackers: trackio, "
     "wandb, mlflow, tensorboard (repeat the flag or separate with commas; each needs its extra, "
     "e.g. pip install 'mentor[mlflow]'). Offline by default where the tool allows: WANDB_MODE, "
-    "MLFLOW_TRACKING_URI (else a file store under the run folder), TensorBoard event files under "
-    "the run folder, trackio's local store."
+    "MLFLOW_TRACKING_URI (else a SQLite store in the run folder), TensorBoard event files in the "
+    "run folder, trackio's local store."
 )
 
 
