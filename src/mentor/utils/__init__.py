@@ -5,7 +5,7 @@ and the one error exit of the command line.
 - ``cli.py``: :func:`fail`; ``lazy.py``: :func:`lazy_exports`, which every ``__init__`` uses;
 - ``config.py``: the YAML reader of every config; ``progress.py``: rich progress bars;
   ``logs.py``: quiet third-party logging;
-- ``tracking.py``: the :class:`Tracker` protocol and :func:`tracking` (``--report-to``);
+- ``tracking.py``: the :class:`Tracker` protocol and ``tracking()`` (``--report-to``);
   ``trackers.py``: its four backends (trackio, wandb, mlflow, tensorboard).
 """
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         sha256_file,
     )
     from mentor.utils.lazy import lazy_exports
-    from mentor.utils.tracking import Tracker, tracking
+    from mentor.utils.tracking import Tracker
 
 __all__ = [
     "Tracker",
@@ -38,7 +38,6 @@ __all__ = [
     "lazy_exports",
     "mentor_home",
     "sha256_file",
-    "tracking",
 ]
 
 __getattr__ = lazy_exports(
@@ -53,6 +52,5 @@ __getattr__ = lazy_exports(
         "sha256_file": "mentor.utils.fs",
         "lazy_exports": "mentor.utils.lazy",
         "Tracker": "mentor.utils.tracking",
-        "tracking": "mentor.utils.tracking",
     },
 )
