@@ -140,3 +140,28 @@ def test_tensorboard_and_mlflow_get_the_run_from_the_command_line(
     adapter = {a.path for a in client.list_artifacts(found.info.run_id, "adapter/adapter")}
     assert "adapter/adapter/adapter_model.safetensors" in adapter
     assert (out / "mlartifacts").is_dir()  # artifacts stay in the run folder, not the cwd
+
+
+def test_under_torchrun_only_process_0_reports(workspace: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="pip install 'mentor[tensorboard]' to test it")
+    import os
+    import subprocess
+    import sys
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "ddp"
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+         "mentor.cli", "finetune", "--model", str(workspace / "base"), "--data",
+         str(workspace / "train.jsonl"), "--out", str(out), "--batch-size", "2",
+         "--max-length", "32", "--max-steps", str(STEPS), "--precision", "fp32",
+         "--device", "cpu", "--report-to", "tensorboard"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    (logdir,) = (out / "tensorboard").iterdir()  # one run, not one per process
+    assert len(list(logdir.glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
