@@ -1,18 +1,22 @@
 """The W&B backend in offline mode, read back from the run's own ``.wandb`` log (a LevelDB-style
 record log of W&B's protobuf records): config, metrics on the ``step`` axis, artifacts, the exit
-code. TensorBoard and MLflow are read back after a whole finetune run in
-tests/finetune/test_tracking.py."""
+code; trackio's local store read back with its own storage class. TensorBoard and MLflow are
+read back after a whole finetune run in tests/finetune/test_tracking.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mentor.utils.trackers import WandbTracker
+from mentor.utils.trackers import TrackioTracker, WandbTracker
 
 BLOCK, HEADER = 32768, 7  # W&B's log: 7-byte file header, 32 KiB blocks of records
 
@@ -35,6 +39,25 @@ def _records(raw: bytes) -> Iterator[bytes]:
             pending = b""
 
 
+def _flushed(log: Path, seconds: float = 30.0) -> list[Any]:
+    """The log's records once W&B's writer (a separate process) has written the exit record: on
+    a busy machine ``finish`` in offline mode can return before the file is flushed."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    deadline = time.monotonic() + seconds
+    while True:
+        records = []
+        for payload in _records(log.read_bytes()):
+            record = pb.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{log}: no exit record after {seconds} s")
+        time.sleep(0.2)
+
+
 def _key(item: object) -> str:
     return item.key or "/".join(item.nested_key)  # type: ignore[attr-defined]
 
@@ -43,7 +66,6 @@ def test_wandb_offline_run_holds_config_steps_artifacts_and_exit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("wandb", reason="pip install 'mentor[wandb]' to test it")
-    from wandb.proto import wandb_internal_pb2 as pb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -58,9 +80,7 @@ def test_wandb_offline_run_holds_config_steps_artifacts_and_exit(
 
     (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     history, config, artifacts, exits = [], {}, [], []
-    for payload in _records(log.read_bytes()):
-        record = pb.Record()
-        record.ParseFromString(payload)
+    for record in _flushed(log):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             items = {_key(i): json.loads(i.value_json) for i in record.history.item}
@@ -75,3 +95,29 @@ def test_wandb_offline_run_holds_config_steps_artifacts_and_exit(
     assert config["model"] == "tiny" and config["train"] == {"lr": 0.1}
     assert artifacts == [("finetune-run-1-report.json", "report")]
     assert exits == [1]
+
+
+def test_trackio_local_run_holds_config_steps_and_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trackio reads ``TRACKIO_DIR`` when imported, so the test runs where it is set first."""
+    if "trackio" in sys.modules or importlib.util.find_spec("trackio") is None:
+        pytest.skip("pip install 'mentor[trackio]' (trackio 0.43 pins pillow<13) to test it")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "store"))
+    from trackio.sqlite_storage import SQLiteStorage
+
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    tracker = TrackioTracker(tmp_path, "distill-run-1")
+    tracker.start({"model": "tiny", "train": {"lr": 0.1}})
+    for step, loss in [(1, 2.0), (2, 1.5)]:
+        tracker.log({"loss": loss}, step)
+    tracker.artifact(report, "report")
+    tracker.finish("finished")
+
+    logs = SQLiteStorage.get_logs("mentor", "distill-run-1")
+    assert [(row["step"], row["loss"]) for row in logs] == [(1, 2.0), (2, 1.5)]
+    config = SQLiteStorage.get_run_config("mentor", "distill-run-1")
+    assert config is not None and config["train"] == {"lr": 0.1}
+    stored = [(a["name"], a["type"]) for a in SQLiteStorage.get_artifacts("mentor")]
+    assert stored == [("distill-run-1-report.json", "report")]
