@@ -367,8 +367,9 @@ def train(
             if world.is_main:
                 with metrics_file.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
-                if tracker is not None:
-                    tracker.log({k: float(v) for k, v in record.items()}, state.step)
+                if tracker is not None:  # the step is the tracker's x axis, not a metric
+                    values = {k: float(v) for k, v in record.items() if k != "step"}
+                    tracker.log(values, state.step)
                 speed = train_tokens / max(train_time, 1e-9)
                 stats = f"loss {step_loss:.4f}  {speed:,.0f} tok/s"
                 progress.update(task, completed=state.step, stats=stats)
