@@ -8,7 +8,8 @@ advisor's decision framework.
 - ``arms.py``: one arm loaded, answering, timed; ``scoring.py``: answers scored with
   :mod:`mentor.evaluate`'s metrics and bootstrap, grounding, groups and money;
 - ``recommend.py``: the verdict; ``report.py``: HTML, JSON and the terminal summary;
-- ``runner.py``: all of it in order, resumable; ``commands.py``: ``mentor bakeoff``.
+- ``runner.py``: all of it in order, resumable; ``commands.py``: ``mentor bakeoff``;
+- ``tracking.py``: the curves, scores table and reports ``--report-to`` trackers get.
 
     from mentor.bakeoff import load_bakeoff_config, run_bakeoff
     config = load_bakeoff_config(Path("examples/bakeoff/tidepool.yaml"), profile="quick")

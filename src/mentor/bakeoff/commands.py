@@ -4,10 +4,12 @@ mentor bakeoff examples/bakeoff/tidepool.yaml --profile quick
 mentor bakeoff examples/bakeoff/pubmedqa.yaml --profile full --out runs/pubmedqa
 mentor bakeoff my.yaml --arms closed-book,rag --set answer.test_limit=20
 mentor bakeoff examples/bakeoff/tidepool.yaml --engine vllm --set answer.batch_size=32
+mentor bakeoff examples/bakeoff/tidepool.yaml --report-to mlflow,tensorboard
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +18,7 @@ import yaml
 from rich.console import Console
 
 from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_overrides
-from mentor.utils.cli import fail
+from mentor.utils.cli import ReportToOpt, fail
 
 err = Console(stderr=True)
 
@@ -51,19 +53,24 @@ def bakeoff_cmd(
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Run the arms side by side on held-out questions; write report.html and report.json.
 
     Finished arms are reused on a rerun; a failing arm is reported and the others go on."""
     from mentor.bakeoff.config import load_bakeoff_config
     from mentor.bakeoff.runner import run_bakeoff
+    from mentor.bakeoff.tracking import report_bakeoff
     from mentor.utils.logs import quiet_libraries
+    from mentor.utils.tracking import run_name, tracking
 
     try:
         overrides = parse_sets(sets or [])
         if out is not None:
             overrides["out"] = str(out)
         overrides.update(engine_overrides(engine, vllm_url, vllm_python))
+        if report_to:
+            overrides["report_to"] = report_to
         settings = load_bakeoff_config(config, profile=profile, overrides=overrides)
         if arms:
             wanted = [a.strip() for a in arms.split(",") if a.strip()]
@@ -77,6 +84,14 @@ def bakeoff_cmd(
     quiet_libraries()
     console = Console()
     try:
-        run_bakeoff(settings, console=console, profile=profile)
+        with tracking(
+            settings.report_to,
+            run_dir=settings.out,
+            name=run_name("bakeoff", settings.out),
+            config=json.loads(settings.model_dump_json()),
+            console=err,
+        ) as tracker:
+            result = run_bakeoff(settings, console=console, profile=profile)
+            report_bakeoff(tracker, result, settings.out)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -44,6 +44,7 @@ from mentor.evaluate.labels import LABEL_METRICS
 from mentor.evaluate.stats import RESAMPLES
 from mentor.models.backends import EngineSettings
 from mentor.utils.config import read_yaml_mapping
+from mentor.utils.tracking import ReportTo
 
 Metric = Literal["exact_match", "token_f1", "rouge_l", "contains", "accuracy", "macro_f1"]
 """The names in :data:`mentor.evaluate.text.TEXT_METRICS` and
@@ -340,6 +341,12 @@ class BakeoffConfig(_Strict):
         default_factory=SituationFacts, description="Facts for the advisor."
     )
     out: Path = Field(default=Path("runs/bakeoff"), description="Folder of the run.")
+    report_to: ReportTo = Field(
+        default_factory=list,
+        description="Trackers that get the run's config, per-step metrics, report and "
+        "scores table: trackio, wandb, mlflow, tensorboard (each needs its extra, e.g. "
+        "mentor[mlflow]).",
+    )
     device: str = Field(default="cpu", description="cpu, cuda or auto.")
     engine: EngineSettings = Field(
         default_factory=EngineSettings,

@@ -46,6 +46,7 @@ from mentor.train.classifier import collate as collate_rows
 from mentor.train.lora import LoRAConfig, parameter_report
 from mentor.train.trainer import TrainResult, TrainSettings, train
 from mentor.utils.fs import atomic_write_text, dir_size
+from mentor.utils.tracking import Tracker
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ def distill_classifier(
     resume: bool = False,
     device: str = "auto",
     console: Console | None = None,
+    tracker: Tracker | None = None,
 ) -> ClassifierKDResult:
     """Train a ``student`` classifier on ``teacher_dir``'s soft labels; save it to
     ``out/model``; compare the two on ``test_data``; write ``out/report.md`` and ``.json``."""
@@ -231,6 +233,7 @@ def distill_classifier(
         resume=resume,
         device=target,
         console=console,
+        tracker=tracker,
     )
     model_dir = save_classifier(
         model,
@@ -269,7 +272,11 @@ def distill_classifier(
 
 
 def run_classifier_distill(
-    config: DistillConfig, *, resume: bool = False, console: Console
+    config: DistillConfig,
+    *,
+    resume: bool = False,
+    console: Console,
+    tracker: Tracker | None = None,
 ) -> ClassifierKDResult:
     """``mentor distill`` on classification data: the teacher is a classifier folder.
 
@@ -301,6 +308,7 @@ def run_classifier_distill(
         resume=resume,
         device=config.device,
         console=console,
+        tracker=tracker,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_ove
 from mentor.utils.cli import (
     GradientCheckpointingOpt,
     OverlongOpt,
+    ReportToOpt,
     StrategyOpt,
     checkpointing_setting,
     fail,
@@ -110,6 +112,7 @@ def distill_cmd(
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Distil TEACHER into STUDENT on DATA, save the student and write the teacher-student
     report (retention, agreement, similarity, size and speed) under --out. Runs unchanged
@@ -153,6 +156,7 @@ def distill_cmd(
         "train.seed": seed,
         "train.gradient_checkpointing": checkpointing_setting(gradient_checkpointing),
         **engine_overrides(engine, vllm_url, vllm_python),
+        "report_to": report_to or None,
     }
     try:
         settings = load_config(config, overrides)
@@ -169,20 +173,31 @@ def distill_cmd(
     from mentor.train.checkpoint import run_folder_problem
     from mentor.train.data import DataError
     from mentor.train.trainer import TrainingDivergedError
+    from mentor.utils.tracking import report_outputs, run_name, tracking
 
     problem = run_folder_problem(settings.out, resume)
     if problem:
         raise fail(problem)
     try:
-        if _is_classification(settings.data):
-            from mentor.distill.classify import run_classifier_distill
+        classify = _is_classification(settings.data)
+        if classify and settings.teacher_endpoint is not None:
+            raise fail("a hosted teacher only writes answers; a classifier needs its logits")
+        with tracking(
+            settings.report_to,
+            run_dir=settings.out,
+            name=run_name("distill", settings.out),
+            config=json.loads(settings.model_dump_json()),
+            console=err,
+        ) as tracker:
+            if classify:
+                from mentor.distill.classify import run_classifier_distill
 
-            if settings.teacher_endpoint is not None:
-                raise fail("a hosted teacher only writes answers; a classifier needs its logits")
-
-            saved = run_classifier_distill(settings, resume=resume, console=err).model_dir
-        else:
-            saved = run_distill(settings, resume=resume, console=err).saved
+                saved = run_classifier_distill(
+                    settings, resume=resume, console=err, tracker=tracker
+                ).model_dir
+            else:
+                saved = run_distill(settings, resume=resume, console=err, tracker=tracker).saved
+            report_outputs(tracker, settings.out, saved)
     except (DataError, TrainingDivergedError) as exc:
         raise fail(str(exc)) from None
     except (

@@ -18,6 +18,7 @@ from mentor.models.remote import EndpointSettings
 from mentor.train.lora import LoRASettings
 from mentor.train.trainer import TrainSettings
 from mentor.utils.config import load_yaml_config
+from mentor.utils.tracking import ReportTo
 
 
 class KDSettings(BaseModel):
@@ -118,6 +119,12 @@ class DistillConfig(BaseModel):
         "empty to skip it.",
     )
     out: Path = Field(default=Path("runs/distill"), description="Folder of the run.")
+    report_to: ReportTo = Field(
+        default_factory=list,
+        description="Trackers that get the run's config, per-step metrics, report and "
+        "student: trackio, wandb, mlflow, tensorboard (each needs its extra, e.g. "
+        "mentor[mlflow]).",
+    )
     max_length: int = Field(default=1024, ge=8, description="Longest example, in tokens.")
     overlong: Literal["error", "truncate", "drop"] = Field(
         default="error",

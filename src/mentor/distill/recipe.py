@@ -83,6 +83,7 @@ from mentor.train.lora import add_lora, mark_trainable, parameter_report
 from mentor.train.objectives import CausalLMLoss
 from mentor.train.trainer import TrainResult, train, use_bf16
 from mentor.utils.fs import atomic_dir, atomic_write_text, dir_size, mentor_home
+from mentor.utils.tracking import Tracker
 
 
 class TokenizerMismatchError(ValueError):
@@ -139,7 +140,13 @@ def check_tokenizers(teacher: str, student: str, teacher_tok: Any, student_tok: 
         )
 
 
-def run_distill(config: DistillConfig, *, resume: bool = False, console: Console) -> DistillReport:
+def run_distill(
+    config: DistillConfig,
+    *,
+    resume: bool = False,
+    console: Console,
+    tracker: Tracker | None = None,
+) -> DistillReport:
     world, device = setup(config.device, config.train.strategy)
     bf16 = use_bf16(config.train.precision, device)
     remote = open_remote(config.teacher_endpoint) if config.teacher_endpoint else None
@@ -307,6 +314,7 @@ def run_distill(config: DistillConfig, *, resume: bool = False, console: Console
         world=world,
         device=device,
         console=console,
+        tracker=tracker,
     )
     student.eval()
     saved = _save_student(student, student_tok, config, result, world)

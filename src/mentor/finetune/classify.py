@@ -55,6 +55,7 @@ from mentor.train.distributed import World
 from mentor.train.lora import LoRAConfig, parameter_report
 from mentor.train.trainer import TrainResult, TrainSettings, train, use_bf16
 from mentor.utils.fs import atomic_write_text
+from mentor.utils.tracking import Tracker
 
 if TYPE_CHECKING:
     from mentor.finetune.config import FinetuneConfig
@@ -181,6 +182,7 @@ def train_and_evaluate(
     resume: bool = False,
     device: str = "auto",
     console: Console | None = None,
+    tracker: Tracker | None = None,
 ) -> ClassifierResult:
     """Fine-tune a classifier on ``train_data``, save it to ``out/model``, score it and the
     frozen-embedding baseline on ``test_data``, and write ``out/report.md`` and ``report.json``.
@@ -227,6 +229,7 @@ def train_and_evaluate(
         resume=resume,
         device=target,
         console=console,
+        tracker=tracker,
     )
     saved_lora = (lora or LoRAConfig()) if method == "lora" else None
     model_dir = save_classifier(
@@ -298,7 +301,11 @@ def train_classifier(
 
 
 def run_classification(
-    config: FinetuneConfig, *, resume: bool = False, console: Console
+    config: FinetuneConfig,
+    *,
+    resume: bool = False,
+    console: Console,
+    tracker: Tracker | None = None,
 ) -> ClassifierResult:
     """``mentor finetune --task classify``: the run a :class:`FinetuneConfig` describes.
 
@@ -329,4 +336,5 @@ def run_classification(
         resume=resume,
         device=config.device,
         console=console,
+        tracker=tracker,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,7 @@ from mentor.models.flags import EngineOpt, VLLMPythonOpt, VLLMUrlOpt, engine_ove
 from mentor.utils.cli import (
     GradientCheckpointingOpt,
     OverlongOpt,
+    ReportToOpt,
     StrategyOpt,
     checkpointing_setting,
     fail,
@@ -20,6 +22,7 @@ from mentor.utils.cli import (
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.finetune.config import FinetuneConfig
+    from mentor.utils.tracking import Tracker
 
 console = Console()
 err = Console(stderr=True)
@@ -77,6 +80,7 @@ def finetune_cmd(
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
+    report_to: ReportToOpt = None,
 ) -> None:
     """Fine-tune MODEL on DATA (LoRA or full), score base against tuned on --eval, and save the
     adapter or model with a report under --out. Runs unchanged under torchrun for several GPUs."""
@@ -112,6 +116,7 @@ def finetune_cmd(
         "train.gradient_checkpointing": checkpointing_setting(gradient_checkpointing),
         "lora.r": rank,
         "lora.alpha": alpha,
+        "report_to": report_to or None,
         **engine_overrides(engine, vllm_url, vllm_python),
     }
     try:
@@ -129,13 +134,22 @@ def _task(settings_task: str, data: Path) -> str:
     return "classify" if read_records(data).schema == "classification" else "sft"
 
 
-def run(settings: FinetuneConfig, resume: bool) -> None:
+def run(
+    settings: FinetuneConfig,
+    resume: bool,
+    trackers: Sequence[tuple[str, Tracker]] | None = None,
+) -> None:
+    """The run ``settings`` describe, reported to ``settings.report_to`` (or to ``trackers``,
+    as ``(name, tracker)``, when given)."""
+    import json
+
     from mentor.models.hub import NotPulledError, PullError
     from mentor.models.registry import UnknownModelError
     from mentor.models.sources import SourceError
     from mentor.train.adapters import AdapterError
     from mentor.train.data import DataError
     from mentor.train.trainer import TrainingDivergedError
+    from mentor.utils.tracking import report_outputs, run_name, tracking
 
     if not settings.data.exists():
         raise fail(f"{settings.data}: no such file")
@@ -145,14 +159,25 @@ def run(settings: FinetuneConfig, resume: bool) -> None:
     if problem:
         raise fail(problem)
     try:
-        if _task(settings.task, settings.data) == "classify":
-            from mentor.finetune.classify import run_classification
+        with tracking(
+            settings.report_to,
+            run_dir=settings.out,
+            name=run_name("finetune", settings.out),
+            config=json.loads(settings.model_dump_json()),
+            console=err,
+            trackers=trackers,
+        ) as tracker:
+            if _task(settings.task, settings.data) == "classify":
+                from mentor.finetune.classify import run_classification
 
-            saved = run_classification(settings, resume=resume, console=err).model_dir
-        else:
-            from mentor.finetune.recipe import run_sft
+                saved = run_classification(
+                    settings, resume=resume, console=err, tracker=tracker
+                ).model_dir
+            else:
+                from mentor.finetune.recipe import run_sft
 
-            saved = run_sft(settings, resume=resume, console=err).saved
+                saved = run_sft(settings, resume=resume, console=err, tracker=tracker).saved
+            report_outputs(tracker, settings.out, saved)
     except (DataError, TrainingDivergedError, AdapterError) as exc:
         raise fail(str(exc)) from None
     except (UnknownModelError, NotPulledError, PullError, SourceError, ValueError) as exc:

@@ -15,6 +15,7 @@ from mentor.models.backends import EngineSettings
 from mentor.train.lora import LoRASettings
 from mentor.train.trainer import TrainSettings
 from mentor.utils.config import load_yaml_config
+from mentor.utils.tracking import ReportTo
 
 OVERLONG_HELP = (
     "An example longer than max_length: error (the default) stops before any model is loaded and "
@@ -85,6 +86,12 @@ class FinetuneConfig(BaseModel):
         default=128, ge=1, description="Longest answer generated when scoring the test set."
     )
     out: Path = Field(default=Path("runs/finetune"), description="Folder of the run.")
+    report_to: ReportTo = Field(
+        default_factory=list,
+        description="Trackers that get the run's config, per-step metrics, report and "
+        "adapter or model: trackio, wandb, mlflow, tensorboard (each needs its extra, e.g. "
+        "mentor[mlflow]).",
+    )
     max_length: int = Field(default=1024, ge=8, description="Longest example, in tokens.")
     overlong: Literal["error", "truncate", "drop"] = Field(
         default="error", description=OVERLONG_HELP

@@ -40,6 +40,7 @@ from mentor.train.lora import add_lora, mark_trainable, parameter_report
 from mentor.train.objectives import CausalLMLoss
 from mentor.train.trainer import TrainResult, train, use_bf16
 from mentor.utils.fs import atomic_dir, atomic_write_text
+from mentor.utils.tracking import Tracker
 
 
 @dataclass
@@ -104,7 +105,14 @@ def score(
     return Scores(answers, general)
 
 
-def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -> FinetuneReport:
+def run_sft(
+    config: FinetuneConfig,
+    *,
+    resume: bool = False,
+    console: Console,
+    tracker: Tracker | None = None,
+) -> FinetuneReport:
+    """The run ``config`` describes; ``tracker`` gets every training step's metrics."""
     from mentor.models.loading import load_causal_lm, load_tokenizer
 
     if config.eval is not None:  # vLLM refuses a model it cannot run now, not after training
@@ -175,6 +183,7 @@ def run_sft(config: FinetuneConfig, *, resume: bool = False, console: Console) -
         world=world,
         device=device,
         console=console,
+        tracker=tracker,
     )
     model.eval()
     saved = save_model(model, tokenizer, config, result, world, fingerprint)

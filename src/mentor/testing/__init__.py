@@ -16,6 +16,8 @@ The fakes, one per protocol:
 ``MemoryStore``           :class:`mentor.rag.store.VectorStore` (numpy, exact cosine search);
                           pass it as ``Retriever(index, embedder, store=...)``
 ``KeywordReranker``       :class:`mentor.rag.retrieve.Reranker` (shared words)
+``RecordingTracker``      :class:`mentor.utils.tracking.Tracker` (keeps every call; can fail
+                          on purpose)
 ``fake_cuda``             a CUDA device on a CPU (:mod:`mentor.testing.devices`): a tensor
                           left on the CPU next to a "GPU" model fails as on a real GPU
 ========================  =================================================================
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
         tiny_corpus,
         tiny_wordpiece_tokenizer,
     )
+    from mentor.testing.trackers import RecordingTracker
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -63,6 +66,7 @@ __all__ = [
     "HashEmbedder",
     "KeywordReranker",
     "MemoryStore",
+    "RecordingTracker",
     "RerankCall",
     "ScriptedCall",
     "ScriptedEngine",
@@ -91,6 +95,7 @@ __getattr__ = lazy_exports(
         "RerankCall": "mentor.testing.fakes",
         "ScriptedCall": "mentor.testing.fakes",
         "ScriptedGenerator": "mentor.testing.fakes",
+        "RecordingTracker": "mentor.testing.trackers",
         "fake_cuda": "mentor.testing.devices",
         "on_fake_cuda": "mentor.testing.devices",
         "save_model_folder": "mentor.testing.tiny_models",

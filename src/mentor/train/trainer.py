@@ -44,6 +44,7 @@ from mentor.train.distributed import World
 from mentor.train.sharding import full_trainable_state, global_norm, shard, unshard
 from mentor.utils.fs import atomic_path, atomic_write_text
 from mentor.utils.progress import progress_bar
+from mentor.utils.tracking import Tracker
 
 
 class TrainSettings(BaseModel):
@@ -253,9 +254,11 @@ def train(
     world: World | None = None,
     device: torch.device | None = None,
     console: Console | None = None,
+    tracker: Tracker | None = None,
 ) -> TrainResult:
     """Train ``objective``'s parameters that require grad; write checkpoints, metrics and the
-    best weights (by validation loss, when there is validation data) under ``out``.
+    best weights (by validation loss, when there is validation data) under ``out``; process 0
+    also hands each step's metrics (the line of ``metrics.jsonl``) to ``tracker``.
 
     On return the objective holds the best validation weights, or the last ones without
     validation. ``resume`` continues from the newest checkpoint in ``out``. With strategy fsdp
@@ -364,6 +367,9 @@ def train(
             if world.is_main:
                 with metrics_file.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
+                if tracker is not None:  # the step is the tracker's x axis, not a metric
+                    values = {k: float(v) for k, v in record.items() if k != "step"}
+                    tracker.log(values, state.step)
                 speed = train_tokens / max(train_time, 1e-9)
                 stats = f"loss {step_loss:.4f}  {speed:,.0f} tok/s"
                 progress.update(task, completed=state.step, stats=stats)

@@ -4,7 +4,9 @@ and the one error exit of the command line.
 - ``fs.py``: atomic writes and folders, sha256, sizes, :func:`mentor_home`;
 - ``cli.py``: :func:`fail`; ``lazy.py``: :func:`lazy_exports`, which every ``__init__`` uses;
 - ``config.py``: the YAML reader of every config; ``progress.py``: rich progress bars;
-  ``logs.py``: quiet third-party logging.
+  ``logs.py``: quiet third-party logging;
+- ``tracking.py``: the :class:`Tracker` protocol and ``tracking()`` (``--report-to``);
+  ``trackers.py``: its four backends (trackio, wandb, mlflow, tensorboard).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ if TYPE_CHECKING:
         sha256_file,
     )
     from mentor.utils.lazy import lazy_exports
+    from mentor.utils.tracking import Tracker
 
 __all__ = [
+    "Tracker",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -47,5 +51,6 @@ __getattr__ = lazy_exports(
         "mentor_home": "mentor.utils.fs",
         "sha256_file": "mentor.utils.fs",
         "lazy_exports": "mentor.utils.lazy",
+        "Tracker": "mentor.utils.tracking",
     },
 )

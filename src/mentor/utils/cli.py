@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from mentor.utils.tracking import REPORT_TO_HELP
+
 _stderr = Console(stderr=True)
 
 
@@ -59,3 +61,7 @@ GradientCheckpointingOpt = Annotated[
 def checkpointing_setting(flag: bool | None) -> str | None:
     """The flag as ``train.gradient_checkpointing``: on, off, or None (the config's, auto)."""
     return None if flag is None else ("on" if flag else "off")
+
+
+ReportToOpt = Annotated[list[str] | None, typer.Option("--report-to", help=REPORT_TO_HELP)]
+"""``--report-to``, shared by the commands that report to trackers (finetune, distill, bakeoff)."""
