@@ -30,7 +30,12 @@ def finetune_cmd(
         str | None, typer.Option(help="Base model: registry name, folder or hf:ORG/NAME.")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Training data: chat or qa JSONL, or classification.")
+        Path | None,
+        typer.Option(
+            help="Training data: chat, qa or text records, or classification; JSONL, CSV, "
+            "Parquet, Arrow, a folder of them or hf:ORG/NAME[:split]; ShareGPT, Alpaca and TRL "
+            "prompt/completion records are converted to chat."
+        ),
     ] = None,
     method: Annotated[
         str | None, typer.Option(help="lora (an adapter), qlora (one over a 4-bit base) or full.")
@@ -137,8 +142,8 @@ def run(settings: FinetuneConfig, resume: bool) -> None:
     from mentor.train.data import DataError
     from mentor.train.trainer import TrainingDivergedError
 
-    if not settings.data.exists():
-        raise fail(f"{settings.data}: no such file")
+    if not str(settings.data).startswith("hf:") and not settings.data.exists():
+        raise fail(f"{settings.data}: no such file or folder")
     from mentor.train.checkpoint import run_folder_problem
 
     problem = run_folder_problem(settings.out, resume)
