@@ -290,3 +290,25 @@ def test_convert_round_trips_through_mentor_chat(
     assert [_messages(r.data) for r in read_records(back).records] == [
         _messages(r.data) for r in first.records
     ]
+
+
+def test_single_exchanges_convert_to_qa_for_the_bakeoff(tmp_path: Path) -> None:
+    from mentor.bakeoff.data import read_questions
+
+    rows = [{**ALPACA, "id": "n1"}, {**ALPACA, "output": "6", "id": "n2"}]
+    path = _parquet(tmp_path / "a.parquet", rows)
+    questions = read_questions(path)
+    assert [(q.question, q.answer) for q in questions] == [
+        ("Add the numbers.\n\n2 and 3", "5"),
+        ("Add the numbers.\n\n2 and 3", "6"),
+    ]
+    assert questions[1].id == "n2"
+    out = tmp_path / "qa.jsonl"
+    done = runner.invoke(app, ["convert", str(path), str(out), "--to", "qa"])
+    assert done.exit_code == 0, done.output
+    assert read_records(out).schema == "qa"
+    with_system = read_records(_jsonl(tmp_path / "s.jsonl", [_sharegpt(1)]), "qa")
+    assert [str(p) for p in with_system.problems] == [
+        f"{tmp_path / 's.jsonl'}:1: sharegpt: a qa record is one user turn and one assistant "
+        "turn, got system > user > assistant"
+    ]

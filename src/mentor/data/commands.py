@@ -20,6 +20,7 @@ from rich.markdown import Markdown
 
 from mentor.data.check import check_dataset
 from mentor.data.convert import convert_file
+from mentor.data.formats import formats_docs
 from mentor.data.io import HUB_PREFIX, Problem, read_records, write_jsonl
 from mentor.data.render import format_line, print_tables, summary_line, table
 from mentor.data.schemas import schema_docs
@@ -365,7 +366,8 @@ def convert(
 def schemas() -> None:
     """Print the documented dataset formats (markdown; rendered when printing to a terminal)."""
     console = Console()
+    docs = schema_docs() + formats_docs()
     if console.is_terminal:
-        console.print(Markdown(schema_docs()))
+        console.print(Markdown(docs))
     else:
-        typer.echo(schema_docs(), nl=False)
+        typer.echo(docs, nl=False)

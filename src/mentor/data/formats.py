@@ -213,7 +213,45 @@ def file_format(objects: Sequence[dict[str, Any]]) -> Detection:
     return Detection(name, "; ".join(notes))
 
 
-def to_kind(name: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """One object of shape ``name`` as an object of its mentor kind (``ValueError`` naming the
-    field when it cannot be)."""
-    return FORMATS[name].convert(obj) if name in FORMATS else obj
+def _chat_to_qa(obj: dict[str, Any]) -> dict[str, Any]:
+    """A converted single-exchange conversation as a qa record (what the bakeoff scores on)."""
+    messages = obj["messages"]
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles != ["user", "assistant"]:
+        got = " > ".join(map(str, roles))
+        raise ValueError(f"a qa record is one user turn and one assistant turn, got {got}")
+    rest = {k: v for k, v in obj.items() if k != "messages"}
+    return {**rest, "question": messages[0]["content"], "answer": messages[1]["content"]}
+
+
+CONVERTS_TO: tuple[str, ...] = ("chat", "qa")
+"""The kinds a foreign shape can be read as: chat, and qa for single exchanges (the bakeoff)."""
+
+
+def to_kind(name: str, obj: dict[str, Any], kind: str = "chat") -> dict[str, Any]:
+    """One object of shape ``name`` as an object of ``kind`` (one of :data:`CONVERTS_TO`), with
+    a ``ValueError`` naming the field when it cannot be."""
+    if name not in FORMATS:
+        return obj
+    chat = FORMATS[name].convert(obj)
+    return _chat_to_qa(chat) if kind == "qa" else chat
+
+
+def formats_docs() -> str:
+    """Markdown for ``mentor data schemas``: the other tools' shapes read, from :data:`FORMATS`."""
+    rows = [f"| {f.name} | {f.keys} | {f.kind} | {f.example} |" for f in FORMATS.values()]
+    return "\n".join(
+        [
+            "",
+            "## Other tools' formats",
+            "",
+            "Read from JSONL, CSV, Parquet, Arrow, a folder of them or `hf:ORG/NAME[:split]`, "
+            "detected from the keys and converted on the way in (`mentor data check` names the "
+            "format found). Message content may be a list of text parts; they are joined.",
+            "",
+            "| format | keys | read as | public example |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )

@@ -28,7 +28,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from mentor.data.formats import TEXT_NOTE, file_format, to_kind
+from mentor.data.formats import CONVERTS_TO, TEXT_NOTE, file_format, to_kind
 from mentor.data.schemas import QrelRow, detect_schema, get_schema, json_type
 from mentor.utils.fs import atomic_path
 
@@ -282,7 +282,7 @@ def _validate_objects(result: LoadResult, objects: list[tuple[int, dict[str, Any
     if result.schema is None:
         result.schema = found.kind
         result.format, result.format_note = found.name, found.note
-    elif found.foreign and found.kind == result.schema:
+    elif found.foreign and result.schema in CONVERTS_TO:
         result.format, result.format_note = found.name, found.note
     else:
         result.format = result.schema
@@ -304,7 +304,7 @@ def _validate_objects(result: LoadResult, objects: list[tuple[int, dict[str, Any
     for number, obj in objects:
         if found.name is not None and found.foreign and result.format == found.name:
             try:
-                obj = to_kind(found.name, obj)
+                obj = to_kind(found.name, obj, result.schema)
             except ValueError as exc:
                 result._error(number, f"{found.name}: {exc}")
                 continue
