@@ -312,3 +312,17 @@ def test_single_exchanges_convert_to_qa_for_the_bakeoff(tmp_path: Path) -> None:
         f"{tmp_path / 's.jsonl'}:1: sharegpt: a qa record is one user turn and one assistant "
         "turn, got system > user > assistant"
     ]
+
+
+def test_a_json_array_file_is_read_by_entry(tmp_path: Path) -> None:
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps([ALPACA, 7, {**ALPACA, "output": ""}]), encoding="utf-8")
+    loaded = read_records(path)
+    assert (loaded.format, len(loaded.records)) == ("alpaca", 1)
+    assert [str(p) for p in loaded.problems] == [
+        f"{path}:row 2: expected a JSON object, got integer",
+        f"{path}:row 3: read as chat: field 'messages.1.content': must not be empty",
+    ]
+    lines = tmp_path / "lines.json"  # a .json file of JSON Lines is still read line by line
+    lines.write_text(json.dumps(ALPACA) + "\n", encoding="utf-8")
+    assert read_records(lines).unit == "line"

@@ -233,7 +233,8 @@ def read_records(
     ``datasets`` ``save_to_disk`` folder is one) or a Hugging Face dataset id ``hf:ORG/NAME``
     with an optional ``:split`` (default ``train``). By suffix: ``.parquet`` and ``.arrow``
     are tables, ``.tsv`` (or ``schema="qrels"``) a BEIR qrels file, ``.csv`` is read with
-    :func:`read_csv_records` (``mapping``: field -> column), anything else as JSON Lines.
+    :func:`read_csv_records` (``mapping``: field -> column), a ``.json`` file holding an array
+    as its records, anything else as JSON Lines.
     """
     if str(path).startswith(HUB_PREFIX):
         return _read_hub(str(path), schema)
@@ -257,6 +258,8 @@ def read_records(
             result._error(0, f"cannot read as {suffix[1:]}: {exc}")
             return result._finish()
         return _validate_objects(result, list(enumerate(rows, start=1)))
+    if suffix == ".json" and _starts_with(path, b"["):
+        return _read_json_array(path, schema)
     result = LoadResult(path=path, schema=schema)
     objects: list[tuple[int, dict[str, Any]]] = []
     for number, text in _decoded_lines(path, result):
@@ -272,6 +275,31 @@ def read_records(
             result._error(number, f"expected a JSON object, got {json_type(obj)}")
             continue
         objects.append((number, obj))
+    return _validate_objects(result, objects)
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(prefix)
+
+
+def _read_json_array(path: Path, schema: str | None) -> LoadResult:
+    """A ``.json`` file holding one array of records (``alpaca_data.json``, ShareGPT dumps);
+    problems name the entry as ``row N``, counted from 1."""
+    result = LoadResult(path=path, schema=schema, unit="row")
+    try:
+        items = loads_json(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
+    except (json.JSONDecodeError, DuplicateKeyError, UnicodeDecodeError) as exc:
+        result._error(0, f"invalid JSON: {exc}")
+        return result._finish()
+    objects = []
+    for number, obj in enumerate(items, start=1):
+        if isinstance(obj, dict):
+            objects.append((number, obj))
+        else:
+            result._error(number, f"expected a JSON object, got {json_type(obj)}")
+    result.lines = len(items)
     return _validate_objects(result, objects)
 
 
