@@ -261,10 +261,9 @@ def test_help_renders(command: str) -> None:
 
 def test_check_csv_with_map(write: Writer) -> None:
     path = write("b.csv", "text,category\nlost card,card\nrefund please,refund\n")
-    unmapped = runner.invoke(app, ["check", str(path)])  # text and no label: plain text
-    assert unmapped.exit_code == 0
-    assert "format: text; records have a text and no label" in unmapped.stdout
-    assert "--map label=COLUMN" in unmapped.stdout
+    unmapped = runner.invoke(app, ["check", str(path)])
+    assert unmapped.exit_code == 1
+    assert f"{path}:1: no column for required field 'label'" in unmapped.stdout
     mapped = runner.invoke(app, ["check", str(path), "--map", "label=category", "--json"])
     assert mapped.exit_code == 0, mapped.output
     assert json.loads(mapped.stdout)["labels"]["counts"] == {"card": 1, "refund": 1}

@@ -99,6 +99,13 @@ def test_plain_text_is_its_own_kind(tmp_path: Path) -> None:
     assert isinstance(loaded.records[0].data, TextRecord)
     with_label = read_records(_jsonl(tmp_path / "c.jsonl", [{"text": "a", "label": "b"}]))
     assert with_label.schema == "classification"
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("text,intent\nhi,greet\n", encoding="utf-8")
+    assert read_records(csv_path).schema == "classification"  # a label under another name
+    csv_path.write_text("text,source\nOnce upon a time.,web\n", encoding="utf-8")
+    other = read_records(csv_path)
+    assert (other.schema, other.ok) == ("text", True)
+    assert "--map label=COLUMN" in other.format_note  # how to read it as classification
 
 
 def test_an_ambiguous_record_says_what_was_chosen_and_why() -> None:

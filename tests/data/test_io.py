@@ -195,10 +195,8 @@ def test_empty_file_is_an_error(write: Writer) -> None:
 
 def test_csv_without_a_column_for_a_required_field(write: Writer) -> None:
     path = write("c.csv", "text,category\nhello,greeting\n")
-    plain = read_records(path)  # text and no label: plain text, and a note on how to classify
-    assert (plain.schema, plain.ok) == ("text", True)
-    assert "--map label=COLUMN" in plain.format_note
-    result = read_records(path, "classification")
+    result = read_records(path)  # .csv goes to read_csv_records; text -> classification
+    assert result.schema == "classification"
     assert [str(p) for p in result.problems] == [
         f"{path}:1: no column for required field 'label' (columns: text, category); "
         "map one with --map label=COLUMN"

@@ -151,6 +151,7 @@ TEXT_NOTE = (
     "records have a text and no label: read as plain text, trained on whole; for classification "
     "name the label (a `label` field, or --map label=COLUMN for a CSV)"
 )
+"""Said when text records carry other fields, one of which may be a label under another name."""
 
 
 def detect_format(obj: dict[str, Any]) -> str | None:

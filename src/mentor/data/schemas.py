@@ -225,6 +225,11 @@ def get_schema(name: str) -> type[BaseModel]:
         raise ValueError(f"unknown schema {name!r}; known: {', '.join(SCHEMAS)}") from None
 
 
+LABEL_NAMES: tuple[str, ...] = ("label", "category", "intent", "class")
+"""Keys that make a record with a ``text`` classification data rather than plain text (the
+label columns ``mentor finetune`` maps in a CSV)."""
+
+
 def detect_schema(obj: dict[str, Any]) -> str | None:
     """Guess the record kind of one JSON object from its keys; ``None`` when nothing fits."""
     keys = set(obj)
@@ -236,7 +241,7 @@ def detect_schema(obj: dict[str, Any]) -> str | None:
         return "corpus" if "title" in keys else "query"
     if keys & {"query_id", "doc_id"}:
         return "qrels"
-    if "text" in keys and "label" not in keys:
+    if "text" in keys and not keys & set(LABEL_NAMES):
         return "text"
     if keys & {"text", "label"}:
         return "classification"
