@@ -111,12 +111,12 @@ def test_plain_text_is_its_own_kind(tmp_path: Path) -> None:
 def test_an_ambiguous_record_says_what_was_chosen_and_why() -> None:
     found = file_format([ALPACA])  # instruction/output and a text field
     assert found.name == "alpaca"
-    assert "also fit text; read as alpaca, which comes first" in found.note
+    assert "records also fitting text: 1; read as alpaca, which comes first" in found.note
     mixed = file_format([_sharegpt(1), _sharegpt(2), ALPACA])
     assert mixed.name == "sharegpt"
     assert "records differ (sharegpt 2, alpaca 1); read all as sharegpt" in mixed.note
     both = file_format([{"messages": [], "conversations": []}])
-    assert both.name == "chat" and "also fit sharegpt" in both.note
+    assert both.name == "chat" and "also fitting sharegpt" in both.note
 
 
 def test_detect_format_per_object() -> None:

@@ -199,8 +199,9 @@ def file_format(objects: Sequence[dict[str, Any]]) -> Detection:
         if shapes[0] == name:
             others = " or ".join(shapes[1:])
             notes.append(
-                f"{n} records also fit {others}; read as {name}, which comes first in the order "
-                "messages, conversations, prompt/completion, instruction/output, mentor's kinds"
+                f"records also fitting {others}: {n}; read as {name}, which comes first in the "
+                "order messages, conversations, prompt/completion, instruction/output, mentor's "
+                "kinds"
             )
     if len(votes) > 1:
         tally = ", ".join(f"{k} {v}" for k, v in votes.most_common())
