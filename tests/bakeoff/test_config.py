@@ -315,3 +315,11 @@ def test_the_command_reports_config_mistakes_without_running() -> None:
     assert result.exit_code == 1 and "no profile 'fast'" in result.output
     result = runner.invoke(app, ["bakeoff", str(TIDEPOOL), "--set", "answer.test_limit"])
     assert result.exit_code == 1 and "expected KEY=VALUE" in result.output
+
+
+def test_a_hugging_face_dataset_id_is_not_made_a_path(tmp_path: Path) -> None:
+    raw = _minimal()
+    raw["data"]["train"] = "hf:tatsu-lab/alpaca:train[:200]"
+    config = load_bakeoff_config(_write(tmp_path / "project", raw))
+    assert str(config.data.train) == "hf:tatsu-lab/alpaca:train[:200]"
+    assert config.data.test == (tmp_path / "project" / "qa" / "test.jsonl").resolve()

@@ -68,7 +68,13 @@ def test_check_json_lists_duplicates_and_problems(write: Writer) -> None:
         {"kind": "exact", "lines": [1, 3], "similarity": 1.0, "text": "a fine example"}
     ]
     assert data["problems"] == [
-        {"path": str(path), "line": 4, "message": "blank line (ignored)", "severity": "warning"}
+        {
+            "path": str(path),
+            "line": 4,
+            "message": "blank line (ignored)",
+            "severity": "warning",
+            "unit": "line",
+        }
     ]
     assert runner.invoke(app, ["check", str(path), "--strict"]).exit_code == 1
 

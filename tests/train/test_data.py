@@ -291,7 +291,7 @@ def test_many_problems_show_the_first_ten_and_a_count(tmp_path: Path) -> None:
 
 def test_a_file_of_another_kind_is_refused(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "labels.jsonl", [{"text": "charged twice", "label": "billing"}])
-    with pytest.raises(DataError, match="expected chat or qa records, got classification"):
+    with pytest.raises(DataError, match="expected chat, qa or text records, got classification"):
         load_sft_examples(path, tiny_chat_tokenizer(), 512)
 
 

@@ -70,7 +70,10 @@ class DataSettings(_Strict):
         default=None, description="Folder of documents to retrieve from (md, txt, pdf, html...)."
     )
     train: Path | None = Field(
-        default=None, description="qa JSONL of training questions with answers (none: no labels)."
+        default=None,
+        description="qa records of training questions with answers (none: no labels); JSONL, "
+        "CSV, Parquet, Arrow, a folder or hf:ORG/NAME[:split]; Alpaca, ShareGPT and TRL "
+        "prompt/completion single exchanges are read as qa.",
     )
     validation: Path | None = Field(
         default=None, description="qa JSONL used for early stopping and calibration."
@@ -417,8 +420,10 @@ def _resolve(data: dict[str, Any], base: Path) -> None:
     if not isinstance(section, dict):
         return
     for key in _PATHS:
-        if isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
-            section[key] = str((base / section[key]).resolve())
+        value = section.get(key)
+        # hf:ORG/NAME is a Hugging Face dataset id, not a path relative to the file
+        if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
+            section[key] = str((base / value).resolve())
     for spec in (data.get("incumbents") or {}).values():
         if not isinstance(spec, dict):
             continue

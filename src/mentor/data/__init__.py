@@ -9,6 +9,8 @@ Typical use::
         print(problem)                      # train.jsonl:7: field 'label': missing
 
 The same operations are on the command line as ``mentor data check | split | convert | schemas``.
+Readers take JSONL, CSV, Parquet, Arrow, folders and ``hf:ORG/NAME[:split]``; ShareGPT, Alpaca
+and TRL prompt/completion records are converted on the way in (:mod:`mentor.data.formats`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ if TYPE_CHECKING:
         key_text,
         normalize_text,
     )
+    from mentor.data.formats import FORMATS, Detection, Format, detect_format, file_format
     from mentor.data.io import (
         LoadResult,
         Problem,
         Record,
         dump_record,
+        parse_hub_id,
         read_csv_records,
         read_qrels,
         read_records,
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
         QARecord,
         QrelRow,
         QueryRecord,
+        TextRecord,
         detect_schema,
         get_schema,
         schema_docs,
@@ -63,6 +68,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "FORMATS",
     "SCHEMAS",
     "ChatMessage",
     "ChatRecord",
@@ -70,7 +76,9 @@ __all__ = [
     "ClassificationRecord",
     "ConvertResult",
     "CorpusRecord",
+    "Detection",
     "DuplicateGroup",
+    "Format",
     "LabelBalance",
     "LabelConflict",
     "LeakPair",
@@ -81,13 +89,16 @@ __all__ = [
     "QrelRow",
     "QueryRecord",
     "Record",
+    "TextRecord",
     "allocate",
     "approx_token_count",
     "check_dataset",
     "classification_to_chat",
     "convert_file",
+    "detect_format",
     "detect_schema",
     "dump_record",
+    "file_format",
     "find_duplicates",
     "find_duplicates_and_leakage",
     "find_leakage",
@@ -97,6 +108,7 @@ __all__ = [
     "label_balance",
     "length_stats",
     "normalize_text",
+    "parse_hub_id",
     "qa_to_chat",
     "read_csv_records",
     "read_qrels",
@@ -124,10 +136,16 @@ __getattr__ = lazy_exports(
         "find_leakage": "mentor.data.dedup",
         "key_text": "mentor.data.dedup",
         "normalize_text": "mentor.data.dedup",
+        "FORMATS": "mentor.data.formats",
+        "Detection": "mentor.data.formats",
+        "Format": "mentor.data.formats",
+        "detect_format": "mentor.data.formats",
+        "file_format": "mentor.data.formats",
         "LoadResult": "mentor.data.io",
         "Problem": "mentor.data.io",
         "Record": "mentor.data.io",
         "dump_record": "mentor.data.io",
+        "parse_hub_id": "mentor.data.io",
         "read_csv_records": "mentor.data.io",
         "read_qrels": "mentor.data.io",
         "read_records": "mentor.data.io",
@@ -139,6 +157,7 @@ __getattr__ = lazy_exports(
         "QARecord": "mentor.data.schemas",
         "QrelRow": "mentor.data.schemas",
         "QueryRecord": "mentor.data.schemas",
+        "TextRecord": "mentor.data.schemas",
         "SCHEMAS": "mentor.data.schemas",
         "detect_schema": "mentor.data.schemas",
         "get_schema": "mentor.data.schemas",

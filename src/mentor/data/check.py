@@ -106,6 +106,8 @@ class CheckReport:
         files = [r for r in (self.train, self.test) if r is not None]
         return {
             "schema": self.schema,
+            "format": self.train.format,
+            "format_note": self.train.format_note,
             "files": [
                 {
                     "path": str(r.path),

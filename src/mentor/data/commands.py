@@ -20,16 +20,17 @@ from rich.markdown import Markdown
 
 from mentor.data.check import check_dataset
 from mentor.data.convert import convert_file
-from mentor.data.io import Problem, read_records, write_jsonl
-from mentor.data.render import print_tables, summary_line, table
+from mentor.data.formats import formats_docs
+from mentor.data.io import HUB_PREFIX, Problem, read_records, write_jsonl
+from mentor.data.render import format_line, print_tables, summary_line, table
 from mentor.data.schemas import schema_docs
 from mentor.data.split import field_value, split_records
 from mentor.data.stats import TokenCounter
 from mentor.utils.cli import fail
 
-SchemaName = Literal["chat", "qa", "classification", "corpus", "query", "qrels"]
-JsonlSchemaName = Literal["chat", "qa", "classification", "corpus", "query"]
-SourceName = Literal["csv", "chat", "qa", "classification", "corpus", "query"]
+SchemaName = Literal["chat", "qa", "classification", "corpus", "query", "text", "qrels"]
+JsonlSchemaName = Literal["chat", "qa", "classification", "corpus", "query", "text"]
+SourceName = Literal["csv", "chat", "qa", "classification", "corpus", "query", "text"]
 
 app = typer.Typer(
     name="data",
@@ -48,8 +49,20 @@ MapOption = Annotated[
 ]
 
 
-def _input_file(help_text: str) -> Any:
-    return typer.Argument(help=help_text, exists=True, dir_okay=False, readable=True)
+def _existing_or_hub(value: Path) -> Path:
+    if not str(value).startswith(HUB_PREFIX) and not value.exists():
+        raise typer.BadParameter(f"{value}: no such file or folder")
+    return value
+
+
+_SOURCES_HELP = (
+    " Also Parquet or Arrow, a folder of data files, or a Hugging Face dataset "
+    "hf:ORG/NAME[:split]; ShareGPT, Alpaca, TRL prompt/completion and text records are read too."
+)
+
+
+def _input_source(help_text: str) -> Any:
+    return typer.Argument(help=help_text + _SOURCES_HELP, callback=_existing_or_hub)
 
 
 SchemaOption = Annotated[
@@ -102,8 +115,8 @@ def _token_counter(name: str | None) -> TokenCounter | None:
 def check(
     path: Annotated[
         Path,
-        _input_file(
-            "Dataset file to check: JSONL, a CSV whose columns are named like the fields, or a "
+        _input_source(
+            "Dataset to check: JSONL, a CSV whose columns are named like the fields, or a "
             "BEIR qrels .tsv."
         ),
     ],
@@ -168,6 +181,9 @@ def check(
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         console = Console()
+        detected = format_line(report.train)
+        if detected:
+            console.print(detected, markup=False, highlight=False, soft_wrap=True)
         _print_problems(console, report.problems)
         print_tables(console, report, tokenizer)
         console.print(summary_line(report), markup=False, highlight=False, soft_wrap=True)
@@ -189,7 +205,7 @@ def _parse_ratios(text: str) -> list[float]:
 )
 def split(
     path: Annotated[
-        Path, _input_file("Dataset file to split: JSONL, or a CSV with field-named columns.")
+        Path, _input_source("Dataset to split: JSONL, or a CSV with field-named columns.")
     ],
     out: Annotated[
         Path,
@@ -279,12 +295,13 @@ def split(
 
 
 @app.command(
-    help="Convert a dataset: CSV to JSONL of any kind, qa or classification to chat. Every bad "
+    help="Convert a dataset: CSV to JSONL of any kind, qa or classification to chat, ShareGPT, "
+    "Alpaca or TRL prompt/completion (JSONL, Parquet, Arrow, hf:ORG/NAME) to chat. Every bad "
     "input line is listed; with any, nothing is written and the exit status is 1 (unless "
     "--skip-bad)."
 )
 def convert(
-    src: Annotated[Path, _input_file("Input file: CSV, or JSONL of a known kind.")],
+    src: Annotated[Path, _input_source("Input: CSV, or JSONL of a known kind.")],
     dst: Annotated[Path, typer.Argument(help="JSONL file to write (replaced atomically).")],
     to: Annotated[JsonlSchemaName, typer.Option("--to", help="Record kind to write.")],
     source: Annotated[
@@ -337,6 +354,9 @@ def convert(
             1,
         )
     message = f"wrote {result.written} {to} records to {dst}"
+    shape = result.source.format
+    if shape is not None and shape != to:
+        message += f" (from {shape} records)"
     if result.bad:
         message += f"; skipped {result.bad} bad lines of {src}"
     Console().print(message, markup=False, highlight=False, soft_wrap=True)
@@ -346,7 +366,8 @@ def convert(
 def schemas() -> None:
     """Print the documented dataset formats (markdown; rendered when printing to a terminal)."""
     console = Console()
+    docs = schema_docs() + formats_docs()
     if console.is_terminal:
-        console.print(Markdown(schema_docs()))
+        console.print(Markdown(docs))
     else:
-        typer.echo(schema_docs(), nl=False)
+        typer.echo(docs, nl=False)

@@ -1,4 +1,6 @@
-"""Converting datasets between kinds: CSV to JSONL, and qa or classification records to chat.
+"""Converting datasets between kinds: CSV to JSONL, qa or classification records to chat, and
+other tools' shapes (ShareGPT, Alpaca, TRL prompt/completion; :mod:`mentor.data.formats`) to chat
+or, for single exchanges, to qa.
 
 :func:`convert_file` reads a source file (JSONL or CSV), turns each valid record into the target
 kind and writes the result atomically. A bad source line is never dropped silently: it is reported
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from mentor.data.formats import FORMATS
 from mentor.data.io import LoadResult, Problem, read_csv_records, read_records, write_jsonl
 from mentor.data.schemas import (
     JSONL_SCHEMAS,
@@ -138,6 +141,8 @@ def convert_file(
         loaded = _read_csv(src, to, mapping or {})
     else:
         loaded = read_records(src, source)
+        if loaded.format in FORMATS and to == "qa":  # ShareGPT, Alpaca...: single exchanges
+            loaded = read_records(src, "qa")
     result = ConvertResult(loaded, to, problems=list(loaded.problems))
     if loaded.schema is None:
         return result

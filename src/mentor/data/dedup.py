@@ -29,6 +29,7 @@ from mentor.data.schemas import (
     QARecord,
     QrelRow,
     QueryRecord,
+    TextRecord,
     schema_name,
 )
 
@@ -61,6 +62,7 @@ _KEY_TEXT: dict[str, Callable[[Any], str]] = {
     ),
     "corpus": lambda r: f"{cast(CorpusRecord, r).title}\n{cast(CorpusRecord, r).text}".strip(),
     "query": lambda r: cast(QueryRecord, r).text,
+    "text": lambda r: cast(TextRecord, r).text,
     "qrels": lambda r: f"{cast(QrelRow, r).query_id}\t{cast(QrelRow, r).doc_id}",
 }
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mentor.data.check import CheckReport
 from mentor.data.dedup import DuplicateGroup
+from mentor.data.io import LoadResult
 
 MAX_ROWS = 50
 
@@ -111,6 +112,14 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _kind(result: LoadResult) -> str:
+    if result.schema is None:
+        return "unknown schema"
+    if result.format is not None and result.format != result.schema:
+        return f"{result.format}, read as {result.schema}"
+    return result.schema
+
+
 def summary_line(report: CheckReport) -> str:
     """``OK|WARN|FAIL: ...``: FAIL on validation errors, WARN on duplicates, leakage, conflicts
     and over-long examples."""
@@ -120,7 +129,7 @@ def summary_line(report: CheckReport) -> str:
     errors = sum(p.severity == "error" for p in report.problems)
     warnings = len(report.problems) - errors
     parts = [
-        f"{', '.join(files)} ({report.schema or 'unknown schema'})",
+        f"{', '.join(files)} ({_kind(report.train)})",
         f"{_n(errors, 'error')}, {_n(warnings, 'warning')}",
         _n(len(report.duplicates) + len(report.against_duplicates), "duplicate group"),
     ]
@@ -132,3 +141,13 @@ def summary_line(report: CheckReport) -> str:
         parts.append(_n(sum(len(o.lines) for o in report.overlong), "over-long example"))
     verdict = "FAIL" if report.has_errors else ("WARN" if report.has_findings else "OK")
     return f"{verdict}: " + "; ".join(parts)
+
+
+def format_line(result: LoadResult) -> str | None:
+    """``format: sharegpt (read as chat)`` and why; ``None`` for mentor's own kinds read plainly."""
+    if result.format is None or (result.format == result.schema and not result.format_note):
+        return None
+    line = f"format: {result.format}"
+    if result.schema is not None and result.schema != result.format:
+        line += f" (read as {result.schema})"
+    return f"{line}; {result.format_note}" if result.format_note else line

@@ -6,6 +6,7 @@ Every dataset file is JSON Lines (one JSON object per line) in one of these kind
 * ``qa`` - question/answer pairs, optionally grounded in a ``context`` or in corpus ``doc_ids``;
 * ``classification`` - a ``text`` and its ``label``;
 * ``corpus`` and ``query`` - BEIR ``corpus.jsonl`` / ``queries.jsonl`` rows, what RAG indexes;
+* ``text`` - plain text, trained on whole (continued pre-training);
 * ``qrels`` - BEIR relevance judgements, a tab-separated file (one :class:`QrelRow` per line).
 
 Fields a record carries beyond the documented ones are kept as they are. :data:`SCHEMAS` is the
@@ -63,13 +64,36 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+def join_text_parts(value: object) -> object:
+    """Content as a list of parts (the ``openai`` client's and LangChain's form) as one string.
+
+    ``[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]`` becomes ``"a\nb"`` (parts
+    joined by a newline, as vLLM does); a part of another type (an image, audio) is refused,
+    since no model mentor trains reads it. Anything but a list is returned as it is.
+    """
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for i, part in enumerate(value):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            what = f"type {kind!r}" if kind is not None else json_type(part)
+            raise ValueError(f"part {i}: only text parts are read, got {what}")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 class ChatMessage(_Record):
     """One turn of a conversation."""
 
     role: Literal["system", "user", "assistant", "tool"] = Field(
         description="Who speaks: one of system, user, assistant, tool."
     )
-    content: NonEmptyStr = Field(description="What is said; must not be empty.")
+    content: Annotated[NonEmptyStr, BeforeValidator(join_text_parts)] = Field(
+        description="What is said; must not be empty. A list of text parts "
+        '(`[{"type": "text", "text": "..."}]`) is joined into one string by newlines; '
+        "other part types are refused."
+    )
 
     @field_validator("role", mode="before")
     @classmethod
@@ -141,6 +165,12 @@ class QueryRecord(_Record):
     )
 
 
+class TextRecord(_Record):
+    """Plain text a causal LM is trained on whole (continued pre-training, e.g. TinyStories)."""
+
+    text: NonEmptyStr = Field(description="The text; every token of it is trained on.")
+
+
 class QrelRow(_Record):
     """One BEIR relevance judgement: a line `query-id<TAB>corpus-id<TAB>score` of a qrels TSV."""
 
@@ -155,11 +185,12 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "classification": ClassificationRecord,
     "corpus": CorpusRecord,
     "query": QueryRecord,
+    "text": TextRecord,
     "qrels": QrelRow,
 }
 """Every record kind by name; the names are what ``--schema`` accepts."""
 
-JSONL_SCHEMAS: tuple[str, ...] = ("chat", "qa", "classification", "corpus", "query")
+JSONL_SCHEMAS: tuple[str, ...] = ("chat", "qa", "classification", "corpus", "query", "text")
 """The kinds stored as JSON Lines (``qrels`` is a TSV)."""
 
 EXAMPLES: dict[str, str] = {
@@ -172,6 +203,7 @@ EXAMPLES: dict[str, str] = {
     "corpus": '{"_id": "kb-12", "title": "Archiving boards", '
     '"text": "Archived boards are read-only and can be restored."}',
     "query": '{"_id": "q1", "text": "how to archive a board"}',
+    "text": '{"text": "Archived boards are read-only. Open the board menu to restore one."}',
     "qrels": "query-id\tcorpus-id\tscore\nq1\tkb-12\t1",
 }
 
@@ -193,6 +225,11 @@ def get_schema(name: str) -> type[BaseModel]:
         raise ValueError(f"unknown schema {name!r}; known: {', '.join(SCHEMAS)}") from None
 
 
+LABEL_NAMES: tuple[str, ...] = ("label", "category", "intent", "class")
+"""Keys that make a record with a ``text`` classification data rather than plain text (the
+label columns ``mentor finetune`` maps in a CSV)."""
+
+
 def detect_schema(obj: dict[str, Any]) -> str | None:
     """Guess the record kind of one JSON object from its keys; ``None`` when nothing fits."""
     keys = set(obj)
@@ -204,6 +241,8 @@ def detect_schema(obj: dict[str, Any]) -> str | None:
         return "corpus" if "title" in keys else "query"
     if keys & {"query_id", "doc_id"}:
         return "qrels"
+    if "text" in keys and not keys & set(LABEL_NAMES):
+        return "text"
     if keys & {"text", "label"}:
         return "classification"
     return None

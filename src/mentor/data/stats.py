@@ -22,6 +22,7 @@ from mentor.data.schemas import (
     QARecord,
     QrelRow,
     QueryRecord,
+    TextRecord,
     schema_name,
 )
 
@@ -56,6 +57,8 @@ def full_text(record: BaseModel, schema: str | None = None) -> str:
         return f"{doc.title}\n{doc.text}".strip()
     if kind == "query":
         return cast(QueryRecord, record).text
+    if kind == "text":
+        return cast(TextRecord, record).text
     qrel = cast(QrelRow, record)
     return f"{qrel.query_id}\t{qrel.doc_id}"
 

@@ -162,8 +162,8 @@ def distill_cmd(
         settings = load_config(config, overrides)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    if not settings.data.exists():
-        raise fail(f"{settings.data}: no such file")
+    if not str(settings.data).startswith("hf:") and not settings.data.exists():
+        raise fail(f"{settings.data}: no such file or folder")
 
     from mentor.distill.recipe import run_distill
     from mentor.models.hub import NotPulledError, PullError

@@ -23,6 +23,7 @@ sampled with seed ``seed`` + i.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
@@ -37,7 +38,14 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from mentor.data.convert import qa_to_chat
-from mentor.data.io import loads_json
+from mentor.data.io import (
+    HUB_PREFIX,
+    TABLE_SUFFIXES,
+    Problem,
+    dump_record,
+    loads_json,
+    read_records,
+)
 from mentor.data.schemas import QARecord
 from mentor.evaluate.answers import generate_answers
 from mentor.models.engine import TextEngine
@@ -116,12 +124,48 @@ def _prompt(raw: object) -> tuple[list[ChatMessage], str | None]:
     return turns, reference
 
 
+def _is_table_source(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return str(path).startswith(HUB_PREFIX) or path.is_dir() or suffix in (*TABLE_SUFFIXES, ".json")
+
+
+def _table_prompts(path: Path) -> list[Prompt]:
+    """Prompts from any other source :func:`read_records` takes (Parquet, Arrow, a folder, an
+    ``hf:`` id; ShareGPT, Alpaca, prompt/completion converted to chat first)."""
+    loaded = read_records(path)
+    errors = [str(p) for p in loaded.errors]
+    prompts: list[Prompt] = []
+    for record in loaded.records:
+        try:
+            messages, reference = _prompt(dump_record(record.data))
+        except (ValueError, ValidationError) as exc:
+            errors.append(f"{Problem(loaded.path, record.line, str(exc), unit=loaded.unit)}")
+            continue
+        prompts.append(Prompt(messages, reference, record.line))
+    if errors:
+        raise ValueError(f"{path}: {len(errors)} bad records:\n" + "\n".join(errors[:20]))
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def _prompts_sha256(path: Path, prompts: Sequence[Prompt]) -> str:
+    """The file's hash; for a folder or an ``hf:`` id, the hash of the prompts read from it."""
+    if path.is_file():
+        return sha256_file(path)
+    text = json.dumps([[p.messages, p.reference] for p in prompts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def load_prompts(path: Path) -> list[Prompt]:
-    """Prompts from a JSONL file of chat (``messages``), qa (``question``) or ``prompt`` lines.
+    """Prompts from a JSONL file of chat (``messages``), qa (``question``) or ``prompt`` lines,
+    or from any other source :func:`~mentor.data.io.read_records` takes.
 
     A conversation that ends with the assistant is cut before that turn, which becomes the
     reference answer (as is a qa line's ``answer``). Every bad line is reported at once as
     ``ValueError`` naming ``path:line``."""
+    if _is_table_source(path):
+        return _table_prompts(path)
     prompts: list[Prompt] = []
     errors: list[str] = []
     try:
@@ -242,7 +286,7 @@ def generate_dataset(
         "teacher": teacher_name,
         "teacher_fingerprint": teacher_fingerprint,
         "prompts": str(prompt_file),
-        "prompts_sha256": sha256_file(prompt_file),
+        "prompts_sha256": _prompts_sha256(prompt_file, prompts),
         "settings": settings.model_dump(),
     }
     if provenance_path.exists() and out.exists():

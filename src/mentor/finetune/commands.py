@@ -33,7 +33,12 @@ def finetune_cmd(
         str | None, typer.Option(help="Base model: registry name, folder or hf:ORG/NAME.")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Training data: chat or qa JSONL, or classification.")
+        Path | None,
+        typer.Option(
+            help="Training data: chat, qa or text records, or classification; JSONL, CSV, "
+            "Parquet, Arrow, a folder of them or hf:ORG/NAME[:split]; ShareGPT, Alpaca and TRL "
+            "prompt/completion records are converted to chat."
+        ),
     ] = None,
     method: Annotated[
         str | None, typer.Option(help="lora (an adapter), qlora (one over a 4-bit base) or full.")
@@ -151,8 +156,8 @@ def run(
     from mentor.train.trainer import TrainingDivergedError
     from mentor.utils.tracking import report_outputs, run_name, tracking
 
-    if not settings.data.exists():
-        raise fail(f"{settings.data}: no such file")
+    if not str(settings.data).startswith("hf:") and not settings.data.exists():
+        raise fail(f"{settings.data}: no such file or folder")
     from mentor.train.checkpoint import run_folder_problem
 
     problem = run_folder_problem(settings.out, resume)

@@ -48,7 +48,7 @@ import torch
 from pydantic import BaseModel
 
 from mentor.data.io import Problem, read_records
-from mentor.data.schemas import ChatRecord, QARecord
+from mentor.data.schemas import ChatRecord, QARecord, TextRecord
 from mentor.models.chat import Sentinels, encode_spans, holds_control_string, render_text
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ Overlong = Literal["error", "truncate", "drop"]
 """What to do with an example longer than ``max_length``: refuse the file, cut it, or drop it."""
 OVERLONG_CHOICES: tuple[Overlong, ...] = ("error", "truncate", "drop")
 
-_SFT_SCHEMAS = ("chat", "qa")
+_SFT_SCHEMAS = ("chat", "qa", "text")
 _MAX_SHOWN = 10
 
 
@@ -217,6 +217,15 @@ def tokenize_chat(
     return Example(input_ids, labels)
 
 
+def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase) -> Example:
+    """Plain text trained on whole, closed by the end-of-sequence token so the model learns to
+    stop (continued pre-training; no chat template)."""
+    ids: list[int] = tokenizer.encode(text, add_special_tokens=False)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return Example(ids, list(ids))
+
+
 def chat_example(
     messages: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> Example:
@@ -306,7 +315,8 @@ def load_sft_data(
     max_length: int,
     overlong: Overlong = "error",
 ) -> SFTData:
-    """Read a chat or qa JSONL file as training examples, in file order.
+    """Read chat, qa or text records (any source :func:`read_records` takes) as training
+    examples, in file order.
 
     :class:`DataError` lists every line that cannot be used: unreadable or invalid records, a
     conversation the chat template cannot render, one left with no assistant token to train on
@@ -325,13 +335,17 @@ def load_sft_data(
     problems = list(result.errors)
     usable = result.schema in _SFT_SCHEMAS
     if result.schema is not None and not usable:
-        message = f"expected chat or qa records, got {result.schema} records"
+        message = f"expected chat, qa or text records, got {result.schema} records"
         problems.append(Problem(result.path, 0, message))
     examples: list[Example] = []
     long: list[LongExample] = []
     for record in result.records if usable else []:
         try:
-            whole = tokenize_chat(_record_messages(record.data), tokenizer)
+            whole = (
+                tokenize_text(record.data.text, tokenizer)
+                if isinstance(record.data, TextRecord)
+                else tokenize_chat(_record_messages(record.data), tokenizer)
+            )
         except ValueError as exc:
             problems.append(Problem(result.path, record.line, str(exc)))
             continue
