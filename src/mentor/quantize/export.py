@@ -98,7 +98,9 @@ class Int8Codes:
 
     def permuted(self, n_head: int) -> Int8Codes:
         return Int8Codes(
-            permute_rope_rows(self.codes, n_head), permute_rope_rows(self.scale, n_head), self.smooth
+            permute_rope_rows(self.codes, n_head),
+            permute_rope_rows(self.scale, n_head),
+            self.smooth,
         )
 
 
@@ -320,7 +322,11 @@ def encode(weight: Weight, wanted: str, *, embedding: bool = False) -> Encoded:
 
     if isinstance(weight, Int4Codes) and wanted == "q4_1":
         return Encoded(int4_to_q4_1(weight.codes, weight.scales, weight.offsets), "q4_1", True)
-    if isinstance(weight, Int8Codes) and weight.smooth is None and wanted in ("q8_0", "q4_0", "q4_1"):
+    if (
+        isinstance(weight, Int8Codes)
+        and weight.smooth is None
+        and wanted in ("q8_0", "q4_0", "q4_1")
+    ):
         return Encoded(int8_to_q8_0(weight.codes, weight.scale), "q8_0", True)
     values = weight if isinstance(weight, torch.Tensor) else weight.dequantize()
     array = values.detach().float().cpu().numpy()
@@ -443,7 +449,9 @@ def build_tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ExportError(f"{folder}: no tokenizer.json (and no source GGUF to copy one from)")
+        raise ExportError(
+            f"{folder}: no tokenizer.json (and no source GGUF to copy one from)"
+        ) from None
     model = spec.get("model") or {}
     pre = spec.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", 1):
@@ -454,7 +462,9 @@ def build_tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
         )
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if len(tokenizer) > vocab_size:
-        raise ExportError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, vocab_size is {vocab_size}")
+        raise ExportError(
+            f"{folder}: the tokenizer has {len(tokenizer)} tokens, vocab_size is {vocab_size}"
+        )
     vocab = tokenizer.get_vocab()
     by_id = {i: t for t, i in vocab.items()}
     added = tokenizer.get_added_vocab()
@@ -570,7 +580,9 @@ def export_model(
             writer.add_string("mentor.quantized", source.method)
         arch.write(writer)
         gguf_source = tokenizer_from or find_source_gguf(folder, source.base_model)
-        if gguf_source is not None and copy_tokenizer(writer, gguf_source, arch.vocab_size, arch.name):
+        if gguf_source is not None and copy_tokenizer(
+            writer, gguf_source, arch.vocab_size, arch.name
+        ):
             result.tokenizer = str(gguf_source)
         elif tokenizer_from is not None:
             raise ExportError(
@@ -676,7 +688,9 @@ def export_lora(
     import gguf
 
     if gguf_type not in ADAPTER_TYPES:
-        raise ExportError(f"--type {gguf_type!r}: an adapter is written as {' or '.join(ADAPTER_TYPES)}")
+        raise ExportError(
+            f"--type {gguf_type!r}: an adapter is written as {' or '.join(ADAPTER_TYPES)}"
+        )
     base_folder = Path(base_folder)
     arch = Architecture.from_config(_read_config(base_folder), base_folder)
     lora = read_lora(adapter)
