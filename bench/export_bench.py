@@ -46,9 +46,8 @@ def llama_perplexity(llm: object, ids: list[int]) -> float:
 
 def llama_speed(llm: object, prompt: list[int], n: int) -> float:
     llm.reset()  # type: ignore[attr-defined]
-    start, got = time.perf_counter(), 0
-    for _ in llm.generate(prompt, temp=0.0, top_k=1):  # type: ignore[attr-defined]
-        got += 1
+    start = time.perf_counter()
+    for got, _ in enumerate(llm.generate(prompt, temp=0.0, top_k=1), 1):  # type: ignore[attr-defined]
         if got == n:
             break
     return n / (time.perf_counter() - start)
