@@ -32,8 +32,8 @@ from mentor.train.lora import LoRAConfig, add_lora  # noqa: E402
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(
     not HAS_LLAMA_CPP,
-    reason="llama_cpp is not importable: pip install -e .[gguf-verify] (builds llama.cpp, "
-    "about 30 minutes on 2 cores) to check the exported files in llama.cpp itself",
+    reason="llama_cpp is not importable: pip install -e .[gguf-verify] (builds llama.cpp from source, "
+    "about 50 minutes on 2 busy cores) to check the exported files in llama.cpp itself",
 )
 
 
