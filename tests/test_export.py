@@ -32,7 +32,7 @@ from mentor.train.lora import LoRAConfig, add_lora  # noqa: E402
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(
     not HAS_LLAMA_CPP,
-    reason="llama_cpp is not importable: pip install -e .[gguf-verify] (builds llama.cpp from source, "
+    reason="llama_cpp is not importable: pip install -e .[gguf-verify] (builds llama.cpp, "
     "about 50 minutes on 2 busy cores) to check the exported files in llama.cpp itself",
 )
 
