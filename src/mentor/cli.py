@@ -15,7 +15,7 @@ from mentor.doctor import doctor_cmd
 from mentor.finetune.commands import adapters_app, finetune_cmd
 from mentor.models.commands import app as models_app
 from mentor.monitor.commands import app as monitor_app
-from mentor.quantize.commands import quantize_cmd
+from mentor.quantize.commands import export_cmd, quantize_cmd
 from mentor.rag.commands import app as rag_app
 from mentor.serve.commands import generate_cmd, serve_cmd
 from mentor.utils.logs import quiet_libraries
@@ -43,6 +43,7 @@ app.add_typer(monitor_app, name="monitor")
 app.command("finetune")(finetune_cmd)
 app.command("distill")(distill_cmd)
 app.command("quantize")(quantize_cmd)
+app.command("export")(export_cmd)
 app.command("generate")(generate_cmd)
 app.command("serve")(serve_cmd)
 app.command("doctor")(doctor_cmd)

@@ -88,3 +88,77 @@ def quantize_cmd(
         raise fail(str(exc)) from None
     console.print(result.report.to_markdown(), markup=False, highlight=False)
     console.print(f"saved {result.folder}; report {result.folder / 'report.md'}")
+
+
+def export_cmd(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Registry name, model folder (base, merged, fine-tuned, distilled) or a "
+            "`mentor quantize` folder; with --adapter, the base the adapter was trained on."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="The GGUF file to write.")],
+    to: Annotated[str, typer.Option("--to", help="Format to export to (gguf).")] = "gguf",
+    gguf_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="f32, f16, q8_0, q4_1 or q4_0 (default q8_0; an adapter: f16 or f32). An int4 "
+            "folder goes to q4_1 and an int8 one to q8_0 with its codes unchanged.",
+        ),
+    ] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(help="LoRA adapter folder: written as a GGUF LoRA for llama.cpp (--lora)."),
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="With --adapter: merge it into the model instead.")
+    ] = False,
+    modelfile: Annotated[
+        bool, typer.Option("--modelfile", help="Also write an Ollama Modelfile next to --out.")
+    ] = False,
+    tokenizer_from: Annotated[
+        Path | None,
+        typer.Option(help="GGUF whose tokenizer to copy (default: the one MODEL came from)."),
+    ] = None,
+) -> None:
+    """Export MODEL (or a LoRA adapter for it) to one GGUF file for llama.cpp, Ollama or LM
+    Studio; --modelfile adds an Ollama Modelfile with the chat template."""
+    from mentor.models.hub import NotPulledError, PullError
+    from mentor.models.loading import resolve_model_path
+    from mentor.models.registry import UnknownModelError
+    from mentor.models.sources import SourceError
+    from mentor.quantize.export import export_lora, export_model, write_modelfile
+
+    if to != "gguf":
+        raise fail(f"--to {to!r}: only gguf is exported")
+    try:
+        folder = resolve_model_path(model, log=lambda line: err.print(line))
+        if adapter is not None and not merge:
+            if modelfile:
+                raise ValueError("--modelfile is for a model; an adapter goes in the base's one")
+            result = export_lora(adapter, folder, out, gguf_type or "f16")
+        else:
+            result = export_model(
+                folder,
+                out,
+                gguf_type or "q8_0",
+                name=Path(model).name,
+                tokenizer_from=tokenizer_from,
+                merge=adapter if merge else None,
+            )
+            if modelfile:
+                result.modelfile = write_modelfile(result, folder)
+    except UnknownModelError as exc:
+        raise fail(str(exc.args[0]) if exc.args else str(exc)) from None
+    except (NotPulledError, PullError, SourceError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.tensors.items()))
+    console.print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB; tensors: {kinds})")
+    if result.exact:
+        console.print(f"{result.exact} quantized tensors carried over with mentor's own codes")
+    if result.tokenizer:
+        console.print(f"tokenizer from {result.tokenizer}")
+    if result.modelfile is not None:
+        console.print(f"Ollama: cd {result.path.parent} && ollama create NAME -f Modelfile")
