@@ -69,6 +69,25 @@ class Request:
     """The LoRA adapter this request runs with (None: the base model)."""
 
 
+@dataclass(frozen=True)
+class TokenChoice:
+    """One token and its log-probability under the model."""
+
+    token_id: int
+    text: str
+    """The token decoded alone (a piece of a multi-byte character shows as U+FFFD)."""
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token's log-probability and the most likely tokens at its position."""
+
+    chosen: TokenChoice
+    top: tuple[TokenChoice, ...] = ()
+    """Most likely first; as many as ``SamplingConfig.logprobs`` asks."""
+
+
 @dataclass
 class Completion:
     """What one request produced; :meth:`TextEngine.stream` fills it in as it goes."""
@@ -80,6 +99,9 @@ class Completion:
     first_token_s: float | None = None
     """Seconds from the start of decoding to the first token."""
     seconds: float = 0.0
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    """One entry per generated token when ``SamplingConfig.logprobs`` is set, appended before
+    the token's text is streamed."""
 
 
 class TextEngine(Protocol):
@@ -171,6 +193,18 @@ class Detokenizer:
             self._prefix, self._read = self._read, len(self.ids)
             return after[len(before) :]
         return ""
+
+
+def top_logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of ``token`` and the ``k`` most likely (id, log-probability) pairs,
+    from one row of raw logits (V,): the model's own distribution, before any penalty,
+    temperature or top_p (what OpenAI and vLLM's default ``raw_logprobs`` report), so the
+    numbers are the same whatever sampling settings the request chose."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    if k <= 0:
+        return float(logprobs[token]), []
+    values, ids = logprobs.topk(min(k, logprobs.shape[-1]))
+    return float(logprobs[token]), list(zip(ids.tolist(), values.tolist(), strict=True))
 
 
 def pick_token(
@@ -345,6 +379,8 @@ class HFEngine:
     ) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {max_running}")
+        self.reports_logprobs = True
+        """Fills ``Completion.logprobs`` when ``SamplingConfig.logprobs`` asks."""
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -714,6 +750,8 @@ class HFEngine:
         if token in self.stop_ids and not sampling.ignore_eos:
             row.finish("stop")
             return ""
+        if sampling.logprobs is not None:
+            result.logprobs.append(self._logprobs(logits, token, sampling.logprobs))
         row.last = token
         result.completion_tokens += 1
         row.counts[token] = row.counts.get(token, 0) + 1
@@ -729,6 +767,15 @@ class HFEngine:
         elif result.completion_tokens >= sampling.max_new_tokens:
             row.finish("length")
         return text
+
+    def _logprobs(self, logits: torch.Tensor, token: int, k: int) -> TokenLogprobs:
+        chosen, top = top_logprobs(logits, token, k)
+        with self._tokenizer_lock:
+            texts = [str(self.tokenizer.decode([i])) for i in (token, *(i for i, _ in top))]
+        return TokenLogprobs(
+            TokenChoice(token, texts[0], chosen),
+            tuple(TokenChoice(i, t, lp) for (i, lp), t in zip(top, texts[1:], strict=True)),
+        )
 
     def _close(self, row: _Row) -> None:
         """A finished row's last text, its result, and the end of its stream."""

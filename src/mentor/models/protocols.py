@@ -46,6 +46,9 @@ class SamplingConfig:
     """Subtracted from each token's logit once per time it was already generated."""
     ignore_eos: bool = False
     """Keep generating past the end-of-sequence token (benchmarks: a fixed reply length)."""
+    logprobs: int | None = None
+    """Record each chosen token's log-probability and this many most likely alternatives
+    (``Completion.logprobs``; 0: the chosen token's only); None records nothing."""
 
 
 @runtime_checkable

@@ -169,9 +169,14 @@ class Engine:
         return [self.name, *(f"{self.name}:{a}" for a in self.adapters)]
 
     def adapter_for(self, model_id: str) -> str | None:
-        """The adapter a request's ``model`` names (None: the base); KeyError if unknown."""
+        """The adapter a request's ``model`` names (None: the base); KeyError if unknown.
+
+        ``<base>:<adapter>`` or the adapter's bare name, as vLLM's clients send it (an adapter
+        may not take the model's own name, so the two never clash)."""
         if model_id == self.name or model_id == "base":
             return None
+        if model_id in self.adapters:
+            return model_id
         base, _, adapter = model_id.partition(":")
         if base in (self.name, "base") and adapter in self.adapters:
             return adapter

@@ -26,10 +26,12 @@ from pydantic import (
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds ``torch.Generator.manual_seed`` takes."""
+MAX_CHOICES = 16
+"""The most choices (``n``) one request may ask for."""
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's cap on ``top_logprobs`` (chat); completions' ``logprobs`` gets the same here."""
 
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (None, False),
-    "top_logprobs": (None,),
     "logit_bias": (None, {}),
     "response_format": (None, {"type": "text"}),
     "functions": (None, []),
@@ -50,8 +52,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 """Fields not honoured here, with the values that ask for nothing they would change."""
 
 _WHY = {
-    "logprobs": "log probabilities are not returned by this server",
-    "top_logprobs": "log probabilities are not returned by this server",
     "logit_bias": "logit_bias is not supported",
     "response_format": "only {'type': 'text'} is supported (no JSON mode or schemas)",
     "functions": "the legacy functions field is not supported; use tools",
@@ -74,17 +74,16 @@ def _table(honoured: str, refused: str) -> dict[str, Handling]:
 
 OPENAI_FIELDS: dict[str, dict[str, Handling]] = {
     "chat": _table(
-        """messages model frequency_penalty max_completion_tokens max_tokens metadata n
-        presence_penalty seed stop stream stream_options temperature tool_choice tools top_p user
-        safety_identifier prompt_cache_key""",
-        """audio function_call functions logit_bias logprobs modalities parallel_tool_calls
-        prediction reasoning_effort response_format service_tier store top_logprobs verbosity
-        web_search_options""",
+        """messages model frequency_penalty logprobs max_completion_tokens max_tokens metadata n
+        presence_penalty seed stop stream stream_options temperature tool_choice tools
+        top_logprobs top_p user safety_identifier prompt_cache_key""",
+        """audio function_call functions logit_bias modalities parallel_tool_calls prediction
+        reasoning_effort response_format service_tier store verbosity web_search_options""",
     ),
     "completions": _table(
-        """model prompt echo frequency_penalty max_tokens n presence_penalty seed stop stream
-        stream_options temperature top_p user""",
-        "best_of logit_bias logprobs suffix",
+        """model prompt echo frequency_penalty logprobs max_tokens n presence_penalty seed stop
+        stream stream_options temperature top_p user""",
+        "best_of logit_bias suffix",
     ),
     "embeddings": _table("input model encoding_format user", "dimensions"),
 }
@@ -224,12 +223,13 @@ class _Sampling(_Request):
     repetition_penalty: float = Field(
         default=1.0, gt=0.0, le=10.0, description="vLLM's extension: divides repeated logits."
     )
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice per request.")
+    n: int = Field(
+        default=1, ge=1, le=MAX_CHOICES, description="Independent samples (choices) to return."
+    )
     ignore_eos: bool = Field(
         default=False, description="vLLM's extension: generate max_tokens whatever the model says."
     )
     user: str | None = None
-    logprobs: Any = None
     logit_bias: dict[str, Any] | None = None
 
     @field_validator("stop")
@@ -253,7 +253,15 @@ class ChatRequest(_Sampling):
     metadata: dict[str, str] | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(
+        default=None, description="Return each generated token's log-probability."
+    )
+    top_logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Most likely alternatives per token (needs logprobs: true).",
+    )
     response_format: dict[str, Any] | None = None
     functions: list[Any] | None = None
     function_call: Any = None
@@ -279,16 +287,45 @@ class ChatRequest(_Sampling):
             raise ValueError("forcing one function is not supported; use auto or none")
         return value
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
+        return value
+
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def top(self) -> int | None:
+        """Alternatives per token to record (None: no logprobs)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1)
-    echo: bool = False
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        strict=True,
+        description="Return each token's log-probability and this many most likely ones.",
+    )
+    echo: bool = False  # after logprobs: its check reads it
     best_of: int | None = None
     suffix: str | None = None
+
+    @field_validator("echo")
+    @classmethod
+    def _echo_without_logprobs(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("logprobs") is not None:
+            raise ValueError("echo with logprobs (the prompt's log-probabilities) is not "
+                             "supported yet")  # fmt: skip
+        return value
+
+    def top(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -338,13 +375,34 @@ RESERVED_ADAPTER_NAMES = ("base",)
 """Adapter names a client may not take (nor the model's own name)."""
 
 
+def _not_reserved(value: str) -> str:
+    if value.lower() in RESERVED_ADAPTER_NAMES:
+        raise ValueError(f"{value!r} is a reserved name")
+    return value
+
+
+_ADAPTER_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class AdapterRequest(_Request):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(pattern=_ADAPTER_NAME)
     path: str = Field(min_length=1, max_length=4096)
 
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value.lower() in RESERVED_ADAPTER_NAMES:
-            raise ValueError(f"{value!r} is a reserved name")
-        return value
+    _name = field_validator("name")(_not_reserved)
+
+
+class LoadLoRARequest(_Request):
+    """vLLM's ``POST /v1/load_lora_adapter`` body."""
+
+    lora_name: str = Field(pattern=_ADAPTER_NAME)
+    lora_path: str = Field(min_length=1, max_length=4096)
+    load_inplace: bool = Field(default=False, description="vLLM's: replace a loaded adapter.")
+
+    _name = field_validator("lora_name")(_not_reserved)
+
+
+class UnloadLoRARequest(_Request):
+    """vLLM's ``POST /v1/unload_lora_adapter`` body."""
+
+    lora_name: str = Field(min_length=1)
+    lora_int_id: int | None = Field(default=None, description="vLLM's; ignored (names suffice).")

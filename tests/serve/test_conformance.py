@@ -1,0 +1,176 @@
+"""OpenAI API conformance through the official client: logprobs, n, bare adapter names, vLLM's
+adapter routes. Log-probabilities are checked against a forward pass of the same tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2 as httpx
+import openai
+import pytest
+import torch
+from tests.serve.conftest import ADMIN, KEY, make_adapter, scripted
+
+from mentor.models.engine import HFEngine, Request
+from mentor.models.protocols import SamplingConfig
+from mentor.serve.engine import Engine
+from mentor.testing.tiny_models import tiny_llama
+
+MESSAGES = [{"role": "user", "content": "What is the refund window?"}]
+
+
+def raw_logprobs(model: torch.nn.Module, prompt: list[int], reply: list[int]) -> torch.Tensor:
+    """log-softmax of the model's logits at each reply position (T, V), teacher-forced."""
+    ids = torch.tensor([prompt + reply])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    return torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+
+
+# ---- logprobs ------------------------------------------------------------------------------------
+
+
+def test_chat_logprobs_scripted_streamed_and_not(start) -> None:
+    client = start(scripted("one two three", "one two three")).client()
+    reply = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, logprobs=True, top_logprobs=2
+    )
+    content = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    assert [t.logprob for t in content] == [-0.5, -1.0, -1.5]
+    assert [len(t.top_logprobs) for t in content] == [2, 2, 2]
+    assert content[1].top_logprobs[1].token == "alt0"
+    assert content[1].bytes == list(b" two")
+    assert reply.usage.completion_tokens == len(content)
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=MESSAGES, logprobs=True, top_logprobs=2, stream=True
+        )
+    )
+    streamed = [t for c in chunks for t in (c.choices[0].logprobs.content or [])]
+    assert [t.model_dump() for t in streamed] == [t.model_dump() for t in content]
+
+
+def test_no_logprobs_unless_asked(start) -> None:
+    client = start(scripted("a b")).client()
+    reply = client.chat.completions.create(model="tiny", messages=MESSAGES)
+    assert reply.choices[0].logprobs is None
+
+
+def test_completion_logprobs_are_the_model_s_own(start) -> None:
+    """Sampled hot, with penalties: the reported numbers are still log-softmax of the raw logits
+    (OpenAI's and vLLM's default), checked against a teacher-forced pass."""
+    model, tokenizer = tiny_llama()
+    client = start(Engine.local(model, tokenizer, "tiny")).client()
+    prompt = tokenizer("The refund")["input_ids"]
+    asked = {"model": "tiny", "prompt": "The refund", "max_tokens": 8, "seed": 3, "logprobs": 3}
+    sampled = {"temperature": 1.7, "frequency_penalty": 1.5, "presence_penalty": 0.5}
+    reply = client.completions.create(**asked, **sampled)
+    logprobs = reply.choices[0].logprobs
+    assert len(logprobs.tokens) == reply.usage.completion_tokens == 8
+    assert "".join(logprobs.tokens) == reply.choices[0].text
+    assert logprobs.text_offset == [sum(map(len, logprobs.tokens[:i])) for i in range(8)]
+    # the same request straight to an engine over the same model: the server adds nothing
+    direct = HFEngine(model, tokenizer, name="direct")
+    sampling = SamplingConfig(max_new_tokens=8, seed=3, logprobs=3, temperature=1.7,
+                              frequency_penalty=1.5, presence_penalty=0.5)  # fmt: skip
+    [expected] = direct.generate([Request(prompt, sampling)])
+    assert logprobs.tokens == [t.chosen.text for t in expected.logprobs]
+    assert logprobs.token_logprobs == pytest.approx([t.chosen.logprob for t in expected.logprobs])
+    reference = raw_logprobs(model, prompt, [t.chosen.token_id for t in expected.logprobs])
+    for i, top in enumerate(logprobs.top_logprobs):
+        assert 1 <= len(top) <= 3  # fewer where two alternatives decode to the same text
+        assert max(top.values()) == pytest.approx(float(reference[i].max()), abs=1e-4)
+    streamed = client.completions.create(**asked, **sampled, stream=True)
+    pieces = [c.choices[0].logprobs for c in streamed if c.choices[0].logprobs]
+    assert [x for p in pieces for x in p.token_logprobs] == logprobs.token_logprobs
+    assert [x for p in pieces for x in p.text_offset] == logprobs.text_offset
+
+
+def test_logprob_field_rules(start) -> None:
+    client = start(scripted("a")).client()
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(model="tiny", messages=MESSAGES, top_logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(
+            model="tiny", messages=MESSAGES, logprobs=True, top_logprobs=21
+        )
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        client.completions.create(model="tiny", prompt="x", logprobs=1, echo=True)
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        client.completions.create(model="tiny", prompt="x", logprobs=True)  # type: ignore[arg-type]
+
+
+# ---- n choices ---------------------------------------------------------------------------------
+
+
+def test_n_choices_are_independent_and_seeded(start) -> None:
+    client = start().client()
+
+    def ask(**extra: object) -> list[str]:
+        reply = client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=8, temperature=1.0, seed=11, n=3, **extra
+        )
+        assert [c.index for c in reply.choices] == [0, 1, 2]
+        assert reply.usage.completion_tokens == 24
+        return [c.message.content or "" for c in reply.choices]
+
+    first = ask()
+    assert len(set(first)) == 3  # each choice its own seed
+    assert ask() == first  # and the seeds repeat
+    stream = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=8, temperature=1.0, seed=11, n=3, stream=True
+    )
+    texts = ["", "", ""]
+    finished = set()
+    for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert texts == first and finished == {0, 1, 2}
+    one = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=8, temperature=1.0, seed=11
+    )
+    assert one.choices[0].message.content == first[0]  # choice 0 is the plain request
+
+
+def test_n_completions_with_logprobs(start) -> None:
+    client = start(scripted("x y", "x y")).client()
+    reply = client.completions.create(model="tiny", prompt="p", n=2, logprobs=1)
+    assert [c.logprobs.token_logprobs for c in reply.choices] == [[-0.5, -1.0]] * 2
+
+
+# ---- adapters as vLLM's clients address and load them -------------------------------------------
+
+
+def test_bare_adapter_names_and_vllm_routes(start, tmp_path: Path) -> None:
+    running = start(keys=(KEY, ADMIN), admin_keys=(ADMIN,), adapter_roots=(tmp_path,))
+    make_adapter(tmp_path / "legal", 1)
+    http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {ADMIN}"})
+    body = {"lora_name": "legal", "lora_path": str(tmp_path / "legal")}
+    user = httpx.post(
+        f"{running.url}/v1/load_lora_adapter", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert user.status_code == 403  # same rules as /v1/adapters: admins only
+    loaded = http.post("/v1/load_lora_adapter", json=body)
+    assert loaded.status_code == 200 and "legal" in loaded.text
+    client = running.client()
+
+    def ask(model: str) -> str | None:
+        reply = client.chat.completions.create(
+            model=model, messages=MESSAGES, max_tokens=8, temperature=0
+        )
+        return reply.choices[0].message.content
+
+    assert ask("legal") == ask("tiny:legal") != ask("tiny")
+    again = http.post("/v1/load_lora_adapter", json=body)
+    assert again.status_code == 400 and again.json()["error"]["param"] == "lora_path"
+    assert http.post("/v1/load_lora_adapter", json={**body, "load_inplace": True}).is_success
+    outside = http.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/etc"})
+    assert outside.status_code == 400 and outside.json()["error"]["param"] == "lora_path"
+    assert http.post("/v1/unload_lora_adapter", json={"lora_name": "legal"}).status_code == 200
+    with pytest.raises(openai.NotFoundError):
+        ask("legal")
+    gone = http.post("/v1/unload_lora_adapter", json={"lora_name": "legal"})
+    assert gone.status_code == 404
