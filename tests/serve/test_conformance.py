@@ -174,3 +174,40 @@ def test_bare_adapter_names_and_vllm_routes(start, tmp_path: Path) -> None:
         ask("legal")
     gone = http.post("/v1/unload_lora_adapter", json={"lora_name": "legal"})
     assert gone.status_code == 404
+
+
+# ---- embeddings: token-id inputs, usage in tokens ------------------------------------------------
+
+
+def test_embeddings_take_token_ids_and_count_tokens(start, tmp_path: Path) -> None:
+    from mentor.models.embedding import SentenceEmbedder
+    from mentor.testing.tiny_models import tiny_sentence_transformer_folder
+
+    folder = tiny_sentence_transformer_folder(tmp_path / "embedder")
+    embedder = SentenceEmbedder(folder, name="tiny-embed")
+    client = start(scripted("a"), embedder=embedder).client()
+    texts = ["refund window", "the shipping policy for parcels"]
+    ids = [embedder.model.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    by_text = client.embeddings.create(model="tiny-embed", input=texts)
+    by_ids = client.embeddings.create(model="tiny-embed", input=ids)
+    one = client.embeddings.create(model="tiny-embed", input=ids[1])
+    for a, b in zip(by_text.data, by_ids.data, strict=True):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-5)
+    assert one.data[0].embedding == pytest.approx(by_text.data[1].embedding, abs=1e-5)
+    counted = sum(len(i) for i in ids)
+    assert by_text.usage.prompt_tokens == by_ids.usage.prompt_tokens == counted
+    assert counted != sum(len(t.split()) for t in texts)  # tokens, not words
+    with pytest.raises(openai.BadRequestError, match=r"input\.0.*vocabulary"):
+        client.embeddings.create(model="tiny-embed", input=[[10**9]])
+    with pytest.raises(openai.BadRequestError, match=r"input\.1"):
+        client.embeddings.create(model="tiny-embed", input=[[5], []])
+
+
+def test_token_ids_need_an_embedder_with_a_tokenizer(start) -> None:
+    from mentor.testing import HashEmbedder
+
+    client = start(scripted("a"), embedder=HashEmbedder(16)).client()
+    with pytest.raises(openai.BadRequestError, match=r"input\.0.*text only"):
+        client.embeddings.create(model="hash", input=[1, 2, 3])
+    words = client.embeddings.create(model="hash", input="three little words!")
+    assert words.usage.prompt_tokens == 3

@@ -41,7 +41,7 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mentor.models.protocols import SamplingConfig
+from mentor.models.protocols import Embedder, SamplingConfig
 from mentor.rag.filters import check_filters
 from mentor.rag.retrieve import SearchConfig
 from mentor.serve.chat import (
@@ -330,12 +330,15 @@ def create_app(server: Server) -> FastAPI:
                 f"model: no embedding model {body.model!r} here; this server has {embedder.name}"
             )
             raise APIError(404, message, param="model", code="model_not_found")
-        texts = body.texts()
-        if len(texts) > server.limits.max_embedding_inputs:
-            raise APIError(400, f"input: at most {server.limits.max_embedding_inputs} texts",
+        inputs = body.inputs()
+        if len(inputs) > server.limits.max_embedding_inputs:
+            raise APIError(400, f"input: at most {server.limits.max_embedding_inputs} inputs",
                            param="input")  # fmt: skip
-        if any(not t for t in texts):
-            raise APIError(400, "input: empty strings cannot be embedded", param="input")
+        texts = [_embedding_text(embedder, item, f"input.{i}") for i, item in enumerate(inputs)]
+        tokens = sum(
+            len(item) if isinstance(item, list) else _count_tokens(embedder, item)
+            for item in inputs
+        )
         vectors = await asyncio.to_thread(embedder.embed, texts)
         data = []
         for i, vector in enumerate(np.asarray(vectors, dtype=np.float32)):
@@ -343,7 +346,6 @@ def create_app(server: Server) -> FastAPI:
             if body.encoding_format == "base64":
                 value = base64.b64encode(vector.tobytes()).decode()
             data.append({"object": "embedding", "index": i, "embedding": value})
-        tokens = sum(len(t.split()) for t in texts)
         return {
             "object": "list",
             "data": data,
@@ -415,6 +417,30 @@ def allowed_adapter_path(asked: str, roots: tuple[Path, ...], *, param: str = "p
         if path != base and path.is_relative_to(base) and path.is_dir():
             return path
     raise outside
+
+
+def _embedding_text(embedder: Embedder, item: str | list[int], where: str) -> str:
+    """An embeddings input as text: token ids are read with the embedder's own tokenizer."""
+    if isinstance(item, str):
+        if not item:
+            raise APIError(400, f"{where}: empty strings cannot be embedded", param=where)
+        return item
+    decode = getattr(embedder, "decode", None)
+    if decode is None:
+        raise APIError(400, f"{where}: {embedder.name} reads text only (it has no tokenizer to "
+                       "read token ids with); send strings", param=where)  # fmt: skip
+    if not item:
+        raise APIError(400, f"{where}: an empty list of token ids", param=where)
+    try:
+        return str(decode(item))
+    except ValueError as exc:
+        raise APIError(400, f"{where}: {exc}", param=where) from None
+
+
+def _count_tokens(embedder: Embedder, text: str) -> int:
+    """Tokens of ``text`` as the embedder reads it (words for one without a tokenizer)."""
+    count = getattr(embedder, "count_tokens", None)
+    return int(count(text)) if count is not None else len(text.split())
 
 
 def _adapter(server: Server, model: str) -> str | None:

@@ -342,13 +342,23 @@ class CompletionRequest(_Sampling):
 
 class EmbeddingRequest(_Request):
     model: str
-    input: str | list[str] = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        min_length=1,
+        description="A text, texts, one text's token ids, or several texts' token ids (the "
+        "embedder's own vocabulary).",
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per vector to return: a text or a list of token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        items: list[Any] = list(self.input)
+        if all(isinstance(i, int) for i in items):
+            return [items]
+        return items
 
 
 class RetrieveRequest(_Request):
