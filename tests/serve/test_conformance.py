@@ -3,6 +3,7 @@ adapter routes. Log-probabilities are checked against a forward pass of the same
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx2 as httpx
@@ -211,3 +212,59 @@ def test_token_ids_need_an_embedder_with_a_tokenizer(start) -> None:
         client.embeddings.create(model="hash", input=[1, 2, 3])
     words = client.embeddings.create(model="hash", input="three little words!")
     assert words.usage.prompt_tokens == 3
+
+
+# ---- response_format: constrained decoding ------------------------------------------------------
+
+ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}, "ok": {"type": "boolean"}},
+    "required": ["answer", "ok"],
+}
+
+
+def test_response_format_json_schema_streamed_and_not(start) -> None:
+    client = start().client()
+    asked = {
+        "model": "tiny",
+        "messages": MESSAGES,
+        "max_tokens": 80,
+        "temperature": 0,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": ANSWER, "strict": True},
+        },
+    }
+    reply = client.chat.completions.create(**asked)
+    value = json.loads(reply.choices[0].message.content or "")
+    assert value["answer"] in ("yes", "no") and isinstance(value["ok"], bool)
+    assert reply.choices[0].finish_reason == "stop"
+    chunks = client.chat.completions.create(**asked, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == reply.choices[0].message.content
+    free = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=20)
+    assert not (free.choices[0].message.content or "").lstrip().startswith("{")
+    loose = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=10, response_format={"type": "json_object"}
+    )
+    assert (loose.choices[0].message.content or "").lstrip().startswith("{")
+
+
+def test_response_format_problems_are_named(start) -> None:
+    client = start().client()
+    bad = [
+        ({"type": "json_schema"}, "response_format"),
+        ({"type": "yaml"}, "response_format.type"),
+        ({"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "objekt"}}},
+         "response_format.json_schema.schema"),
+        ({"type": "json_object", "json_schema": {"name": "a"}}, "response_format.json_schema"),
+    ]  # fmt: skip
+    for value, named in bad:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=MESSAGES, response_format=value)
+        assert caught.value.body["param"] == named, caught.value.body
+    scripted_client = start(scripted("a")).client()  # an engine that cannot constrain says so
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        scripted_client.chat.completions.create(
+            model="tiny", messages=MESSAGES, response_format={"type": "json_object"}
+        )

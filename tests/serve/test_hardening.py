@@ -156,8 +156,6 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
     "type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
 REFUSED_VALUES: dict[str, list[Any]] = {
     "logit_bias": [{"50256": -100}],
-    "response_format": [{"type": "json_object"}, {"type": "json_schema", "json_schema": {}},
-                        {"type": "yaml"}],
     "functions": [[{"name": "f", "parameters": {}}]],
     "function_call": ["auto", {"name": "f"}],
     "audio": [{"voice": "alloy", "format": "wav"}],
@@ -174,7 +172,7 @@ REFUSED_VALUES: dict[str, list[Any]] = {
     "dimensions": [64],
 }  # fmt: skip
 NEUTRAL_VALUES: dict[str, Any] = {
-    "logit_bias": {}, "response_format": {"type": "text"},
+    "logit_bias": {},
     "parallel_tool_calls": True, "store": False, "best_of": 1, "suffix": "",
 }  # fmt: skip
 HONOURED_VALUES: dict[str, Any] = {

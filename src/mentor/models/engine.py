@@ -45,6 +45,7 @@ import torch
 
 from mentor.models import static_decode
 from mentor.models.chat import encode_chat
+from mentor.models.constrain import JsonConstraint
 from mentor.models.kv import Batch, bytes_per_token, extend, join, joinable, keep
 from mentor.models.protocols import SamplingConfig
 
@@ -339,6 +340,9 @@ class _Row:
     """Its reader went away (a closed stream): stop at the next step."""
     error: BaseException | None = None
     """What failed the forward pass this row was in."""
+    constraint: JsonConstraint | None = None
+    """The tokens the reply may take next (``SamplingConfig.json_schema``)."""
+    generated: list[int] = field(default_factory=list)
 
     @property
     def reserved(self) -> int:
@@ -381,6 +385,8 @@ class HFEngine:
             raise ValueError(f"max_running must be at least 1, got {max_running}")
         self.reports_logprobs = True
         """Fills ``Completion.logprobs`` when ``SamplingConfig.logprobs`` asks."""
+        self.constrains_json = True
+        """Honours ``SamplingConfig.json_schema`` (:mod:`mentor.models.constrain`)."""
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -519,6 +525,12 @@ class HFEngine:
             seed = request.sampling.seed
             generator.manual_seed(seed if seed is not None else time.time_ns())
         result.prompt_tokens = len(request.prompt)
+        constraint = None
+        if request.sampling.json_schema is not None:  # built here: a bad schema fails the submit
+            with self._tokenizer_lock:
+                constraint = JsonConstraint.build(
+                    self.tokenizer, request.sampling.json_schema, stop_ids=sorted(self.stop_ids)
+                )
         return _Row(
             request,
             result,
@@ -528,6 +540,7 @@ class HFEngine:
             seen=list(request.prompt) if request.sampling.repetition_penalty != 1.0 else [],
             submitted=time.perf_counter(),
             pieces=queue.SimpleQueue() if streamed else None,
+            constraint=constraint,
         )
 
     def _start(self) -> None:
@@ -744,7 +757,17 @@ class HFEngine:
         if row.abandoned or (request.cancelled is not None and request.cancelled()):
             row.finish("cancelled")
             return ""
-        token = pick_token(logits, sampling, row.generator, row.counts, row.seen)
+        allowed = logits
+        if row.constraint is not None:
+            with self._tokenizer_lock:
+                ids = row.constraint([*request.prompt, *row.generated])
+            if not ids:  # the grammar allows nothing more (not even an end): stop here
+                row.finish("stop")
+                return ""
+            allowed = torch.full_like(logits, float("-inf"))
+            allowed[ids] = logits[ids]
+        token = pick_token(allowed, sampling, row.generator, row.counts, row.seen)
+        row.generated.append(token)
         if result.first_token_s is None:
             result.first_token_s = time.perf_counter() - row.submitted
         if token in self.stop_ids and not sampling.ignore_eos:

@@ -49,6 +49,9 @@ class SamplingConfig:
     logprobs: int | None = None
     """Record each chosen token's log-probability and this many most likely alternatives
     (``Completion.logprobs``; 0: the chosen token's only); None records nothing."""
+    json_schema: str | None = None
+    """Constrain the reply to JSON matching this JSON schema, given as JSON text
+    (``'{"type": "object"}'``: any object); None leaves the reply free."""
 
 
 @runtime_checkable

@@ -130,6 +130,8 @@ def sampling_body(sampling: SamplingConfig) -> tuple[dict[str, Any], dict[str, A
     defaults (a temperature of its own), and mentor's engines must agree for the same config."""
     if sampling.logprobs is not None:
         raise ValueError("logprobs: the vllm engine does not carry log probabilities back yet")
+    if sampling.json_schema is not None:
+        raise ValueError("json_schema: the vllm engine does not pass constraints on yet")
     fields: dict[str, Any] = {
         "max_tokens": sampling.max_new_tokens,
         "temperature": sampling.temperature,

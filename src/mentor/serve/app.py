@@ -458,6 +458,10 @@ def _sampling(
     """The request's sampling, and whether its reply may shrink to the room the prompt leaves
     (only when the client asked for no particular length)."""
     limits = server.limits
+    if body.json_schema() is not None and not getattr(server.engine.lm, "constrains_json", False):
+        raise APIError(400, f"response_format: this server's engine "
+                       f"({type(server.engine.lm).__name__}) does not constrain replies to JSON",
+                       param="response_format")  # fmt: skip
     if body.top() is not None and not getattr(server.engine.lm, "reports_logprobs", False):
         raise APIError(400, f"logprobs: this server's engine ({type(server.engine.lm).__name__}) "
                        "does not return log probabilities", param="logprobs")  # fmt: skip
@@ -476,6 +480,7 @@ def _sampling(
         repetition_penalty=body.repetition_penalty,
         ignore_eos=body.ignore_eos,
         logprobs=body.top(),
+        json_schema=body.json_schema(),
     )
     return sampling, asked is None
 

@@ -13,6 +13,7 @@ except inside messages, where clients echo back whole reply objects (``refusal``
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from mentor.models.constrain import ANY_OBJECT
+
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds ``torch.Generator.manual_seed`` takes."""
 MAX_CHOICES = 16
@@ -33,7 +36,6 @@ MAX_TOP_LOGPROBS = 20
 
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logit_bias": (None, {}),
-    "response_format": (None, {"type": "text"}),
     "functions": (None, []),
     "function_call": (None,),
     "audio": (None,),
@@ -53,7 +55,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 
 _WHY = {
     "logit_bias": "logit_bias is not supported",
-    "response_format": "only {'type': 'text'} is supported (no JSON mode or schemas)",
     "functions": "the legacy functions field is not supported; use tools",
     "function_call": "the legacy function_call field is not supported; use tool_choice",
     "parallel_tool_calls": "the model may call several tools at once; false is not supported",
@@ -75,10 +76,10 @@ def _table(honoured: str, refused: str) -> dict[str, Handling]:
 OPENAI_FIELDS: dict[str, dict[str, Handling]] = {
     "chat": _table(
         """messages model frequency_penalty logprobs max_completion_tokens max_tokens metadata n
-        presence_penalty seed stop stream stream_options temperature tool_choice tools
-        top_logprobs top_p user safety_identifier prompt_cache_key""",
+        presence_penalty response_format seed stop stream stream_options temperature tool_choice
+        tools top_logprobs top_p user safety_identifier prompt_cache_key""",
         """audio function_call functions logit_bias modalities parallel_tool_calls prediction
-        reasoning_effort response_format service_tier store verbosity web_search_options""",
+        reasoning_effort service_tier store verbosity web_search_options""",
     ),
     "completions": _table(
         """model prompt echo frequency_penalty logprobs max_tokens n presence_penalty seed stop
@@ -205,6 +206,59 @@ class Tool(_Part):
     function: FunctionSpec
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = Field(default=None, description="Always enforced here.")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _enforceable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from mentor.models.constrain import schema_error
+
+        if value and (problem := schema_problem(value, "schema")):
+            raise ValueError(f"not a valid JSON schema ({problem})")
+        if problem := schema_error(json.dumps(value)):
+            raise ValueError(problem)
+        return value
+
+
+class ResponseFormat(BaseModel):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema``: the reply is constrained
+    token by token (:mod:`mentor.models.constrain`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _only_for_json_schema(
+        cls, value: JsonSchemaFormat | None, info: ValidationInfo
+    ) -> JsonSchemaFormat | None:
+        if value is not None and info.data.get("type") != "json_schema":
+            raise ValueError("only with type json_schema")
+        return value
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+    def schema_text(self) -> str | None:
+        """The JSON schema to enforce, as JSON text (None: free text)."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema is None:
+            return ANY_OBJECT
+        return json.dumps(self.json_schema.json_schema)
+
+
 class StreamOptions(_Part):
     include_usage: bool = False
 
@@ -262,7 +316,7 @@ class ChatRequest(_Sampling):
         le=MAX_TOP_LOGPROBS,
         description="Most likely alternatives per token (needs logprobs: true).",
     )
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     functions: list[Any] | None = None
     function_call: Any = None
     audio: Any = None
@@ -301,6 +355,9 @@ class ChatRequest(_Sampling):
         """Alternatives per token to record (None: no logprobs)."""
         return (self.top_logprobs or 0) if self.logprobs else None
 
+    def json_schema(self) -> str | None:
+        return self.response_format.schema_text() if self.response_format else None
+
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
@@ -326,6 +383,9 @@ class CompletionRequest(_Sampling):
 
     def top(self) -> int | None:
         return self.logprobs
+
+    def json_schema(self) -> str | None:
+        return None  # OpenAI's completions take no response_format
 
     @field_validator("prompt")
     @classmethod
