@@ -268,3 +268,14 @@ def test_response_format_problems_are_named(start) -> None:
         scripted_client.chat.completions.create(
             model="tiny", messages=MESSAGES, response_format={"type": "json_object"}
         )
+
+
+def test_the_readme_table_is_the_server_s() -> None:
+    from mentor.serve.schemas import OPENAI_FIELDS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for api, table in OPENAI_FIELDS.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {api} |"))
+        _, honoured, refused = (cell.split() for cell in row.strip("|").split("|"))
+        assert set(honoured) == {f for f, how in table.items() if how == "honoured"}, api
+        assert set(refused) == {f for f, how in table.items() if how == "refused"}, api
