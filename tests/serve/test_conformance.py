@@ -279,3 +279,41 @@ def test_the_readme_table_is_the_server_s() -> None:
         _, honoured, refused = (cell.split() for cell in row.strip("|").split("|"))
         assert set(honoured) == {f for f, how in table.items() if how == "honoured"}, api
         assert set(refused) == {f for f, how in table.items() if how == "refused"}, api
+
+
+# ---- lm-evaluation-harness's local-completions requests ----------------------------------------
+
+
+def test_lm_eval_loglikelihood_request_shape(start) -> None:
+    """lm-eval sends token-id prompts in a batch with echo, logprobs 1 and max_tokens 1, and reads
+    token_logprobs[ctxlen:-1] and top_logprobs for its greedy check."""
+    model, tokenizer = tiny_llama()
+    client = start(Engine.local(model, tokenizer, "tiny")).client()
+    prompts = [tokenizer("The refund window is")["input_ids"], tokenizer("Ship it")["input_ids"]]
+    reply = client.completions.create(
+        model="tiny", prompt=prompts, temperature=0, max_tokens=1, logprobs=1, seed=1234, echo=True
+    )
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert reply.usage.prompt_tokens == sum(map(len, prompts))
+    for choice, ids in zip(reply.choices, prompts, strict=True):
+        logprobs = choice.logprobs
+        assert len(logprobs.tokens) == len(ids) + 1  # the prompt, then the one new token
+        assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+        assert choice.text.startswith(tokenizer.decode(ids))
+        reference = raw_logprobs(model, ids[:1], ids[1:])  # the prompt scored teacher-forced
+        for i, token in enumerate(ids[1:], start=1):
+            assert logprobs.token_logprobs[i] == pytest.approx(
+                float(reference[i - 1, token]), abs=1e-4
+            )
+            greedy = max(logprobs.top_logprobs[i].values())
+            assert greedy == pytest.approx(float(reference[i - 1].max()), abs=1e-4)
+        assert logprobs.text_offset[0] == 0
+    scored_only = client.completions.create(
+        model="tiny", prompt=prompts[0], max_tokens=0, logprobs=0, echo=True
+    )
+    assert len(scored_only.choices[0].logprobs.tokens) == len(prompts[0])
+    assert scored_only.usage.completion_tokens == 0
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        client.completions.create(model="tiny", prompt="x", max_tokens=0)
+    with pytest.raises(openai.BadRequestError, match=r"prompt\.1.*vocabulary"):
+        client.completions.create(model="tiny", prompt=[[1], [10**9]], max_tokens=1)

@@ -491,6 +491,33 @@ class HFEngine:
             self._start()
         return done.result()
 
+    def prompt_logprobs(
+        self, prompt: Sequence[int], k: int, adapter: str | None = None
+    ) -> list[TokenLogprobs]:
+        """Each prompt token's log-probability given the tokens before it, with the ``k``
+        likeliest alternatives (one full pass on the decode thread, between two decode passes;
+        what loglikelihood evaluation asks for). The first token has no context: its logprob is
+        NaN and it has no alternatives."""
+        if not prompt:
+            raise ValueError("a prompt must have at least one token")
+        ids = list(prompt)
+
+        def score() -> list[TokenLogprobs]:
+            names = [adapter]
+            adapters = self.row_adapters(names) if self.row_adapters else nullcontext()
+            with torch.inference_mode(), eval_mode(self.model), adapters:
+                tokens = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+                logits = self.model(input_ids=tokens).logits[0]  # (L, V)
+            self.steps += 1
+            with self._tokenizer_lock:
+                first = str(self.tokenizer.decode([ids[0]]))
+            head = TokenLogprobs(TokenChoice(ids[0], first, float("nan")))
+            return [head, *(self._logprobs(logits[i - 1], ids[i], k) for i in range(1, len(ids)))]
+
+        if adapter is not None and self.row_adapters is None:
+            raise ValueError(f"{self.name} runs no adapters, and this request asks for one")
+        return cast(list[TokenLogprobs], self.call(score))
+
     @property
     def load(self) -> tuple[int, int]:
         """(running, waiting) requests."""

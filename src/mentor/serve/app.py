@@ -306,15 +306,30 @@ def create_app(server: Server) -> FastAPI:
     async def completions(body: CompletionRequest) -> Response:
         adapter = _adapter(server, body.model)
         sampling, fit = _sampling(server, body, body.max_tokens, "max_tokens")
+        if body.echo and body.logprobs is not None and not server.engine.scores_prompts():
+            raise APIError(400, f"echo: this server's engine ({type(server.engine.lm).__name__}) "
+                           "does not score prompts; leave logprobs out or echo false",
+                           param="echo")  # fmt: skip
+        prompts = body.prompts()
+        vocab = server.engine.vocab_size()
+        for i, prompt in enumerate(prompts):
+            ids = prompt if isinstance(prompt, list) and vocab is not None else []
+            bad = [t for t in ids if not 0 <= t < (vocab or 0)]
+            if bad:
+                where = "prompt" if len(prompts) == 1 else f"prompt.{i}"
+                raise APIError(400, f"{where}: token id {bad[0]} is outside the vocabulary "
+                               f"(0..{(vocab or 0) - 1})", param=where)  # fmt: skip
         works = [
             completion_turn(
                 server.engine,
-                body.text(),
+                prompt,
                 choice,
                 fit_context=fit,
                 adapter=adapter,
                 timeout_s=server.limits.timeout_s,
+                echo=body.echo,
             )
+            for prompt in prompts
             for choice in _choices(sampling, body.n)
         ]
         return await respond(server, body, works, body.text(), chat=False)
@@ -470,7 +485,9 @@ def _sampling(
                        param=field_name)  # fmt: skip
     sampling = SamplingConfig(
         # the cap holds for a defaulted length too; fitting to the context only shortens it
-        max_new_tokens=asked or min(limits.default_max_tokens, limits.max_tokens),
+        max_new_tokens=asked
+        if asked is not None
+        else min(limits.default_max_tokens, limits.max_tokens),
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,

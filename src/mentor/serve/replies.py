@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -78,7 +79,7 @@ async def respond(
         tokens += item.logprobs
         dones.append(item)
         choices.append(_choice(body, chat, index, "".join(pieces), tokens, item))
-    done = _together(dones)
+    done = _together(dones, body.n)
     if any(d.finish_reason == "timeout" for d in dones):
         _finish(server, endpoint, body.model, 504, started, done, query, stream=False)
         raise APIError(504, f"the generation ran past the server's {server.limits.timeout_s} s "
@@ -128,17 +129,19 @@ def _choice(
             message["tool_calls"] = [c.to_openai() for c in done.tool_calls]
         return {"index": index, "message": message, "finish_reason": done.finish_reason,
                 "logprobs": chat_logprobs(tokens) if asked else None}  # fmt: skip
-    assert isinstance(body, CompletionRequest)
-    prefix = body.text() if body.echo else ""
-    logprobs = completion_logprobs(tokens, len(prefix)) if asked else None
-    return {"index": index, "text": prefix + text, "finish_reason": done.finish_reason,
+    logprobs = completion_logprobs(tokens, 0) if asked else None
+    return {"index": index, "text": text, "finish_reason": done.finish_reason,
             "logprobs": logprobs}  # fmt: skip
 
 
-def _together(dones: Sequence[Finished]) -> Finished:
-    """The choices' accounting as one: the prompt once, every choice's completion tokens."""
-    first = dones[0]
-    return replace(first, completion_tokens=sum(d.completion_tokens for d in dones))
+def _together(dones: Sequence[Finished], n: int) -> Finished:
+    """The choices' accounting as one: each prompt once (its ``n`` choices share it), every
+    choice's completion tokens."""
+    return replace(
+        dones[0],
+        prompt_tokens=sum(d.prompt_tokens for d in dones[::n]),
+        completion_tokens=sum(d.completion_tokens for d in dones),
+    )
 
 
 def _alternative(choice: TokenChoice) -> dict[str, Any]:
@@ -163,8 +166,11 @@ def completion_logprobs(tokens: Sequence[TokenLogprobs], offset: int) -> dict[st
         offset += len(t.chosen.text)
     return {
         "tokens": [t.chosen.text for t in tokens],
-        "token_logprobs": [t.chosen.logprob for t in tokens],
-        "top_logprobs": [_by_text(t.top) for t in tokens],
+        # an echoed prompt's first token has no context: NaN in, null out (as OpenAI sends)
+        "token_logprobs": [
+            None if math.isnan(t.chosen.logprob) else t.chosen.logprob for t in tokens
+        ],
+        "top_logprobs": [None if math.isnan(t.chosen.logprob) else _by_text(t.top) for t in tokens],
         "text_offset": offsets,
     }
 
@@ -263,7 +269,7 @@ async def _sse(
         extra = {"usage": None} if include_usage else {}
         return f"data: {dumps({**head, 'choices': [choice], **extra})}\n\n"
 
-    dones: list[Finished] = []
+    ended: dict[int, Finished] = {}  # by choice index: the prompts' order, for the usage
     status = 200
     try:
         if chat:
@@ -274,7 +280,7 @@ async def _sse(
                 yield chunk(index, {"content": item.text} if chat else item.text,
                             tokens=item.logprobs)  # fmt: skip
                 continue
-            dones.append(item)
+            ended[index] = item
             if item.finish_reason == "timeout":
                 status = 504
                 message = f"the generation ran past the server's {server.limits.timeout_s} s limit"
@@ -284,7 +290,7 @@ async def _sse(
                 calls = [{"index": i, **c.to_openai()} for i, c in enumerate(item.tool_calls)]
                 yield chunk(index, {"tool_calls": calls})
             yield chunk(index, {} if chat else "", item.finish_reason, item.logprobs)
-        done = _together(dones)
+        done = _together([ended[i] for i in sorted(ended)], body.n)
         if include_usage:
             usage = {**head, "choices": [], "usage": _usage(done)}
             yield f"data: {dumps(usage)}\n\n"
@@ -301,7 +307,8 @@ async def _sse(
     finally:
         for job in jobs:
             job.cancel()
-        done = _together(dones) if dones else Finished("cancelled")
+        dones = [ended[i] for i in sorted(ended)]
+        done = _together(dones, body.n) if dones else Finished("cancelled")
         _finish(server, endpoint, body.model, status, started, done, query, stream=True)
 
 

@@ -31,6 +31,8 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds ``torch.Generator.manual_seed`` takes."""
 MAX_CHOICES = 16
 """The most choices (``n``) one request may ask for."""
+MAX_PROMPTS = 64
+"""The most prompts one completions request may carry (lm-evaluation-harness batches them)."""
 MAX_TOP_LOGPROBS = 20
 """OpenAI's cap on ``top_logprobs`` (chat); completions' ``logprobs`` gets the same here."""
 
@@ -360,8 +362,11 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, texts, one prompt's token ids or several prompts' (each prompt gets "
+        "n choices, in order)."
+    )
+    max_tokens: int | None = Field(default=16, ge=0, description="0 only with echo.")
     logprobs: int | None = Field(
         default=None,
         ge=0,
@@ -369,35 +374,48 @@ class CompletionRequest(_Sampling):
         strict=True,
         description="Return each token's log-probability and this many most likely ones.",
     )
-    echo: bool = False  # after logprobs: its check reads it
+    echo: bool = Field(default=False, validate_default=True)  # checked with max_tokens 0
     best_of: int | None = None
     suffix: str | None = None
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(
+        cls, value: str | list[str] | list[int] | list[list[int]]
+    ) -> str | list[str] | list[int] | list[list[int]]:
+        items: list[Any] = [value] if isinstance(value, str) else list(value)
+        if all(isinstance(i, int) for i in items) and items:
+            items = [items]
+        if not items:
+            raise ValueError("no prompt")
+        if len(items) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
+        if any(not item for item in items):
+            raise ValueError("a prompt is empty")
+        return value
+
     @field_validator("echo")
     @classmethod
-    def _echo_without_logprobs(cls, value: bool, info: ValidationInfo) -> bool:
-        if value and info.data.get("logprobs") is not None:
-            raise ValueError("echo with logprobs (the prompt's log-probabilities) is not "
-                             "supported yet")  # fmt: skip
+    def _nothing_to_write(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value and info.data.get("max_tokens") == 0:
+            raise ValueError("max_tokens 0 (write nothing) needs echo: true")
         return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text or token ids."""
+        items: list[Any] = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        return [items] if all(isinstance(i, int) for i in items) else items
+
+    def text(self) -> str:
+        """The first prompt as text, for the request log (token ids as their numbers)."""
+        first = self.prompts()[0]
+        return first if isinstance(first, str) else " ".join(map(str, first))
 
     def top(self) -> int | None:
         return self.logprobs
 
     def json_schema(self) -> str | None:
         return None  # OpenAI's completions take no response_format
-
-    @field_validator("prompt")
-    @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and len(value) != 1:
-            raise ValueError("send one prompt per request")
-        if not (value if isinstance(value, str) else value[0]):
-            raise ValueError("the prompt is empty")
-        return value
-
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
 class EmbeddingRequest(_Request):
