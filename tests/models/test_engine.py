@@ -16,6 +16,7 @@ from mentor.models.engine import (
     StopCutter,
     TextEngine,
     pick_token,
+    token_bytes,
     top_logprobs,
 )
 from mentor.models.protocols import SamplingConfig
@@ -285,3 +286,16 @@ def test_logprobs_are_the_raw_model_s_whatever_the_sampling(batched: bool) -> No
         assert token.chosen.text == tokenizer.decode([ids[i]])
     plain = engine.generate([Request(prompt, SamplingConfig(max_new_tokens=3))])[0]
     assert plain.logprobs == []  # nothing recorded unless asked
+
+
+def test_token_bytes_are_the_token_s_own() -> None:
+    """Each byte-level token's bytes: what it decodes to where that is whole characters, and
+    the pieces of a character (which decode alone to U+FFFD) join into the character."""
+    _, tokenizer = tiny_llama()
+    special = set(tokenizer.all_special_ids)
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if i not in special and "\ufffd" not in text:
+            assert token_bytes(tokenizer, i) == text.encode(), i
+    pieces = tokenizer("é€", add_special_tokens=False)["input_ids"]
+    assert b"".join(token_bytes(tokenizer, i) or b"" for i in pieces) == "é€".encode()

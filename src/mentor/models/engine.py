@@ -78,6 +78,9 @@ class TokenChoice:
     text: str
     """The token decoded alone (a piece of a multi-byte character shows as U+FFFD)."""
     logprob: float
+    raw: bytes | None = None
+    """The token's own bytes where ``text`` cannot show them (a piece of a character); None:
+    ``text`` encoded as UTF-8."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,28 @@ class Detokenizer:
             self._prefix, self._read = self._read, len(self.ids)
             return after[len(before) :]
         return ""
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-ins for the 256 bytes (GPT-2's ``bytes_to_unicode``)."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    shown = keep + [256 + i for i in range(256 - len(keep))]
+    others = [b for b in range(256) if b not in keep]
+    return {chr(c): b for c, b in zip(shown, keep + others, strict=True)}
+
+
+_BYTES = _byte_alphabet()
+
+
+def token_bytes(tokenizer: PreTrainedTokenizerBase, token: int) -> bytes | None:
+    """The raw bytes of one token of a byte-level BPE (``Ġ`` for a space...) or a
+    SentencePiece byte-fallback token (``<0xE2>``); None if it is neither."""
+    piece = str(tokenizer.convert_ids_to_tokens(token))
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return bytes([int(piece[3:5], 16)])
+    if piece and all(c in _BYTES for c in piece):
+        return bytes(_BYTES[c] for c in piece)
+    return None
 
 
 def top_logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
@@ -821,11 +846,15 @@ class HFEngine:
     def _logprobs(self, logits: torch.Tensor, token: int, k: int) -> TokenLogprobs:
         chosen, top = top_logprobs(logits, token, k)
         with self._tokenizer_lock:
-            texts = [str(self.tokenizer.decode([i])) for i in (token, *(i for i, _ in top))]
-        return TokenLogprobs(
-            TokenChoice(token, texts[0], chosen),
-            tuple(TokenChoice(i, t, lp) for (i, lp), t in zip(top, texts[1:], strict=True)),
-        )
+            choices = [self._choice(i, lp) for i, lp in [(token, chosen), *top]]
+        return TokenLogprobs(choices[0], tuple(choices[1:]))
+
+    def _choice(self, token: int, logprob: float) -> TokenChoice:
+        """A token with its text, and its raw bytes when the text is a broken character."""
+        text = str(self.tokenizer.decode([token]))
+        if "\ufffd" not in text:
+            return TokenChoice(token, text, logprob)
+        return TokenChoice(token, text, logprob, token_bytes(self.tokenizer, token))
 
     def _close(self, row: _Row) -> None:
         """A finished row's last text, its result, and the end of its stream."""

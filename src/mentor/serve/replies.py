@@ -145,8 +145,8 @@ def _together(dones: Sequence[Finished], n: int) -> Finished:
 
 
 def _alternative(choice: TokenChoice) -> dict[str, Any]:
-    return {"token": choice.text, "logprob": choice.logprob,
-            "bytes": list(choice.text.encode())}  # fmt: skip
+    raw = choice.raw if choice.raw is not None else choice.text.encode()
+    return {"token": choice.text, "logprob": choice.logprob, "bytes": list(raw)}
 
 
 def chat_logprobs(tokens: Sequence[TokenLogprobs]) -> dict[str, Any]:
