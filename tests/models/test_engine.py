@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -15,6 +16,8 @@ from mentor.models.engine import (
     StopCutter,
     TextEngine,
     pick_token,
+    token_bytes,
+    top_logprobs,
 )
 from mentor.models.protocols import SamplingConfig
 from mentor.testing.engines import ScriptedEngine
@@ -239,3 +242,60 @@ def test_pick_token_holds_at_extreme_temperature_and_top_p(
     assert {pick_token(logits, config, generator, {}) for _ in range(20)} == {1}
     half = logits.half()  # a float16 model's logits too
     assert pick_token(half, config, generator, {}) == 1
+
+
+def test_top_logprobs_against_numbers_worked_by_hand() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    norm = math.log(sum(math.exp(x) for x in (2.0, 1.0, 0.0, -1.0)))
+    chosen, top = top_logprobs(logits, 2, 2)
+    assert chosen == pytest.approx(0.0 - norm)
+    assert [i for i, _ in top] == [0, 1]
+    assert [lp for _, lp in top] == pytest.approx([2.0 - norm, 1.0 - norm])
+    assert top_logprobs(logits, 3, 0)[1] == []
+    assert len(top_logprobs(logits, 3, 10)[1]) == 4  # never more than the vocabulary
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_logprobs_are_the_raw_model_s_whatever_the_sampling(batched: bool) -> None:
+    """Sampled hot with penalties, the reported log-probabilities are still log-softmax of the
+    model's own logits, teacher-forced (what OpenAI and vLLM's default raw_logprobs report)."""
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer, name="tiny")
+    prompt = tokenizer("The refund window")["input_ids"]
+    hot = SamplingConfig(
+        max_new_tokens=10,
+        temperature=1.7,
+        presence_penalty=0.5,
+        frequency_penalty=1.5,
+        repetition_penalty=1.3,
+        seed=3,
+        logprobs=4,
+    )
+    others = [Request(prompt[:2], SamplingConfig(max_new_tokens=4))] if batched else []
+    result = engine.generate([Request(prompt, hot), *others], batch_size=2)[0]
+    assert len(result.logprobs) == result.completion_tokens == 10
+    ids = [t.chosen.token_id for t in result.logprobs]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + ids])).logits[0].float()
+    reference = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)  # (10, V)
+    for i, token in enumerate(result.logprobs):
+        assert token.chosen.logprob == pytest.approx(float(reference[i, ids[i]]), abs=1e-4)
+        best = reference[i].topk(4)
+        assert [a.token_id for a in token.top] == best.indices.tolist()
+        assert [a.logprob for a in token.top] == pytest.approx(best.values.tolist(), abs=1e-4)
+        assert token.chosen.text == tokenizer.decode([ids[i]])
+    plain = engine.generate([Request(prompt, SamplingConfig(max_new_tokens=3))])[0]
+    assert plain.logprobs == []  # nothing recorded unless asked
+
+
+def test_token_bytes_are_the_token_s_own() -> None:
+    """Each byte-level token's bytes: what it decodes to where that is whole characters, and
+    the pieces of a character (which decode alone to U+FFFD) join into the character."""
+    _, tokenizer = tiny_llama()
+    special = set(tokenizer.all_special_ids)
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if i not in special and "\ufffd" not in text:
+            assert token_bytes(tokenizer, i) == text.encode(), i
+    pieces = tokenizer("é€", add_special_tokens=False)["input_ids"]
+    assert b"".join(token_bytes(tokenizer, i) or b"" for i in pieces) == "é€".encode()

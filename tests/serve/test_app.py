@@ -226,7 +226,7 @@ def test_error_shape_is_openai_s(start) -> None:
     running = start()
     raw = httpx.post(
         f"{running.url}/v1/chat/completions",
-        json={"model": "tiny", "messages": MESSAGES, "n": 2},
+        json={"model": "tiny", "messages": MESSAGES, "n": 17},
         headers={"Authorization": f"Bearer {KEY}"},
     )
     body = raw.json()

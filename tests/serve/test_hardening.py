@@ -155,11 +155,7 @@ def test_openapi_needs_a_key_and_lists_the_real_responses(start) -> None:
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
 REFUSED_VALUES: dict[str, list[Any]] = {
-    "logprobs": [True, 0, 2],
-    "top_logprobs": [0, 3],
     "logit_bias": [{"50256": -100}],
-    "response_format": [{"type": "json_object"}, {"type": "json_schema", "json_schema": {}},
-                        {"type": "yaml"}],
     "functions": [[{"name": "f", "parameters": {}}]],
     "function_call": ["auto", {"name": "f"}],
     "audio": [{"voice": "alloy", "format": "wav"}],
@@ -176,7 +172,7 @@ REFUSED_VALUES: dict[str, list[Any]] = {
     "dimensions": [64],
 }  # fmt: skip
 NEUTRAL_VALUES: dict[str, Any] = {
-    "logprobs": False, "logit_bias": {}, "response_format": {"type": "text"},
+    "logit_bias": {},
     "parallel_tool_calls": True, "store": False, "best_of": 1, "suffix": "",
 }  # fmt: skip
 HONOURED_VALUES: dict[str, Any] = {

@@ -53,6 +53,15 @@ class SentenceEmbedder:
             return len(self._counter.encode(text, add_special_tokens=False).ids)
         return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids in this model's vocabulary (the OpenAI API's token-id input);
+        ValueError naming the first id outside it."""
+        size = len(self.model.tokenizer)
+        for i in ids:
+            if not 0 <= i < size:
+                raise ValueError(f"token id {i} is outside the vocabulary (0..{size - 1})")
+        return str(self.model.tokenizer.decode(list(ids), skip_special_tokens=True))
+
     def embed(
         self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
     ) -> npt.NDArray[np.float32]:

@@ -45,6 +45,7 @@ import torch
 
 from mentor.models import static_decode
 from mentor.models.chat import encode_chat
+from mentor.models.constrain import JsonConstraint
 from mentor.models.kv import Batch, bytes_per_token, extend, join, joinable, keep
 from mentor.models.protocols import SamplingConfig
 
@@ -69,6 +70,28 @@ class Request:
     """The LoRA adapter this request runs with (None: the base model)."""
 
 
+@dataclass(frozen=True)
+class TokenChoice:
+    """One token and its log-probability under the model."""
+
+    token_id: int
+    text: str
+    """The token decoded alone (a piece of a multi-byte character shows as U+FFFD)."""
+    logprob: float
+    raw: bytes | None = None
+    """The token's own bytes where ``text`` cannot show them (a piece of a character); None:
+    ``text`` encoded as UTF-8."""
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token's log-probability and the most likely tokens at its position."""
+
+    chosen: TokenChoice
+    top: tuple[TokenChoice, ...] = ()
+    """Most likely first; as many as ``SamplingConfig.logprobs`` asks."""
+
+
 @dataclass
 class Completion:
     """What one request produced; :meth:`TextEngine.stream` fills it in as it goes."""
@@ -80,6 +103,9 @@ class Completion:
     first_token_s: float | None = None
     """Seconds from the start of decoding to the first token."""
     seconds: float = 0.0
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    """One entry per generated token when ``SamplingConfig.logprobs`` is set, appended before
+    the token's text is streamed."""
 
 
 class TextEngine(Protocol):
@@ -171,6 +197,40 @@ class Detokenizer:
             self._prefix, self._read = self._read, len(self.ids)
             return after[len(before) :]
         return ""
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-ins for the 256 bytes (GPT-2's ``bytes_to_unicode``)."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    shown = keep + [256 + i for i in range(256 - len(keep))]
+    others = [b for b in range(256) if b not in keep]
+    return {chr(c): b for c, b in zip(shown, keep + others, strict=True)}
+
+
+_BYTES = _byte_alphabet()
+
+
+def token_bytes(tokenizer: PreTrainedTokenizerBase, token: int) -> bytes | None:
+    """The raw bytes of one token of a byte-level BPE (``Ġ`` for a space...) or a
+    SentencePiece byte-fallback token (``<0xE2>``); None if it is neither."""
+    piece = str(tokenizer.convert_ids_to_tokens(token))
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return bytes([int(piece[3:5], 16)])
+    if piece and all(c in _BYTES for c in piece):
+        return bytes(_BYTES[c] for c in piece)
+    return None
+
+
+def top_logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of ``token`` and the ``k`` most likely (id, log-probability) pairs,
+    from one row of raw logits (V,): the model's own distribution, before any penalty,
+    temperature or top_p (what OpenAI and vLLM's default ``raw_logprobs`` report), so the
+    numbers are the same whatever sampling settings the request chose."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    if k <= 0:
+        return float(logprobs[token]), []
+    values, ids = logprobs.topk(min(k, logprobs.shape[-1]))
+    return float(logprobs[token]), list(zip(ids.tolist(), values.tolist(), strict=True))
 
 
 def pick_token(
@@ -305,6 +365,9 @@ class _Row:
     """Its reader went away (a closed stream): stop at the next step."""
     error: BaseException | None = None
     """What failed the forward pass this row was in."""
+    constraint: JsonConstraint | None = None
+    """The tokens the reply may take next (``SamplingConfig.json_schema``)."""
+    generated: list[int] = field(default_factory=list)
 
     @property
     def reserved(self) -> int:
@@ -345,6 +408,10 @@ class HFEngine:
     ) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {max_running}")
+        self.reports_logprobs = True
+        """Fills ``Completion.logprobs`` when ``SamplingConfig.logprobs`` asks."""
+        self.constrains_json = True
+        """Honours ``SamplingConfig.json_schema`` (:mod:`mentor.models.constrain`)."""
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -449,6 +516,33 @@ class HFEngine:
             self._start()
         return done.result()
 
+    def prompt_logprobs(
+        self, prompt: Sequence[int], k: int, adapter: str | None = None
+    ) -> list[TokenLogprobs]:
+        """Each prompt token's log-probability given the tokens before it, with the ``k``
+        likeliest alternatives (one full pass on the decode thread, between two decode passes;
+        what loglikelihood evaluation asks for). The first token has no context: its logprob is
+        NaN and it has no alternatives."""
+        if not prompt:
+            raise ValueError("a prompt must have at least one token")
+        ids = list(prompt)
+
+        def score() -> list[TokenLogprobs]:
+            names = [adapter]
+            adapters = self.row_adapters(names) if self.row_adapters else nullcontext()
+            with torch.inference_mode(), eval_mode(self.model), adapters:
+                tokens = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+                logits = self.model(input_ids=tokens).logits[0]  # (L, V)
+            self.steps += 1
+            with self._tokenizer_lock:
+                first = str(self.tokenizer.decode([ids[0]]))
+            head = TokenLogprobs(TokenChoice(ids[0], first, float("nan")))
+            return [head, *(self._logprobs(logits[i - 1], ids[i], k) for i in range(1, len(ids)))]
+
+        if adapter is not None and self.row_adapters is None:
+            raise ValueError(f"{self.name} runs no adapters, and this request asks for one")
+        return cast(list[TokenLogprobs], self.call(score))
+
     @property
     def load(self) -> tuple[int, int]:
         """(running, waiting) requests."""
@@ -483,6 +577,12 @@ class HFEngine:
             seed = request.sampling.seed
             generator.manual_seed(seed if seed is not None else time.time_ns())
         result.prompt_tokens = len(request.prompt)
+        constraint = None
+        if request.sampling.json_schema is not None:  # built here: a bad schema fails the submit
+            with self._tokenizer_lock:
+                constraint = JsonConstraint.build(
+                    self.tokenizer, request.sampling.json_schema, stop_ids=sorted(self.stop_ids)
+                )
         return _Row(
             request,
             result,
@@ -492,6 +592,7 @@ class HFEngine:
             seen=list(request.prompt) if request.sampling.repetition_penalty != 1.0 else [],
             submitted=time.perf_counter(),
             pieces=queue.SimpleQueue() if streamed else None,
+            constraint=constraint,
         )
 
     def _start(self) -> None:
@@ -708,12 +809,24 @@ class HFEngine:
         if row.abandoned or (request.cancelled is not None and request.cancelled()):
             row.finish("cancelled")
             return ""
-        token = pick_token(logits, sampling, row.generator, row.counts, row.seen)
+        allowed = logits
+        if row.constraint is not None:
+            with self._tokenizer_lock:
+                ids = row.constraint([*request.prompt, *row.generated])
+            if not ids:  # the grammar allows nothing more (not even an end): stop here
+                row.finish("stop")
+                return ""
+            allowed = torch.full_like(logits, float("-inf"))
+            allowed[ids] = logits[ids]
+        token = pick_token(allowed, sampling, row.generator, row.counts, row.seen)
+        row.generated.append(token)
         if result.first_token_s is None:
             result.first_token_s = time.perf_counter() - row.submitted
         if token in self.stop_ids and not sampling.ignore_eos:
             row.finish("stop")
             return ""
+        if sampling.logprobs is not None:
+            result.logprobs.append(self._logprobs(logits, token, sampling.logprobs))
         row.last = token
         result.completion_tokens += 1
         row.counts[token] = row.counts.get(token, 0) + 1
@@ -729,6 +842,19 @@ class HFEngine:
         elif result.completion_tokens >= sampling.max_new_tokens:
             row.finish("length")
         return text
+
+    def _logprobs(self, logits: torch.Tensor, token: int, k: int) -> TokenLogprobs:
+        chosen, top = top_logprobs(logits, token, k)
+        with self._tokenizer_lock:
+            choices = [self._choice(i, lp) for i, lp in [(token, chosen), *top]]
+        return TokenLogprobs(choices[0], tuple(choices[1:]))
+
+    def _choice(self, token: int, logprob: float) -> TokenChoice:
+        """A token with its text, and its raw bytes when the text is a broken character."""
+        text = str(self.tokenizer.decode([token]))
+        if "\ufffd" not in text:
+            return TokenChoice(token, text, logprob)
+        return TokenChoice(token, text, logprob, token_bytes(self.tokenizer, token))
 
     def _close(self, row: _Row) -> None:
         """A finished row's last text, its result, and the end of its stream."""

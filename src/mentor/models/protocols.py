@@ -46,6 +46,12 @@ class SamplingConfig:
     """Subtracted from each token's logit once per time it was already generated."""
     ignore_eos: bool = False
     """Keep generating past the end-of-sequence token (benchmarks: a fixed reply length)."""
+    logprobs: int | None = None
+    """Record each chosen token's log-probability and this many most likely alternatives
+    (``Completion.logprobs``; 0: the chosen token's only); None records nothing."""
+    json_schema: str | None = None
+    """Constrain the reply to JSON matching this JSON schema, given as JSON text
+    (``'{"type": "object"}'``: any object); None leaves the reply free."""
 
 
 @runtime_checkable

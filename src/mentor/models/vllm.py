@@ -128,6 +128,10 @@ def sampling_body(sampling: SamplingConfig) -> tuple[dict[str, Any], dict[str, A
 
     All are sent, defaults too: vLLM would otherwise take the model's generation_config.json
     defaults (a temperature of its own), and mentor's engines must agree for the same config."""
+    if sampling.logprobs is not None:
+        raise ValueError("logprobs: the vllm engine does not carry log probabilities back yet")
+    if sampling.json_schema is not None:
+        raise ValueError("json_schema: the vllm engine does not pass constraints on yet")
     fields: dict[str, Any] = {
         "max_tokens": sampling.max_new_tokens,
         "temperature": sampling.temperature,

@@ -5,8 +5,10 @@ Routes (all but ``/health`` need ``Authorization: Bearer <key>`` unless auth is 
 - ``POST /v1/chat/completions`` and ``POST /v1/completions``, streamed as server-sent events when
   ``stream`` is true; ``model`` is ``<base>`` or ``<base>:<adapter>``.
 - ``GET /v1/models``; ``POST /v1/adapters`` and ``DELETE /v1/adapters/{name}`` add and remove
-  adapters while the server runs: admin keys only (``Server.admin_keys``), and loading only from
-  the folders under ``Server.adapter_roots`` (off when either is empty).
+  adapters while the server runs, and so do vLLM's ``POST /v1/load_lora_adapter`` and
+  ``/v1/unload_lora_adapter`` (``{"lora_name", "lora_path"}``): admin keys only
+  (``Server.admin_keys``), and loading only from the folders under ``Server.adapter_roots`` (off
+  when either is empty). A request names an adapter ``<base>:<adapter>`` or by its bare name.
 - ``POST /v1/embeddings`` with the index's embedder (or ``--embedder``).
 - ``POST /v1/retrieve`` over the served index; with an index, chat turns get the
   ``search_documents`` tool (:mod:`mentor.serve.chat`).
@@ -28,17 +30,18 @@ import base64
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mentor.models.protocols import SamplingConfig
+from mentor.models.protocols import Embedder, SamplingConfig
 from mentor.rag.filters import check_filters
 from mentor.rag.retrieve import SearchConfig
 from mentor.serve.chat import (
@@ -47,14 +50,17 @@ from mentor.serve.chat import (
 )
 from mentor.serve.replies import evidence, record, respond
 from mentor.serve.schemas import (
+    SEED_MAX,
     AdapterRequest,
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
     ErrorBody,
+    LoadLoRARequest,
     RetrieveRequest,
+    UnloadLoRARequest,
 )
-from mentor.serve.state import APIError, Limits, Server, error_response
+from mentor.serve.state import APIError, Server, error_response
 from mentor.serve.tools import public_source
 
 
@@ -233,53 +239,100 @@ def create_app(server: Server) -> FastAPI:
             ],
         }
 
-    @app.post("/v1/adapters", dependencies=admins, responses=_ADMIN_ERRORS)
-    async def add_adapter(body: AdapterRequest) -> dict[str, Any]:
-        if body.name == server.engine.name:
-            raise APIError(400, f"name: {body.name!r} is the model's own name", param="name")
-        path = allowed_adapter_path(body.path, server.adapter_roots)
+    async def load(name: str, asked: str, *, param: str, name_param: str) -> None:
+        if name == server.engine.name:
+            raise APIError(400, f"{name_param}: {name!r} is the model's own name",
+                           param=name_param)  # fmt: skip
+        path = allowed_adapter_path(asked, server.adapter_roots, param=param)
         try:
-            await server.scheduler.run(lambda: server.engine.add_adapter(body.name, path))
+            await server.scheduler.run(lambda: server.engine.add_adapter(name, path))
         except (ValueError, OSError) as exc:
-            raise APIError(400, f"path: {exc}", param="path") from None
-        return {"id": f"{server.engine.name}:{body.name}", "object": "model", "loaded": True}
+            raise APIError(400, f"{param}: {exc}", param=param) from None
 
-    @app.delete("/v1/adapters/{name}", dependencies=admins, responses=_ADMIN_ERRORS)
-    async def remove_adapter(name: str) -> dict[str, Any]:
+    async def unload(name: str) -> None:
         try:
             await server.scheduler.run(lambda: server.engine.remove_adapter(name))
         except KeyError:
             raise APIError(404, f"no adapter {name!r}", code="model_not_found") from None
+
+    @app.post("/v1/adapters", dependencies=admins, responses=_ADMIN_ERRORS)
+    async def add_adapter(body: AdapterRequest) -> dict[str, Any]:
+        await load(body.name, body.path, param="path", name_param="name")
+        return {"id": f"{server.engine.name}:{body.name}", "object": "model", "loaded": True}
+
+    @app.delete("/v1/adapters/{name}", dependencies=admins, responses=_ADMIN_ERRORS)
+    async def remove_adapter(name: str) -> dict[str, Any]:
+        await unload(name)
         return {"id": f"{server.engine.name}:{name}", "object": "model", "deleted": True}
+
+    @app.post("/v1/load_lora_adapter", dependencies=admins, responses=_ADMIN_ERRORS)
+    async def load_lora_adapter(body: LoadLoRARequest) -> Response:
+        """vLLM's route: same rules as ``POST /v1/adapters``; the reply is vLLM's plain text."""
+        if body.load_inplace and body.lora_name in server.engine.adapters:
+            await unload(body.lora_name)
+        await load(body.lora_name, body.lora_path, param="lora_path", name_param="lora_name")
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter", dependencies=admins, responses=_ADMIN_ERRORS)
+    async def unload_lora_adapter(body: UnloadLoRARequest) -> Response:
+        await unload(body.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
     @app.post("/v1/chat/completions", dependencies=auth, responses=_GENERATION_ERRORS)
     async def chat(body: ChatRequest) -> Response:
         adapter = _adapter(server, body.model)
-        sampling, fit = _sampling(server.limits, body, body.limit(), "max_completion_tokens"
+        sampling, fit = _sampling(server, body, body.limit(), "max_completion_tokens"
                                   if body.max_completion_tokens else "max_tokens")  # fmt: skip
         messages = [m.to_template() for m in body.messages]
         tools = [t.model_dump(exclude={"function": {"strict"}}) for t in body.tools or []]
-        work = chat_turn(
-            server.engine,
-            messages,
-            sampling,
-            fit_context=fit,
-            adapter=adapter,
-            client_tools=tools,
-            retrieval=server.retrieval,
-            timeout_s=server.limits.timeout_s,
-            tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else None,
-        )
         query = next((m.text() for m in reversed(body.messages) if m.role == "user"), None)
-        return await respond(server, body, work, query, chat=True)
+        works = [
+            chat_turn(
+                server.engine,
+                messages,
+                choice,
+                fit_context=fit,
+                adapter=adapter,
+                client_tools=tools,
+                retrieval=server.retrieval,
+                timeout_s=server.limits.timeout_s,
+                tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else None,
+            )
+            for choice in _choices(sampling, body.n)
+        ]
+        return await respond(server, body, works, query, chat=True)
 
     @app.post("/v1/completions", dependencies=auth, responses=_GENERATION_ERRORS)
     async def completions(body: CompletionRequest) -> Response:
         adapter = _adapter(server, body.model)
-        sampling, fit = _sampling(server.limits, body, body.max_tokens, "max_tokens")
-        work = completion_turn(server.engine, body.text(), sampling, fit_context=fit,
-                               adapter=adapter, timeout_s=server.limits.timeout_s)  # fmt: skip
-        return await respond(server, body, work, body.text(), chat=False)
+        sampling, fit = _sampling(server, body, body.max_tokens, "max_tokens")
+        if body.echo and body.logprobs is not None and not server.engine.scores_prompts():
+            raise APIError(400, f"echo: this server's engine ({type(server.engine.lm).__name__}) "
+                           "does not score prompts; leave logprobs out or echo false",
+                           param="echo")  # fmt: skip
+        prompts = body.prompts()
+        vocab = server.engine.vocab_size()
+        for i, prompt in enumerate(prompts):
+            ids = prompt if isinstance(prompt, list) and vocab is not None else []
+            bad = [t for t in ids if not 0 <= t < (vocab or 0)]
+            if bad:
+                where = "prompt" if len(prompts) == 1 else f"prompt.{i}"
+                raise APIError(400, f"{where}: token id {bad[0]} is outside the vocabulary "
+                               f"(0..{(vocab or 0) - 1})", param=where)  # fmt: skip
+        works = [
+            completion_turn(
+                server.engine,
+                prompt,
+                choice,
+                fit_context=fit,
+                adapter=adapter,
+                timeout_s=server.limits.timeout_s,
+                echo=body.echo,
+            )
+            for prompt in prompts
+            for choice in _choices(sampling, body.n)
+        ]
+        return await respond(server, body, works, body.text(), chat=False)
 
     @app.post("/v1/embeddings", dependencies=auth, responses=_ERRORS)
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
@@ -292,12 +345,15 @@ def create_app(server: Server) -> FastAPI:
                 f"model: no embedding model {body.model!r} here; this server has {embedder.name}"
             )
             raise APIError(404, message, param="model", code="model_not_found")
-        texts = body.texts()
-        if len(texts) > server.limits.max_embedding_inputs:
-            raise APIError(400, f"input: at most {server.limits.max_embedding_inputs} texts",
+        inputs = body.inputs()
+        if len(inputs) > server.limits.max_embedding_inputs:
+            raise APIError(400, f"input: at most {server.limits.max_embedding_inputs} inputs",
                            param="input")  # fmt: skip
-        if any(not t for t in texts):
-            raise APIError(400, "input: empty strings cannot be embedded", param="input")
+        texts = [_embedding_text(embedder, item, f"input.{i}") for i, item in enumerate(inputs)]
+        tokens = sum(
+            len(item) if isinstance(item, list) else _count_tokens(embedder, item)
+            for item in inputs
+        )
         vectors = await asyncio.to_thread(embedder.embed, texts)
         data = []
         for i, vector in enumerate(np.asarray(vectors, dtype=np.float32)):
@@ -305,7 +361,6 @@ def create_app(server: Server) -> FastAPI:
             if body.encoding_format == "base64":
                 value = base64.b64encode(vector.tobytes()).decode()
             data.append({"object": "embedding", "index": i, "embedding": value})
-        tokens = sum(len(t.split()) for t in texts)
         return {
             "object": "list",
             "data": data,
@@ -360,14 +415,14 @@ def _key(request: Request, keys: tuple[str, ...]) -> str | None:
     return found[0] if found else None
 
 
-def allowed_adapter_path(asked: str, roots: tuple[Path, ...]) -> Path:
+def allowed_adapter_path(asked: str, roots: tuple[Path, ...], *, param: str = "path") -> Path:
     """The folder ``asked`` names if it lies under one of ``roots`` (a relative path is taken
     under each root in turn); APIError otherwise, with one message whether or not it exists."""
     if not roots:
         raise APIError(403, "adapter loading is off on this server (start it with "
                        "--allow-adapter-loading DIR)", code="permission_denied")  # fmt: skip
-    outside = APIError(400, f"path: {asked!r} is not an adapter folder under this server's "
-                       "allowed adapter folders", param="path")  # fmt: skip
+    outside = APIError(400, f"{param}: {asked!r} is not an adapter folder under this server's "
+                       "allowed adapter folders", param=param)  # fmt: skip
     for root in roots:
         try:
             base = root.resolve()
@@ -377,6 +432,30 @@ def allowed_adapter_path(asked: str, roots: tuple[Path, ...]) -> Path:
         if path != base and path.is_relative_to(base) and path.is_dir():
             return path
     raise outside
+
+
+def _embedding_text(embedder: Embedder, item: str | list[int], where: str) -> str:
+    """An embeddings input as text: token ids are read with the embedder's own tokenizer."""
+    if isinstance(item, str):
+        if not item:
+            raise APIError(400, f"{where}: empty strings cannot be embedded", param=where)
+        return item
+    decode = getattr(embedder, "decode", None)
+    if decode is None:
+        raise APIError(400, f"{where}: {embedder.name} reads text only (it has no tokenizer to "
+                       "read token ids with); send strings", param=where)  # fmt: skip
+    if not item:
+        raise APIError(400, f"{where}: an empty list of token ids", param=where)
+    try:
+        return str(decode(item))
+    except ValueError as exc:
+        raise APIError(400, f"{where}: {exc}", param=where) from None
+
+
+def _count_tokens(embedder: Embedder, text: str) -> int:
+    """Tokens of ``text`` as the embedder reads it (words for one without a tokenizer)."""
+    count = getattr(embedder, "count_tokens", None)
+    return int(count(text)) if count is not None else len(text.split())
 
 
 def _adapter(server: Server, model: str) -> str | None:
@@ -389,16 +468,26 @@ def _adapter(server: Server, model: str) -> str | None:
 
 
 def _sampling(
-    limits: Limits, body: Any, asked: int | None, field_name: str
+    server: Server, body: ChatRequest | CompletionRequest, asked: int | None, field_name: str
 ) -> tuple[SamplingConfig, bool]:
     """The request's sampling, and whether its reply may shrink to the room the prompt leaves
     (only when the client asked for no particular length)."""
+    limits = server.limits
+    if body.json_schema() is not None and not getattr(server.engine.lm, "constrains_json", False):
+        raise APIError(400, f"response_format: this server's engine "
+                       f"({type(server.engine.lm).__name__}) does not constrain replies to JSON",
+                       param="response_format")  # fmt: skip
+    if body.top() is not None and not getattr(server.engine.lm, "reports_logprobs", False):
+        raise APIError(400, f"logprobs: this server's engine ({type(server.engine.lm).__name__}) "
+                       "does not return log probabilities", param="logprobs")  # fmt: skip
     if asked is not None and asked > limits.max_tokens:
         raise APIError(400, f"{field_name}: at most {limits.max_tokens} on this server",
                        param=field_name)  # fmt: skip
     sampling = SamplingConfig(
         # the cap holds for a defaulted length too; fitting to the context only shortens it
-        max_new_tokens=asked or min(limits.default_max_tokens, limits.max_tokens),
+        max_new_tokens=asked
+        if asked is not None
+        else min(limits.default_max_tokens, limits.max_tokens),
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
@@ -407,5 +496,18 @@ def _sampling(
         frequency_penalty=body.frequency_penalty,
         repetition_penalty=body.repetition_penalty,
         ignore_eos=body.ignore_eos,
+        logprobs=body.top(),
+        json_schema=body.json_schema(),
     )
     return sampling, asked is None
+
+
+def _choices(sampling: SamplingConfig, n: int) -> list[SamplingConfig]:
+    """``n`` samplings for ``n`` independent choices: a given seed becomes seed, seed + 1, ...
+    (so a seeded request is repeatable and its choices still differ); unseeded ones each draw
+    their own."""
+    seed = sampling.seed
+    if seed is None or n == 1:
+        return [sampling] * n
+    step = 1 if seed + n - 1 <= SEED_MAX else -1
+    return [replace(sampling, seed=seed + step * i) for i in range(n)]

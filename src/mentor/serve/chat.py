@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from mentor.models.engine import Completion, StopCutter
+from mentor.models.engine import Completion, StopCutter, TokenLogprobs
 from mentor.models.protocols import SamplingConfig
 from mentor.rag.answer import confidence
 from mentor.rag.retrieve import SearchConfig, Searcher
@@ -49,6 +49,8 @@ class EmptyPromptError(ValueError):
 @dataclass(frozen=True)
 class Piece:
     text: str
+    logprobs: tuple[TokenLogprobs, ...] = ()
+    """The tokens picked since the previous piece (when the request asked for logprobs)."""
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Finished:
     searches: list[SearchRound] = field(default_factory=list)
     text: str = ""
     """Everything the client was sent, for the request log."""
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    """The last tokens' log-probabilities, not yet sent with a piece."""
 
 
 @dataclass(frozen=True)
@@ -177,15 +181,22 @@ def chat_turn(
                 deadline=deadline,
                 cancelled=job.cancelled.is_set,
             )
+            sent = 0
             for text in stream:
                 shown = watch.feed(text)
                 if shown:
                     done.text += shown
-                    yield Piece(shown)
+                    new = tuple(generated.logprobs[sent:])  # the decode thread may add more
+                    sent += len(new)
+                    yield Piece(shown, new)
             shown = watch.flush()
             if shown:
                 done.text += shown
-                yield Piece(shown)
+                new = tuple(generated.logprobs[sent:])
+                sent += len(new)
+                yield Piece(shown, new)
+            # what is left is held text (a cut stop string, a tool call): sent with the end
+            done.logprobs = generated.logprobs[sent:]
             done.prompt_tokens += generated.prompt_tokens
             done.completion_tokens += generated.completion_tokens
             if done.first_token_s is None:
@@ -234,23 +245,37 @@ def _search_messages(
 
 def completion_turn(
     engine: Engine,
-    prompt_text: str,
+    prompt: str | list[int],
     sampling: SamplingConfig,
     *,
     fit_context: bool = False,
     adapter: str | None,
     timeout_s: float | None,
+    echo: bool = False,
 ) -> Callable[[Job], Iterator[Piece | Finished]]:
-    """The worker's job for one plain text completion (no chat template)."""
+    """The worker's job for one plain text completion (no chat template); ``prompt`` is text or
+    token ids. With ``echo`` the reply starts with the prompt, and with logprobs asked, with the
+    prompt tokens' log-probabilities (what loglikelihood evaluation reads); ``max_new_tokens`` 0
+    then generates nothing."""
 
     def work(job: Job) -> Iterator[Piece | Finished]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        prompt = engine.encode_text(prompt_text)
-        fitted = _fit(engine, prompt, sampling, fit_context)
-        generated = Completion(prompt_tokens=len(prompt))
-        done = Finished("stop")
+        ids = engine.encode_text(prompt) if isinstance(prompt, str) else list(prompt)
+        done = Finished("length", prompt_tokens=len(ids))
+        if echo and ids:  # the prompt comes first, as the reply's first piece
+            scored: tuple[TokenLogprobs, ...] = ()
+            if sampling.logprobs is not None:
+                scored = tuple(engine.prompt_logprobs(ids, sampling.logprobs, adapter=adapter))
+            yield Piece(prompt if isinstance(prompt, str) else engine.decode(ids), scored)
+        if sampling.max_new_tokens == 0 and ids:  # echo only: score the prompt, write nothing
+            yield done
+            return
+        fitted = _fit(engine, ids, sampling, fit_context)
+        generated = Completion(prompt_tokens=len(ids))
+        done.finish_reason = "stop"
+        sent = 0
         for text in engine.stream(
-            prompt,
+            ids,
             fitted,
             adapter=adapter,
             result=generated,
@@ -258,9 +283,12 @@ def completion_turn(
             cancelled=job.cancelled.is_set,
         ):
             done.text += text
-            yield Piece(text)
+            new = tuple(generated.logprobs[sent:])  # the decode thread may add more
+            sent += len(new)
+            yield Piece(text, new)
+        done.logprobs = generated.logprobs[sent:]
         done.finish_reason = generated.finish_reason or "stop"
-        done.prompt_tokens, done.completion_tokens = len(prompt), generated.completion_tokens
+        done.completion_tokens = generated.completion_tokens
         done.first_token_s = generated.first_token_s
         yield done
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mentor.models.engine import Completion, HFEngine, Request, TextEngine
+from mentor.models.engine import Completion, HFEngine, Request, TextEngine, TokenLogprobs
 from mentor.models.protocols import SamplingConfig
 from mentor.models.vllm_server import VLLMError, VLLMSettings
 from mentor.train.adapters import AdapterInfo, load_adapter, read_info
@@ -169,9 +169,14 @@ class Engine:
         return [self.name, *(f"{self.name}:{a}" for a in self.adapters)]
 
     def adapter_for(self, model_id: str) -> str | None:
-        """The adapter a request's ``model`` names (None: the base); KeyError if unknown."""
+        """The adapter a request's ``model`` names (None: the base); KeyError if unknown.
+
+        ``<base>:<adapter>`` or the adapter's bare name, as vLLM's clients send it (an adapter
+        may not take the model's own name, so the two never clash)."""
         if model_id == self.name or model_id == "base":
             return None
+        if model_id in self.adapters:
+            return model_id
         base, _, adapter = model_id.partition(":")
         if base in (self.name, "base") and adapter in self.adapters:
             return adapter
@@ -190,6 +195,36 @@ class Engine:
 
     def encode_text(self, text: str, *, special: bool = True) -> list[int]:
         return self.lm.encode_text(text, special=special)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids (an echoed token-id prompt)."""
+        return str(self.lm.tokenizer.decode(list(ids)))  # type: ignore[attr-defined]
+
+    def vocab_size(self) -> int | None:
+        """Ids a prompt may hold (None: the engine does not say)."""
+        tokenizer = getattr(self.lm, "tokenizer", None)
+        return None if tokenizer is None else len(tokenizer)
+
+    def scores_prompts(self) -> bool:
+        """Whether the engine returns a prompt's own log-probabilities (``echo`` + ``logprobs``)."""
+        return callable(getattr(self.lm, "prompt_logprobs", None))
+
+    def prompt_logprobs(
+        self, prompt: list[int], k: int, *, adapter: str | None
+    ) -> list[TokenLogprobs]:
+        """Each prompt token's log-probability after the ones before it (the first: NaN)."""
+        if adapter is not None:
+            with self._idle:
+                if adapter not in self.adapters:
+                    raise KeyError(adapter)
+                self._in_use[adapter] += 1
+        try:
+            return list(self.lm.prompt_logprobs(prompt, k, adapter))  # type: ignore[attr-defined]
+        finally:
+            if adapter is not None:
+                with self._idle:
+                    self._in_use[adapter] -= 1
+                    self._idle.notify_all()
 
     def stream(
         self,

@@ -13,6 +13,7 @@ except inside messages, where clients echo back whole reply objects (``refusal``
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,14 +25,19 @@ from pydantic import (
     model_validator,
 )
 
+from mentor.models.constrain import ANY_OBJECT
+
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds ``torch.Generator.manual_seed`` takes."""
+MAX_CHOICES = 16
+"""The most choices (``n``) one request may ask for."""
+MAX_PROMPTS = 64
+"""The most prompts one completions request may carry (lm-evaluation-harness batches them)."""
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's cap on ``top_logprobs`` (chat); completions' ``logprobs`` gets the same here."""
 
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (None, False),
-    "top_logprobs": (None,),
     "logit_bias": (None, {}),
-    "response_format": (None, {"type": "text"}),
     "functions": (None, []),
     "function_call": (None,),
     "audio": (None,),
@@ -50,10 +56,7 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 """Fields not honoured here, with the values that ask for nothing they would change."""
 
 _WHY = {
-    "logprobs": "log probabilities are not returned by this server",
-    "top_logprobs": "log probabilities are not returned by this server",
     "logit_bias": "logit_bias is not supported",
-    "response_format": "only {'type': 'text'} is supported (no JSON mode or schemas)",
     "functions": "the legacy functions field is not supported; use tools",
     "function_call": "the legacy function_call field is not supported; use tool_choice",
     "parallel_tool_calls": "the model may call several tools at once; false is not supported",
@@ -74,17 +77,16 @@ def _table(honoured: str, refused: str) -> dict[str, Handling]:
 
 OPENAI_FIELDS: dict[str, dict[str, Handling]] = {
     "chat": _table(
-        """messages model frequency_penalty max_completion_tokens max_tokens metadata n
-        presence_penalty seed stop stream stream_options temperature tool_choice tools top_p user
-        safety_identifier prompt_cache_key""",
-        """audio function_call functions logit_bias logprobs modalities parallel_tool_calls
-        prediction reasoning_effort response_format service_tier store top_logprobs verbosity
-        web_search_options""",
+        """messages model frequency_penalty logprobs max_completion_tokens max_tokens metadata n
+        presence_penalty response_format seed stop stream stream_options temperature tool_choice
+        tools top_logprobs top_p user safety_identifier prompt_cache_key""",
+        """audio function_call functions logit_bias modalities parallel_tool_calls prediction
+        reasoning_effort service_tier store verbosity web_search_options""",
     ),
     "completions": _table(
-        """model prompt echo frequency_penalty max_tokens n presence_penalty seed stop stream
-        stream_options temperature top_p user""",
-        "best_of logit_bias logprobs suffix",
+        """model prompt echo frequency_penalty logprobs max_tokens n presence_penalty seed stop
+        stream stream_options temperature top_p user""",
+        "best_of logit_bias suffix",
     ),
     "embeddings": _table("input model encoding_format user", "dimensions"),
 }
@@ -206,6 +208,59 @@ class Tool(_Part):
     function: FunctionSpec
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = Field(default=None, description="Always enforced here.")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _enforceable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from mentor.models.constrain import schema_error
+
+        if value and (problem := schema_problem(value, "schema")):
+            raise ValueError(f"not a valid JSON schema ({problem})")
+        if problem := schema_error(json.dumps(value)):
+            raise ValueError(problem)
+        return value
+
+
+class ResponseFormat(BaseModel):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema``: the reply is constrained
+    token by token (:mod:`mentor.models.constrain`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _only_for_json_schema(
+        cls, value: JsonSchemaFormat | None, info: ValidationInfo
+    ) -> JsonSchemaFormat | None:
+        if value is not None and info.data.get("type") != "json_schema":
+            raise ValueError("only with type json_schema")
+        return value
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+    def schema_text(self) -> str | None:
+        """The JSON schema to enforce, as JSON text (None: free text)."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema is None:
+            return ANY_OBJECT
+        return json.dumps(self.json_schema.json_schema)
+
+
 class StreamOptions(_Part):
     include_usage: bool = False
 
@@ -224,12 +279,13 @@ class _Sampling(_Request):
     repetition_penalty: float = Field(
         default=1.0, gt=0.0, le=10.0, description="vLLM's extension: divides repeated logits."
     )
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice per request.")
+    n: int = Field(
+        default=1, ge=1, le=MAX_CHOICES, description="Independent samples (choices) to return."
+    )
     ignore_eos: bool = Field(
         default=False, description="vLLM's extension: generate max_tokens whatever the model says."
     )
     user: str | None = None
-    logprobs: Any = None
     logit_bias: dict[str, Any] | None = None
 
     @field_validator("stop")
@@ -253,8 +309,16 @@ class ChatRequest(_Sampling):
     metadata: dict[str, str] | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
-    top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = Field(
+        default=None, description="Return each generated token's log-probability."
+    )
+    top_logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Most likely alternatives per token (needs logprobs: true).",
+    )
+    response_format: ResponseFormat | None = None
     functions: list[Any] | None = None
     function_call: Any = None
     audio: Any = None
@@ -279,39 +343,100 @@ class ChatRequest(_Sampling):
             raise ValueError("forcing one function is not supported; use auto or none")
         return value
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
+        return value
+
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def top(self) -> int | None:
+        """Alternatives per token to record (None: no logprobs)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def json_schema(self) -> str | None:
+        return self.response_format.schema_text() if self.response_format else None
+
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
-    echo: bool = False
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, texts, one prompt's token ids or several prompts' (each prompt gets "
+        "n choices, in order)."
+    )
+    max_tokens: int | None = Field(default=16, ge=0, description="0 only with echo.")
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        strict=True,
+        description="Return each token's log-probability and this many most likely ones.",
+    )
+    echo: bool = Field(default=False, validate_default=True)  # checked with max_tokens 0
     best_of: int | None = None
     suffix: str | None = None
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and len(value) != 1:
-            raise ValueError("send one prompt per request")
-        if not (value if isinstance(value, str) else value[0]):
-            raise ValueError("the prompt is empty")
+    def _prompts(
+        cls, value: str | list[str] | list[int] | list[list[int]]
+    ) -> str | list[str] | list[int] | list[list[int]]:
+        items: list[Any] = [value] if isinstance(value, str) else list(value)
+        if all(isinstance(i, int) for i in items) and items:
+            items = [items]
+        if not items:
+            raise ValueError("no prompt")
+        if len(items) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
+        if any(not item for item in items):
+            raise ValueError("a prompt is empty")
         return value
 
+    @field_validator("echo")
+    @classmethod
+    def _nothing_to_write(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value and info.data.get("max_tokens") == 0:
+            raise ValueError("max_tokens 0 (write nothing) needs echo: true")
+        return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text or token ids."""
+        items: list[Any] = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        return [items] if all(isinstance(i, int) for i in items) else items
+
     def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        """The first prompt as text, for the request log (token ids as their numbers)."""
+        first = self.prompts()[0]
+        return first if isinstance(first, str) else " ".join(map(str, first))
+
+    def top(self) -> int | None:
+        return self.logprobs
+
+    def json_schema(self) -> str | None:
+        return None  # OpenAI's completions take no response_format
 
 
 class EmbeddingRequest(_Request):
     model: str
-    input: str | list[str] = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        min_length=1,
+        description="A text, texts, one text's token ids, or several texts' token ids (the "
+        "embedder's own vocabulary).",
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per vector to return: a text or a list of token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        items: list[Any] = list(self.input)
+        if all(isinstance(i, int) for i in items):
+            return [items]
+        return items
 
 
 class RetrieveRequest(_Request):
@@ -338,13 +463,34 @@ RESERVED_ADAPTER_NAMES = ("base",)
 """Adapter names a client may not take (nor the model's own name)."""
 
 
+def _not_reserved(value: str) -> str:
+    if value.lower() in RESERVED_ADAPTER_NAMES:
+        raise ValueError(f"{value!r} is a reserved name")
+    return value
+
+
+_ADAPTER_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class AdapterRequest(_Request):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(pattern=_ADAPTER_NAME)
     path: str = Field(min_length=1, max_length=4096)
 
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value.lower() in RESERVED_ADAPTER_NAMES:
-            raise ValueError(f"{value!r} is a reserved name")
-        return value
+    _name = field_validator("name")(_not_reserved)
+
+
+class LoadLoRARequest(_Request):
+    """vLLM's ``POST /v1/load_lora_adapter`` body."""
+
+    lora_name: str = Field(pattern=_ADAPTER_NAME)
+    lora_path: str = Field(min_length=1, max_length=4096)
+    load_inplace: bool = Field(default=False, description="vLLM's: replace a loaded adapter.")
+
+    _name = field_validator("lora_name")(_not_reserved)
+
+
+class UnloadLoRARequest(_Request):
+    """vLLM's ``POST /v1/unload_lora_adapter`` body."""
+
+    lora_name: str = Field(min_length=1)
+    lora_int_id: int | None = Field(default=None, description="vLLM's; ignored (names suffice).")

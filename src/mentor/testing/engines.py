@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from mentor.models.chat import encode_chat
-from mentor.models.engine import Completion, Request
+from mentor.models.engine import Completion, Request, TokenChoice, TokenLogprobs
 
 
 class ScriptedEngine:
@@ -48,6 +48,9 @@ class ScriptedEngine:
         """Every prompt this engine was asked to continue, decoded to text, in order."""
         self.prompt_ids: list[list[int]] = []
         """The same prompts as token ids."""
+        self.reports_logprobs = True
+        """Each word is one token, of log-probability -0.5 * its position (-0.5, -1.0, ...),
+        with the alternatives ``alt0``, ``alt1``... each 1.0 below the one before it."""
 
     def encode_chat(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()
@@ -84,6 +87,9 @@ class ScriptedEngine:
             if result.first_token_s is None:
                 result.first_token_s = time.perf_counter() - started
             piece = word if result.completion_tokens == 1 else f" {word}"
+            if request.sampling.logprobs is not None:
+                result.logprobs.append(_scripted_logprobs(piece, result.completion_tokens,
+                                                          request.sampling.logprobs))  # fmt: skip
             result.text += piece
             yield piece
         result.seconds = time.perf_counter() - started
@@ -94,6 +100,12 @@ class ScriptedEngine:
             for _ in self.stream(request, result):
                 pass
         return results
+
+
+def _scripted_logprobs(piece: str, position: int, k: int) -> TokenLogprobs:
+    chosen = TokenChoice(position, piece, -0.5 * position)
+    top = [TokenChoice(-1 - j, f"alt{j}", chosen.logprob - 1.0 - j) for j in range(max(0, k - 1))]
+    return TokenLogprobs(chosen, tuple([chosen, *top][:k]))
 
 
 @dataclass

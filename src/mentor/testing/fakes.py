@@ -70,6 +70,10 @@ class HashEmbedder:
         self.dim = dim
         self.name = name
 
+    def count_tokens(self, text: str) -> int:
+        """Words: the tokens this embedder reads."""
+        return len(_WORD.findall(text.lower()))
+
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> npt.NDArray[np.float32]:
         """Return a float32 array of shape ``(len(texts), dim)`` with unit-length rows.
 
