@@ -144,3 +144,12 @@ def test_a_profile_that_leaves_the_arm_out_is_not_pointed_to(profile: str | None
     (finding,) = not_learned(result)
     assert finding.arm == "lora" and "memorised its training answers" in finding.reason
     assert finding.pointer is None  # lora has no profile that trains it differently
+
+
+def test_an_incumbent_that_scores_like_the_base_is_not_said_to_have_not_learned() -> None:
+    import dataclasses
+
+    served = dataclasses.replace(_arm("served", "served", 0.0, []), incumbent="endpoint")
+    assert [f.arm for f in not_learned(_result(served))] == []
+    trained = _arm("served", "served", 0.0, DISTILLED_CURVE)  # the same scores, trained here
+    assert [f.arm for f in not_learned(_result(trained))] == ["served"]

@@ -187,14 +187,15 @@ def _pointer(result: BakeoffResult, arm: ArmResult) -> str | None:
 
 
 def not_learned(result: BakeoffResult) -> list[NotLearned]:
-    """The arms built on a trained model that learned nothing measurable, in report order."""
+    """The arms built on a trained model that learned nothing measurable, in report order (an
+    incumbent was trained elsewhere, if at all: nothing of its training is here to diagnose)."""
     try:
         base = result.arm(result.base)
     except KeyError:
         return []
     found = []
     for arm in result.arms:
-        if not arm.ok or arm.model == "base" or arm.name == base.name:
+        if not arm.ok or arm.model == "base" or arm.name == base.name or arm.incumbent:
             continue
         if _learned_little(result, arm, base):
             signs = _signs(result, arm, base) or ["its gain over the base is within the noise"]
