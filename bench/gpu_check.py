@@ -475,15 +475,14 @@ def main() -> None:
     def tests() -> None:
         import pytest  # noqa: F401  (carried with the wheels where the machine lacks it)
 
+        from gpu_commands import ROOT, mentor_env
+
         files = ["tests/finetune/test_commands.py", "tests/distill/test_commands.py",
                  "tests/quantize/test_commands.py"]  # fmt: skip
         command = [sys.executable, "-m", "pytest", "-q", "-m", "e2e", "-p", "no:cacheprovider",
                    "--device", str(device), *files]  # fmt: skip
         print(f"\nend-to-end tests on {name}: {' '.join(command[1:])}", flush=True)
-        root = Path(__file__).resolve().parents[1]
-        paths = [str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, cwd=ROOT, env=mentor_env(), capture_output=True, text=True)
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
         print("\n".join(f"  {line}" for line in tail))
         results["tests"] = {"returncode": done.returncode, "tail": tail}

@@ -41,7 +41,8 @@ class CommandRow:
     error: str = ""
 
 
-def _env() -> dict[str, str]:
+def mentor_env() -> dict[str, str]:
+    """This environment with the checkout's ``src`` first on the path, offline."""
     paths = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
 
@@ -89,7 +90,9 @@ def _run(name: str, argv: list[str], timeout: float, report: Path | None = None)
     print(f"  {name} ...", flush=True)
     started = time.perf_counter()
     try:
-        done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            argv, env=mentor_env(), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return CommandRow(name, False, time.perf_counter() - started, "", f"over {timeout:.0f} s")
     seconds = time.perf_counter() - started
@@ -111,7 +114,9 @@ def _serve_row(model: Path, device: str, timeout: float) -> CommandRow:
                    "--no-auth")  # fmt: skip
     print("  serve ...", flush=True)
     started = time.perf_counter()
-    server = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        argv, env=mentor_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         while time.perf_counter() - started < timeout:

@@ -537,7 +537,7 @@ def read_csv_records(
     if result.schema is None:
         result.schema = detect_schema(dict.fromkeys([*header, *mapping]))
         if result.schema is None and not mapping and file_format([dict.fromkeys(header)]).foreign:
-            return _validate_objects(result, _csv_objects(reader, header, result))
+            return _validate_objects(result, _csv_objects(reader, header, result, bad_utf8))
     result.format = result.schema
     if result.schema == "text" and len(header) > 1 and not mapping:
         result.format_note = TEXT_NOTE
@@ -556,21 +556,7 @@ def read_csv_records(
         return result._finish()
     extras = {i: c for i, c in enumerate(header) if i not in columns.values() and c}
     infos = {info.alias or name: info for name, info in model.model_fields.items()}
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            result._error(start, f"unreadable CSV: {exc}")
-            continue
-        if bad_utf8 & set(range(start, reader.line_num + 1)):
-            continue  # already reported as bad UTF-8
-        if not any(cell.strip() for cell in row):
-            result.blank_lines += 1
-            result.problems.append(Problem(path, start, "blank row (ignored)", "warning"))
-            continue
+    for start, row in _csv_rows(reader, result, bad_utf8):
         if len(row) != len(header):
             result._error(start, f"expected {len(header)} columns, got {len(row)}")
             continue
@@ -591,12 +577,12 @@ def read_csv_records(
 
 
 def _csv_objects(
-    reader: Any, header: list[str], result: LoadResult
+    reader: Any, header: list[str], result: LoadResult, bad_utf8: set[int]
 ) -> list[tuple[int, dict[str, Any]]]:
     """The rows of a CSV in another tool's shape (Alpaca, prompt/completion) as plain objects."""
     objects = []
     names = [c.strip() for c in header]
-    for start, row in _csv_rows(reader, result):
+    for start, row in _csv_rows(reader, result, bad_utf8):
         if len(row) != len(names):
             result._error(start, f"expected {len(names)} columns, got {len(row)}")
             continue
@@ -604,8 +590,11 @@ def _csv_objects(
     return objects
 
 
-def _csv_rows(reader: Any, result: LoadResult) -> Iterator[tuple[int, list[str]]]:
-    """``(line the row starts on, cells)`` of each non-blank row; unreadable rows reported."""
+def _csv_rows(
+    reader: Any, result: LoadResult, bad_utf8: set[int]
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line the row starts on, cells)`` of each non-blank row; unreadable rows reported, rows
+    on a line already reported as bad UTF-8 skipped."""
     while True:
         start = reader.line_num + 1
         try:
@@ -614,6 +603,8 @@ def _csv_rows(reader: Any, result: LoadResult) -> Iterator[tuple[int, list[str]]
             return
         except csv.Error as exc:
             result._error(start, f"unreadable CSV: {exc}")
+            continue
+        if bad_utf8 & set(range(start, reader.line_num + 1)):
             continue
         if not any(cell.strip() for cell in row):
             result.blank_lines += 1
