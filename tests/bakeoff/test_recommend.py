@@ -16,8 +16,16 @@ import pytest
 
 from mentor.advisor.report import advise
 from mentor.bakeoff.config import BakeoffConfig
-from mentor.bakeoff.recommend import exclusions, situation_for, verdict
-from mentor.bakeoff.results import ArmResult, Estimate, Grounding, ScoredAnswer, Verdict
+from mentor.bakeoff.export import wanted
+from mentor.bakeoff.recommend import exclusions, situation_for, verdict, with_export
+from mentor.bakeoff.results import (
+    ArmResult,
+    Estimate,
+    Exported,
+    Grounding,
+    ScoredAnswer,
+    Verdict,
+)
 from mentor.bakeoff.runner import price
 from mentor.bakeoff.scoring import metric_statistic
 from mentor.evaluate.stats import bootstrap
@@ -505,3 +513,57 @@ def test_an_arm_scored_on_other_questions_is_never_tied(tmp_path: Path) -> None:
         answer.id = "other-" + answer.id
     v, _ = _verdict(tmp_path, arms, DOCS_AND_LABELS, freshness="static")
     assert v.arm == "lora"
+
+
+# --- the edge recommendation names its GGUF file ------------------------------------------------
+
+
+def test_the_edge_verdict_names_the_gguf_file_before_the_fallback(tmp_path: Path) -> None:
+    v, _ = _verdict(
+        tmp_path, measured_arms(), DOCS_AND_LABELS, freshness="static", hardware="edge",
+        memory_gb=2,
+    )  # fmt: skip
+    exported = Exported(
+        "rag-int4", "out/export/rag-int4/rag-int4.q4_1.gguf", "q4_1", size_mb=98.4,
+        modelfile="out/export/rag-int4/Modelfile", quantized="int4", exact=210, retrieval=True,
+    )  # fmt: skip
+    named = with_export(v, exported, "edge")
+    sentence = (
+        "To run it on the edge device: out/export/rag-int4/rag-int4.q4_1.gguf (q4_1, 98 MB, the "
+        "int4 codes that were measured) loads in llama.cpp and LM Studio, and in Ollama "
+        "with `ollama create NAME -f out/export/rag-int4/Modelfile`; its retrieval is mentor's, "
+        "not in the file (`mentor serve` with the index)."
+    )
+    assert sentence in named.paragraph
+    assert named.paragraph.index(sentence) < named.paragraph.index(" Fallback: ")
+    assert named.paragraph.replace(sentence + " ", "") == v.paragraph  # nothing else changed
+    assert named.reasons[-1] == "export: out/export/rag-int4/rag-int4.q4_1.gguf (q4_1)"
+    assert named.export is exported and v.export is None
+
+
+def test_a_failed_export_is_said_and_the_verdict_stands(tmp_path: Path) -> None:
+    v, _ = _verdict(tmp_path, measured_arms(), DOCS_AND_LABELS, hardware="laptop")
+    failed = Exported(v.arm or "", None, "f16", error="GPT2LMHeadModel: no llama.cpp mapping")
+    named = with_export(v, failed, "laptop")
+    assert f"No GGUF file was written for {v.arm}: GPT2LMHeadModel: no llama.cpp mapping." in (
+        named.paragraph
+    )
+    assert named.arm == v.arm and named.reasons[-1].startswith("export: none (GPT2LMHeadModel")
+
+
+@pytest.mark.parametrize(
+    ("setting", "hardware", "methods", "expected"),
+    [
+        ("auto", "cpu_server", ["rag"], False),
+        ("auto", "cpu_server", ["lora", "quantization"], True),  # the advisor's edge advice
+        ("auto", "laptop", ["rag"], True),
+        ("auto", "mobile", ["distillation"], True),
+        ("auto", "edge", ["hosted"], False),  # an endpoint's weights are not here
+        ("always", "server_gpu", ["full_finetune"], True),
+        ("never", "edge", ["lora", "quantization"], False),
+    ],
+)
+def test_which_verdicts_get_a_gguf_file(
+    setting: str, hardware: str, methods: list[str], expected: bool
+) -> None:
+    assert wanted(setting, hardware, methods) is expected

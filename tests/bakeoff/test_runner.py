@@ -8,8 +8,10 @@ measured, stored, reused and reported), not the quality."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -343,3 +345,75 @@ def test_the_arm_fingerprint_changes_with_the_engine_only_where_it_answers(
     assert bakeoff.arm_fingerprint(int8) == on_vllm.arm_fingerprint(int8)
     choice, why = answer_engine(int8, None, on_vllm.config)
     assert choice == "builtin" and why is not None and "quantized to int8 by mentor" in why
+
+
+@pytest.mark.e2e
+def test_on_a_laptop_the_verdict_names_the_gguf_file_of_its_arm(
+    first: tuple[BakeoffConfig, BakeoffResult, str],
+) -> None:
+    """``export: auto`` on a laptop: the chosen arm (retrieval on the float base) is written at
+    f16 with a Modelfile, the paragraph names the file, report.json keeps it, and a rerun keeps
+    the file it wrote."""
+    from gguf import GGUFReader
+
+    config = first[0].model_copy(deep=True)
+    config.arms = [a for a in config.arms if a.name in ("closed-book", "rag", "lora-int8")]
+    config.situation.hardware = "laptop"
+    result, output = _run(config)
+    verdict = result.verdict
+    assert verdict is not None and verdict.arm == "rag"
+    exported = verdict.export
+    assert exported is not None and exported.error is None and exported.path is not None
+    path = Path(exported.path)
+    assert path == config.out / "export" / "rag" / "rag.f16.gguf"
+    assert exported.gguf_type == "f16" and exported.retrieval and exported.exact == 0
+    assert f"To run it on the laptop: {path} (f16," in verdict.paragraph
+    assert exported.modelfile == str(path.with_name("Modelfile"))
+    assert Path(exported.modelfile).read_text().startswith(f"FROM ./{path.name}\n")
+    reader = GGUFReader(str(path))
+    assert {t.tensor_type.name for t in reader.tensors} <= {"F16", "F32"}
+    assert f"rag: wrote {path}" in output
+    stored = load_result(config.out / "report.json")
+    assert stored.verdict is not None and stored.verdict.export == exported
+    written = path.stat().st_mtime_ns
+    again, output = _run(config)
+    assert again.verdict is not None and again.verdict.export == exported
+    assert path.stat().st_mtime_ns == written and "wrote" not in output
+
+
+def test_a_quantized_arm_is_exported_with_the_codes_it_was_measured_with(
+    first: tuple[BakeoffConfig, BakeoffResult, str],
+) -> None:
+    """The int8 arm's folder (LoRA merged before quantizing) goes to Q8_0, and the sentence says
+    the SmoothQuant weights were quantized again; an arm whose quantized folder is gone gets a
+    sentence saying why, not an exception."""
+    from gguf import GGUFReader
+
+    config = first[0].model_copy(deep=True)
+    config.training = {"lora": config.training["lora"]}
+    bakeoff = runner.Bakeoff(config, Console(file=io.StringIO()), profile=None)
+    bakeoff.train_all()  # the stored adapter: what the quantized folder's name is made from
+    stored = first[1].verdict
+    assert stored is not None
+    chosen = dataclasses.replace(
+        stored, arm="lora-int8", methods=["lora", "quantization"], export=None
+    )
+    int8 = next(a for a in config.arms if a.name == "lora-int8")
+    assert bakeoff.quant_folder(int8).is_dir()
+    named = bakeoff.export(chosen)  # cpu_server: auto exports because the arm is quantized
+    exported = named.export
+    assert exported is not None and exported.path is not None, named.paragraph
+    assert exported.gguf_type == "q8_0" and exported.quantized == "int8"
+    assert not exported.retrieval
+    types = {t.tensor_type.name for t in GGUFReader(exported.path).tensors}
+    assert "Q8_0" in types
+    # the bakeoff's int8 is SmoothQuant's: the factors are folded in and quantized again
+    assert exported.exact == 0
+    assert "the measured int8 weights quantized again" in named.paragraph
+    assert "To run it outside mentor: " in named.paragraph
+
+    shutil.rmtree(bakeoff.quant_folder(int8))
+    Path(exported.path).unlink()
+    missing = bakeoff.export(chosen)
+    assert missing.export is not None and missing.export.path is None
+    assert "No GGUF file was written for lora-int8: " in missing.paragraph

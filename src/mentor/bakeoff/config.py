@@ -344,6 +344,12 @@ class BakeoffConfig(_Strict):
         default_factory=SituationFacts, description="Facts for the advisor."
     )
     out: Path = Field(default=Path("runs/bakeoff"), description="Folder of the run.")
+    export: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Write the recommended arm as a GGUF file for llama.cpp, Ollama or LM Studio "
+        "(out/export/ARM/, with a Modelfile): auto when it is quantized or serves on a laptop, "
+        "edge box or phone; always; never.",
+    )
     report_to: ReportTo = Field(
         default_factory=list,
         description="Trackers that get the run's config, per-step metrics, report and "

@@ -21,17 +21,20 @@ together with the advisor's decision framework.
    is excluded.
 5. The fallback is the best eligible arm of other methods; the monitoring plan puts measured
    thresholds beside the framework's signals.
+6. When the chosen arm was written as a GGUF file (:mod:`mentor.bakeoff.export`), the paragraph
+   names the file, so the edge recommendation ends in something llama.cpp or Ollama can run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from mentor.advisor.report import Advice, advise
 from mentor.advisor.rules import METHODS
 from mentor.advisor.situation import Situation
 from mentor.bakeoff.config import BakeoffConfig
-from mentor.bakeoff.results import ArmResult, Estimate, Verdict, Watch
+from mentor.bakeoff.results import ArmResult, Estimate, Exported, Verdict, Watch
 from mentor.bakeoff.scoring import metric_statistic
 from mentor.evaluate.stats import paired_bootstrap
 
@@ -59,6 +62,9 @@ def situation_for(config: BakeoffConfig, counts: dict[str, int]) -> Situation:
         budget=facts.budget,
         queries_per_day=facts.queries_per_day,
     )
+
+
+WHERE = {"laptop": "on the laptop", "edge": "on the edge device", "mobile": "on the phone"}
 
 
 def _pct(x: float) -> str:
@@ -427,4 +433,42 @@ def verdict(
         agrees=agrees,
         eligible=[a.name for a in eligible],
         excluded=excluded,
+    )
+
+
+def export_sentence(exported: Exported, hardware: str) -> str:
+    """One sentence naming the arm's GGUF file and how to run it, or why there is none."""
+    if exported.path is None:
+        return f"No GGUF file was written for {exported.arm}: {exported.error}."
+    how = f"{exported.gguf_type}, {exported.size_mb:,.0f} MB"
+    if exported.quantized and exported.exact:
+        how += f", the {exported.quantized} codes that were measured"
+    elif exported.quantized:
+        how += (
+            f", the measured {exported.quantized} weights quantized again (llama.cpp has no "
+            "SmoothQuant scaling): check its answers there before relying on these scores"
+        )
+    line = (
+        f"To run it {WHERE.get(hardware, 'outside mentor')}: {exported.path} ({how}) loads in "
+        "llama.cpp and LM Studio"
+    )
+    if exported.modelfile:
+        line += f", and in Ollama with `ollama create NAME -f {exported.modelfile}`"
+    if exported.retrieval:
+        line += "; its retrieval is mentor's, not in the file (`mentor serve` with the index)"
+    return line + "."
+
+
+def with_export(found: Verdict, exported: Exported, hardware: str) -> Verdict:
+    """``found`` with the GGUF file of its arm named before the fallback, and as a reason."""
+    sentence = export_sentence(exported, hardware)
+    head, mark, tail = found.paragraph.rpartition(" Fallback: ")
+    paragraph = f"{head} {sentence}{mark}{tail}" if mark else f"{found.paragraph} {sentence}"
+    reason = (
+        f"export: {exported.path} ({exported.gguf_type})"
+        if exported.path
+        else f"export: none ({exported.error})"
+    )
+    return dataclasses.replace(
+        found, paragraph=paragraph, reasons=[*found.reasons, reason], export=exported
     )

@@ -116,6 +116,22 @@ class Watch:
 
 
 @dataclass
+class Exported:
+    """The recommended arm as one GGUF file for llama.cpp, Ollama or LM Studio (the arm as it was
+    measured: a quantized arm's codes carried over, a float arm at f16), or why it is not."""
+
+    arm: str
+    path: str | None  # the .gguf file; None when it could not be written
+    gguf_type: str = ""
+    size_mb: float = 0.0
+    modelfile: str | None = None  # Ollama's Modelfile beside it
+    quantized: str | None = None  # the arm's quantization (int8, int4), None for a float arm
+    exact: int = 0  # quantized tensors carried over with the codes that were measured
+    retrieval: bool = False  # the arm retrieves: the GGUF is its model, mentor's index the rest
+    error: str | None = None  # why no file was written
+
+
+@dataclass
 class Verdict:
     """The recommendation: measured results and the advisor's reasoning, combined."""
 
@@ -131,6 +147,7 @@ class Verdict:
     agrees: bool  # measurement and framework point to the same methods
     eligible: list[str]  # arms that met the constraints, best first
     excluded: dict[str, str]  # arm -> why it was not eligible
+    export: Exported | None = None  # the chosen arm as GGUF (config ``export``)
 
 
 @dataclass
@@ -196,6 +213,8 @@ def result_from_dict(raw: dict[str, Any]) -> BakeoffResult:
     if verdict:
         verdict = dict(verdict)
         verdict["monitoring"] = [Watch(**w) for w in verdict["monitoring"]]
+        if verdict.get("export"):
+            verdict["export"] = Exported(**verdict["export"])
         raw["verdict"] = Verdict(**verdict)
     raw["references"] = [Reference(**r) for r in raw.get("references", [])]
     return BakeoffResult(**raw)

@@ -10,6 +10,7 @@ The run folder keeps everything (``out/``):
   fingerprint of what it was measured on. A rerun skips every arm whose fingerprint still matches
   (so an interrupted bakeoff resumes at the first unfinished arm) and measures again any arm that
   failed or whose model, data or settings changed;
+- ``export/<arm>/``: the recommended arm as a GGUF file and Ollama Modelfile (config ``export``).
 - ``report.json``, ``report.html``: the whole result.
 
 An arm that fails (an exception while building or answering) is recorded with its error and the
@@ -50,6 +51,7 @@ from mentor.bakeoff.arms import (
 )
 from mentor.bakeoff.config import BASE, ArmSpec, BakeoffConfig, RetrievalSettings
 from mentor.bakeoff.data import BakeoffData, Question, load_data, spread
+from mentor.bakeoff.export import export_arm, source_for, wanted
 from mentor.bakeoff.incumbents import (
     EndpointArm,
     endpoint_fingerprint,
@@ -57,8 +59,8 @@ from mentor.bakeoff.incumbents import (
     open_endpoint_arm,
     preflight,
 )
-from mentor.bakeoff.recommend import verdict
-from mentor.bakeoff.results import ArmResult, BakeoffResult, arm_from_dict
+from mentor.bakeoff.recommend import verdict, with_export
+from mentor.bakeoff.results import ArmResult, BakeoffResult, Verdict, arm_from_dict
 from mentor.bakeoff.scoring import (
     UPDATES_PER_YEAR,
     costs,
@@ -257,15 +259,8 @@ class Bakeoff:
         if arm.model != BASE and built is None:
             raise RuntimeError(self.failed_training.get(arm.model, f"{arm.model} was not built"))
         started = time.perf_counter()
-        made_from = fingerprint(built.fingerprint if built else config.models.base, arm.quantize)
         try:
-            loaded = load_arm_model(
-                arm,
-                built,
-                config,
-                self.out / "quantized" / f"{slug(arm.name)}-{made_from}",
-                self.console,
-            )
+            loaded = load_arm_model(arm, built, config, self.quant_folder(arm), self.console)
         except ValueError as exc:  # AdapterError: an incumbent adapter made for another base
             if spec is not None and spec.adapter is not None:
                 raise ValueError(f"incumbents.{arm.model}.adapter: {exc}") from None
@@ -415,6 +410,33 @@ class Bakeoff:
             r = arm.retrieval
             parts.append(f"retrieval: {r.mode}, top {r.k} passages of ~{r.chunk_tokens} tokens")
         return "; ".join(parts)
+
+    def quant_folder(self, arm: ArmSpec) -> Path:
+        """Where a quantized arm's model is (written once, reused while its source is the same)."""
+        built = self.trained.get(arm.model)
+        made_from = fingerprint(
+            built.fingerprint if built else self.config.models.base, arm.quantize
+        )
+        return self.out / "quantized" / f"{slug(arm.name)}-{made_from}"
+
+    def export(self, found: Verdict) -> Verdict:
+        """``found`` naming the GGUF file of its arm, when the config's ``export`` asks for one."""
+        config = self.config
+        arm = next((a for a in config.arms if a.name == found.arm), None)
+        if arm is None or not wanted(config.export, config.situation.hardware, found.methods):
+            return found
+        source = source_for(
+            arm.quantize, self.trained.get(arm.model), config.models.base, self.quant_folder(arm)
+        )
+        exported = export_arm(
+            arm.name,
+            source,
+            self.out / "export" / slug(arm.name),
+            self.arm_fingerprint(arm),
+            retrieval=arm.retrieval is not None,
+            console=self.console,
+        )
+        return with_export(found, exported, config.situation.hardware)
 
     def arm_fingerprint(self, arm: ArmSpec) -> str:
         """What the arm's stored result was measured on. The engine that writes the answers is
@@ -572,7 +594,7 @@ def run_bakeoff(
         started=started_at,
         notes=notes,
     )
-    result.verdict = verdict(arms, arms[0], config, counts)
+    result.verdict = bakeoff.export(verdict(arms, arms[0], config, counts))
     result.seconds = time.perf_counter() - started
     result.save(config.out / "report.json")
     html = write_html(result, config.out / "report.html")
