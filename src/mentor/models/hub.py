@@ -106,6 +106,59 @@ class Manifest:
         atomic_write_text(folder / MANIFEST, json.dumps(self.__dict__, indent=2, sort_keys=True))
 
 
+def pulled_gguf(folder: Path) -> Path | None:
+    """The GGUF file a pulled folder was converted from (a packaged or local GGUF), if it is
+    still on this machine: the folder's weights are that file's, dequantized."""
+    from mentor.models.sources import Dist, ensure_dist
+
+    provenance = _read_provenance(folder)
+    if provenance.get("source") == "local" and provenance.get("path", "").endswith(".gguf"):
+        path = Path(provenance["path"])
+        return path if path.is_file() else None
+    if provenance.get("source") == "pypi" and provenance.get("file", "").endswith(".gguf"):
+        name, _, version = provenance.get("package", "").partition("==")
+        try:
+            path = ensure_dist(Dist(name, version)) / provenance["file"]
+        except SourceError:
+            return None
+        return path if path.is_file() else None
+    return None
+
+
+def gguf_quantization(path: Path) -> str:
+    """The ggml file type of a GGUF file as llama.cpp names it (``Q4_1``, ``Q8_0``, ``F16``), read
+    from its header; the name's tag (``model.Q4_K_M.gguf``) when the header has none."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field_ = reader.get_field(gguf.Keys.General.FILE_TYPE)
+    if field_ is not None:
+        kind = gguf.LlamaFileType(int(field_.contents()))
+        return kind.name.removeprefix("MOSTLY_")
+    return _name_tag(path.name)
+
+
+def _name_tag(name: str) -> str:
+    tag = re.search(r"[.-]((?:[QI]Q?\d\w*)|F16|BF16|F32)\.gguf$", name, re.IGNORECASE)
+    return tag.group(1).upper() if tag else "unknown"
+
+
+def dequantized_from(folder: Path) -> dict[str, str] | None:
+    """What a pulled folder's weights are when they are not an upstream checkpoint: the GGUF
+    they were dequantized from (file, package or path, sha256 and its quantization); None for a
+    folder pulled as safetensors (or not pulled by mentor)."""
+    provenance = _read_provenance(folder)
+    name = provenance.get("file") or provenance.get("path") or ""
+    if not name.endswith(".gguf"):
+        return None
+    origin = {k: v for k, v in provenance.items() if k in ("source", "package", "file", "path")}
+    if "sha256" in provenance:
+        origin["sha256"] = provenance["sha256"]
+    path = pulled_gguf(folder)
+    origin["quantization"] = gguf_quantization(path) if path is not None else _name_tag(name)
+    return origin
+
+
 def _hash_folder(folder: Path) -> dict[str, dict[str, Any]]:
     return {
         str(p.relative_to(folder)): {"sha256": sha256_file(p), "size": p.stat().st_size}

