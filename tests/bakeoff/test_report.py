@@ -279,3 +279,24 @@ def test_the_page_fits_a_1280_pixel_window_in_chromium(tmp_path: Path) -> None:
     assert found, done.stderr[-2000:]
     scroll, window = int(found[1]), int(found[2])
     assert window == 1280 and scroll <= window
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_an_incumbent_is_marked_and_no_figure_breaks_over_lines(tmp_path: Path, width: int) -> None:
+    """In a narrow table an incumbent is a † (explained in the legend), so its row does not push
+    the figures into folding; every figure stays whole on one line."""
+    from mentor.bakeoff.report import _usd
+
+    result = _demo_result()
+    kept = next(a for a in result.arms if a.ok)
+    kept.incumbent = "adapter runs/current"
+    console = Console(width=width, record=True)
+    print_summary(result, console, tmp_path / "report.html")
+    text = console.export_text()
+    table = text.split("! distilled+rag-int8 did not learn")[0]
+    assert f"{kept.name} †" in table
+    assert "† what you run today (incumbent)" in " ".join(text.split())
+    for arm in result.arms:
+        if arm.ok and arm.costs is not None:
+            assert _usd(arm.costs.serve_usd_per_1k) in table  # whole, not folded
+            assert f"{arm.latency_ms['p95']:.0f}" in table

@@ -164,7 +164,7 @@ def load_arm_model(
         "lora": " + LoRA adapter",
         "full": " (all weights tuned)",
         "incumbent-lora": f" + the incumbent adapter {adapter}",
-        "incumbent-model": " (incumbent model, as it is)",
+        "incumbent-model": " (incumbent model)",
     }
     description = f"{base}{what[kind]}"
     if arm.quantize is not None:

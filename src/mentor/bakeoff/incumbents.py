@@ -81,7 +81,7 @@ def incumbent_built(spec: IncumbentSpec, config: BakeoffConfig) -> Built:
             kind=KINDS["adapter"],
             base=config.models.base,
             curve=[],
-            notes=[f"incumbent adapter {spec.adapter}, trained elsewhere"],
+            notes=["trained elsewhere, measured as it is"],  # the description names the folder
             fingerprint=fingerprint(config.models.base, spec.adapter),
         )
     assert spec.model is not None  # IncumbentSpec names exactly one
@@ -96,7 +96,7 @@ def incumbent_built(spec: IncumbentSpec, config: BakeoffConfig) -> Built:
         kind=KINDS["model"],
         base=spec.model,
         curve=[],
-        notes=[f"incumbent model {spec.model}"],
+        notes=["made elsewhere, measured as it is"],
         fingerprint=fingerprint(spec.model, stamp),
     )
 

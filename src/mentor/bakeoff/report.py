@@ -667,17 +667,19 @@ def _summary_columns(result: BakeoffResult, wide: bool) -> list[str]:
     return [
         "arm",
         "score",
-        "Δ pts",
+        "Δ\npts",
         *(["upd"] if updates else []),
-        "p95 ms",
+        "p95\nms",
         "MB",
-        "train s",
-        "$/1k q",
+        "train\ns",
+        "$/1k\nq",
     ]
 
 
 def _legend(result: BakeoffResult, wide: bool) -> str:
     marks = "★ recommended; ✗ failed; ! did not learn (see below)"
+    if not wide and any(a.incumbent for a in result.arms):
+        marks += "; † what you run today (incumbent)"
     if wide:
         return f"{marks}; * the difference's 95% interval excludes zero"
     parts = [
@@ -716,14 +718,18 @@ def summary_table(result: BakeoffResult, width: int = 120) -> Table:
     column where that fits unwrapped (never under :data:`WIDE` columns), otherwise short headers
     with a legend. Arm names are never cut; the recommended arm is starred, failed ones crossed,
     ones that did not learn marked."""
+    measure = Console(width=10_000).measure
     if width >= WIDE:
         wide = _summary(result, wide=True)
-        if Console(width=10_000).measure(wide).maximum <= width:
+        if measure(wide).maximum <= width:
             return wide
-    return _summary(result, wide=False)
+    narrow = _summary(result, wide=False)
+    if measure(narrow).minimum <= width:
+        return narrow
+    return _summary(result, wide=False, fold=True)  # too narrow for whole figures: fold them
 
 
-def _summary(result: BakeoffResult, *, wide: bool) -> Table:
+def _summary(result: BakeoffResult, *, wide: bool, fold: bool = False) -> Table:
     columns = _summary_columns(result, wide)
     table = Table(
         title=f"bakeoff {result.name}: {result.primary} on the held-out questions",
@@ -732,38 +738,44 @@ def _summary(result: BakeoffResult, *, wide: bool) -> Table:
         pad_edge=wide,
         caption_justify="center" if wide else "left",
     )
-    names = _summary_names(result)
-    for column in columns:
-        if column == "arm":
-            longest = max((len(n) for n in names.values()), default=3)
-            table.add_column(column, justify="left", no_wrap=True, min_width=longest)
-        elif column == "status":
-            table.add_column(column, justify="left", no_wrap=True)
-        else:
-            table.add_column(column, justify="right", overflow="fold")
+    names = _summary_names(result, wide)
     recommended = _recommended(result)
     unlearned = {d.arm for d in not_learned(result)}
+    rows: list[tuple[str, list[str], str | None]] = []
     for arm in result.arms:
-        name = markup_escape(names[arm.name])
         if not arm.ok:
-            table.add_row(name, *["-"] * (len(columns) - 2), "failed" if wide else "-", style="dim")
+            cells = ["-"] * (len(columns) - 2) + ["failed" if wide else "-"]
+            rows.append((names[arm.name], cells, "dim"))
             continue
         status = "did not learn" if arm.name in unlearned else "done"
-        cells = _summary_cells(result, arm, wide, status)
         style = "bold" if arm.name == recommended else None
-        table.add_row(name, *(markup_escape(c) for c in cells), style=style)
+        rows.append((names[arm.name], _summary_cells(result, arm, wide, status), style))
+    for i, column in enumerate(columns):
+        # every figure whole on its lines: no column is squeezed below its longest line
+        texts = [column] + [name if i == 0 else cells[i - 1] for name, cells, _ in rows]
+        longest = max(len(line) for text in texts for line in text.split("\n"))
+        if column in ("arm", "status"):
+            table.add_column(column, justify="left", no_wrap=True, min_width=longest)
+        elif fold:
+            table.add_column(column, justify="right", overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True, min_width=longest)
+    for name, cells, style in rows:
+        table.add_row(markup_escape(name), *(markup_escape(c) for c in cells), style=style)
     return table
 
 
-def _summary_names(result: BakeoffResult) -> dict[str, str]:
-    """Each arm's name with its mark: ★ recommended, ✗ failed, ! did not learn."""
+def _summary_names(result: BakeoffResult, wide: bool = True) -> dict[str, str]:
+    """Each arm's name with its mark: ★ recommended, ✗ failed, ! did not learn; an incumbent
+    says so (a † in a narrow table)."""
     recommended = _recommended(result)
     unlearned = {d.arm for d in not_learned(result)}
     names = {}
     for arm in result.arms:
         mark = "★ " if arm.name == recommended else ""
         mark = "✗ " if not arm.ok else "! " if arm.name in unlearned else mark
-        names[arm.name] = mark + arm.name + (" (incumbent)" if arm.incumbent else "")
+        incumbent = (" (incumbent)" if wide else " †") if arm.incumbent else ""
+        names[arm.name] = mark + arm.name + incumbent
     return names
 
 
