@@ -25,7 +25,13 @@ from mentor.bakeoff.config import ArmSpec, BakeoffConfig
 from mentor.bakeoff.results import ArmResult, BakeoffResult, load_result
 from mentor.evaluate import text
 from mentor.models.backends import EngineSettings
-from mentor.testing import FakeVLLM, save_tiny_llama, tiny_sentence_transformer_folder
+from mentor.testing import (
+    FakeVLLM,
+    RecordingTracker,
+    save_tiny_llama,
+    tiny_sentence_transformer_folder,
+)
+from mentor.utils.tracking import Fanout, Tracker
 
 COLOURS = ["red", "green", "blue", "amber", "violet", "teal"]
 DONE = ["closed-book", "rag", "lora", "lora+rag", "distilled", "lora-int8"]
@@ -113,10 +119,10 @@ def _workspace(root: Path) -> dict[str, Any]:
     }
 
 
-def _run(config: BakeoffConfig) -> tuple[BakeoffResult, str]:
+def _run(config: BakeoffConfig, tracker: Tracker | None = None) -> tuple[BakeoffResult, str]:
     out = io.StringIO()
     console = Console(file=out, width=160, force_terminal=False, color_system=None)
-    result = runner.run_bakeoff(config, console=console, profile="test")
+    result = runner.run_bakeoff(config, console=console, profile="test", tracker=tracker)
     return result, out.getvalue()
 
 
@@ -124,11 +130,15 @@ def _run(config: BakeoffConfig) -> tuple[BakeoffResult, str]:
 def first(
     tmp_path_factory: pytest.TempPathFactory, test_device: str
 ) -> tuple[BakeoffConfig, BakeoffResult, str]:
-    """One bakeoff on the test device (``pytest --device``), shared by the tests below."""
+    """One bakeoff on the test device (``pytest --device``), shared by the tests below; what it
+    reported to a tracker is in ``TRACKED``."""
     root = tmp_path_factory.mktemp("bakeoff")
     config = BakeoffConfig.model_validate({**_workspace(root), "device": test_device})
-    result, output = _run(config)
+    result, output = _run(config, Fanout([TRACKED]))
     return config, result, output
+
+
+TRACKED = RecordingTracker()
 
 
 @pytest.mark.e2e
@@ -221,13 +231,30 @@ def test_the_report_and_the_verdict_are_written(
     assert "report.html" in output
 
 
+def test_the_tracker_gets_each_training_step_as_it_happens_then_the_scores(
+    first: tuple[BakeoffConfig, BakeoffResult, str],
+) -> None:
+    """Every model trained in the run reports its steps live under its training name, before
+    any arm is scored; nothing is sent twice at the end."""
+    logs = TRACKED.logs
+    scored = next(i for i, (_, m) in enumerate(logs) if any(k.startswith("score/") for k in m))
+    for model in ("lora", "distilled"):
+        steps = [s for s, m in logs[:scored] if f"{model}/loss" in m]
+        assert steps == [1, 2], model  # max_steps 2, live
+        assert not any(f"{model}/loss" in m for _, m in logs[scored:])
+    assert any(path.name == "report.html" for path, _ in TRACKED.artifacts)
+
+
 def test_a_second_run_reuses_the_finished_arms_and_retries_the_failed_one(
     first: tuple[BakeoffConfig, BakeoffResult, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, before, _ = first
     measured = _measuring(monkeypatch)
-    after, output = _run(config)
+    tracked = RecordingTracker()
+    after, output = _run(config, Fanout([tracked]))
     assert measured == [FAILS]  # only the failed arm is measured again
+    # the reused models' curves reach the tracker once, at the end
+    assert [s for s, m in tracked.logs if "lora/loss" in m] == [1, 2]
     for name in DONE:
         assert f"{name}: measured in an earlier run, reused" in output
         assert after.arm(name).quality == before.arm(name).quality

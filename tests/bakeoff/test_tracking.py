@@ -4,6 +4,7 @@ arm's scores, the scores table and the reports; and the flag and YAML key reachi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mentor.bakeoff.config import load_bakeoff_config
-from mentor.bakeoff.results import ArmResult, BakeoffResult, Costs, Estimate
+from mentor.bakeoff.results import ArmResult, BakeoffResult, Costs, Estimate, Exported, Verdict
 from mentor.bakeoff.tracking import SCORES_FILE, report_bakeoff, scores_table
 from mentor.cli import app
 from mentor.testing import RecordingTracker
-from mentor.utils.tracking import Fanout
+from mentor.utils.tracking import Fanout, Tracker
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bakeoff" / "tidepool.yaml"
 
@@ -71,6 +72,28 @@ def test_report_bakeoff_sends_curves_scores_table_and_reports(tmp_path: Path) ->
         assert [r["arm"] for r in csv.DictReader(fh)] == ["closed-book", "lora", "int4"]
 
 
+def test_curves_already_sent_live_are_not_sent_again_and_the_gguf_is_an_artifact(
+    tmp_path: Path,
+) -> None:
+    result = _result()
+    result.arms.append(dataclasses.replace(result.arms[1], name="lora+rag"))  # the same model
+    gguf = tmp_path / "export" / "lora" / "lora.f16.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF")
+    result.verdict = Verdict(
+        arm="lora", methods=["lora"], paragraph="", reasons=[], fallback="", fallback_arm=None,
+        monitoring=[], advisor_methods=[], advisor_summary="", agrees=True, eligible=[],
+        excluded={}, export=Exported("lora", str(gguf), "f16"),
+    )  # fmt: skip
+    again = RecordingTracker()
+    report_bakeoff(Fanout([again]), result, tmp_path)
+    assert [s for s, m in again.logs if "lora/loss" in m] == [1, 2]  # once per model, not arm
+    live = RecordingTracker()
+    report_bakeoff(Fanout([live]), result, tmp_path, logged={"lora"})
+    assert not any("lora/loss" in m for _, m in live.logs)
+    assert (gguf, "model") in live.artifacts
+
+
 def test_report_to_reaches_the_bakeoff_from_yaml_and_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,9 +109,10 @@ def test_report_to_reaches_the_bakeoff_from_yaml_and_flag(
 
     seen: list[list[str]] = []
 
-    def measured(settings: object, **_: object) -> BakeoffResult:
+    def measured(settings: object, *, tracker: Tracker, **_: object) -> BakeoffResult:
         seen.append(settings.report_to)  # type: ignore[attr-defined]
         (tmp_path / "out" / "report.json").write_text(json.dumps({}))
+        report_bakeoff(tracker, _result(), tmp_path / "out")  # as run_bakeoff ends
         return _result()
 
     monkeypatch.setattr(runner, "run_bakeoff", measured)

@@ -60,7 +60,6 @@ def bakeoff_cmd(
     Finished arms are reused on a rerun; a failing arm is reported and the others go on."""
     from mentor.bakeoff.config import load_bakeoff_config
     from mentor.bakeoff.runner import run_bakeoff
-    from mentor.bakeoff.tracking import report_bakeoff
     from mentor.utils.logs import quiet_libraries
     from mentor.utils.tracking import run_name, tracking
 
@@ -91,7 +90,6 @@ def bakeoff_cmd(
             config=json.loads(settings.model_dump_json()),
             console=err,
         ) as tracker:
-            result = run_bakeoff(settings, console=console, profile=profile)
-            report_bakeoff(tracker, result, settings.out)
+            run_bakeoff(settings, console=console, profile=profile, tracker=tracker)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -76,6 +76,7 @@ from mentor.evaluate.labels import LABEL_METRICS
 from mentor.evaluate.stats import bootstrap, paired_bootstrap
 from mentor.evaluate.text import TEXT_METRICS
 from mentor.utils.fs import atomic_write_text
+from mentor.utils.tracking import Prefixed, Tracker
 
 
 def metrics_for(config: BakeoffConfig) -> list[str]:
@@ -117,10 +118,20 @@ def _doc_texts(folder: Path | None) -> dict[str, str]:
 class Bakeoff:
     """One run: holds the data, the built indexes and models, and measures the arms."""
 
-    def __init__(self, config: BakeoffConfig, console: Console, *, profile: str | None) -> None:
+    def __init__(
+        self,
+        config: BakeoffConfig,
+        console: Console,
+        *,
+        profile: str | None,
+        tracker: Tracker | None = None,
+    ) -> None:
         self.config = config
         self.console = console
         self.profile = profile
+        self.tracker = tracker
+        self.trained_live: set[str] = set()
+        """Models trained in this run, whose curves the tracker got step by step."""
         self.out = config.out
         self.data: BakeoffData = load_data(config, self.out)
         self.docs = _doc_texts(self.data.docs)
@@ -183,6 +194,7 @@ class Bakeoff:
             if spec.method == "distill" and spec.teacher_retrieval and self.data.docs is not None:
                 teacher_rag = self.retrieval(RetrievalSettings())
                 rag_prompt = lambda q, r=teacher_rag: r.search(q)[0]  # noqa: E731
+            part = Prefixed(self.tracker, name) if self.tracker is not None else None
             try:
                 self.trained[name] = train_model(
                     name,
@@ -194,11 +206,14 @@ class Bakeoff:
                     self.console,
                     rag_prompt=rag_prompt,
                     docs=self.data.docs,
+                    tracker=part,
                 )
             except Exception as exc:  # one failed model must not stop the bakeoff
                 self.failed_training[name] = f"training {name} failed: {exc}"
                 self.console.print(f"[red]{self.failed_training[name]}[/red]")
                 self.console.print(traceback.format_exc(limit=4), markup=False, highlight=False)
+            if part is not None and part.steps:
+                self.trained_live.add(name)
             release()
 
     def take_incumbents(self) -> None:
@@ -552,16 +567,24 @@ def _machine() -> dict[str, Any]:
 
 
 def run_bakeoff(
-    config: BakeoffConfig, *, console: Console, profile: str | None = None
+    config: BakeoffConfig,
+    *,
+    console: Console,
+    profile: str | None = None,
+    tracker: Tracker | None = None,
 ) -> BakeoffResult:
-    """Build, measure and compare every arm of ``config``; write report.json and report.html."""
+    """Build, measure and compare every arm of ``config``; write report.json and report.html.
+    ``tracker`` gets each model's training steps as it trains (``MODEL/loss``) and, at the end,
+    the curves of models reused from an earlier run, the scores, the table and the reports
+    (:func:`mentor.bakeoff.tracking.report_bakeoff`)."""
     from mentor.bakeoff.datasets import references
     from mentor.bakeoff.report import print_summary, write_html
+    from mentor.bakeoff.tracking import report_bakeoff
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
-    bakeoff = Bakeoff(config, console, profile=profile)
+    bakeoff = Bakeoff(config, console, profile=profile, tracker=tracker)
     counts = bakeoff.data.counts()
     console.print(
         f"{config.name}: {counts['documents']} documents, {counts['train']} training, "
@@ -599,4 +622,6 @@ def run_bakeoff(
     result.save(config.out / "report.json")
     html = write_html(result, config.out / "report.html")
     print_summary(result, console, html)
+    if tracker is not None:
+        report_bakeoff(tracker, result, config.out, logged=bakeoff.trained_live)
     return result

@@ -30,6 +30,7 @@ from mentor.bakeoff.data import Question
 from mentor.models.backends import EngineChoice
 from mentor.models.protocols import ChatMessage
 from mentor.utils.fs import atomic_write_text
+from mentor.utils.tracking import Tracker
 
 STAGE_FILE = "stage.json"
 
@@ -210,6 +211,7 @@ def _sft(
     spec: TrainingSpec,
     config: BakeoffConfig,
     console: Console,
+    tracker: Tracker | None = None,
 ) -> Path:
     from mentor.finetune.config import FinetuneConfig
     from mentor.finetune.recipe import run_sft
@@ -227,7 +229,7 @@ def _sft(
         lora={"r": spec.r, "alpha": 2.0 * spec.r},
         train=_train_settings(spec, method == "full", config.answer.seed),
     )
-    return run_sft(settings, resume=True, console=console).saved
+    return run_sft(settings, resume=True, console=console, tracker=tracker).saved
 
 
 def train_model(
@@ -241,11 +243,13 @@ def train_model(
     *,
     rag_prompt: Any = None,
     docs: Path | None = None,
+    tracker: Tracker | None = None,
 ) -> Built:
     """Fine-tune (lora, full) or distil (distill) the model named ``name``; reuse it if built.
 
     ``rag_prompt(question) -> messages`` gives the teacher's prompt with retrieved passages
-    from ``docs`` (sequence distillation with ``teacher_retrieval``)."""
+    from ``docs`` (sequence distillation with ``teacher_retrieval``). ``tracker`` gets every
+    training step's metrics as the model trains (not when it is reused)."""
     system = config.answer.system
     base = config.models.base
     teacher, student = teacher_and_student(config)
@@ -283,15 +287,17 @@ def train_model(
             folder / "train.jsonl",
             [(closed_book_prompt(system, q.question), q.answer) for q in train],
         )
-        saved = _sft(base, spec.method, train_file, val_file, folder / "run", spec, config, console)
+        saved = _sft(
+            base, spec.method, train_file, val_file, folder / "run", spec, config, console, tracker
+        )
         kind, on = spec.method, base
         notes.append(f"{spec.method} on {base}: {len(train)} training questions")
     elif spec.distill == "logits":
-        saved, notes = _distill_logits(spec, config, train, val_file, folder, console)
+        saved, notes = _distill_logits(spec, config, train, val_file, folder, console, tracker)
         kind, on = spec.student_method, student
     else:
         saved, notes = _distill_sequence(
-            spec, config, train, val_file, folder, console, rag_prompt=rag_prompt
+            spec, config, train, val_file, folder, console, rag_prompt=rag_prompt, tracker=tracker
         )
         kind, on = spec.student_method, student
     built = Built(
@@ -307,6 +313,7 @@ def _distill_logits(
     val_file: Path | None,
     folder: Path,
     console: Console,
+    tracker: Tracker | None = None,
 ) -> tuple[Path, list[str]]:
     from mentor.distill.config import DistillConfig
     from mentor.distill.recipe import run_distill
@@ -331,7 +338,7 @@ def _distill_logits(
         lora={"r": spec.r, "alpha": 2.0 * spec.r},
         train=_train_settings(spec, spec.student_method == "full", config.answer.seed),
     )
-    report = run_distill(settings, resume=True, console=console)
+    report = run_distill(settings, resume=True, console=console, tracker=tracker)
     saved = report.saved
     return saved, [f"logit distillation {teacher} -> {student} on {len(train)} questions"]
 
@@ -345,6 +352,7 @@ def _distill_sequence(
     console: Console,
     *,
     rag_prompt: Any,
+    tracker: Tracker | None = None,
 ) -> tuple[Path, list[str]]:
     from mentor.distill.sequence import (
         GenerationSettings,
@@ -402,7 +410,15 @@ def _distill_sequence(
         raise ValueError(f"the teacher {teacher} refused or left empty every training question")
     train_file = write_chat(folder / "train.jsonl", [(p, a) for p, a in kept if a])
     saved = _sft(
-        student, spec.student_method, train_file, val_file, folder / "run", spec, config, console
+        student,
+        spec.student_method,
+        train_file,
+        val_file,
+        folder / "run",
+        spec,
+        config,
+        console,
+        tracker,
     )
     how = "reading the retrieved passages" if with_rag else "closed-book"
     return saved, [

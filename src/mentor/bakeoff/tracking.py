@@ -1,6 +1,9 @@
-"""What ``mentor bakeoff --report-to ...`` hands the trackers once the arms are measured: each
-trained arm's loss curve (``ARM/loss``, ``ARM/val_loss`` per step), every arm's scores as
-metrics (``score/ARM/METRIC``), the scores table ``scores.csv`` and the reports.
+"""What ``mentor bakeoff --report-to ...`` hands the trackers. While it runs, each model it trains
+reports its steps as they happen (``MODEL/loss``, ``MODEL/val_loss``: the training entry's name,
+shared by the arms that use it). Once the arms are measured: the curves of models reused from an
+earlier run (the same names, once each), every arm's scores as metrics (``score/ARM/METRIC``),
+the scores table ``scores.csv``, the reports, and the recommended arm's GGUF file when the
+verdict wrote one.
 
 The table holds one row per arm: status, each quality metric, the paired gain over the base in
 points, latency p50 in ms, peak memory in MB and the yearly cost in USD.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Set
 from pathlib import Path
 
 from mentor.bakeoff.results import ArmResult, BakeoffResult
@@ -46,11 +50,17 @@ def write_scores(result: BakeoffResult, path: Path) -> Path:
     return path
 
 
-def report_bakeoff(tracker: Tracker, result: BakeoffResult, out: Path) -> None:
-    """Curves, scores, the table and the reports of a finished bakeoff, to ``tracker``."""
-    for arm in result.arms:
-        for point in arm.curve:
-            values = {f"{arm.name}/{k}": v for k, v in point.items() if k != "step"}
+def report_bakeoff(
+    tracker: Tracker, result: BakeoffResult, out: Path, *, logged: Set[str] = frozenset()
+) -> None:
+    """Curves (of the models not in ``logged``: those already reported step by step), scores,
+    the table, the reports and the exported model of a finished bakeoff, to ``tracker``."""
+    curves = {arm.model: arm.curve for arm in result.arms if arm.curve}
+    for model, curve in curves.items():
+        if model in logged:
+            continue
+        for point in curve:
+            values = {f"{model}/{k}": v for k, v in point.items() if k != "step"}
             tracker.log(values, int(point["step"]))
     scores = {
         f"score/{row['arm']}/{key}": value
@@ -63,3 +73,6 @@ def report_bakeoff(tracker: Tracker, result: BakeoffResult, out: Path) -> None:
     tracker.artifact(write_scores(result, out / SCORES_FILE), "table")
     for name in ("report.json", "report.html"):
         tracker.artifact(out / name, "report")
+    exported = result.verdict.export if result.verdict is not None else None
+    if exported is not None and exported.path is not None:
+        tracker.artifact(Path(exported.path), "model")

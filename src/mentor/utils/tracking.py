@@ -147,6 +147,30 @@ class Fanout:
             t.finish(status)
 
 
+class Prefixed:
+    """One part of a run reporting into the run's trackers: its metrics named ``PREFIX/NAME``
+    (a bakeoff's ``lora/loss`` beside ``distilled/loss``), the run started and finished by its
+    owner, not by the part."""
+
+    def __init__(self, inner: Tracker, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix.rstrip("/") + "/"
+        self.steps = 0
+        """Steps logged through this part (0: nothing reached the trackers from it)."""
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        del config  # the run's own config was given when it started
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        self.inner.log({f"{self.prefix}{k}": v for k, v in metrics.items()}, step)
+        self.steps += 1
+
+    def artifact(self, path: Path, kind: str) -> None:
+        self.inner.artifact(path, kind)
+
+    def finish(self, status: Status) -> None:
+        del status
+
+
 def is_main_process() -> bool:
     """Process 0 of a torchrun/accelerate launch, or a lone process."""
     return int(os.environ.get("RANK", "0")) == 0
