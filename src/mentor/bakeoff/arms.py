@@ -172,19 +172,43 @@ def load_arm_model(
             arm.quantize, source, adapter, description, quant_folder, config.device, console
         )
     with console.status(f"loading {description}"):
-        model = load_causal_lm(source, device=config.device)
         tokenizer = load_tokenizer(source)
         artifact = 0.0
         if adapter is not None:
-            from mentor.quantize.recipe import merge_adapter
-
-            merge_adapter(model, adapter)
+            model = load_merged(source, adapter, config.device)
             artifact = folder_mb(adapter)
-        elif weights is not None:
-            artifact = folder_mb(weights)
-        elif kind == "incumbent-model" and built is not None and built.path.is_dir():
-            artifact = folder_mb(built.path)
+        else:
+            model = load_causal_lm(source, device=config.device)
+            if weights is not None:
+                artifact = folder_mb(weights)
+            elif kind == "incumbent-model" and built is not None and built.path.is_dir():
+                artifact = folder_mb(built.path)
     return LoadedModel(model, tokenizer, description, artifact, source=source, adapter=adapter)
+
+
+MERGED_FROM = "adapter merged from float32 weights"
+"""In the fingerprint of every arm whose adapter is merged at load: arms measured when it was
+merged into bf16 weights (twice rounded) are measured again."""
+
+
+def merges_adapter(arm: ArmSpec, built: Built | None) -> bool:
+    """Whether the arm's model is loaded with a LoRA adapter merged in (not quantized: the
+    quantizer merges in float32 itself)."""
+    return arm.quantize is None and built is not None and built.kind in ("lora", "incumbent-lora")
+
+
+def load_merged(source: str, adapter: Path, device: str) -> Any:
+    """``source`` with ``adapter`` merged as ``mentor adapters merge`` merges it: W + s·BA from
+    the stored float32 weights, then cast once to the device's dtype. Merging into weights
+    already cast to bf16 rounds twice, which moved SmolLM2 + a Tidepool LoRA's first greedy token
+    (and the arm measured) away from the merged model a user deploys."""
+    from mentor.models.loading import load_causal_lm, preferred_dtype, resolve_device
+    from mentor.quantize.recipe import merge_adapter
+
+    target = resolve_device(device)
+    model: Any = load_causal_lm(source, dtype="float32", device=device)
+    merge_adapter(model, adapter)
+    return model.to(preferred_dtype(target))
 
 
 def _quantized(

@@ -36,6 +36,7 @@ from rich.console import Console
 
 from mentor.bakeoff.arms import (
     LATENCY_ENGINE,
+    MERGED_FROM,
     Retrieval,
     Write,
     answer_all,
@@ -44,6 +45,7 @@ from mentor.bakeoff.arms import (
     engine_writer,
     folder_mb,
     load_arm_model,
+    merges_adapter,
     peak_rss,
     release,
     time_answers,
@@ -478,6 +480,7 @@ class Bakeoff:
             self.data.docs,  # retrieved from, or the closed-book arms' grounding evidence
             self.data.updated_docs if self.data.updates else None,
             *([] if engine == "builtin" else [f"answers: {engine}"]),
+            *([MERGED_FROM] if merges_adapter(arm, built) else []),
         )
 
     def run_arm(self, arm: ArmSpec) -> ArmResult:
