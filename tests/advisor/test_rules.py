@@ -210,6 +210,19 @@ ROWS: list[tuple[str, dict[str, Any], tuple[str, ...], list[str], str]] = [
         ["knowledge.documents", "behaviour.base-ok", "deploy.server", "data.local"],
         "fallback.rag-tune",
     ),
+    (
+        "something runs today: the same methods, kept until a measurement beats it",
+        {**HOSTED, **DOCS, "secret_documents": True, "incumbent": "a LoRA fine-tune"},
+        ("rag",),
+        [
+            "knowledge.documents",
+            "behaviour.base-ok",
+            "deploy.server",
+            "data.local",
+            "change.incumbent",
+        ],
+        "fallback.rag-tune",
+    ),
 ]
 
 
@@ -364,3 +377,14 @@ def test_monitoring_follows_the_methods() -> None:
     assert "teacher-student agreement" in edge and "≤ 1.6 GB" in edge
     assert "golden set" in signals()
     assert all("query drift" in s for s in (rag, tuned, edge))
+
+
+def test_what_runs_today_is_kept_until_a_measured_change_beats_it() -> None:
+    rec = recommend(Situation(**DOCS, incumbent="gpt-4o-mini with a prompt"))
+    keep = rec.reasons[-1]
+    assert (
+        keep.rule == "change.incumbent" and keep.condition == "incumbent=gpt-4o-mini with a prompt"
+    )
+    assert "keep it until rag measurably beats it" in keep.because
+    assert "mentor bakeoff" in keep.because
+    assert recommend(Situation(**DOCS)).reasons[-1].rule != "change.incumbent"

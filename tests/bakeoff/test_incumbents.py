@@ -263,7 +263,11 @@ def test_a_measurably_better_incumbent_is_kept_whatever_it_costs(tmp_path: Path)
     ]
     v = _verdict(tmp_path, arms)
     assert v.arm == "hosted+rag" and "scores measurably above every other" in v.paragraph
-    assert "no rule for keeping what runs today" in v.paragraph
+    assert "Its rule for what runs today is to keep it until a change measurably beats it" in (
+        v.paragraph
+    )
+    keep = [r for r in v.reasons if "(incumbent=" in r]
+    assert keep and keep[0].startswith("framework: You run hosted")
     secret = _verdict(tmp_path, arms, secret_documents=True)
     assert secret.arm == "rag"
     assert "endpoint off this machine" in secret.excluded["hosted+rag"]

@@ -92,6 +92,10 @@ def advise_cmd(
     tokens_per_query: Annotated[
         int | None, typer.Option(help="Tokens per query, prompt and answer together.")
     ] = None,
+    incumbent: Annotated[
+        str | None,
+        typer.Option(help="What you run today (kept until a measured change beats it)."),
+    ] = None,
 ) -> None:
     """Recommend RAG, fine-tuning, distillation, quantization or a mix for your situation: the
     branch of reasoning, a cost estimate (one-time, yearly, per query, break-even against a
@@ -118,6 +122,7 @@ def advise_cmd(
         "budget": budget,
         "queries_per_day": queries_per_day,
         "tokens_per_query": tokens_per_query,
+        "incumbent": incumbent,
     }
     try:
         situation = load_situation(config, overrides)

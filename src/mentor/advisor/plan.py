@@ -15,6 +15,7 @@ from mentor.advisor.rules import (
     ON_DEVICE,
     Reason,
     behaviour,
+    change,
     data_handling,
     deployment,
     knowledge,
@@ -248,7 +249,8 @@ def recommend(s: Situation) -> Recommendation:
     behave = behaviour(s, has_rag, "distillation" in deploy_methods)
     methods = _merge(behave.methods, deploy_methods, know.methods)  # never empty: see behaviour
     data = data_handling(s, methods)
-    steps = (know, behave, *deploy, data)
+    keep = change(s, methods)
+    steps = (know, behave, *deploy, data, *([keep] if keep else []))
     level = quant_level(s) if "quantization" in methods else None
     names = [f"{level} {m}" if m == "quantization" else m for m in methods]
     return Recommendation(

@@ -54,6 +54,7 @@ RULES: dict[str, str] = {
     "data.local": "secret data: everything stays on your machines",
     "data.provider": "hosted model and nothing secret: data goes to the provider",
     "data.open": "nothing secret: hosted services may be used",
+    "change.incumbent": "something runs today: keep it until a measured change beats it",
     "fallback.bigger-model": "distillation falls short: a larger model, quantized",
     "fallback.lora": "full fine-tuning misbehaves: LoRA",
     "fallback.base-model": "the adapter loses: the base with prompts (and retrieval)",
@@ -441,4 +442,18 @@ def data_handling(s: Situation, methods: tuple[str, ...]) -> Step:
         "nothing secret",
         "Nothing must stay local: hosted teachers and embedding APIs may be used where they "
         "are cheaper.",
+    )
+
+
+def change(s: Situation, methods: tuple[str, ...]) -> Step | None:
+    """What runs today stays until a measurement beats it (None when nothing runs yet)."""
+    if not s.incumbent:
+        return None
+    return _step(
+        "change.incumbent",
+        f"incumbent={s.incumbent}",
+        f"You run {s.incumbent} today. Switching costs what no estimate here counts (migration, "
+        "validation, new ways to fail), so keep it until "
+        f"{' + '.join(methods)} measurably beats it on your own held-out questions: a "
+        "`mentor bakeoff` with it as an incumbent arm tells you, with the interval.",
     )

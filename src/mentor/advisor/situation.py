@@ -111,6 +111,11 @@ class Situation(BaseModel):
         f"{LOW_BUDGET_USD:,.0f} is low, from {HIGH_BUDGET_USD:,.0f} high).",
     )
     queries_per_day: int = Field(default=1000, ge=0, description="Expected queries per day.")
+    incumbent: str | None = Field(
+        default=None,
+        description="What you run today, if anything (e.g. 'a LoRA fine-tune', 'gpt-4o-mini "
+        "with a prompt'): the advice then keeps it until a measured change beats it.",
+    )
     tokens_per_query: int = Field(
         default=800,
         ge=1,

@@ -61,7 +61,19 @@ def situation_for(config: BakeoffConfig, counts: dict[str, int]) -> Situation:
         latency_budget_ms=facts.latency_budget_ms,
         budget=facts.budget,
         queries_per_day=facts.queries_per_day,
+        incumbent=_incumbents_text(config),
     )
+
+
+def _incumbents_text(config: BakeoffConfig) -> str | None:
+    """The incumbents the arms measure, as the advisor's ``incumbent`` fact."""
+    used = {arm.model for arm in config.arms}
+    named = [
+        f"{name} ({spec.description})" if spec.description else name
+        for name, spec in config.incumbents.items()
+        if name in used
+    ]
+    return " and ".join(named) or None
 
 
 WHERE = {"laptop": "on the laptop", "edge": "on the edge device", "mobile": "on the phone"}
@@ -408,8 +420,8 @@ def verdict(
     elif chosen.incumbent is not None:
         parts.append(
             framework
-            + f" It has no rule for keeping what runs today; of the measured arms none measurably "
-            f"beat {chosen.name}."
+            + f" Its rule for what runs today is to keep it until a change measurably beats it, "
+            f"and of the measured arms none beat {chosen.name}."
         )
     else:
         parts.append(framework + " " + _disagreement(chosen, arms, eligible, rec.methods, primary))
