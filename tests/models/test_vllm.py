@@ -13,7 +13,9 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -490,3 +492,106 @@ def test_vllm_runtime_adapters_streaming_and_batches(real: dict[str, object]) ->
     result = Completion()
     seen.extend(engine.stream(cancel, result))
     assert result.finish_reason == "cancelled" and len(seen) == 4
+
+
+# ---- end to end: what vLLM carries back (logprobs, JSON, logit_bias, prompt scores) -------------
+
+LOGPROB_TOL = 1e-3
+"""Largest |vLLM - mentor| log-probability on the same tokens (both float32 on CPU, raw
+log-softmax); measured 2.7e-5 over 16 greedy tokens x 6 entries and 4.6e-5 over 23 prompt tokens
+x 4 (vLLM 0.32 CPU, smollm2): the rest is room for other CPUs' summation orders."""
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "enum": ["yes", "no"]},
+        "sure": {"type": "boolean"},
+    },
+    "required": ["answer", "sure"],
+    "additionalProperties": False,
+}
+
+
+@contextmanager
+def _engines(real: dict[str, object]) -> Iterator[tuple[VLLMEngine, Any]]:
+    """vLLM's engine and mentor's, whose model runs the base (its adapter switched off)."""
+    from mentor.models.engine import HFEngine
+    from mentor.train.lora import use_adapter
+
+    engine, hf = real["engine"], real["hf"]
+    assert isinstance(engine, VLLMEngine) and isinstance(hf, HFEngine)
+    with use_adapter(hf.model, None):
+        yield engine, hf
+
+
+def _agree(ours: list[object], theirs: list[object], what: str) -> float:
+    """Same chosen ids and top ids; returns the largest logprob difference."""
+    from mentor.models.engine import TokenLogprobs
+
+    worst = 0.0
+    for a, b in zip(ours, theirs, strict=True):
+        assert isinstance(a, TokenLogprobs) and isinstance(b, TokenLogprobs)
+        assert a.chosen.token_id == b.chosen.token_id, what
+        assert (a.chosen.text, a.chosen.raw) == (b.chosen.text, b.chosen.raw)
+        assert [t.token_id for t in a.top] == [t.token_id for t in b.top], what
+        pairs = [(a.chosen.logprob, b.chosen.logprob)]
+        pairs += [(x.logprob, y.logprob) for x, y in zip(a.top, b.top, strict=True)]
+        worst = max([worst, *(abs(x - y) for x, y in pairs if x == x)])  # NaN: the first token
+    return worst
+
+
+@pytest.mark.vllm
+@pytest.mark.packaged
+@pytest.mark.slow
+def test_vllm_logprobs_match_mentor(real: dict[str, object]) -> None:
+    with _engines(real) as (engine, hf):
+        prompt = engine.encode_chat(PROMPT)
+        sampling = SamplingConfig(max_new_tokens=SAME_TOKENS, logprobs=5)
+        streamed = Completion()
+        text = "".join(engine.stream(Request(prompt, sampling), streamed))
+        (ours,) = hf.generate([Request(prompt, sampling)])
+        assert text == streamed.text and len(streamed.logprobs) == SAME_TOKENS
+        assert all(len(e.top) == 5 for e in streamed.logprobs)
+        worst = _agree(streamed.logprobs, ours.logprobs, "generated")
+        print(f"greedy logprobs: max |vLLM - mentor| = {worst:.2e}")
+        assert worst < LOGPROB_TOL
+        # the prompt's own scores (echo + logprobs): one request, prompt_logprobs
+        scored = engine.prompt_logprobs(prompt[:24], 3)
+        expected = hf.prompt_logprobs(prompt[:24], 3)
+        assert scored[0].chosen.logprob != scored[0].chosen.logprob and scored[0].top == ()
+        worst = _agree(scored, expected, "prompt")
+        print(f"prompt logprobs: max |vLLM - mentor| = {worst:.2e}")
+        assert worst < LOGPROB_TOL
+
+
+@pytest.mark.vllm
+@pytest.mark.packaged
+@pytest.mark.slow
+def test_vllm_json_schema_and_logit_bias(real: dict[str, object]) -> None:
+    with _engines(real) as (engine, hf):
+        ask = [{"role": "user", "content": "Is the sea salty? Answer in JSON."}]
+        prompt = engine.encode_chat(ask)
+        sampling = SamplingConfig(max_new_tokens=48, json_schema=json.dumps(SCHEMA))
+        (reply,) = engine.generate([Request(prompt, sampling)])
+        assert reply.finish_reason == "stop", reply.text
+        value = json.loads(reply.text)
+        assert set(value) == {"answer", "sure"} and value["answer"] in ("yes", "no")
+        assert isinstance(value["sure"], bool)
+        # +100 forces a token under greedy; -100 bans the greedy first token; both as mentor does
+        plain = SamplingConfig(max_new_tokens=4, logprobs=1)
+        (free,) = engine.generate([Request(prompt, plain)])
+        first = free.logprobs[0].chosen.token_id
+        forced_id = engine.encode_text(" whale", special=False)[-1]
+        forced, banned = engine.generate([
+            Request(prompt, SamplingConfig(max_new_tokens=4, logprobs=0,
+                                           logit_bias=((forced_id, 100.0),))),
+            Request(prompt, SamplingConfig(max_new_tokens=4, logprobs=1,
+                                           logit_bias=((first, -100),))),
+        ])  # fmt: skip
+        assert [e.chosen.token_id for e in forced.logprobs] == [forced_id] * 4
+        assert banned.logprobs[0].chosen.token_id != first
+        assert banned.logprobs[0].top[0].token_id == first  # logprobs stay the model's own
+        theirs = hf.generate([
+            Request(prompt, SamplingConfig(max_new_tokens=4, logit_bias=((forced_id, 100.0),))),
+            Request(prompt, SamplingConfig(max_new_tokens=4, logit_bias=((first, -100),))),
+        ])  # fmt: skip
+        assert [forced.text, banned.text] == [c.text for c in theirs]
