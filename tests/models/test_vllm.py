@@ -9,23 +9,27 @@ found, and a server that dies while starting (its log's tail in the error)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from mentor.models.engine import Completion, Request
+from mentor.models.engine import Completion, Request, TokenLogprobs, token_choice
 from mentor.models.protocols import SamplingConfig
 from mentor.models.remote import RemoteError
 from mentor.models.vllm import (
     VLLMEngine,
     check_adapter,
+    chunk_logprobs,
     finish_reason,
     open_vllm,
     sampling_body,
@@ -120,6 +124,80 @@ def test_defaults_are_sent_too_and_no_seed_means_none() -> None:
         "stop": [],
     }
     assert extra == {"repetition_penalty": 1.0, "ignore_eos": False}
+
+
+def test_logprobs_json_and_bias_are_sent() -> None:
+    schema = '{"type": "object", "properties": {"a": {"type": "integer"}}}'
+    sampling = SamplingConfig(logprobs=3, json_schema=schema, logit_bias=((5, 100.0), (7, -2.5)))
+    fields, extra = sampling_body(sampling)
+    assert fields["logprobs"] == 3 and fields["logit_bias"] == {"5": 100.0, "7": -2.5}
+    assert extra["return_tokens_as_token_ids"] is True
+    assert extra["structured_outputs"] == {"json": json.loads(schema)}
+    assert "logit_bias" not in sampling_body(SamplingConfig())[0]  # none: OpenAI's default
+
+
+def test_chunk_logprobs_as_mentor_builds_them(tokenizer: object) -> None:
+    """vLLM's top dict holds the chosen token and the k likeliest (k + 1 entries when the chosen
+    one is not among them); mentor's entries hold the k likeliest, texts made by mentor."""
+    choose = partial(token_choice, tokenizer)
+    got = chunk_logprobs(
+        ["token_id:40", "token_id:41"],
+        [-2.0, -0.1],
+        [{"token_id:40": -2.0, "token_id:9": -0.5, "token_id:8": -0.3},  # chosen not in top 2
+         {"token_id:41": -0.1, "token_id:9": -9999.0}],  # in top 2; -9999 is vLLM's -inf
+        2,
+        choose,
+    )  # fmt: skip
+    assert got[0] == TokenLogprobs(choose(40, -2.0), (choose(8, -0.3), choose(9, -0.5)))
+    assert got[1] == TokenLogprobs(choose(41, -0.1), (choose(41, -0.1), choose(9, -math.inf)))
+    assert chunk_logprobs(["token_id:40"], [-2.0], [{"token_id:40": -2.0}], 0, choose)[0].top == ()
+    with pytest.raises(RemoteError, match="not token_id:N"):
+        chunk_logprobs(["hello"], [-1.0], None, 0, choose)
+
+
+def test_the_end_of_sequence_token_reports_nothing(engine: VLLMEngine) -> None:
+    """vLLM reports the EOS token that ended a reply; HFEngine (and OpenAI) do not."""
+    chunk = {"tokens": ["token_id:40", "token_id:2"], "token_logprobs": [-1.0, -0.2],
+             "top_logprobs": None}  # fmt: skip
+
+    def kept(stop_reason: object, finish: str, ignore_eos: bool = False) -> list[int]:
+        choice = SimpleNamespace(logprobs=SimpleNamespace(**chunk), finish_reason=finish,
+                                 stop_reason=stop_reason)  # fmt: skip
+        sampling = SamplingConfig(logprobs=0, ignore_eos=ignore_eos)
+        return [e.chosen.token_id for e in engine._chunk_logprobs(choice, sampling)]
+
+    assert kept(None, "stop") == [40]  # the EOS
+    assert kept(2, "stop") == [40]  # a stop token id
+    assert kept("zz", "stop") == [40, 2]  # a stop string: the token that made it is the reply's
+    assert kept(None, "length") == [40, 2]
+    assert kept(None, "stop", ignore_eos=True) == [40, 2]
+
+
+def test_stream_appends_logprobs_before_the_text(engine: VLLMEngine) -> None:
+    result = Completion()
+    counts = []
+    for _ in engine.stream(Request([7, 8], SamplingConfig(logprobs=2)), result):
+        counts.append(len(result.logprobs))
+    assert counts == [1, 2, 3]
+    for i, entry in enumerate(result.logprobs):  # the fake's numbers (fake_logprobs)
+        assert (entry.chosen.token_id, entry.chosen.logprob) == (10 + i, -0.5 * (i + 1))
+        assert [(t.token_id, t.logprob) for t in entry.top] == [(3, -0.1), (4, -0.2)]
+        assert entry.chosen.text == engine.tokenizer.decode([10 + i])
+    assert engine.generate([Request([7], SamplingConfig())])[0].logprobs == []
+
+
+def test_prompt_logprobs_come_from_vllm(engine: VLLMEngine, fake: tuple[FakeOpenAI, str]) -> None:
+    scored = engine.prompt_logprobs([5, 6, 7], 2)
+    assert fake[0].calls[-1].body["prompt_logprobs"] == 2
+    assert fake[0].calls[-1].body["max_tokens"] == 1 and not fake[0].calls[-1].body.get("stream")
+    assert scored[0].chosen.token_id == 5 and math.isnan(scored[0].chosen.logprob)
+    assert scored[0].top == ()
+    assert [(e.chosen.token_id, e.chosen.logprob) for e in scored[1:]] == [(6, -0.25), (7, -0.5)]
+    assert [[(t.token_id, t.logprob) for t in e.top] for e in scored[1:]] == [
+        [(3, -0.1), (4, -0.2)]
+    ] * 2
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.prompt_logprobs([], 1)
 
 
 @pytest.mark.parametrize(
