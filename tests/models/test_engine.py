@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -299,3 +300,55 @@ def test_token_bytes_are_the_token_s_own() -> None:
             assert token_bytes(tokenizer, i) == text.encode(), i
     pieces = tokenizer("é€", add_special_tokens=False)["input_ids"]
     assert b"".join(token_bytes(tokenizer, i) or b"" for i in pieces) == "é€".encode()
+
+
+def test_pick_token_adds_the_logit_bias_first() -> None:
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
+    greedy = SamplingConfig(temperature=0)
+    assert pick_token(logits, replace(greedy, logit_bias=((3, 4.1),)), None, {}) == 3
+    assert pick_token(logits, replace(greedy, logit_bias=((3, 3.9),)), None, {}) == 1
+    assert pick_token(logits, replace(greedy, logit_bias=((1, -100.0),)), None, {}) == 2
+    # added before the penalties: a biased token still pays its frequency penalty
+    both = replace(greedy, logit_bias=((2, 0.05),), frequency_penalty=0.1)
+    assert pick_token(logits, both, None, {2: 1}) == 1
+    hot = SamplingConfig(temperature=1.0, logit_bias=((0, 100.0),))
+    generator = torch.Generator().manual_seed(0)
+    assert {pick_token(logits, hot, generator, {}) for _ in range(50)} == {0}
+    assert torch.equal(logits, torch.tensor([0.0, 3.0, 2.9, -1.0]))  # the caller's row stays
+
+
+@pytest.mark.parametrize("path", ["batched", "streamed", "single-stream"])
+def test_logit_bias_forces_and_bans_on_every_decoding_path(path: str) -> None:
+    """+100 forces a token under greedy, -100 bans the greedy one; logprobs stay the model's."""
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer, single_stream=path == "single-stream")
+    prompt = tokenizer("The refund window")["input_ids"]
+
+    def run(sampling: SamplingConfig) -> Completion:
+        if path == "batched":  # beside another row, so the pass really is a batch of two
+            other = Request(prompt[:2], SamplingConfig(max_new_tokens=6))
+            return engine.generate([Request(prompt, sampling), other], batch_size=2)[0]
+        result = Completion()
+        "".join(engine.stream(Request(prompt, sampling), result))
+        return result
+
+    free = run(SamplingConfig(max_new_tokens=6, logprobs=1, ignore_eos=True))
+    greedy = [t.chosen.token_id for t in free.logprobs]
+    forced_id = next(i for i in range(5, 100) if i not in greedy)
+    forced = run(SamplingConfig(max_new_tokens=6, logprobs=1, ignore_eos=True,
+                                logit_bias=((forced_id, 100.0),)))  # fmt: skip
+    assert [t.chosen.token_id for t in forced.logprobs] == [forced_id] * 6
+    assert forced.logprobs[0].top[0].token_id == greedy[0]  # raw: before the bias
+    assert forced.logprobs[0].chosen.logprob < forced.logprobs[0].top[0].logprob
+    banned = run(SamplingConfig(max_new_tokens=6, logprobs=1, ignore_eos=True,
+                                logit_bias=((greedy[0], -100.0),)))  # fmt: skip
+    assert greedy[0] not in [t.chosen.token_id for t in banned.logprobs]
+    assert banned.logprobs[0].top[0].token_id == greedy[0]
+
+
+def test_logit_bias_outside_the_vocabulary_is_refused() -> None:
+    model, tokenizer = tiny_llama()
+    engine = HFEngine(model, tokenizer)
+    for token in (-1, engine.vocab_size):
+        with pytest.raises(ValueError, match=f"logit_bias: token id {token} is outside"):
+            engine.generate([Request([1, 2], SamplingConfig(logit_bias=((token, 1.0),)))])

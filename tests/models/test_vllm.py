@@ -9,21 +9,27 @@ found, and a server that dies while starting (its log's tail in the error)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from mentor.models.engine import Completion, Request
+from mentor.models.engine import Completion, Request, TokenLogprobs, token_choice
 from mentor.models.protocols import SamplingConfig
 from mentor.models.remote import RemoteError
 from mentor.models.vllm import (
     VLLMEngine,
     check_adapter,
+    chunk_logprobs,
     finish_reason,
     open_vllm,
     sampling_body,
@@ -118,6 +124,80 @@ def test_defaults_are_sent_too_and_no_seed_means_none() -> None:
         "stop": [],
     }
     assert extra == {"repetition_penalty": 1.0, "ignore_eos": False}
+
+
+def test_logprobs_json_and_bias_are_sent() -> None:
+    schema = '{"type": "object", "properties": {"a": {"type": "integer"}}}'
+    sampling = SamplingConfig(logprobs=3, json_schema=schema, logit_bias=((5, 100.0), (7, -2.5)))
+    fields, extra = sampling_body(sampling)
+    assert fields["logprobs"] == 3 and fields["logit_bias"] == {"5": 100.0, "7": -2.5}
+    assert extra["return_tokens_as_token_ids"] is True
+    assert extra["structured_outputs"] == {"json": json.loads(schema)}
+    assert "logit_bias" not in sampling_body(SamplingConfig())[0]  # none: OpenAI's default
+
+
+def test_chunk_logprobs_as_mentor_builds_them(tokenizer: object) -> None:
+    """vLLM's top dict holds the chosen token and the k likeliest (k + 1 entries when the chosen
+    one is not among them); mentor's entries hold the k likeliest, texts made by mentor."""
+    choose = partial(token_choice, tokenizer)
+    got = chunk_logprobs(
+        ["token_id:40", "token_id:41"],
+        [-2.0, -0.1],
+        [{"token_id:40": -2.0, "token_id:9": -0.5, "token_id:8": -0.3},  # chosen not in top 2
+         {"token_id:41": -0.1, "token_id:9": -9999.0}],  # in top 2; -9999 is vLLM's -inf
+        2,
+        choose,
+    )  # fmt: skip
+    assert got[0] == TokenLogprobs(choose(40, -2.0), (choose(8, -0.3), choose(9, -0.5)))
+    assert got[1] == TokenLogprobs(choose(41, -0.1), (choose(41, -0.1), choose(9, -math.inf)))
+    assert chunk_logprobs(["token_id:40"], [-2.0], [{"token_id:40": -2.0}], 0, choose)[0].top == ()
+    with pytest.raises(RemoteError, match="not token_id:N"):
+        chunk_logprobs(["hello"], [-1.0], None, 0, choose)
+
+
+def test_the_end_of_sequence_token_reports_nothing(engine: VLLMEngine) -> None:
+    """vLLM reports the EOS token that ended a reply; HFEngine (and OpenAI) do not."""
+    chunk = {"tokens": ["token_id:40", "token_id:2"], "token_logprobs": [-1.0, -0.2],
+             "top_logprobs": None}  # fmt: skip
+
+    def kept(stop_reason: object, finish: str, ignore_eos: bool = False) -> list[int]:
+        choice = SimpleNamespace(logprobs=SimpleNamespace(**chunk), finish_reason=finish,
+                                 stop_reason=stop_reason)  # fmt: skip
+        sampling = SamplingConfig(logprobs=0, ignore_eos=ignore_eos)
+        return [e.chosen.token_id for e in engine._chunk_logprobs(choice, sampling)]
+
+    assert kept(None, "stop") == [40]  # the EOS
+    assert kept(2, "stop") == [40]  # a stop token id
+    assert kept("zz", "stop") == [40, 2]  # a stop string: the token that made it is the reply's
+    assert kept(None, "length") == [40, 2]
+    assert kept(None, "stop", ignore_eos=True) == [40, 2]
+
+
+def test_stream_appends_logprobs_before_the_text(engine: VLLMEngine) -> None:
+    result = Completion()
+    counts = []
+    for _ in engine.stream(Request([7, 8], SamplingConfig(logprobs=2)), result):
+        counts.append(len(result.logprobs))
+    assert counts == [1, 2, 3]
+    for i, entry in enumerate(result.logprobs):  # the fake's numbers (fake_logprobs)
+        assert (entry.chosen.token_id, entry.chosen.logprob) == (10 + i, -0.5 * (i + 1))
+        assert [(t.token_id, t.logprob) for t in entry.top] == [(3, -0.1), (4, -0.2)]
+        assert entry.chosen.text == engine.tokenizer.decode([10 + i])
+    assert engine.generate([Request([7], SamplingConfig())])[0].logprobs == []
+
+
+def test_prompt_logprobs_come_from_vllm(engine: VLLMEngine, fake: tuple[FakeOpenAI, str]) -> None:
+    scored = engine.prompt_logprobs([5, 6, 7], 2)
+    assert fake[0].calls[-1].body["prompt_logprobs"] == 2
+    assert fake[0].calls[-1].body["max_tokens"] == 1 and not fake[0].calls[-1].body.get("stream")
+    assert scored[0].chosen.token_id == 5 and math.isnan(scored[0].chosen.logprob)
+    assert scored[0].top == ()
+    assert [(e.chosen.token_id, e.chosen.logprob) for e in scored[1:]] == [(6, -0.25), (7, -0.5)]
+    assert [[(t.token_id, t.logprob) for t in e.top] for e in scored[1:]] == [
+        [(3, -0.1), (4, -0.2)]
+    ] * 2
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.prompt_logprobs([], 1)
 
 
 @pytest.mark.parametrize(
@@ -490,3 +570,106 @@ def test_vllm_runtime_adapters_streaming_and_batches(real: dict[str, object]) ->
     result = Completion()
     seen.extend(engine.stream(cancel, result))
     assert result.finish_reason == "cancelled" and len(seen) == 4
+
+
+# ---- end to end: what vLLM carries back (logprobs, JSON, logit_bias, prompt scores) -------------
+
+LOGPROB_TOL = 1e-3
+"""Largest |vLLM - mentor| log-probability on the same tokens (both float32 on CPU, raw
+log-softmax); measured 2.7e-5 over 16 greedy tokens x 6 entries and 4.6e-5 over 23 prompt tokens
+x 4 (vLLM 0.32 CPU, smollm2): the rest is room for other CPUs' summation orders."""
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "enum": ["yes", "no"]},
+        "sure": {"type": "boolean"},
+    },
+    "required": ["answer", "sure"],
+    "additionalProperties": False,
+}
+
+
+@contextmanager
+def _engines(real: dict[str, object]) -> Iterator[tuple[VLLMEngine, Any]]:
+    """vLLM's engine and mentor's, whose model runs the base (its adapter switched off)."""
+    from mentor.models.engine import HFEngine
+    from mentor.train.lora import use_adapter
+
+    engine, hf = real["engine"], real["hf"]
+    assert isinstance(engine, VLLMEngine) and isinstance(hf, HFEngine)
+    with use_adapter(hf.model, None):
+        yield engine, hf
+
+
+def _agree(ours: list[object], theirs: list[object], what: str) -> float:
+    """Same chosen ids and top ids; returns the largest logprob difference."""
+    from mentor.models.engine import TokenLogprobs
+
+    worst = 0.0
+    for a, b in zip(ours, theirs, strict=True):
+        assert isinstance(a, TokenLogprobs) and isinstance(b, TokenLogprobs)
+        assert a.chosen.token_id == b.chosen.token_id, what
+        assert (a.chosen.text, a.chosen.raw) == (b.chosen.text, b.chosen.raw)
+        assert [t.token_id for t in a.top] == [t.token_id for t in b.top], what
+        pairs = [(a.chosen.logprob, b.chosen.logprob)]
+        pairs += [(x.logprob, y.logprob) for x, y in zip(a.top, b.top, strict=True)]
+        worst = max([worst, *(abs(x - y) for x, y in pairs if x == x)])  # NaN: the first token
+    return worst
+
+
+@pytest.mark.vllm
+@pytest.mark.packaged
+@pytest.mark.slow
+def test_vllm_logprobs_match_mentor(real: dict[str, object]) -> None:
+    with _engines(real) as (engine, hf):
+        prompt = engine.encode_chat(PROMPT)
+        sampling = SamplingConfig(max_new_tokens=SAME_TOKENS, logprobs=5)
+        streamed = Completion()
+        text = "".join(engine.stream(Request(prompt, sampling), streamed))
+        (ours,) = hf.generate([Request(prompt, sampling)])
+        assert text == streamed.text and len(streamed.logprobs) == SAME_TOKENS
+        assert all(len(e.top) == 5 for e in streamed.logprobs)
+        worst = _agree(streamed.logprobs, ours.logprobs, "generated")
+        print(f"greedy logprobs: max |vLLM - mentor| = {worst:.2e}")
+        assert worst < LOGPROB_TOL
+        # the prompt's own scores (echo + logprobs): one request, prompt_logprobs
+        scored = engine.prompt_logprobs(prompt[:24], 3)
+        expected = hf.prompt_logprobs(prompt[:24], 3)
+        assert scored[0].chosen.logprob != scored[0].chosen.logprob and scored[0].top == ()
+        worst = _agree(scored, expected, "prompt")
+        print(f"prompt logprobs: max |vLLM - mentor| = {worst:.2e}")
+        assert worst < LOGPROB_TOL
+
+
+@pytest.mark.vllm
+@pytest.mark.packaged
+@pytest.mark.slow
+def test_vllm_json_schema_and_logit_bias(real: dict[str, object]) -> None:
+    with _engines(real) as (engine, hf):
+        ask = [{"role": "user", "content": "Is the sea salty? Answer in JSON."}]
+        prompt = engine.encode_chat(ask)
+        sampling = SamplingConfig(max_new_tokens=48, json_schema=json.dumps(SCHEMA))
+        (reply,) = engine.generate([Request(prompt, sampling)])
+        assert reply.finish_reason == "stop", reply.text
+        value = json.loads(reply.text)
+        assert set(value) == {"answer", "sure"} and value["answer"] in ("yes", "no")
+        assert isinstance(value["sure"], bool)
+        # +100 forces a token under greedy; -100 bans the greedy first token; both as mentor does
+        plain = SamplingConfig(max_new_tokens=4, logprobs=1)
+        (free,) = engine.generate([Request(prompt, plain)])
+        first = free.logprobs[0].chosen.token_id
+        forced_id = engine.encode_text(" whale", special=False)[-1]
+        forced, banned = engine.generate([
+            Request(prompt, SamplingConfig(max_new_tokens=4, logprobs=0,
+                                           logit_bias=((forced_id, 100.0),))),
+            Request(prompt, SamplingConfig(max_new_tokens=4, logprobs=1,
+                                           logit_bias=((first, -100),))),
+        ])  # fmt: skip
+        assert [e.chosen.token_id for e in forced.logprobs] == [forced_id] * 4
+        assert banned.logprobs[0].chosen.token_id != first
+        assert banned.logprobs[0].top[0].token_id == first  # logprobs stay the model's own
+        theirs = hf.generate([
+            Request(prompt, SamplingConfig(max_new_tokens=4, logit_bias=((forced_id, 100.0),))),
+            Request(prompt, SamplingConfig(max_new_tokens=4, logit_bias=((first, -100),))),
+        ])  # fmt: skip
+        assert [forced.text, banned.text] == [c.text for c in theirs]

@@ -317,3 +317,69 @@ def test_lm_eval_loglikelihood_request_shape(start) -> None:
         client.completions.create(model="tiny", prompt="x", max_tokens=0)
     with pytest.raises(openai.BadRequestError, match=r"prompt\.1.*vocabulary"):
         client.completions.create(model="tiny", prompt=[[1], [10**9]], max_tokens=1)
+
+
+# ---- logit_bias ----------------------------------------------------------------------------------
+
+
+def test_logit_bias_through_the_client(start) -> None:
+    """+100 forces a token and -100 bans the greedy one, streamed and not, chat and completions;
+    the logprobs reported stay the model's own (before the bias)."""
+    model, tokenizer = tiny_llama()
+    client = start(Engine.local(model, tokenizer, "tiny")).client()
+    asked = {"model": "tiny", "messages": MESSAGES, "max_tokens": 5, "temperature": 0,
+             "logprobs": True, "top_logprobs": 1}  # fmt: skip
+    free = client.chat.completions.create(**asked).choices[0].logprobs.content
+    greedy = free[0].token
+    special = set(tokenizer.all_special_ids)
+    forced_id = next(
+        i for i in range(5, 300)
+        if i not in special and (t := tokenizer.decode([i])).strip() and "\ufffd" not in t
+        and t not in {x.token for x in free}
+    )  # fmt: skip
+    forced_text = tokenizer.decode([forced_id])
+    forced = client.chat.completions.create(**asked, logit_bias={str(forced_id): 100})
+    content = forced.choices[0].logprobs.content
+    assert [t.token for t in content] == [forced_text] * 5
+    assert content[0].top_logprobs[0].token == greedy  # raw: the bias is not in the numbers
+    chunks = client.chat.completions.create(**asked, logit_bias={str(forced_id): 100}, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == forced_text * 5
+    prompt = tokenizer("The refund")["input_ids"]
+    with torch.no_grad():
+        first = int(model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
+    completion = {"model": "tiny", "prompt": prompt, "max_tokens": 3, "temperature": 0,
+                  "logprobs": 1}  # fmt: skip
+    plain = client.completions.create(**completion).choices[0].logprobs
+    banned = client.completions.create(**completion, logit_bias={str(first): -100})
+    assert plain.tokens[0] == tokenizer.decode([first]) != banned.choices[0].logprobs.tokens[0]
+    assert banned.choices[0].logprobs.top_logprobs[0] == plain.top_logprobs[0]
+
+
+def test_logit_bias_problems_are_named(start) -> None:
+    from tests.serve.test_hardening import assert_error, post
+
+    model, tokenizer = tiny_llama()
+    url = start(Engine.local(model, tokenizer, "tiny")).url
+    base = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2}
+    vocab = len(tokenizer)
+    for bias, named in (
+        ({"abc": 1}, "logit_bias.abc"),
+        ({"-1": 1}, "logit_bias.-1"),
+        ({"1.5": 1}, "logit_bias.1.5"),
+        ({str(vocab): 1}, f"logit_bias.{vocab}"),
+        ({"5": 100.5}, "logit_bias.5"),
+        ({"5": -101}, "logit_bias.5"),
+        ({"5": "x"}, "logit_bias.5"),
+        ({str(i): 1 for i in range(301)}, "logit_bias"),
+    ):
+        for route, body in (
+            ("/v1/chat/completions", base),
+            ("/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2}),
+        ):
+            assert_error(post(url, route, {**body, "logit_bias": bias}), 400, named)  # fmt: skip
+    for fine in ({"5": -100, str(vocab - 1): 100}, {str(i): 1 for i in range(300)}):
+        reply = post(url, "/v1/chat/completions", {**base, "logit_bias": fine})
+        assert reply.status_code == 200, reply.text
+    scripted_url = start(scripted("a b")).url
+    assert_error(post(scripted_url, "/v1/chat/completions", {**base, "logit_bias": {"5": 1}}), 400,
+                 "logit_bias")  # fmt: skip

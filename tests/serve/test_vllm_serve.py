@@ -71,3 +71,41 @@ def _call(method: str, url: str, body: object, headers: dict[str, str]) -> tuple
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_serve_passes_logprobs_json_and_logit_bias_on_to_vllm(
+    start: Callable[..., Running], tmp_path: Path
+) -> None:
+    """Through the official client: what vLLM sends back (the fake's numbers, fake_logprobs)
+    comes out in OpenAI's shape, and the request's constraints reach vLLM's body."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    tokenizer = tiny_chat_tokenizer()
+    fake = FakeOpenAI(model="tiny", completer=lambda model, ids: '{"a": 1}')
+    with (
+        fake.serve() as url,
+        open_vllm(base, tokenizer, name="tiny", settings=VLLMSettings(url=url)) as lm,
+    ):
+        client = start(Engine.remote(lm, "tiny")).client()
+        messages = [{"role": "user", "content": "Hello there"}]
+        schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+        reply = client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=20, logprobs=True, top_logprobs=2,  # type: ignore[arg-type]
+            logit_bias={"5": 100}, response_format={"type": "json_schema",  # type: ignore[typeddict-item]
+            "json_schema": {"name": "a", "schema": schema}},
+        )  # fmt: skip
+        body = fake.calls[-1].body
+        assert body["structured_outputs"] == {"json": schema}
+        assert body["logit_bias"] == {"5": 100.0} and body["logprobs"] == 2
+        content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+        assert [t.logprob for t in content] == [-0.5, -1.0]  # the fake's, one per word
+        assert [t.token for t in content] == [tokenizer.decode([10]), tokenizer.decode([11])]
+        assert [[a.logprob for a in t.top_logprobs] for t in content] == [[-0.1, -0.2]] * 2
+        # echo + logprobs: the prompt's own scores, from vLLM's prompt_logprobs
+        echoed = client.completions.create(
+            model="tiny", prompt=[5, 6, 7], max_tokens=0, echo=True, logprobs=1
+        )
+        scores = echoed.choices[0].logprobs
+        assert scores.token_logprobs == [None, -0.25, -0.5]  # type: ignore[union-attr]
+        assert fake.calls[-1].body["prompt_logprobs"] == 1

@@ -221,6 +221,15 @@ def token_bytes(tokenizer: PreTrainedTokenizerBase, token: int) -> bytes | None:
     return None
 
 
+def token_choice(tokenizer: PreTrainedTokenizerBase, token: int, logprob: float) -> TokenChoice:
+    """A token with its text, and its raw bytes when the text is a broken character (every
+    engine reports tokens this way, whoever computed the logprob)."""
+    text = str(tokenizer.decode([token]))
+    if "\ufffd" not in text:
+        return TokenChoice(token, text, logprob)
+    return TokenChoice(token, text, logprob, token_bytes(tokenizer, token))
+
+
 def top_logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
     """The log-probability of ``token`` and the ``k`` most likely (id, log-probability) pairs,
     from one row of raw logits (V,): the model's own distribution, before any penalty,
@@ -240,14 +249,20 @@ def pick_token(
     counts: Mapping[int, int],
     seen: Sequence[int] = (),
 ) -> int:
-    """The next token from one row of logits (V,), after the penalties.
+    """The next token from one row of logits (V,), after the logit bias and the penalties.
 
-    ``counts`` holds how often each token was generated so far (OpenAI's presence and frequency
-    penalties subtract from those logits); ``seen`` holds the prompt's and the reply's tokens, whose
-    logits the repetition penalty divides (if positive) or multiplies (if negative), as in
-    Keskar et al. (2019) and Hugging Face's ``repetition_penalty``.
+    ``sampling.logit_bias`` is added first, as OpenAI adds it to the logits; ``counts`` holds how
+    often each token was generated so far (OpenAI's presence and frequency penalties subtract
+    from those logits); ``seen`` holds the prompt's and the reply's tokens, whose logits the
+    repetition penalty divides (if positive) or multiplies (if negative), as in Keskar et al.
+    (2019) and Hugging Face's ``repetition_penalty``.
     """
     logits = logits.float()
+    if sampling.logit_bias:
+        ids = torch.tensor([i for i, _ in sampling.logit_bias], device=logits.device)
+        bias = torch.tensor([b for _, b in sampling.logit_bias], device=logits.device)
+        logits = logits.clone()
+        logits[ids] += bias
     if counts and (sampling.presence_penalty or sampling.frequency_penalty):
         ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)
         times = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
@@ -273,6 +288,15 @@ def pick_token(
         sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def check_logit_bias(bias: Sequence[tuple[int, float]], vocab_size: int) -> None:
+    """Refuse a bias on an id the logits do not have (a negative one would index from the end)."""
+    for token, _ in bias:
+        if not 0 <= token < vocab_size:
+            raise ValueError(
+                f"logit_bias: token id {token} is outside the vocabulary (0..{vocab_size - 1})"
+            )
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
@@ -412,10 +436,14 @@ class HFEngine:
         """Fills ``Completion.logprobs`` when ``SamplingConfig.logprobs`` asks."""
         self.constrains_json = True
         """Honours ``SamplingConfig.json_schema`` (:mod:`mentor.models.constrain`)."""
+        self.biases_logits = True
+        """Honours ``SamplingConfig.logit_bias`` (:func:`pick_token`, on every decoding path)."""
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.vocab_size = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
+        """Entries of a logits row (the ids a ``logit_bias`` may name)."""
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.max_running = max_running
         self.kv_budget_tokens = kv_budget_tokens or default_kv_budget(model)
@@ -564,6 +592,7 @@ class HFEngine:
                 raise ValueError("a prompt must have at least one token")
             if request.adapter is not None and self.row_adapters is None:
                 raise ValueError(f"{self.name} runs no adapters, and this request asks for one")
+            check_logit_bias(request.sampling.logit_bias, self.vocab_size)
         rows = [self._row(request, result, streamed) for request, result in work]
         with self._wake:
             self._waiting.extend(rows)
@@ -846,15 +875,8 @@ class HFEngine:
     def _logprobs(self, logits: torch.Tensor, token: int, k: int) -> TokenLogprobs:
         chosen, top = top_logprobs(logits, token, k)
         with self._tokenizer_lock:
-            choices = [self._choice(i, lp) for i, lp in [(token, chosen), *top]]
+            choices = [token_choice(self.tokenizer, i, lp) for i, lp in [(token, chosen), *top]]
         return TokenLogprobs(choices[0], tuple(choices[1:]))
-
-    def _choice(self, token: int, logprob: float) -> TokenChoice:
-        """A token with its text, and its raw bytes when the text is a broken character."""
-        text = str(self.tokenizer.decode([token]))
-        if "\ufffd" not in text:
-            return TokenChoice(token, text, logprob)
-        return TokenChoice(token, text, logprob, token_bytes(self.tokenizer, token))
 
     def _close(self, row: _Row) -> None:
         """A finished row's last text, its result, and the end of its stream."""

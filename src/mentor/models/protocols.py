@@ -52,6 +52,10 @@ class SamplingConfig:
     json_schema: str | None = None
     """Constrain the reply to JSON matching this JSON schema, given as JSON text
     (``'{"type": "object"}'``: any object); None leaves the reply free."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs: each bias is added to that token's logit before the pick
+    (OpenAI's ``logit_bias``: 100 all but forces a token, -100 all but bans it); reported
+    logprobs stay the model's own. Pairs rather than a dict, so the config stays hashable."""
 
 
 @runtime_checkable

@@ -10,6 +10,12 @@ pins its own transformers and fastapi), so mentor talks to it over HTTP rather t
 
 Prompts go as token ids, so the chat template (and mentor's guard against control tokens inside
 contents, :mod:`mentor.models.chat`) is mentor's, byte for byte the same as :class:`HFEngine`'s.
+Log-probabilities come back with tokens as ids (``return_tokens_as_token_ids``), so they are
+mentor's :class:`TokenLogprobs` exactly as HFEngine builds them; vLLM's default
+``logprobs_mode`` (``raw_logprobs``) is mentor's too: the model's log-softmax, before the logit
+bias, penalties and temperature. JSON schemas go as vLLM's ``structured_outputs``, a
+``logit_bias`` as OpenAI's field, and a prompt's own log-probabilities (:meth:`prompt_logprobs`)
+as vLLM's ``prompt_logprobs``.
 :func:`open_vllm` starts a server on a free localhost port (or attaches to one by URL), registers
 the adapters, yields the engine and stops what it started:
 
@@ -23,7 +29,9 @@ Starting the process (and where its log goes): :mod:`mentor.models.vllm_server`.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 import threading
 import time
@@ -35,7 +43,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mentor.models.chat import encode_chat
-from mentor.models.engine import Completion, FinishReason, Request
+from mentor.models.engine import (
+    Completion,
+    FinishReason,
+    Request,
+    TokenChoice,
+    TokenLogprobs,
+    token_choice,
+)
 from mentor.models.protocols import SamplingConfig
 from mentor.models.remote import EndpointSettings, RemoteError, call_with_retries
 from mentor.models.vllm_server import (
@@ -127,11 +142,8 @@ def sampling_body(sampling: SamplingConfig) -> tuple[dict[str, Any], dict[str, A
     """Every :class:`SamplingConfig` field as ``/v1/completions`` fields: (OpenAI's, vLLM's own).
 
     All are sent, defaults too: vLLM would otherwise take the model's generation_config.json
-    defaults (a temperature of its own), and mentor's engines must agree for the same config."""
-    if sampling.logprobs is not None:
-        raise ValueError("logprobs: the vllm engine does not carry log probabilities back yet")
-    if sampling.json_schema is not None:
-        raise ValueError("json_schema: the vllm engine does not pass constraints on yet")
+    defaults (a temperature of its own), and mentor's engines must agree for the same config.
+    Logprobs come back with each token as ``token_id:N`` (its text is mentor's to make)."""
     fields: dict[str, Any] = {
         "max_tokens": sampling.max_new_tokens,
         "temperature": sampling.temperature,
@@ -140,10 +152,85 @@ def sampling_body(sampling: SamplingConfig) -> tuple[dict[str, Any], dict[str, A
         "frequency_penalty": sampling.frequency_penalty,
         "stop": list(sampling.stop),
     }
+    extra: dict[str, Any] = {
+        "repetition_penalty": sampling.repetition_penalty,
+        "ignore_eos": sampling.ignore_eos,
+    }
     if sampling.seed is not None:
         fields["seed"] = sampling.seed
-    extra = {"repetition_penalty": sampling.repetition_penalty, "ignore_eos": sampling.ignore_eos}
+    if sampling.logprobs is not None:
+        fields["logprobs"] = sampling.logprobs
+        extra["return_tokens_as_token_ids"] = True
+    if sampling.logit_bias:
+        fields["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias}
+    if sampling.json_schema is not None:
+        extra["structured_outputs"] = {"json": json.loads(sampling.json_schema)}
     return fields, extra
+
+
+# ---- log-probabilities back --------------------------------------------------------------------
+
+TOKEN_ID = "token_id:"
+"""How vLLM names a token under ``return_tokens_as_token_ids``."""
+
+
+def _token_id(name: str) -> int:
+    if not name.startswith(TOKEN_ID) or not name[len(TOKEN_ID) :].isdigit():
+        raise RemoteError(f"vLLM sent logprobs for token {name!r}, not {TOKEN_ID}N")
+    return int(name[len(TOKEN_ID) :])
+
+
+def _logprob(value: float | None) -> float:
+    """vLLM sends -9999.0 for -inf (JSON has no infinity) and None where nothing was computed."""
+    if value is None:
+        return math.nan
+    return -math.inf if value <= -9999.0 else float(value)
+
+
+def chunk_logprobs(
+    tokens: Sequence[str],
+    token_logprobs: Sequence[float | None],
+    top_logprobs: Sequence[Mapping[str, float] | None] | None,
+    k: int,
+    choose: Callable[[int, float], TokenChoice],
+) -> list[TokenLogprobs]:
+    """One streamed chunk's ``choice.logprobs`` (tokens named ``token_id:N``) as mentor's entries.
+
+    vLLM's ``top_logprobs`` hold the chosen token and the ``k`` likeliest (``k`` + 1 entries when
+    the chosen one is not among them); mentor's ``top`` holds the ``k`` likeliest, best first.
+    ``choose(id, logprob)`` makes a :class:`TokenChoice` (:func:`token_choice`)."""
+    out = []
+    tops = list(top_logprobs) if top_logprobs is not None else [None] * len(tokens)
+    for name, value, top in zip(tokens, token_logprobs, tops, strict=True):
+        chosen = choose(_token_id(name), _logprob(value))
+        ranked = sorted(((_token_id(t), _logprob(v)) for t, v in (top or {}).items()),
+                        key=lambda pair: -pair[1])  # fmt: skip
+        out.append(TokenLogprobs(chosen, tuple(choose(i, lp) for i, lp in ranked[:k])))
+    return out
+
+
+def prompt_entries(
+    prompt: Sequence[int],
+    scored: Sequence[Mapping[str, Mapping[str, Any]] | None],
+    k: int,
+    choose: Callable[[int, float], TokenChoice],
+) -> list[TokenLogprobs]:
+    """vLLM's ``prompt_logprobs`` (per position: None for the first, else {id: {logprob, rank,
+    ...}} holding the prompt's token and the ``k`` likeliest) as mentor's entries, the first
+    token NaN with no alternatives (as :meth:`HFEngine.prompt_logprobs` gives them)."""
+    if len(scored) != len(prompt):
+        raise RemoteError(f"vLLM scored {len(scored)} prompt tokens, not {len(prompt)}")
+    out = [TokenLogprobs(choose(prompt[0], math.nan))]
+    for token, position in zip(prompt[1:], scored[1:], strict=True):
+        if position is None or str(token) not in position:
+            raise RemoteError(f"vLLM sent no logprob for prompt token {token}")
+        ranked = sorted(
+            ((int(i), _logprob(entry["logprob"])) for i, entry in position.items()),
+            key=lambda pair: -pair[1],
+        )
+        chosen = choose(token, _logprob(position[str(token)]["logprob"]))
+        out.append(TokenLogprobs(chosen, tuple(choose(i, lp) for i, lp in ranked[:k])))
+    return out
 
 
 def finish_reason(value: str | None, model: str) -> FinishReason:
@@ -166,6 +253,12 @@ class VLLMEngine:
 
     max_running = 64
     """Requests a caller (the server's scheduler) should keep in flight; vLLM batches them."""
+    reports_logprobs = True
+    """Fills ``Completion.logprobs`` (vLLM's ``logprobs``, tokens as ids)."""
+    constrains_json = True
+    """Honours ``SamplingConfig.json_schema`` (vLLM's ``structured_outputs``)."""
+    biases_logits = True
+    """Honours ``SamplingConfig.logit_bias`` (OpenAI's ``logit_bias``, which vLLM applies)."""
 
     def __init__(
         self,
@@ -197,6 +290,11 @@ class VLLMEngine:
         )
         self.adapters: dict[str, AdapterFacts] = {}
         self._rng = random.Random()
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers refuse concurrent mutable use
+
+    def _choice(self, token: int, logprob: float) -> TokenChoice:
+        with self._tokenizer_lock:
+            return token_choice(self.tokenizer, token, logprob)
 
     # ---- prompts (mentor's, exactly as HFEngine's) --------------------------------------------
 
@@ -295,6 +393,8 @@ class VLLMEngine:
                     result.completion_tokens = chunk.usage.completion_tokens
                     result.prompt_tokens = chunk.usage.prompt_tokens
                 for choice in chunk.choices:
+                    if choice.logprobs is not None and request.sampling.logprobs is not None:
+                        result.logprobs += self._chunk_logprobs(choice, request.sampling)
                     if choice.text:
                         if result.first_token_s is None:
                             result.first_token_s = time.perf_counter() - start
@@ -312,6 +412,45 @@ class VLLMEngine:
             result.seconds = time.perf_counter() - start
         if result.finish_reason is None:
             raise RemoteError(f"vLLM ({model}): the stream ended without a finish reason")
+
+    def _chunk_logprobs(self, choice: Any, sampling: SamplingConfig) -> list[TokenLogprobs]:
+        """A chunk's logprobs, less the end-of-sequence token's (HFEngine reports none for it):
+        a reply that stopped, not at a stop string, ended on one, in its last chunk."""
+        assert sampling.logprobs is not None
+        got = choice.logprobs
+        entries = chunk_logprobs(got.tokens or [], got.token_logprobs or [], got.top_logprobs,
+                                 sampling.logprobs, self._choice)  # fmt: skip
+        ended_on_token = not isinstance(getattr(choice, "stop_reason", None), str)
+        if choice.finish_reason == "stop" and ended_on_token and not sampling.ignore_eos:
+            return entries[:-1]
+        return entries
+
+    def prompt_logprobs(
+        self, prompt: Sequence[int], k: int, adapter: str | None = None
+    ) -> list[TokenLogprobs]:
+        """Each prompt token's log-probability given the tokens before it, with the ``k``
+        likeliest alternatives (vLLM's ``prompt_logprobs``, one token generated and dropped);
+        the first token NaN with none, as :meth:`HFEngine.prompt_logprobs` gives them."""
+        if not prompt:
+            raise ValueError("a prompt must have at least one token")
+        model = self._model_for(adapter)
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "prompt": list(prompt),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "extra_body": {"prompt_logprobs": k},
+        }
+        answer, _ = call_with_retries(
+            lambda: self.client.completions.create(**kwargs),
+            self.endpoint.model_copy(update={"model": model}),
+            rng=self._rng,
+        )
+        (choice,) = answer.choices
+        scored = getattr(choice, "prompt_logprobs", None)
+        if not isinstance(scored, list):
+            raise RemoteError(f"vLLM ({model}) sent no prompt_logprobs")
+        return prompt_entries(prompt, scored, k, self._choice)
 
     def generate(self, requests: Sequence[Request], *, batch_size: int = 8) -> list[Completion]:
         """``batch_size`` requests in flight at once, which vLLM batches; in order. A failure

@@ -52,6 +52,7 @@ from mentor.serve.replies import evidence, record, respond
 from mentor.serve.schemas import (
     SEED_MAX,
     AdapterRequest,
+    BadBiasError,
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
@@ -480,6 +481,7 @@ def _sampling(
     if body.top() is not None and not getattr(server.engine.lm, "reports_logprobs", False):
         raise APIError(400, f"logprobs: this server's engine ({type(server.engine.lm).__name__}) "
                        "does not return log probabilities", param="logprobs")  # fmt: skip
+    bias = _logit_bias(server, body)
     if asked is not None and asked > limits.max_tokens:
         raise APIError(400, f"{field_name}: at most {limits.max_tokens} on this server",
                        param=field_name)  # fmt: skip
@@ -498,8 +500,34 @@ def _sampling(
         ignore_eos=body.ignore_eos,
         logprobs=body.top(),
         json_schema=body.json_schema(),
+        logit_bias=bias,
     )
     return sampling, asked is None
+
+
+def _logit_bias(
+    server: Server, body: ChatRequest | CompletionRequest
+) -> tuple[tuple[int, float], ...]:
+    """The request's logit bias as (id, bias) pairs: each key a token id of the vocabulary, and
+    an engine that applies it; a 400 naming ``logit_bias.<key>`` otherwise."""
+    if not body.logit_bias:
+        return ()
+    lm = server.engine.lm
+    if not getattr(lm, "biases_logits", False):
+        raise APIError(400, f"logit_bias: this server's engine ({type(lm).__name__}) does not "
+                       "apply a logit bias", param="logit_bias")  # fmt: skip
+    try:
+        pairs = body.biases()
+    except BadBiasError as exc:
+        raise APIError(400, f"logit_bias.{exc.key}: {exc}", param=f"logit_bias.{exc.key}",
+                       code="invalid_value") from None  # fmt: skip
+    vocab = server.engine.vocab_size()  # the tokenizer's: what prompt ids are checked against
+    for token, _ in pairs:
+        if vocab is not None and token >= vocab:
+            raise APIError(400, f"logit_bias.{token}: token id {token} is outside the "
+                           f"vocabulary (0..{vocab - 1})", param=f"logit_bias.{token}",
+                           code="invalid_value")  # fmt: skip
+    return pairs
 
 
 def _choices(sampling: SamplingConfig, n: int) -> list[SamplingConfig]:

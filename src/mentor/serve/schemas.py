@@ -3,9 +3,9 @@
 A bad field gets a 400 that names it (``messages.1.role``) in OpenAI's error shape, through the
 handler in :mod:`mentor.serve.app`. Every field OpenAI defines for chat completions, completions
 and embeddings is listed in :data:`OPENAI_FIELDS` with what happens to it here: ``honoured``, or
-``refused`` unless it holds the value that changes nothing (``logprobs: false``, ``n: 1``,
-``logit_bias: {}``), in which case the request gets a 400 naming it rather than a reply that
-pretends. Identifiers that change no reply (``user``, ``metadata``) count as honoured.
+``refused`` unless it holds the value that changes nothing (``best_of: 1``, ``store: false``,
+``suffix: ""``), in which case the request gets a 400 naming it rather than a reply
+that pretends. Identifiers that change no reply (``user``, ``metadata``) count as honoured.
 
 Fields OpenAI does not define are refused too (``extra="forbid"``: a 400 naming the field),
 except inside messages, where clients echo back whole reply objects (``refusal``, ``annotations``).
@@ -14,7 +14,7 @@ except inside messages, where clients echo back whole reply objects (``refusal``
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,9 +35,12 @@ MAX_PROMPTS = 64
 """The most prompts one completions request may carry (lm-evaluation-harness batches them)."""
 MAX_TOP_LOGPROBS = 20
 """OpenAI's cap on ``top_logprobs`` (chat); completions' ``logprobs`` gets the same here."""
+MAX_LOGIT_BIAS = 300
+"""OpenAI's cap on the entries of ``logit_bias``."""
+BIAS_LIMIT = 100.0
+"""A ``logit_bias`` value lies in [-100, 100] (OpenAI's range)."""
 
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logit_bias": (None, {}),
     "functions": (None, []),
     "function_call": (None,),
     "audio": (None,),
@@ -56,7 +59,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 """Fields not honoured here, with the values that ask for nothing they would change."""
 
 _WHY = {
-    "logit_bias": "logit_bias is not supported",
     "functions": "the legacy functions field is not supported; use tools",
     "function_call": "the legacy function_call field is not supported; use tool_choice",
     "parallel_tool_calls": "the model may call several tools at once; false is not supported",
@@ -66,6 +68,14 @@ _WHY = {
 }
 
 Handling = Literal["honoured", "refused"]
+
+
+class BadBiasError(ValueError):
+    """A ``logit_bias`` key that names no token id; the server answers 400 naming it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
 
 
 def _table(honoured: str, refused: str) -> dict[str, Handling]:
@@ -79,14 +89,14 @@ OPENAI_FIELDS: dict[str, dict[str, Handling]] = {
     "chat": _table(
         """messages model frequency_penalty logprobs max_completion_tokens max_tokens metadata n
         presence_penalty response_format seed stop stream stream_options temperature tool_choice
-        tools top_logprobs top_p user safety_identifier prompt_cache_key""",
-        """audio function_call functions logit_bias modalities parallel_tool_calls prediction
+        tools top_logprobs top_p user safety_identifier prompt_cache_key logit_bias""",
+        """audio function_call functions modalities parallel_tool_calls prediction
         reasoning_effort service_tier store verbosity web_search_options""",
     ),
     "completions": _table(
         """model prompt echo frequency_penalty logprobs max_tokens n presence_penalty seed stop
-        stream stream_options temperature top_p user""",
-        "best_of logit_bias suffix",
+        stream stream_options temperature top_p user logit_bias""",
+        "best_of suffix",
     ),
     "embeddings": _table("input model encoding_format user", "dimensions"),
 }
@@ -286,7 +296,15 @@ class _Sampling(_Request):
         default=False, description="vLLM's extension: generate max_tokens whatever the model says."
     )
     user: str | None = None
-    logit_bias: dict[str, Any] | None = None
+    logit_bias: (
+        dict[str, Annotated[float, Field(ge=-BIAS_LIMIT, le=BIAS_LIMIT, allow_inf_nan=False)]]
+        | None
+    ) = Field(
+        default=None,
+        max_length=MAX_LOGIT_BIAS,
+        description="Token id (as a string) -> bias in [-100, 100] added to its logit before "
+        "each pick; log probabilities stay the model's own.",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -294,6 +312,16 @@ class _Sampling(_Request):
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
         return value
+
+    def biases(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs; a key that is no token id raises
+        :class:`BadBiasError` naming it (the vocabulary is the engine's to check)."""
+        pairs = []
+        for key, bias in (self.logit_bias or {}).items():
+            if not key.isascii() or not key.isdigit():
+                raise BadBiasError(key, f"{key!r} is not a token id (a non-negative integer)")
+            pairs.append((int(key), bias))
+        return tuple(pairs)
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:

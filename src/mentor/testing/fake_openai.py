@@ -4,12 +4,13 @@
 with usage) and ``GET /v1/models`` like a hosted endpoint, and ``POST /v1/completions`` with
 token-id prompts, ``GET /health`` and ``POST /v1/load_lora_adapter``/``unload_lora_adapter``
 like a vLLM server (a completion's text is a function of the prompt ids; adapters are served
-under their own names), so the real ``openai`` client, and
-everything mentor builds on it, can be tested end to end in milliseconds. The reply is a
-function of the messages (by default it repeats the last user message), cut after
-``max_tokens`` words and before the first ``stop`` string. Scripted faults make the next
-requests fail: a status with an OpenAI-style error body (429 with ``Retry-After``, 500, 400...)
-or a slow answer. Every request is recorded.
+under their own names; ``logprobs`` come back as vLLM sends them with
+``return_tokens_as_token_ids``, and ``prompt_logprobs`` too: see :func:`fake_logprobs`), so
+the real ``openai`` client, and everything mentor builds on it, can be tested end to end in
+milliseconds. The reply is a function of the messages (by default it repeats the last user
+message), cut after ``max_tokens`` words and before the first ``stop`` string. Scripted faults
+make the next requests fail: a status with an OpenAI-style error body (429 with ``Retry-After``,
+500, 400...) or a slow answer. Every request is recorded.
 
     fake = FakeOpenAI(lambda messages: "Paris.")
     fake.fail(Fault(429, retry_after=0.1), Fault(500))
@@ -175,11 +176,14 @@ class FakeOpenAI:
             text, finish = _cut(self.completer(str(model), prompt), body)
             usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text.split())}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            k = body.get("logprobs")
             if body.get("stream"):
                 cut = fault.cut_after if fault is not None else None
-                events = _text_events(str(model), text, finish, usage, cut)
+                events = _text_events(str(model), text, finish, usage, cut, k)
                 return StreamingResponse(events, media_type="text/event-stream")
             choice = {"index": 0, "text": text, "finish_reason": finish}
+            if isinstance(body.get("prompt_logprobs"), int):
+                choice["prompt_logprobs"] = fake_prompt_logprobs(prompt, body["prompt_logprobs"])
             return JSONResponse(
                 {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
                  "model": model, "choices": [choice], "usage": usage}
@@ -286,8 +290,33 @@ async def _events(
     yield "data: [DONE]\n\n"
 
 
+def fake_logprobs(position: int, k: int) -> dict[str, Any]:
+    """vLLM's ``choice.logprobs`` for the reply's word ``position`` (tokens as ``token_id:N``):
+    the word is token ``10 + position`` of log-probability ``-0.5 * (position + 1)``, and the
+    ``k`` likeliest are tokens 3, 4, ... of -0.1, -0.2, ... (with the chosen one: k + 1)."""
+    chosen, value = f"token_id:{10 + position}", -0.5 * (position + 1)
+    top = {f"token_id:{3 + j}": -0.1 * (j + 1) for j in range(k)} | {chosen: value}
+    return {"text_offset": [0], "token_logprobs": [value], "tokens": [chosen],
+            "top_logprobs": [top]}  # fmt: skip
+
+
+def fake_prompt_logprobs(prompt: list[int], k: int) -> list[dict[str, Any] | None]:
+    """vLLM's ``prompt_logprobs``: None for the first token, then token i at -0.25 * i, the
+    ``k`` likeliest being tokens 3, 4, ... of -0.1, -0.2, ..."""
+    out: list[dict[str, Any] | None] = [None]
+    for i, token in enumerate(prompt[1:], start=1):
+        entry = {str(3 + j): {"logprob": -0.1 * (j + 1), "rank": j + 1} for j in range(k)}
+        out.append(entry | {str(token): {"logprob": -0.25 * i, "rank": 99}})
+    return out
+
+
 async def _text_events(
-    model: str, text: str, finish: str, usage: dict[str, int], cut_after: int | None
+    model: str,
+    text: str,
+    finish: str,
+    usage: dict[str, int],
+    cut_after: int | None,
+    logprobs: int | None = None,
 ) -> AsyncIterator[str]:
     """``/v1/completions`` as server-sent events: a chunk a word, the finish reason, the usage."""
 
@@ -300,7 +329,8 @@ async def _text_events(
     for i, piece in enumerate(pieces):
         if i == cut_after:
             raise ConnectionAbortedError("scripted drop mid-stream")
-        yield chunk([{"index": 0, "text": piece, "finish_reason": None}])
+        scored = fake_logprobs(i, logprobs) if logprobs is not None else None
+        yield chunk([{"index": 0, "text": piece, "logprobs": scored, "finish_reason": None}])
         await asyncio.sleep(0)  # let the client see each piece (and hang up) as it comes
     yield chunk([{"index": 0, "text": "", "finish_reason": finish}])
     yield chunk([], usage=usage)
