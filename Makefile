@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install vllm demo test test-fast lint format bench gpu-check gpu-assets gpu-wheels clean
+.PHONY: install vllm llama demo test test-fast lint format bench gpu-check gpu-assets gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,23 @@ $(VLLM_VENV)/.installed:
 	touch $@
 
 vllm: $(VLLM_VENV)/.installed
+
+# llama.cpp itself (llama-cpp-python, the gguf-verify extra) in mentor's venv: tests/test_export.py
+# loads `mentor export` files in it. PyPI has only its source, so it is built here: the CPU backend
+# for this machine, without the two libraries its bindings never load at import (mtmd, for images,
+# and llama.cpp's common, which llama-cpp-python forces on: .ci/llama-cpp-lean.cmake turns it off).
+# About 4 minutes on 2 busy cores, against 8 for the full build. --no-cache-dir: pip's wheel cache
+# would hand back a build made with other options. The second install adds its small dependencies.
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF \
+	-DLLAMA_OPENSSL=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/.ci/llama-cpp-lean.cmake
+$(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION): | $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
+	  --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(BIN)/pip install "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	touch $@
+
+llama: $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)
 
 demo: install
 	$(BIN)/python -m mentor.demo
