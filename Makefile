@@ -45,9 +45,17 @@ vllm: $(VLLM_VENV)/.installed
 LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF \
 	-DLLAMA_OPENSSL=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/.ci/llama-cpp-lean.cmake
+# A machine without a C++ compiler (gcc alone) gets clang from PyPI's ziglang, for C and C++ both:
+# ggml picks its warning flags by the C++ compiler, which gcc's C compiler would refuse.
 $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION): | $(VENV)/.installed
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
-	  --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	if command -v c++ >/dev/null || command -v g++ >/dev/null; then compilers=""; else \
+	  $(BIN)/pip install ziglang && \
+	  printf '#!/bin/sh\nexec "%s" -m ziglang cc "$$@"\n' "$(abspath $(BIN))/python" > $(BIN)/zig-cc && \
+	  printf '#!/bin/sh\nexec "%s" -m ziglang c++ "$$@"\n' "$(abspath $(BIN))/python" > $(BIN)/zig-c++ && \
+	  chmod +x $(BIN)/zig-cc $(BIN)/zig-c++ && \
+	  compilers="CC=$(abspath $(BIN))/zig-cc CXX=$(abspath $(BIN))/zig-c++"; fi; \
+	env $$compilers CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir \
+	  --force-reinstall --no-deps --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(BIN)/pip install "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	touch $@
 
