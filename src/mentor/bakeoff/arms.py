@@ -264,12 +264,12 @@ class Retrieval:
 
     def search(self, question: str) -> tuple[list[ChatMessage], list[str], list[str]]:
         """The RAG prompt, the passages' texts and their doc ids."""
-        from mentor.rag import SearchConfig
         from mentor.rag.answer import build_messages
+        from mentor.rag.tune import resolve_search
 
-        hits = self.searcher.search(
-            question, SearchConfig(mode=self.settings.mode, k=self.settings.k)
-        ).hits
+        folder = getattr(self.searcher, "folder", None)  # a Retriever's index: its tuned setting
+        config = resolve_search(folder, {"mode": self.settings.mode, "k": self.settings.k})
+        hits = self.searcher.search(question, config).hits
         prompt = build_messages(question, hits, system=self.rag_system)
         return prompt, [h.chunk.text for h in hits], [h.chunk.doc_id for h in hits]
 

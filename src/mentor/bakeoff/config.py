@@ -154,8 +154,10 @@ class AnswerSettings(_Strict):
 class RetrievalSettings(_Strict):
     """Retrieval of an arm; the index is built once per document set and embedder."""
 
-    mode: Literal["hybrid", "dense", "bm25"] = Field(
-        default="hybrid", description="Dense + BM25 fused, dense only or BM25 only."
+    mode: Literal["hybrid", "dense", "bm25"] | None = Field(
+        default=None,
+        description="Dense + BM25 fused, dense only or BM25 only (default: the index's tuned "
+        "setting from `mentor rag tune`, else hybrid).",
     )
     k: int = Field(default=3, ge=1, description="Passages put in the prompt.")
     chunk_tokens: int = Field(default=200, ge=16, description="Passage size in tokens.")

@@ -425,7 +425,8 @@ class Bakeoff:
             parts.append(built.notes[0])
         if arm.retrieval is not None:
             r = arm.retrieval
-            parts.append(f"retrieval: {r.mode}, top {r.k} passages of ~{r.chunk_tokens} tokens")
+            mode = r.mode or "the index's tuned setting (else hybrid)"
+            parts.append(f"retrieval: {mode}, top {r.k} passages of ~{r.chunk_tokens} tokens")
         return "; ".join(parts)
 
     def quant_folder(self, arm: ArmSpec) -> Path:

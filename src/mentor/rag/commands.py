@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help`
     from mentor.models.protocols import Generator
     from mentor.models.remote import RemoteGenerator
     from mentor.rag.index import Manifest
-    from mentor.rag.retrieve import Mode, Reranker, Retriever, Searcher
+    from mentor.rag.retrieve import Reranker, Retriever, SearchConfig, Searcher
+    from mentor.rag.selfeval import SelfEvalSet
 
 app = typer.Typer(
     help="Retrieval-augmented generation: index, search, ask, evaluate.", no_args_is_help=True
@@ -130,10 +131,10 @@ def search_cmd(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     index: IndexOpt,
     k: Annotated[int, typer.Option("-k", help="How many chunks to return.", min=1)] = 5,
-    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
-    rrf_k: Annotated[float, typer.Option(help="k of reciprocal rank fusion.", min=0)] = 60.0,
-    dense_weight: Annotated[float, typer.Option(help="Weight of dense ranks in fusion.")] = 1.0,
-    bm25_weight: Annotated[float, typer.Option(help="Weight of BM25 ranks in fusion.")] = 1.0,
+    mode: ModeOpt = None,
+    rrf_k: RrfKOpt = None,
+    dense_weight: DenseWeightOpt = None,
+    bm25_weight: Bm25WeightOpt = None,
     filters: Annotated[
         list[str] | None,
         typer.Option(
@@ -151,18 +152,15 @@ def search_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Find the chunks that best match QUERY (reranked when a reranker is given)."""
-    from mentor.rag.retrieve import SearchConfig, parse_filters
+    from mentor.rag.retrieve import parse_filters
 
-    if mode not in ("dense", "bm25", "hybrid"):
-        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
     try:
         parsed = parse_filters(filters or [])
     except ValueError as exc:
         raise fail(str(exc)) from None
-    retriever = open_retriever(index, device)
-    mode_: Mode = mode  # type: ignore[assignment]
-    config = SearchConfig(
-        mode=mode_,
+    config = _search_config(
+        index,
+        mode=mode,
         k=k,
         rrf_k=rrf_k,
         dense_weight=dense_weight,
@@ -170,6 +168,7 @@ def search_cmd(
         rerank_fusion=rerank_fusion,
         filters=parsed,
     )
+    retriever = open_retriever(index, device)
     scorer = None
     if reranker is not None:
         from mentor.rag.reranker import CrossEncoderReranker
@@ -235,27 +234,87 @@ def info_cmd(index: IndexOpt) -> None:
         "table version": str(manifest.lance_version),
         "updated": manifest.updated,
     }
+    from mentor.rag.selfeval import SelfEvalSet
+    from mentor.rag.tune import load_fusion
+
+    tuned = load_fusion(index)
+    if tuned is None:
+        rows["search"] = "default hybrid (not tuned: mentor rag tune --index ...)"
+    else:
+        rows["search"] = f"{_describe(tuned.setting)} (tuned: {tuned.chosen}, {tuned.created})"
+        rows["held-out nDCG@10"] = ", ".join(
+            f"{name} {score:.3f}" for name, score in tuned.held_out_ndcg.items()
+        )
+    selfeval = SelfEvalSet.load(index)
+    if selfeval is not None:
+        rows["synthetic questions"] = (
+            f"{len(selfeval.tuning)} tuning, {len(selfeval.held_out)} held out "
+            f"(by {selfeval.generator})"
+        )
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
+
+
+def _describe(setting: dict[str, object]) -> str:
+    """A tuned setting in a few words."""
+    mode = setting["mode"]
+    if mode != "hybrid":
+        return f"{mode} only"
+    if setting["fusion"] == "convex":
+        return (
+            f"hybrid, convex fusion alpha={setting['alpha']} ({setting['normalization']}), "
+            f"{setting['candidates']} candidates"
+        )
+    return (
+        f"hybrid, RRF k={setting['rrf_k']}, weights dense {setting['dense_weight']} / bm25 "
+        f"{setting['bm25_weight']}, {setting['candidates']} candidates"
+    )
+
+
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(help="dense, bm25 or hybrid (default: the index's tuned setting, else hybrid)."),
+]
+RrfKOpt = Annotated[
+    float | None,
+    typer.Option(help="k of reciprocal rank fusion (default: tuned, else 60).", min=0),
+]
+DenseWeightOpt = Annotated[
+    float | None, typer.Option(help="Weight of dense ranks in fusion (default: tuned, else 1).")
+]
+Bm25WeightOpt = Annotated[
+    float | None, typer.Option(help="Weight of BM25 ranks in fusion (default: tuned, else 1).")
+]
+
+
+def _search_config(index: Path, **explicit: object) -> SearchConfig:
+    """Explicit flags (not None) > the index's tuned setting (`mentor rag tune`) > defaults."""
+    from mentor.rag.tune import resolve_search
+
+    try:
+        return resolve_search(index, explicit)
+    except ValueError as exc:  # a bad --mode, say
+        raise fail(str(exc)) from None
 
 
 @app.command("eval")
 def eval_cmd(
     index: IndexOpt,
     queries: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="BEIR queries.jsonl (with --qrels), or a qa JSONL whose records carry doc_ids."
+            help="BEIR queries.jsonl (with --qrels), or a qa JSONL whose records carry doc_ids "
+            "(default: the held-out part of the index's synthetic questions)."
         ),
-    ],
+    ] = None,
     qrels: Annotated[
         Path | None, typer.Option(help="BEIR qrels TSV (query-id, corpus-id, score).")
     ] = None,
-    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
-    rrf_k: Annotated[float, typer.Option(help="k of reciprocal rank fusion.", min=0)] = 60.0,
-    dense_weight: Annotated[float, typer.Option(help="Weight of dense ranks in fusion.")] = 1.0,
-    bm25_weight: Annotated[float, typer.Option(help="Weight of BM25 ranks in fusion.")] = 1.0,
+    mode: ModeOpt = None,
+    rrf_k: RrfKOpt = None,
+    dense_weight: DenseWeightOpt = None,
+    bm25_weight: Bm25WeightOpt = None,
     reranker: Annotated[
         Path | None, typer.Option(help="A reranker trained by `mentor rag train-reranker`.")
     ] = None,
@@ -267,28 +326,45 @@ def eval_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Without --queries and no synthetic set yet: its writer."
+        ),
+    ] = "smollm2-135m-instruct",
+    questions: QuestionsOpt = 200,
 ) -> None:
     """Precision, recall, MRR, nDCG and MAP at each cutoff (BEIR/TREC definitions), and
-    latency p50/p95 per stage."""
+    latency p50/p95 per stage. Without --queries: on the index's own synthetic questions
+    (held-out part; written first if the index has none)."""
     from mentor.rag.evaluation import evaluate_retrieval, load_eval_set, write_report
-    from mentor.rag.retrieve import SearchConfig
+    from mentor.rag.selfeval import SelfEvalSet, as_eval_set
 
-    if mode not in ("dense", "bm25", "hybrid"):
-        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
-    try:
-        cutoffs = tuple(int(k) for k in ks.split(","))
-        eval_set = load_eval_set(queries, qrels)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    retriever = open_retriever(index, device)
-    mode_: Mode = mode  # type: ignore[assignment]
-    config = SearchConfig(
-        mode=mode_,
+    config = _search_config(
+        index,
+        mode=mode,
         rrf_k=rrf_k,
         dense_weight=dense_weight,
         bm25_weight=bm25_weight,
         rerank_fusion=rerank_fusion,
     )
+    try:
+        cutoffs = tuple(int(k) for k in ks.split(","))
+        eval_set = load_eval_set(queries, qrels) if queries is not None else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    retriever = open_retriever(index, device)
+    if eval_set is None:
+        selfeval = SelfEvalSet.load(index)
+        if selfeval is None:
+            selfeval = _write_selfeval(index, retriever, model, device, questions, None)
+        eval_set = as_eval_set(selfeval.held_out)
+        if not eval_set.queries:
+            raise fail(f"{index}: no held-out synthetic questions; run mentor rag tune again")
+        err.print(
+            f"synthetic: {len(eval_set.queries)} held-out questions written by "
+            f"{selfeval.generator} for the index's own chunks (no human judgements)"
+        )
     scorer = None
     if reranker is not None:
         from mentor.rag.reranker import CrossEncoderReranker
@@ -381,7 +457,7 @@ def ask_cmd(
     index: IndexOpt,
     model: ModelOpt = "smollm2-135m-instruct",
     k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
-    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    mode: ModeOpt = None,
     reranker: RerankerOpt = None,
     expansion: ExpansionOpt = "auto",
     threshold: Annotated[
@@ -402,16 +478,13 @@ def ask_cmd(
     from mentor.models.protocols import SamplingConfig
     from mentor.rag.answer import ask
     from mentor.rag.calibrate import load_threshold
-    from mentor.rag.retrieve import SearchConfig
 
-    if mode not in ("dense", "bm25", "hybrid"):
-        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    config = _search_config(index, mode=mode, k=k)
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
     limit = threshold if threshold is not None else load_threshold(index)
-    if mode == "bm25" and limit is not None and threshold is None:
+    if config.mode == "bm25" and limit is not None and threshold is None:
         limit = None  # BM25 alone gives no similarity to compare with a calibrated threshold
-    config = SearchConfig(mode=mode, k=k)  # type: ignore[arg-type]
 
     def show(piece: str) -> None:
         if not as_json:
@@ -527,7 +600,7 @@ def diagnose_cmd(
     ] = None,
     model: ModelOpt = "smollm2-135m-instruct",
     k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
-    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    mode: ModeOpt = None,
     reranker: RerankerOpt = None,
     expansion: ExpansionOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -541,10 +614,8 @@ def diagnose_cmd(
     from mentor.models.protocols import SamplingConfig
     from mentor.rag.calibrate import load_calibration
     from mentor.rag.diagnose import diagnose
-    from mentor.rag.retrieve import SearchConfig
 
-    if mode not in ("dense", "bm25", "hybrid"):
-        raise fail(f"--mode {mode}: expected dense, bm25 or hybrid")
+    config = _search_config(index, mode=mode, k=k)
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
     with _generator(model, device, settings) as generator, console.status("running each stage"):
@@ -553,7 +624,7 @@ def diagnose_cmd(
             generator,
             question,
             reference=reference,
-            search=SearchConfig(mode=mode, k=k),  # type: ignore[arg-type]
+            search=config,
             reranker=_reranker(reranker, device),
             calibration=load_calibration(index),
             sampling=SamplingConfig(max_new_tokens=256),
@@ -564,18 +635,70 @@ def diagnose_cmd(
     console.print(result.render(), markup=False, highlight=False)
 
 
+QuestionsOpt = Annotated[
+    int,
+    typer.Option(
+        "--questions",
+        help="Chunks to write a synthetic question for (stratified by document).",
+        min=2,
+    ),
+]
+
+
+def _write_selfeval(
+    index: Path,
+    retriever: Retriever,
+    model: str,
+    device: str,
+    questions: int,
+    budget_minutes: float | None,
+    settings: EngineSettings | None = None,
+) -> SelfEvalSet:
+    """The index's synthetic questions, written by ``model`` (cached replies reused), split."""
+    from mentor.rag.selfeval import build_selfeval
+
+    settings = settings or settings_from_flags(None, None, None)
+    with _generator(model, device, settings) as generator, progress_bar(console) as bar:
+        task = bar.add_task(f"writing questions with {model}", total=questions)
+        result = build_selfeval(
+            index,
+            retriever.chunks,
+            generator,
+            questions=questions,
+            budget_s=None if budget_minutes is None else budget_minutes * 60,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    dropped = ", ".join(f"{n} {why}" for why, n in result.dropped.items()) or "none"
+    console.print(
+        f"{len(result.tuning)} tuning and {len(result.held_out)} held-out synthetic questions "
+        f"(dropped: {dropped}; {result.seconds:.0f} s writing)"
+    )
+    return result
+
+
 @app.command("tune")
 def tune_cmd(
     index: IndexOpt,
     queries: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="Judged questions: BEIR queries.jsonl (with --qrels) or a qa JSONL with doc_ids."
+            help="Judged questions: BEIR queries.jsonl (with --qrels) or a qa JSONL with doc_ids; "
+            "with them, query expansion is also decided."
         ),
-    ],
+    ] = None,
     qrels: Annotated[Path | None, typer.Option(help="BEIR qrels TSV.")] = None,
     model: ModelOpt = "smollm2-135m-instruct",
-    max_queries: Annotated[int, typer.Option(help="Questions to measure on.", min=1)] = 40,
+    questions: QuestionsOpt = 200,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop writing synthetic questions after this long (run again to continue).",
+            min=0,
+        ),
+    ] = None,
+    max_queries: Annotated[
+        int, typer.Option(help="Judged questions to measure expansion on.", min=1)
+    ] = 40,
     margin: Annotated[
         float, typer.Option(help="nDCG@10 an expansion must gain over none to be turned on.")
     ] = 0.01,
@@ -584,7 +707,45 @@ def tune_cmd(
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
 ) -> None:
-    """Measure multi-query and HyDE expansion against none; turn one on only if it helps."""
+    """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
+    local model writes for the index, kept only where it beats the simpler ones on held-out
+    questions; with --queries, also decide query expansion."""
+    from mentor.rag.tune import tune_fusion
+
+    settings = settings_from_flags(engine, vllm_url, vllm_python)
+    retriever = open_retriever(index, device)
+    selfeval = _write_selfeval(index, retriever, model, device, questions, budget_minutes, settings)
+    with progress_bar(console) as bar:
+        task = bar.add_task("tuning fusion", total=None)
+        try:
+            fusion = tune_fusion(
+                retriever,
+                selfeval.tuning,
+                selfeval.held_out,
+                progress=lambda stage, done, total: bar.update(
+                    task, description=stage, completed=done, total=total
+                ),
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    path = fusion.save(index)
+    table = Table(
+        title=f"nDCG@10 on {fusion.tuning_questions} tuning / {fusion.held_out_questions} "
+        "held-out synthetic questions"
+    )
+    for column in ("setting", "tuning", "held out", "vs best (95% CI)"):
+        table.add_column(column)
+    for name, score in fusion.held_out_ndcg.items():
+        gap = fusion.held_out_gap.get(name)
+        ci = f"{gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]" if gap else "(same as a simpler one)"
+        table.add_row(name, f"{fusion.tuning_ndcg[name]:.3f}", f"{score:.3f}", ci)
+    console.print(table)
+    console.print(
+        f"chosen: {fusion.chosen}: {_describe(fusion.setting)} ({fusion.settings_tried} settings "
+        f"scored in {fusion.seconds:.0f} s; saved in {path})"
+    )
+    if queries is None:
+        return
     from mentor.rag.evaluation import load_eval_set
     from mentor.rag.retrieve import SearchConfig
     from mentor.rag.tune import tune_expansion
@@ -593,14 +754,17 @@ def tune_cmd(
         eval_set = load_eval_set(queries, qrels)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    settings = settings_from_flags(engine, vllm_url, vllm_python)
-    retriever = open_retriever(index, device)
     with (
         _generator(model, device, settings) as generator,
         console.status("measuring none, multi-query and HyDE"),
     ):
         tuning = tune_expansion(
-            retriever, eval_set, generator, SearchConfig(), max_queries=max_queries, margin=margin
+            retriever,
+            eval_set,
+            generator,
+            fusion.apply(SearchConfig()),
+            max_queries=max_queries,
+            margin=margin,
         )
     tuning.save(index)
     table = Table(title=f"query expansion on {tuning.queries} questions")

@@ -38,6 +38,7 @@ from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
 from mentor.rag.expansion import Expansion, QueryExpander
 from mentor.rag.filters import FILTER_FIELDS, check_filters, matches
+from mentor.rag.fusion import Fusion, Normalization, Scored, convex_weights, fuse
 from mentor.rag.index import Manifest, embed_input, open_store
 from mentor.rag.records import Chunk, Hit
 from mentor.rag.store import VectorStore
@@ -71,7 +72,7 @@ class SearchConfig:
     """How a query is answered."""
 
     mode: Mode = "hybrid"
-    """dense, bm25, or hybrid (both, fused by reciprocal rank fusion)."""
+    """dense, bm25, or hybrid (both, fused as ``fusion`` says)."""
     k: int = 10
     """Chunks to return."""
     candidates: int = 100
@@ -79,7 +80,16 @@ class SearchConfig:
     rrf_k: float = 60.0
     """The k of reciprocal rank fusion: larger flattens the weight of the top ranks."""
     dense_weight: float = 1.0
+    """Weight of the dense ranks in reciprocal rank fusion."""
     bm25_weight: float = 1.0
+    """Weight of the BM25 ranks in reciprocal rank fusion."""
+    fusion: Fusion = "rrf"
+    """How hybrid fuses: rrf (ranks only) or convex (normalised scores, alpha * dense +
+    (1 - alpha) * BM25); see :mod:`mentor.rag.fusion`."""
+    alpha: float = 0.5
+    """Share of the dense score in convex fusion, in [0, 1]."""
+    normalization: Normalization = "minmax"
+    """How convex fusion puts scores on one scale: minmax or zscore."""
     rerank_depth: int = 30
     """How many fused candidates the reranker rescores (when one is given)."""
     rerank_fusion: bool = True
@@ -90,6 +100,18 @@ class SearchConfig:
     filters: Mapping[str, str] = field(default_factory=dict)
     """Field -> value; a value with * or ? is a glob (fields: doc_id, source, title, heading,
     page); see :mod:`mentor.rag.filters`."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dense", "bm25", "hybrid"):
+            raise ValueError(f"mode {self.mode!r}: expected dense, bm25 or hybrid")
+        if self.fusion not in ("rrf", "convex"):
+            raise ValueError(f"fusion {self.fusion!r}: expected rrf or convex")
+        if self.normalization not in ("minmax", "zscore"):
+            raise ValueError(f"normalization {self.normalization!r}: expected minmax or zscore")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.k < 1 or self.candidates < 1:
+            raise ValueError(f"k and candidates must be >= 1, got {self.k} and {self.candidates}")
 
 
 @dataclass
@@ -191,7 +213,7 @@ class Retriever:
         # by id, not row: fusion breaks ties by name, and rows are the store's own order.
         chunks = self.chunks
         row_of = self.store.row_of
-        rankings: dict[str, list[str]] = {}
+        rankings: dict[str, Scored] = {}
         weights: dict[str, float] = {}
         evidence: dict[str, dict[int, float]] = {}
         if dense_texts:
@@ -201,7 +223,7 @@ class Retriever:
             t0 = time.perf_counter()
             for i, vector in enumerate(vectors):
                 found = self.store.search(vector, depth, config.filters)
-                rankings[f"dense:{i}"] = [chunks[row].chunk_id for row, _ in found]
+                rankings[f"dense:{i}"] = [(chunks[row].chunk_id, s) for row, s in found]
                 weights[f"dense:{i}"] = config.dense_weight
                 if i == 0:
                     evidence["dense"] = dict(found)
@@ -212,7 +234,7 @@ class Retriever:
             for i, text in enumerate(lexical_texts):
                 found = self.bm25.search(text, depth, mask=mask)
                 mapped = [(int(self._bm25_rows[row]), score) for row, score in found]
-                rankings[f"bm25:{i}"] = [chunks[row].chunk_id for row, _ in mapped]
+                rankings[f"bm25:{i}"] = [(chunks[row].chunk_id, s) for row, s in mapped]
                 weights[f"bm25:{i}"] = config.bm25_weight
                 if i == 0:
                     evidence["bm25"] = dict(mapped)
@@ -222,9 +244,17 @@ class Retriever:
         if len(rankings) == 1:  # a single retriever keeps its own scores
             kind = next(iter(evidence))
             [ranking] = rankings.values()
-            order = [(row, evidence[kind][row]) for row in map(row_of, ranking)]
+            order = [(row, evidence[kind][row]) for row in (row_of(c) for c, _ in ranking)]
         else:
-            fused = reciprocal_rank_fusion(rankings, k=config.rrf_k, weights=weights)
+            if config.fusion == "convex":
+                weights = convex_weights(list(rankings), config.alpha)
+            fused = fuse(
+                rankings,
+                weights,
+                fusion=config.fusion,
+                rrf_k=config.rrf_k,
+                method=config.normalization,
+            )
             order = [(row_of(chunk_id), score) for chunk_id, score in fused]
         timings["fuse"] = time.perf_counter() - t0
 

@@ -43,7 +43,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mentor.models.protocols import Embedder, SamplingConfig
 from mentor.rag.filters import check_filters
-from mentor.rag.retrieve import SearchConfig
 from mentor.serve.chat import (
     chat_turn,
     completion_turn,
@@ -380,7 +379,13 @@ def create_app(server: Server) -> FastAPI:
                 raise APIError(400, f"filters: {exc}", param="filters") from None
         started = time.time()
         searcher = server.retrieval.searcher
-        config = SearchConfig(mode=body.mode, k=body.top_k, filters=body.filters)
+        # The server's own setting (the index's tuned one), with what the request names.
+        config = replace(
+            server.retrieval.search,
+            mode=body.mode or server.retrieval.search.mode,
+            k=body.top_k,
+            filters=body.filters,
+        )
         try:
             result = await asyncio.to_thread(searcher.search, body.query, config)
         except ValueError as exc:

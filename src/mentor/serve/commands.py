@@ -222,7 +222,8 @@ def _serve(engine: Engine, model: str, *, rag: Path | None, rag_search: str, top
     retrieval, embed = None, None
     if rag is not None:
         from mentor.rag.calibrate import load_threshold
-        from mentor.rag.retrieve import SearchConfig, open_retriever
+        from mentor.rag.retrieve import open_retriever
+        from mentor.rag.tune import resolve_search
 
         try:
             retriever = open_retriever(rag, device=device)
@@ -232,7 +233,10 @@ def _serve(engine: Engine, model: str, *, rag: Path | None, rag_search: str, top
         except ValueError as exc:
             raise fail(str(exc)) from None
         mode: Literal["always", "model"] = "always" if rag_search == "always" else "model"
-        retrieval = Retrieval(retriever, SearchConfig(k=top_k), load_threshold(rag), mode)
+        search = resolve_search(rag, {"k": top_k})  # the index's tuned setting, if any
+        # BM25 alone gives no similarity to compare with a calibrated threshold (as in ask).
+        threshold = None if search.mode == "bm25" else load_threshold(rag)
+        retrieval = Retrieval(retriever, search, threshold, mode)
         embed = retriever.embedder
     if embedder is not None:
         from mentor.models.loading import load_embedder

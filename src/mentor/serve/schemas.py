@@ -470,7 +470,9 @@ class EmbeddingRequest(_Request):
 class RetrieveRequest(_Request):
     query: str = Field(min_length=1)
     top_k: int = Field(default=5, ge=1, le=100)
-    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        default=None, description="Default: the index's tuned setting (`mentor rag tune`)."
+    )
     filters: dict[str, str] = Field(default_factory=dict)
 
 

@@ -1,0 +1,170 @@
+"""Self-evaluation without labels: every index gets a judged question set of its own.
+
+The local generator writes one question for each of a sample of chunks (through
+:func:`mentor.rag.synthetic.synthetic_questions`, so replies are cached and a stopped run
+resumes); the chunk's document is the question's one relevant document. The sample is
+stratified by document (one chunk per document, in a seeded order, before any document gets a
+second), so a long manual does not crowd out the short pages.
+
+The questions are split by document, seeded, into a tuning part and a held-out part: no
+document is in both, so a setting chosen on one part is measured on documents it never saw.
+``mentor rag tune`` chooses on the tuning part; ``mentor rag eval`` with no ``--queries``
+reports the held-out part.
+
+Files beside the index: ``synthetic-replies.jsonl`` (the raw generator replies, the resumable
+cache) and ``selfeval.json`` (the kept questions and their split).
+
+Run: ``mentor rag tune --index idx`` (writes both), then ``mentor rag eval --index idx``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mentor.models.protocols import Generator
+from mentor.rag.evaluation import EvalSet
+from mentor.rag.records import Chunk
+from mentor.rag.synthetic import MIN_CHUNK_WORDS, SyntheticQuestion, synthetic_questions
+from mentor.utils.fs import atomic_write_text
+
+SELFEVAL = "selfeval.json"
+REPLIES = "synthetic-replies.jsonl"
+BATCH = 8
+"""Chunks asked about between two checks of the time budget."""
+
+
+@dataclass
+class SelfEvalSet:
+    """Synthetic questions of one index, split by document."""
+
+    tuning: list[SyntheticQuestion]
+    held_out: list[SyntheticQuestion]
+    generator: str
+    seed: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Replies rejected by :func:`mentor.rag.synthetic.clean_question`, by reason."""
+    seconds: float = 0.0
+    """Time spent writing questions in the run that made this set (0 when all were cached)."""
+    created: str = ""
+
+    def save(self, index: Path) -> Path:
+        path = index / SELFEVAL
+        atomic_write_text(path, json.dumps(asdict(self), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, index: Path) -> SelfEvalSet | None:
+        path = index / SELFEVAL
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(
+            tuning=[SyntheticQuestion(**q) for q in raw["tuning"]],
+            held_out=[SyntheticQuestion(**q) for q in raw["held_out"]],
+            generator=raw["generator"],
+            seed=raw["seed"],
+            dropped=raw.get("dropped", {}),
+            seconds=raw.get("seconds", 0.0),
+            created=raw.get("created", ""),
+        )
+
+
+def stratified_sample(chunks: Sequence[Chunk], n: int, seed: int) -> list[Chunk]:
+    """``n`` chunks long enough to ask about, spread over documents: documents in a seeded
+    order, each giving one (seeded) chunk per round until ``n`` are drawn."""
+    rng = random.Random(seed)
+    by_doc: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        if len(chunk.text.split()) >= MIN_CHUNK_WORDS:
+            by_doc.setdefault(chunk.doc_id, []).append(chunk)
+    docs = sorted(by_doc)
+    rng.shuffle(docs)
+    for doc in docs:
+        rng.shuffle(by_doc[doc])
+    picked: list[Chunk] = []
+    depth = 0
+    while len(picked) < n and any(len(by_doc[d]) > depth for d in docs):
+        picked.extend(by_doc[d][depth] for d in docs if len(by_doc[d]) > depth)
+        depth += 1
+    return picked[:n]
+
+
+def split_by_document(
+    questions: Sequence[SyntheticQuestion], held_out_share: float, seed: int
+) -> tuple[list[SyntheticQuestion], list[SyntheticQuestion]]:
+    """(tuning, held out): whole documents, in a seeded order, go to the held-out part until it
+    has at least ``held_out_share`` of the questions (and the tuning part keeps at least one
+    document)."""
+    if not 0.0 < held_out_share < 1.0:
+        raise ValueError(f"held_out_share must be in (0, 1), got {held_out_share}")
+    docs = sorted({q.doc_id for q in questions})
+    random.Random(seed).shuffle(docs)
+    count = {d: sum(q.doc_id == d for q in questions) for d in docs}
+    held: set[str] = set()
+    for doc in docs[:-1]:
+        if sum(count[d] for d in held) >= held_out_share * len(questions):
+            break
+        held.add(doc)
+    return (
+        [q for q in questions if q.doc_id not in held],
+        [q for q in questions if q.doc_id in held],
+    )
+
+
+def as_eval_set(questions: Sequence[SyntheticQuestion]) -> EvalSet:
+    """Query id -> question, judged relevant: the document of the chunk it was written for."""
+    return EvalSet(
+        {f"synthetic-{i}": q.question for i, q in enumerate(questions)},
+        {f"synthetic-{i}": {q.doc_id: 1} for i, q in enumerate(questions)},
+    )
+
+
+def build_selfeval(
+    index: Path,
+    chunks: Sequence[Chunk],
+    generator: Generator,
+    *,
+    questions: int = 200,
+    held_out_share: float = 0.3,
+    seed: int = 0,
+    budget_s: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SelfEvalSet:
+    """Write (or read back from the cache) questions for a stratified sample of ``questions``
+    chunks, split them, and save the set in the index folder.
+
+    With ``budget_s``, writing stops at the first batch boundary past the budget (after one
+    batch at least) and the set is made of the chunks done so far (run again to continue: the
+    replies are cached)."""
+    picked = stratified_sample(chunks, questions, seed)
+    cache = index / REPLIES
+    started = time.perf_counter()
+    done = 0
+    for start in range(0, len(picked), BATCH):
+        batch = picked[start : start + BATCH]
+        synthetic_questions(batch, generator, cache=cache)
+        done = start + len(batch)
+        if progress is not None:
+            progress(done, len(picked))
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            break  # at least one batch: a set to tune on, however tight the budget
+    seconds = time.perf_counter() - started
+    # Once more over everything done, all from the cache: one pass keeps duplicates out.
+    written = synthetic_questions(picked[:done], generator, cache=cache)
+    tuning, held = split_by_document(written.questions, held_out_share, seed)
+    result = SelfEvalSet(
+        tuning,
+        held,
+        getattr(generator, "name", type(generator).__name__),
+        seed,
+        written.dropped,
+        seconds,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    result.save(index)
+    return result
