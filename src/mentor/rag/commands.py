@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help`
     from mentor.rag.index import Manifest
     from mentor.rag.retrieve import Reranker, Retriever, SearchConfig, Searcher
     from mentor.rag.selfeval import SelfEvalSet
+    from mentor.rag.tune import FusionTuning
 
 app = typer.Typer(
     help="Retrieval-augmented generation: index, search, ask, evaluate.", no_args_is_help=True
@@ -676,6 +677,24 @@ def _write_selfeval(
     return result
 
 
+def _show_fusion(fusion: FusionTuning, path: Path) -> None:
+    table = Table(
+        title=f"nDCG@10 on {fusion.tuning_questions} tuning / {fusion.held_out_questions} "
+        "held-out synthetic questions"
+    )
+    for column in ("setting", "tuning", "held out", "vs best (95% CI)"):
+        table.add_column(column)
+    for name, score in fusion.held_out_ndcg.items():
+        gap = fusion.held_out_gap.get(name)
+        ci = f"{gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]" if gap else "(same as a simpler one)"
+        table.add_row(name, f"{fusion.tuning_ndcg[name]:.3f}", f"{score:.3f}", ci)
+    console.print(table)
+    console.print(
+        f"chosen: {fusion.chosen}: {_describe(fusion.setting)} ({fusion.settings_tried} settings "
+        f"scored in {fusion.seconds:.0f} s; saved in {path})"
+    )
+
+
 @app.command("tune")
 def tune_cmd(
     index: IndexOpt,
@@ -715,6 +734,7 @@ def tune_cmd(
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
     selfeval = _write_selfeval(index, retriever, model, device, questions, budget_minutes, settings)
+    fusion = None
     with progress_bar(console) as bar:
         task = bar.add_task("tuning fusion", total=None)
         try:
@@ -727,23 +747,12 @@ def tune_cmd(
                 ),
             )
         except ValueError as exc:
-            raise fail(str(exc)) from None
-    path = fusion.save(index)
-    table = Table(
-        title=f"nDCG@10 on {fusion.tuning_questions} tuning / {fusion.held_out_questions} "
-        "held-out synthetic questions"
-    )
-    for column in ("setting", "tuning", "held out", "vs best (95% CI)"):
-        table.add_column(column)
-    for name, score in fusion.held_out_ndcg.items():
-        gap = fusion.held_out_gap.get(name)
-        ci = f"{gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]" if gap else "(same as a simpler one)"
-        table.add_row(name, f"{fusion.tuning_ndcg[name]:.3f}", f"{score:.3f}", ci)
-    console.print(table)
-    console.print(
-        f"chosen: {fusion.chosen}: {_describe(fusion.setting)} ({fusion.settings_tried} settings "
-        f"scored in {fusion.seconds:.0f} s; saved in {path})"
-    )
+            if queries is None:
+                raise fail(str(exc)) from None
+            # The judged questions can still decide expansion: say why fusion was not tuned.
+            err.print(f"[yellow]fusion not tuned[/yellow]: {exc}", highlight=False)
+    if fusion is not None:
+        _show_fusion(fusion, fusion.save(index))
     if queries is None:
         return
     from mentor.rag.evaluation import load_eval_set
@@ -762,7 +771,7 @@ def tune_cmd(
             retriever,
             eval_set,
             generator,
-            fusion.apply(SearchConfig()),
+            SearchConfig() if fusion is None else fusion.apply(SearchConfig()),
             max_queries=max_queries,
             margin=margin,
         )
