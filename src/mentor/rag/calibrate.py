@@ -50,8 +50,8 @@ keywords drawn from a generic sentence ("Ask in finance-help") match nothing in 
 score like off-domain questions, which drags the threshold down to where a near-domain question
 gets answered. Measured on Tidepool (bench/rag_trust.py), the help centre alone: 0 kept the
 travel-expenses question answered (threshold 0.267, its confidence 0.290), 0.2 refuses it (0.323)
-with every in-domain question still answered; the whole handbook: in-domain answered 99% -> 93% (test and validation questions; 95% of train + validation + test),
-held-out off-domain refused 95% -> 100%."""
+with every in-domain question still answered; the whole handbook: in-domain answered 99% -> 93%
+(test and validation; 95% of all 340), held-out off-domain refused 95% -> 100%."""
 
 OFF_DOMAIN_QUESTIONS: tuple[str, ...] = (
     "How long should I boil an egg for a runny yolk?",
