@@ -289,8 +289,8 @@ def test_index_calibrates_refusal_and_info_says_where_from(built: str, tmp_path:
 
 def test_no_calibrate_opts_out(docs: Path, tmp_path: Path, embedder_folder: Path) -> None:
     idx = tmp_path / "plain"
-    result = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), "--embedder",
-                                 str(embedder_folder), "--device", "cpu", "--no-calibrate"])  # fmt: skip
+    flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--no-calibrate"]
+    result = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), *flags])
     assert result.exit_code == 0, result.output
     assert not (idx / "calibration.json").exists()
     info = runner.invoke(app, ["rag", "info", "--index", str(idx)])
