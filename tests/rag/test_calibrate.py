@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tests.rag.conftest import index_of
 
+from mentor.models.protocols import SamplingConfig
 from mentor.rag.calibrate import (
     CALIBRATION,
     OFF_DOMAIN_QUESTIONS,
@@ -104,3 +105,58 @@ def test_questions_from_chunks_are_keyword_queries(index: Path) -> None:
     for query in queries:
         assert 1 <= len(query.split()) <= 6
         assert all(word.lower() in texts for word in query.split())
+
+
+# ---- automatic calibration (rag index / rag tune) ----------------------------------------------
+
+
+def test_a_fresh_index_calibrates_itself_and_refuses_off_domain(tmp_path: Path) -> None:
+    from mentor.rag.answer import ask
+    from mentor.rag.calibrate import SOURCE_CHUNKS, auto_calibrate
+    from mentor.testing import ScriptedGenerator
+
+    index = index_of(tmp_path, DOCS)
+    retriever = Retriever(index, HashEmbedder(256))
+    result = auto_calibrate(retriever)
+    assert result is not None and result.source == SOURCE_CHUNKS and result.automatic
+    assert load_threshold(index) == result.threshold
+    generator = ScriptedGenerator(["Export from the board menu [1]."])
+    refused = ask(retriever, generator, "Who painted the Mona Lisa?", search=SearchConfig(k=2),
+                  threshold=load_threshold(index), sampling=SamplingConfig())  # fmt: skip
+    assert refused.abstained and not generator.calls
+
+
+def test_a_users_calibration_is_kept_and_synthetic_questions_are_preferred(
+    tmp_path: Path,
+) -> None:
+    from mentor.rag.calibrate import SELFEVAL, SOURCE_SYNTHETIC, SOURCE_USER, auto_calibrate
+
+    index = index_of(tmp_path, DOCS)
+    retriever = Retriever(index, HashEmbedder(256))
+    mine = calibrate(retriever, ANSWERABLE, UNANSWERABLE, search=SearchConfig(mode="hybrid"))
+    mine.save(index)
+    assert mine.source == SOURCE_USER
+    assert auto_calibrate(retriever) is None
+    assert load_calibration(index) == mine
+    rows = [{"question": q, "chunk_id": "x"} for q in ANSWERABLE * 4]
+    (index / SELFEVAL).write_text(json.dumps({"tuning": rows[:15], "held_out": rows[15:]}))
+    forced = auto_calibrate(retriever, force=True)
+    assert forced is not None and forced.source == SOURCE_SYNTHETIC
+    assert forced.answerable.count == 20
+    assert "synthetic questions" in forced.describe()
+
+
+def test_an_old_calibration_file_reads_as_the_users(tmp_path: Path) -> None:
+    index = index_of(tmp_path, DOCS)
+    retriever = Retriever(index, HashEmbedder(256))
+    data = calibrate(retriever, ANSWERABLE, UNANSWERABLE, search=SearchConfig()).to_dict()
+    del data["source"]
+    (index / CALIBRATION).write_text(json.dumps(data))
+    loaded = load_calibration(index)
+    assert loaded is not None and not loaded.automatic
+
+
+def test_trim_leaves_the_lowest_answerable_scores_out_of_the_choice() -> None:
+    pos, neg = [0.1, 0.15, 0.18, 0.5, 0.6], [0.0, 0.05, 0.2, 0.3]
+    assert choose_threshold(pos, neg) == pytest.approx(0.075)  # the low ones drag it down
+    assert choose_threshold(sorted(pos)[2:], neg) == pytest.approx(0.4)  # trim 0.4

@@ -277,3 +277,21 @@ def test_ask_and_diagnose_generate_on_the_engine_the_flags_pick(
     assert len(fake.opened) == 2
     wrong = runner.invoke(app, ["rag", "ask", "Refunds?", "--index", built, "--vllm-url", "x"])
     assert wrong.exit_code == 1 and "need --engine vllm" in wrong.output
+
+
+def test_index_calibrates_refusal_and_info_says_where_from(built: str, tmp_path: Path) -> None:
+    calibration = json.loads((Path(built) / "calibration.json").read_text())
+    assert calibration["source"] == "chunks"
+    info = runner.invoke(app, ["rag", "info", "--index", built])
+    assert info.exit_code == 0 and "refusal threshold" in info.output
+    assert "keyword questions" in info.output
+
+
+def test_no_calibrate_opts_out(docs: Path, tmp_path: Path, embedder_folder: Path) -> None:
+    idx = tmp_path / "plain"
+    flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--no-calibrate"]
+    result = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), *flags])
+    assert result.exit_code == 0, result.output
+    assert not (idx / "calibration.json").exists()
+    info = runner.invoke(app, ["rag", "info", "--index", str(idx)])
+    assert "none: ask answers every question" in info.output

@@ -48,6 +48,7 @@ from mentor.models.chat import encode_chat
 from mentor.models.constrain import JsonConstraint
 from mentor.models.kv import Batch, bytes_per_token, extend, join, joinable, keep
 from mentor.models.protocols import SamplingConfig
+from mentor.models.repetition import LoopGuard
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -106,6 +107,10 @@ class Completion:
     logprobs: list[TokenLogprobs] = field(default_factory=list)
     """One entry per generated token when ``SamplingConfig.logprobs`` is set, appended before
     the token's text is streamed."""
+    loop_dropped: int = 0
+    """Tokens the loop guard dropped from the end of the text: a copy of an earlier stretch
+    (``SamplingConfig.loop_ngram``); 0 when the reply did not loop. ``completion_tokens``
+    still counts them (they were generated)."""
 
 
 class TextEngine(Protocol):
@@ -392,6 +397,11 @@ class _Row:
     constraint: JsonConstraint | None = None
     """The tokens the reply may take next (``SamplingConfig.json_schema``)."""
     generated: list[int] = field(default_factory=list)
+    loop: LoopGuard | None = None
+    """Watches the reply for loops (None: ``SamplingConfig.loop_ngram`` is 0)."""
+    held: list[str] = field(default_factory=list)
+    """Text of the reply's last tokens, one piece per token, held back while they may be the
+    start of a loop (``loop.held`` of them)."""
 
     @property
     def reserved(self) -> int:
@@ -622,7 +632,16 @@ class HFEngine:
             submitted=time.perf_counter(),
             pieces=queue.SimpleQueue() if streamed else None,
             constraint=constraint,
+            loop=self._loop_guard(request.sampling),
         )
+
+    @staticmethod
+    def _loop_guard(sampling: SamplingConfig) -> LoopGuard | None:
+        """The request's loop guard, if it has one: not for a reply constrained to JSON (a cut
+        would break it) nor one that must run its full length (``ignore_eos``: benchmarks)."""
+        if not sampling.loop_ngram or sampling.json_schema is not None or sampling.ignore_eos:
+            return None
+        return LoopGuard(sampling.loop_ngram)
 
     def _start(self) -> None:
         """Start the decode thread if none runs (call holding ``_wake``)."""
@@ -861,8 +880,14 @@ class HFEngine:
         row.counts[token] = row.counts.get(token, 0) + 1
         if row.seen:
             row.seen.append(token)
-        text = row.cutter.feed(row.detok.add(token))
-        if row.cutter.stopped:
+        text = row.detok.add(token)
+        if row.loop is not None:
+            text = self._hold(row, token, text)
+        text = row.cutter.feed(text)
+        if row.loop is not None and row.loop.looped:
+            row.result.loop_dropped = row.loop.held
+            row.finish("stop")
+        elif row.cutter.stopped:
             row.finish("stop")
         elif request.cancelled is not None and request.cancelled():
             row.finish("cancelled")
@@ -871,6 +896,20 @@ class HFEngine:
         elif result.completion_tokens >= sampling.max_new_tokens:
             row.finish("length")
         return text
+
+    @staticmethod
+    def _hold(row: _Row, token: int, text: str) -> str:
+        """The text to release now: what precedes the copy in progress (all of it dropped if
+        the copy reached the guard's length)."""
+        assert row.loop is not None
+        row.loop.add(token)
+        row.held.append(text)
+        if row.loop.looped:
+            row.held = []
+            return ""
+        cut = len(row.held) - row.loop.held
+        out, row.held = "".join(row.held[:cut]), row.held[cut:]
+        return out
 
     def _logprobs(self, logits: torch.Tensor, token: int, k: int) -> TokenLogprobs:
         chosen, top = top_logprobs(logits, token, k)
@@ -881,9 +920,12 @@ class HFEngine:
     def _close(self, row: _Row) -> None:
         """A finished row's last text, its result, and the end of its stream."""
         if not row.cutter.stopped:
-            row.emit(row.cutter.flush())
+            row.emit(row.cutter.feed("".join(row.held)))  # the reply ended mid-copy: no loop
+            if not row.cutter.stopped:
+                row.emit(row.cutter.flush())
+        ids = row.detok.ids[: len(row.detok.ids) - row.result.loop_dropped]
         with self._tokenizer_lock:
-            text = str(self.tokenizer.decode(row.detok.ids, skip_special_tokens=True))
+            text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
         hits = [text.find(s) for s in row.cutter.stop if s in text]
         row.result.text = text[: min(hits)] if hits else text
         row.result.seconds = time.perf_counter() - row.submitted

@@ -13,6 +13,8 @@ from typing import Literal, Protocol, TypedDict, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from mentor.models.repetition import LOOP_NGRAM
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -36,6 +38,11 @@ class SamplingConfig:
     """Nucleus sampling mass (used only when temperature > 0)."""
     repetition_penalty: float = 1.0
     """Above 1 discourages repeating tokens already in the text (small models loop without it)."""
+    loop_ngram: int = LOOP_NGRAM
+    """The loop guard: once the reply's last ``loop_ngram`` tokens repeat an earlier stretch of
+    the reply, it ends (``finish_reason`` "stop") without that copy
+    (:mod:`mentor.models.repetition`); 0 turns it off. mentor's own answers keep it on; the
+    server's OpenAI API turns it off, since OpenAI's models never cut a reply short this way."""
     seed: int | None = None
     """Seed for sampling, for repeatable runs."""
     stop: tuple[str, ...] = field(default_factory=tuple)

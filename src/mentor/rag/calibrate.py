@@ -10,6 +10,11 @@ the threshold sits midway between the two scores it separates, so a small drift 
 does not flip a decision.
 
 The result is saved as ``calibration.json`` in the index folder, where ``ask`` finds it.
+``mentor rag index`` and ``mentor rag tune`` calibrate every index they touch
+(:func:`auto_calibrate`), so a fresh index refuses what it does not cover: in-domain questions
+are the index's synthetic self-evaluation questions when they exist beside it
+(``selfeval.json``), else keyword questions drawn from its chunks (no generator needed, a
+second's work). A calibration the user made from their own questions is kept.
 
 Run: ``mentor rag calibrate --index idx --queries qa.jsonl``.
 """
@@ -30,10 +35,23 @@ from mentor.evaluate.grounding import STOP_WORDS
 from mentor.evaluate.stats import percentile
 from mentor.rag.answer import confidence
 from mentor.rag.records import Chunk
-from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
+from mentor.rag.retrieve import Reranker, Retriever, SearchConfig, Searcher
 from mentor.utils.fs import atomic_write_text
 
 CALIBRATION = "calibration.json"
+SELFEVAL = "selfeval.json"
+"""The index's synthetic self-evaluation set (written by the self-evaluation, when it ran)."""
+SOURCE_USER, SOURCE_SYNTHETIC, SOURCE_CHUNKS = "user", "synthetic", "chunks"
+MIN_SYNTHETIC = 20
+"""Synthetic questions needed to prefer them over keyword questions from the chunks."""
+KEYWORD_TRIM = 0.2
+"""Share of the lowest-scoring keyword questions left out when choosing the threshold. A few
+keywords drawn from a generic sentence ("Ask in finance-help") match nothing in particular and
+score like off-domain questions, which drags the threshold down to where a near-domain question
+gets answered. Measured on Tidepool (bench/rag_trust.py), the help centre alone: 0 kept the
+travel-expenses question answered (threshold 0.267, its confidence 0.290), 0.2 refuses it (0.323)
+with every in-domain question still answered; the whole handbook: in-domain answered 99% -> 93%
+(test and validation; 95% of all 340), held-out off-domain refused 95% -> 100%."""
 
 OFF_DOMAIN_QUESTIONS: tuple[str, ...] = (
     "How long should I boil an egg for a runny yolk?",
@@ -110,12 +128,35 @@ class Calibration:
     mode: str
     """The search mode the scores were taken in: use the same one when asking."""
     created: str = ""
+    source: str = SOURCE_USER
+    """Where the answerable questions came from: ``user`` (``rag calibrate``), ``synthetic``
+    (the index's self-evaluation questions) or ``chunks`` (keywords from its chunks)."""
+
+    @property
+    def automatic(self) -> bool:
+        """Made by :func:`auto_calibrate`, so a later build may redo it."""
+        return self.source in (SOURCE_SYNTHETIC, SOURCE_CHUNKS)
+
+    def describe(self) -> str:
+        """One line for ``rag info``: the threshold and where it came from."""
+        origin = {
+            SOURCE_USER: "your questions (mentor rag calibrate)",
+            SOURCE_SYNTHETIC: "automatic, from the index's synthetic questions",
+            SOURCE_CHUNKS: "automatic, from keyword questions drawn from the chunks",
+        }.get(self.source, self.source)
+        return (
+            f"{self.threshold:.3f} ({origin}; {self.answerable.count} in-domain vs "
+            f"{self.unanswerable.count} off-domain questions, {self.mode} search, "
+            f"{self.refused_answerable:.0%} of in-domain refused, "
+            f"{self.answered_unanswerable:.0%} of off-domain answered)"
+        )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """Files written before ``source`` existed were all made by ``rag calibrate``."""
         sides = {side: ScoreSummary(**data[side]) for side in ("answerable", "unanswerable")}
         return cls(**{**data, **sides})
 
@@ -168,11 +209,15 @@ def calibrate(
     *,
     search: SearchConfig,
     reranker: Reranker | None = None,
+    source: str = SOURCE_USER,
+    trim: float = 0.0,
 ) -> Calibration:
-    """Score both sets of questions and pick the threshold that best tells them apart."""
+    """Score both sets of questions and pick the threshold that best tells them apart; the
+    lowest ``trim`` share of the answerable scores is left out of the choice (noisy positives:
+    ``KEYWORD_TRIM``), though the reported rates count every question."""
     pos = [confidence(retriever.search(q, search, reranker=reranker).hits) for q in answerable]
     neg = [confidence(retriever.search(q, search, reranker=reranker).hits) for q in unanswerable]
-    threshold = choose_threshold(pos, neg)
+    threshold = choose_threshold(sorted(pos)[int(len(pos) * trim) :], neg)
     return Calibration(
         threshold=threshold,
         balanced_accuracy=balanced_accuracy(threshold, pos, neg),
@@ -182,7 +227,52 @@ def calibrate(
         unanswerable=summarize(neg),
         mode=search.mode,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        source=source,
     )
+
+
+def synthetic_questions(index_folder: Path) -> list[str]:
+    """The questions of the index's self-evaluation set (``selfeval.json``: lists of records
+    with a ``question``), or none when there is no such file or it holds something else."""
+    path = index_folder / SELFEVAL
+    if not path.exists():
+        return []
+    try:
+        raw = json.loads(path.read_text())
+        rows = [*raw.get("tuning", []), *raw.get("held_out", [])]
+        return [str(r["question"]) for r in rows if isinstance(r, dict) and r.get("question")]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def auto_calibrate(retriever: Retriever, *, force: bool = False) -> Calibration | None:
+    """Calibrate the index from questions it makes itself, and save it; None (and nothing
+    written) when the user's own calibration is there and ``force`` is off, or when the index
+    is empty.
+
+    In-domain: the self-evaluation's synthetic questions when there are at least
+    ``MIN_SYNTHETIC`` (written like a user's questions), else ``questions_from_chunks``.
+    Off-domain: ``OFF_DOMAIN_QUESTIONS``. Searched as ``rag ask`` searches: the index's tuned
+    fusion when it has one, else hybrid (a tuned BM25 alone gives no comparable confidence and
+    ``ask`` then uses no threshold, so hybrid is calibrated, for an explicit ``--mode``)."""
+    from mentor.rag.tune import resolve_search
+
+    index_folder = retriever.folder
+    search = resolve_search(index_folder, {})
+    if search.mode == "bm25":
+        search = SearchConfig(mode="hybrid")
+    existing = load_calibration(index_folder)
+    if existing is not None and not existing.automatic and not force:
+        return None
+    answerable, source = synthetic_questions(index_folder), SOURCE_SYNTHETIC
+    if len(answerable) < MIN_SYNTHETIC:
+        answerable, source = questions_from_chunks(retriever.chunks), SOURCE_CHUNKS
+    if not answerable:
+        return None
+    trim = KEYWORD_TRIM if source == SOURCE_CHUNKS else 0.0
+    result = calibrate(retriever, answerable, search=search, source=source, trim=trim)
+    result.save(index_folder)
+    return result
 
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")

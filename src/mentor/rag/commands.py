@@ -19,7 +19,7 @@ from mentor.utils.progress import progress_bar
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
     from mentor.models.backends import EngineSettings
     from mentor.models.generation import EngineGenerator
-    from mentor.models.protocols import Generator
+    from mentor.models.protocols import Embedder, Generator
     from mentor.models.remote import RemoteGenerator
     from mentor.rag.index import Manifest
     from mentor.rag.retrieve import Reranker, Retriever, SearchConfig, Searcher
@@ -33,6 +33,14 @@ console = Console()
 err = Console(stderr=True)
 
 IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="The index folder.")]
+CalibrateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate/--no-calibrate",
+        help="Calibrate the threshold below which `ask` refuses, from the index's own questions "
+        "against off-domain ones (a calibration made with `rag calibrate` is kept).",
+    ),
+]
 RerankFusionOpt = Annotated[
     bool,
     typer.Option(
@@ -83,9 +91,11 @@ def index_cmd(
         int, typer.Option(help="Tokens of context repeated between consecutive chunks.", min=0)
     ] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    calibrate: CalibrateOpt = True,
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx, BEIR corpus.jsonl); re-runs embed only what
-    changed. A killed run leaves the previous index usable; run again to finish it."""
+    changed. A killed run leaves the previous index usable; run again to finish it. The index
+    then calibrates the confidence below which `ask` refuses (--no-calibrate: it never refuses)."""
     from mentor.models.loading import load_embedder
     from mentor.rag.index import IndexConfig, build_index
 
@@ -124,6 +134,27 @@ def index_cmd(
         f"{len(result.skipped)} skipped, {len(result.failed)} failed; the index now holds "
         f"{result.documents} documents in {result.chunks} chunks "
         f"({result.seconds:.1f} s, of which embedding {result.embed_seconds:.1f} s)"
+    )
+    if calibrate and result.chunks:
+        _auto_calibrate(index, model)
+
+
+def _auto_calibrate(index: Path, embedder: Embedder) -> None:
+    """Recalibrate the refusal threshold from the index's own questions (a second's work);
+    a calibration the user made with `rag calibrate --queries` is kept."""
+    from mentor.rag.calibrate import auto_calibrate, load_calibration
+    from mentor.rag.retrieve import Retriever
+
+    with console.status("calibrating the refusal threshold"):
+        result = auto_calibrate(Retriever(index, embedder))
+    if result is None:
+        kept = load_calibration(index)
+        if kept is not None:
+            console.print(f"refusal threshold kept: {kept.describe()}", highlight=False)
+        return
+    console.print(
+        f"refusal threshold {result.describe()}; saved to {index / 'calibration.json'}",
+        highlight=False,
     )
 
 
@@ -223,6 +254,8 @@ def search_cmd(
 @app.command("info")
 def info_cmd(index: IndexOpt) -> None:
     """What an index holds and how it was built."""
+    from mentor.rag.calibrate import load_calibration
+
     manifest = _manifest(index)
     table = Table(show_header=False, title=str(index))
     rows = {
@@ -252,6 +285,12 @@ def info_cmd(index: IndexOpt) -> None:
             f"{len(selfeval.tuning)} tuning, {len(selfeval.held_out)} held out "
             f"(by {selfeval.generator})"
         )
+    calibration = load_calibration(index)
+    rows["refusal threshold"] = (
+        calibration.describe()
+        if calibration is not None
+        else "none: ask answers every question (mentor rag calibrate, or re-index)"
+    )
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
@@ -552,7 +591,13 @@ def calibrate_cmd(
 ) -> None:
     """Pick the retrieval-confidence threshold below which `ask` refuses, from data."""
     from mentor.data import QARecord, QueryRecord, read_records
-    from mentor.rag.calibrate import OFF_DOMAIN_QUESTIONS, calibrate, questions_from_chunks
+    from mentor.rag.calibrate import (
+        OFF_DOMAIN_QUESTIONS,
+        SOURCE_CHUNKS,
+        SOURCE_USER,
+        calibrate,
+        questions_from_chunks,
+    )
     from mentor.rag.retrieve import SearchConfig
 
     if mode not in ("dense", "hybrid"):
@@ -583,6 +628,8 @@ def calibrate_cmd(
             negatives,
             search=SearchConfig(mode=mode),  # type: ignore[arg-type]
             reranker=_reranker(reranker, device),
+            # the user's own questions are kept by later builds; the default ones are redone
+            source=SOURCE_CHUNKS if queries is None and unanswerable is None else SOURCE_USER,
         )
     path = result.save(index)
     console.print(
@@ -725,6 +772,7 @@ def tune_cmd(
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
+    calibrate: CalibrateOpt = True,
 ) -> None:
     """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
     local model writes for the index, kept only where it beats the simpler ones on held-out
@@ -754,6 +802,8 @@ def tune_cmd(
     if fusion is not None:
         _show_fusion(fusion, fusion.save(index))
     if queries is None:
+        if calibrate:
+            _auto_calibrate(index, retriever.embedder)
         return
     from mentor.rag.evaluation import load_eval_set
     from mentor.rag.retrieve import SearchConfig
@@ -783,6 +833,8 @@ def tune_cmd(
         table.add_row(name, f"{score:.3f}", f"{tuning.p50_ms[name]:.0f}")
     console.print(table)
     console.print(f"chosen: {tuning.expansion} (saved in {index / 'tuning.json'})")
+    if calibrate:
+        _auto_calibrate(index, retriever.embedder)
 
 
 @app.command("train-reranker")

@@ -502,6 +502,9 @@ def _sampling(
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         repetition_penalty=body.repetition_penalty,
+        # OpenAI's API returns what the model wrote; mentor's loop guard would cut a reply the
+        # client asked for in full (a client that wants fewer loops sets repetition_penalty).
+        loop_ngram=0,
         ignore_eos=body.ignore_eos,
         logprobs=body.top(),
         json_schema=body.json_schema(),
