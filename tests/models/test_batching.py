@@ -69,7 +69,8 @@ def test_joining_mid_flight_and_cancelling_leave_the_others_unchanged() -> None:
     expected_long, expected_late = _alone(engine, [long, late])
 
     stop = threading.Event()
-    doomed = Request(engine.encode_text("to be cancelled"), SamplingConfig(max_new_tokens=40),
+    doomed = Request(engine.encode_text("to be cancelled"),
+                     SamplingConfig(max_new_tokens=40, loop_ngram=0),
                      cancelled=stop.is_set)  # fmt: skip
     results = {name: Completion() for name in ("long", "late", "doomed")}
     pieces: list[str] = []

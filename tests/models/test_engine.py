@@ -33,7 +33,8 @@ def test_greedy_stream_equals_generate() -> None:
         engine = HFEngine(model, tokenizer, name="tiny")
         prompt = engine.encode_chat([{"role": "user", "content": "hello there"}])
         result = Completion()
-        text = "".join(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=20)), result))
+        raw = SamplingConfig(max_new_tokens=20, loop_ngram=0)  # transformers' decoding, no guard
+        text = "".join(engine.stream(Request(prompt, raw), result))
         ids = torch.tensor([prompt])
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=20,
                              **GREEDY)  # fmt: skip
@@ -168,22 +169,24 @@ def test_repetition_penalty_matches_transformers() -> None:
 def test_stop_strings_deadline_and_cancel() -> None:
     model, tokenizer = tiny_llama()
     engine = HFEngine(model, tokenizer, name="tiny")
-    prompt = engine.encode_text("hello")
+    prompt = engine.encode_text("hello")  # a tiny random model loops: the guard stays off here
     full = Completion()
-    text = "".join(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30)), full))
+    text = "".join(
+        engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30, loop_ngram=0)), full)
+    )
     stop = text[5:8]
     cut = Completion()
-    stopped = Request(prompt, SamplingConfig(max_new_tokens=30, stop=(stop,)))
+    stopped = Request(prompt, SamplingConfig(max_new_tokens=30, stop=(stop,), loop_ngram=0))
     short = "".join(engine.stream(stopped, cut))
     assert short == text[: text.index(stop)] == cut.text and cut.finish_reason == "stop"
     batch = engine.generate([stopped])[0]
     assert batch.text == short
     late = Completion()
-    list(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30),
+    list(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30, loop_ngram=0),
                                deadline=time.monotonic() - 1), late))  # fmt: skip
     assert late.finish_reason == "timeout" and late.completion_tokens == 1
     gone = Completion()
-    list(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30),
+    list(engine.stream(Request(prompt, SamplingConfig(max_new_tokens=30, loop_ngram=0),
                                cancelled=lambda: True), gone))  # fmt: skip
     assert gone.finish_reason == "cancelled"
 
