@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -375,3 +376,71 @@ def test_held_out_questions_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         read_questions(tmp_path / "bad.jsonl")
+
+
+def test_train_judge_and_search_from_the_cli(tmp_path: Path) -> None:
+    """train-reranker holds documents out, judges, saves the verdict; search follows it."""
+    from typer.testing import CliRunner
+
+    from mentor.cli import app
+    from mentor.testing.fake_openai import FakeOpenAI
+
+    runner = CliRunner()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    words = ["invoice", "refund", "export", "security", "guest", "board", "plan", "seat"]
+    for i, word in enumerate(words):
+        text = f"The {word} rules: " + " ".join(
+            f"{word}{j} applies to {words[j]}" for j in range(8)
+        )
+        (docs / f"{word}.md").write_text(f"# {word.title()}\n\n{text}.\n")
+        del i
+    encoder = tiny_sentence_transformer_folder(tmp_path / "tiny-st")
+    idx = tmp_path / "idx"
+    built = runner.invoke(
+        app, ["rag", "index", str(docs), "--index", str(idx), "--embedder", str(encoder)]
+    )
+    assert built.exit_code == 0, built.output
+
+    def ask(messages: Any) -> str:
+        import re
+
+        word = re.findall(r"The (\w+) rules", messages[-1]["content"])[-1]
+        return f"What do the {word} rules say about seats and plans?"
+
+    with FakeOpenAI(ask, model="writer").serve() as url:
+        trained = runner.invoke(
+            app,
+            ["rag", "train-reranker", "--index", str(idx), "--out", str(idx / "rr"),
+             "--model", "writer", "--model-url", url, "--model-key-env", "",
+             "--base", str(encoder), "--epochs", "1", "--batch-size", "2",
+             "--validation-share", "0.25", "--device", "cpu"],
+        )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    said = " ".join(trained.output.split())  # rich wraps lines at the terminal's width
+    assert "2 of them, on 2 documents, held out" in said
+    decision = load_decision(idx)
+    assert decision is not None and decision.queries == 2
+    assert f"reranker {'kept' if decision.keep else 'dropped'}" in said
+    assert (idx / "rr" / "held-out-questions.jsonl").exists()
+
+    def search(*flags: str) -> dict[str, Any]:
+        result = runner.invoke(
+            app, ["rag", "search", "refund", "--index", str(idx), "--json", *flags]
+        )
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.output))
+
+    save_decision(RerankDecision(**{**decision.__dict__, "keep": False}), idx)
+    assert "rerank" not in search()["timings_ms"]
+    assert "rerank" in search("--reranker", str(idx / "rr"))["timings_ms"]
+    save_decision(RerankDecision(**{**decision.__dict__, "keep": True, "depth": 3}), idx)
+    kept = search("-k", "8")
+    assert "rerank" in kept["timings_ms"]
+    assert sum("rerank" in h["stages"] for h in kept["hits"]) == 3  # the judged depth
+    assert "rerank" not in search("--no-reranker")["timings_ms"]
+    judged = runner.invoke(
+        app, ["rag", "judge-reranker", "--index", str(idx), "--reranker", str(idx / "rr")]
+    )
+    assert judged.exit_code == 0, judged.output
+    assert "on 2 held-out questions" in " ".join(judged.output.split())
