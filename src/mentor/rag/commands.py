@@ -772,8 +772,13 @@ def train_reranker_cmd(
         typer.Option(help="Stop after this many held-out checks without a gain; 0 never.", min=0),
     ] = 2,
     time_budget: Annotated[
-        float | None, typer.Option(help="Most minutes of training (the loop alone).", min=0.1)
-    ] = None,
+        float,
+        typer.Option(
+            help="Most minutes of training (the loop alone; early stopping usually ends it "
+            "sooner); the best weights so far are kept when it runs out.",
+            min=0.1,
+        ),
+    ] = 15.0,
     validation_share: Annotated[
         float,
         typer.Option(
@@ -881,7 +886,7 @@ def train_reranker_cmd(
             device=device,
             validation=held_pairs or None,
             patience=patience or None,
-            max_seconds=time_budget * 60 if time_budget else None,
+            max_seconds=time_budget * 60,
             progress=report,
         )
     mrr = ""

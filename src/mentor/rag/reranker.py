@@ -20,9 +20,12 @@ step does. Training and scoring share one tokenisation and run under bf16 autoca
 CPU has bf16 instructions (1.3-1.7 times faster here), with the scoring layer kept in fp32.
 
 Training is slow on a CPU: about 2-3 queries (with 7 negatives) a second at 128 tokens on
-2 cores. On SciFact, three epochs over 650 queries (15 minutes) still reranked BM25's top 20
-worse than BM25 ordered them (nDCG@10 0.65 against 0.68): check a trained reranker on held-out
-questions (``mentor rag eval --reranker``) before relying on it.
+2 cores. So the defaults train on fewer and shorter pairs (3 negatives; a token budget measured
+on the pairs, :func:`choose_max_length`) and stop early when the held-out MRR stops rising
+(:class:`EarlyStopping`, which keeps the best weights). A trained reranker can still rank worse
+than the first stage (on SciFact, three epochs over 650 queries once reranked BM25's top 20 to
+nDCG@10 0.65 against BM25's 0.68), so :mod:`mentor.rag.rerank_gate` judges it on held-out
+questions and it is used by default only when it was kept.
 
 Run: ``mentor rag train-reranker --index idx --queries q.jsonl --qrels train.tsv --out rr``.
 """
