@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help`
     from mentor.models.protocols import Generator
     from mentor.models.remote import RemoteGenerator
     from mentor.rag.index import Manifest
-    from mentor.rag.retrieve import Mode, Reranker, Retriever, Searcher
+    from mentor.rag.retrieve import Mode, Reranker, Retriever, SearchConfig, Searcher
 
 app = typer.Typer(
     help="Retrieval-augmented generation: index, search, ask, evaluate.", no_args_is_help=True
@@ -662,8 +662,10 @@ def _judge(
     queries: dict[str, str],
     positives: dict[str, set[str]],
     device: str,
+    first_stage: SearchConfig | None = None,
 ) -> None:
-    """Judge the reranker at ``folder`` on held-out questions; save and print the verdict."""
+    """Judge the reranker at ``folder`` on held-out questions against ``first_stage`` (default:
+    ``SearchConfig()``, the search's default); save and print the verdict."""
     from mentor.rag.rerank_gate import judge_reranker, save_decision
     from mentor.rag.reranker import CrossEncoderReranker
     from mentor.rag.retrieve import SearchConfig
@@ -678,7 +680,7 @@ def _judge(
             queries,
             positives,
             scorer,
-            SearchConfig(),
+            first_stage or SearchConfig(),
             reranker_name=str(folder.resolve()),
         )
     save_decision(decision, index, folder)
