@@ -259,6 +259,7 @@ def test_training_improves_held_out_ranking_and_saves_a_reloadable_model(tmp_pat
         lr=1e-3,  # a random tiny model takes a far larger step than a pretrained MiniLM
         max_length=32,
         validation=validation,
+        patience=None,  # the full run: early stopping has its own tests
         progress=lambda step, total, loss: seen.append((step, total, loss)),
     )
     assert report.steps == 100 and [s for s, _, _ in seen] == list(range(1, 101))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +47,21 @@ RerankFusionOpt = Annotated[
     typer.Option(
         "--rerank-fusion/--rerank-replace",
         help="Fuse the reranker's order with the first stage's (RRF), or let it replace it.",
+    ),
+]
+
+UseRerankerOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--use-reranker/--no-reranker",
+        help="Rerank with the index's judged reranker, or not (default: only if it was kept).",
+        show_default=False,
+    ),
+]
+RerankDepthOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Candidates the reranker rescores (default: the judged depth, else 30).", min=1
     ),
 ]
 
@@ -179,11 +195,14 @@ def search_cmd(
         Path | None,
         typer.Option(help="A reranker trained by `mentor rag train-reranker`; rescores the top."),
     ] = None,
+    use_reranker: UseRerankerOpt = None,
+    rerank_depth: RerankDepthOpt = None,
     rerank_fusion: RerankFusionOpt = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
-    """Find the chunks that best match QUERY (reranked when a reranker is given)."""
+    """Find the chunks that best match QUERY (reranked by --reranker, or by the index's judged
+    reranker when it was kept)."""
     from mentor.rag.retrieve import parse_filters
 
     try:
@@ -201,11 +220,8 @@ def search_cmd(
         filters=parsed,
     )
     retriever = open_retriever(index, device)
-    scorer = None
-    if reranker is not None:
-        from mentor.rag.reranker import CrossEncoderReranker
-
-        scorer = CrossEncoderReranker(reranker, device="cpu" if device == "auto" else device)
+    scorer, judged_depth = _chosen_reranker(index, reranker, use_reranker, device)
+    config = replace(config, rerank_depth=rerank_depth or judged_depth or config.rerank_depth)
     result = retriever.search(query, config, reranker=scorer)
     if as_json:
         print(
@@ -479,6 +495,29 @@ def _reranker(folder: Path | None, device: str) -> Reranker | None:
     return CrossEncoderReranker(folder, device="cpu" if device == "auto" else device)
 
 
+def _chosen_reranker(
+    index: Path, folder: Path | None, use: bool | None, device: str
+) -> tuple[Reranker | None, int | None]:
+    """The reranker for a search and its depth: ``--reranker`` as given; ``--no-reranker``
+    none; else the index's judged reranker when it was kept, at its chosen depth."""
+    if use is False:
+        return None, None
+    if folder is not None:
+        return _reranker(folder, device), None
+    from mentor.rag.rerank_gate import default_reranker
+
+    try:
+        kept = default_reranker(index)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if kept is None:
+        if use:
+            raise fail(f"{index}: no kept reranker; train one with: mentor rag train-reranker")
+        return None, None
+    path, decision = kept
+    return _reranker(path, device), decision.depth
+
+
 def _searcher(retriever: Retriever, expansion: str, generator: Generator) -> Searcher:
     from mentor.rag.expansion import make_expander
     from mentor.rag.tune import ExpandingSearcher, load_tuning
@@ -499,6 +538,8 @@ def ask_cmd(
     k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
     mode: ModeOpt = None,
     reranker: RerankerOpt = None,
+    use_reranker: UseRerankerOpt = None,
+    rerank_depth: RerankDepthOpt = None,
     expansion: ExpansionOpt = "auto",
     threshold: Annotated[
         float | None,
@@ -525,6 +566,8 @@ def ask_cmd(
     limit = threshold if threshold is not None else load_threshold(index)
     if config.mode == "bm25" and limit is not None and threshold is None:
         limit = None  # BM25 alone gives no similarity to compare with a calibrated threshold
+    scorer, judged_depth = _chosen_reranker(index, reranker, use_reranker, device)
+    config = replace(config, rerank_depth=rerank_depth or judged_depth or config.rerank_depth)
 
     def show(piece: str) -> None:
         if not as_json:
@@ -537,7 +580,7 @@ def ask_cmd(
             generator,
             question,
             search=config,
-            reranker=_reranker(reranker, device),
+            reranker=scorer,
             threshold=limit,
             sampling=SamplingConfig(max_new_tokens=max_new_tokens),
             on_token=show,
@@ -837,6 +880,69 @@ def tune_cmd(
         _auto_calibrate(index, retriever.embedder)
 
 
+def _judge(
+    retriever: Retriever,
+    index: Path,
+    folder: Path,
+    queries: dict[str, str],
+    positives: dict[str, set[str]],
+    device: str,
+    first_stage: SearchConfig | None = None,
+) -> None:
+    """Judge the reranker at ``folder`` on held-out questions against ``first_stage`` (default:
+    the index's search as ``search`` and ``ask`` run it: its tuned fusion, else the default);
+    save and print the verdict."""
+    from mentor.rag.rerank_gate import judge_reranker, save_decision
+    from mentor.rag.reranker import CrossEncoderReranker
+    from mentor.rag.tune import resolve_search
+
+    if not queries:
+        console.print("no held-out questions: the reranker was not judged (use it with --reranker)")
+        return
+    scorer = CrossEncoderReranker(folder, device="cpu" if device == "auto" else device)
+    with console.status(f"judging the reranker on {len(queries)} held-out questions"):
+        decision = judge_reranker(
+            retriever,
+            queries,
+            positives,
+            scorer,
+            first_stage or resolve_search(index, {}),
+            reranker_name=str(folder.resolve()),
+        )
+    save_decision(decision, index, folder)
+    table = Table(title="nDCG@10 on the held-out questions by rerank depth")
+    table.add_column("first stage")
+    for depth in decision.by_depth:
+        table.add_column(f"depth {depth}" + (" (chosen)" if depth == decision.depth else ""))
+    table.add_row(f"{decision.first_stage:.3f}", *(f"{v:.3f}" for v in decision.by_depth.values()))
+    console.print(table)
+    console.print(f"{decision.reason()}; saved in {index / 'reranker.json'}")
+
+
+@app.command("judge-reranker")
+def judge_reranker_cmd(
+    index: IndexOpt,
+    reranker: Annotated[Path, typer.Option(help="A reranker trained by train-reranker.")],
+    questions: Annotated[
+        Path | None,
+        typer.Option(help="Held-out questions (default: the reranker's held-out-questions.jsonl)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Compare the first stage with and without RERANKER on held-out questions, choose the rerank
+    depth, and save whether to use it by default."""
+    from mentor.rag.rerank_gate import HELD_OUT, read_questions
+
+    path = questions or reranker / HELD_OUT
+    if not path.is_file():
+        raise fail(f"{path}: no held-out questions; pass --questions")
+    try:
+        queries, positives = read_questions(path)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    _judge(open_retriever(index, device), index, reranker, queries, positives, device)
+
+
 @app.command("train-reranker")
 def train_reranker_cmd(
     index: IndexOpt,
@@ -876,14 +982,47 @@ def train_reranker_cmd(
     base: Annotated[
         str, typer.Option(help="Encoder to start from (registry name or folder).")
     ] = "minilm-l6",
-    negatives: Annotated[int, typer.Option(help="Hard negatives per question.", min=1)] = 7,
-    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.", min=1)] = 2,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per question.", min=1)] = 3,
+    epochs: Annotated[
+        int, typer.Option(help="Most passes over the training pairs (early stopping may end it).")
+    ] = 3,
     batch_size: Annotated[int, typer.Option(help="Questions per optimiser step.", min=1)] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    max_length: Annotated[
+        int,
+        typer.Option(
+            help="Tokens of question and passage together; 0 measures what the chunks need.",
+            min=0,
+        ),
+    ] = 0,
+    patience: Annotated[
+        int,
+        typer.Option(help="Stop after this many held-out checks without a gain; 0 never.", min=0),
+    ] = 2,
+    time_budget: Annotated[
+        float,
+        typer.Option(
+            help="Most minutes of training (the loop alone; early stopping usually ends it "
+            "sooner); the best weights so far are kept when it runs out.",
+            min=0.1,
+        ),
+    ] = 15.0,
     validation_share: Annotated[
         float,
-        typer.Option(help="Share of questions held out to measure the reranker.", min=0.0, max=0.5),
-    ] = 0.1,
+        typer.Option(
+            help="Share of documents (synthetic) or questions (--queries) held out: early "
+            "stopping, the rerank depth and the keep-or-drop verdict are measured on them.",
+            min=0.0,
+            max=0.5,
+        ),
+    ] = 0.2,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            help="After training, compare first stage vs reranker on the held-out questions and "
+            "save the verdict with the index (search and ask use a kept reranker by default)."
+        ),
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
@@ -894,7 +1033,9 @@ def train_reranker_cmd(
     import random
 
     from mentor.rag.evaluation import load_eval_set
+    from mentor.rag.rerank_gate import HELD_OUT, write_questions
     from mentor.rag.reranker import mine_pairs, train_reranker
+    from mentor.rag.synthetic import split_by_document
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
@@ -931,18 +1072,30 @@ def train_reranker_cmd(
         if hosted is not None:  # what the endpoint cost: requests, cached answers, tokens
             console.print(f"{hosted.settings.label}: {hosted.tally.summary()}")
             hosted.close()
-        texts = {f"s{i}": q.question for i, q in enumerate(written.questions)}
-        positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(written.questions)}
+        train_q, held_q = split_by_document(written.questions, validation_share, seed=0)
+        texts = {f"s{i}": q.question for i, q in enumerate(train_q)}
+        positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(train_q)}
+        held_texts = {f"h{i}": q.question for i, q in enumerate(held_q)}
+        held_positives = {f"h{i}": {q.chunk_id} for i, q in enumerate(held_q)}
         dropped = ", ".join(f"{n} {why}" for why, n in written.dropped.items()) or "none"
         console.print(
             f"{len(written.questions)} synthetic questions kept (dropped: {dropped}; "
-            f"{written.reused} read back from an earlier run)"
+            f"{written.reused} read back from an earlier run); {len(held_q)} of them, on "
+            f"{len({q.doc_id for q in held_q})} documents, held out"
         )
+    if queries is not None:
+        ids = sorted(texts)
+        random.Random(0).shuffle(ids)
+        cut = int(len(ids) * validation_share)
+        held_texts = {q: texts[q] for q in ids[:cut]}
+        held_positives = {q: positives.get(q, set()) for q in ids[:cut]}
+        texts = {q: texts[q] for q in ids[cut:]}
     with console.status("mining hard negatives from the index"):
         pairs = mine_pairs(retriever, texts, positives, negatives_per_query=negatives)
-    random.Random(0).shuffle(pairs)
-    held = int(len(pairs) * validation_share)
-    if len(pairs) - held < 1:
+        held_pairs = mine_pairs(
+            retriever, held_texts, held_positives, negatives_per_query=negatives
+        )
+    if not pairs:
         raise fail("no training pairs: check that the judged documents are in the index")
     with progress_bar(console) as bar:
         task = bar.add_task("training", total=None)
@@ -951,14 +1104,17 @@ def train_reranker_cmd(
             bar.update(task, description=f"training (loss {loss:.3f})", completed=step, total=total)
 
         result = train_reranker(
-            pairs[held:],
+            pairs,
             out=out,
             base=base,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            max_length=max_length or None,
             device=device,
-            validation=pairs[:held] or None,
+            validation=held_pairs or None,
+            patience=patience or None,
+            max_seconds=time_budget * 60,
             progress=report,
         )
     mrr = ""
@@ -967,8 +1123,12 @@ def train_reranker_cmd(
             f"; validation MRR of the positive among its negatives {result.mrr_before:.3f} "
             f"-> {result.mrr_after:.3f}"
         )
+    stop = f", stopped early ({result.stopped}) with step {result.best_step}" * bool(result.stopped)
     console.print(
-        f"trained on {result.pairs} questions in {result.train_seconds:.0f} s "
-        f"({result.pairs_per_second:.1f}/s), final loss {result.final_loss:.3f}{mrr}; "
-        f"saved to {out}"
+        f"trained on {result.pairs} questions at {result.max_length} tokens in "
+        f"{result.train_seconds:.0f} s ({result.pairs_per_second:.1f}/s){stop}, final loss "
+        f"{result.final_loss:.3f}{mrr}; saved to {out}"
     )
+    write_questions(out / HELD_OUT, held_texts, held_positives)
+    if judge:
+        _judge(retriever, index, out, held_texts, held_positives, device)

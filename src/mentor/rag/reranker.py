@@ -20,9 +20,12 @@ step does. Training and scoring share one tokenisation and run under bf16 autoca
 CPU has bf16 instructions (1.3-1.7 times faster here), with the scoring layer kept in fp32.
 
 Training is slow on a CPU: about 2-3 queries (with 7 negatives) a second at 128 tokens on
-2 cores. On SciFact, three epochs over 650 queries (15 minutes) still reranked BM25's top 20
-worse than BM25 ordered them (nDCG@10 0.65 against 0.68): check a trained reranker on held-out
-questions (``mentor rag eval --reranker``) before relying on it.
+2 cores. So the defaults train on fewer and shorter pairs (3 negatives; a token budget measured
+on the pairs, :func:`choose_max_length`) and stop early when the held-out MRR stops rising
+(:class:`EarlyStopping`, which keeps the best weights). A trained reranker can still rank worse
+than the first stage (on SciFact, three epochs over 650 queries once reranked BM25's top 20 to
+nDCG@10 0.65 against BM25's 0.68), so :mod:`mentor.rag.rerank_gate` judges it on held-out
+questions and it is used by default only when it was kept.
 
 Run: ``mentor rag train-reranker --index idx --queries q.jsonl --qrels train.tsv --out rr``.
 """
@@ -178,15 +181,22 @@ class CrossEncoderReranker:
 
     @torch.inference_mode()
     def score(self, query: str, passages: list[str]) -> list[float]:
-        """One raw logit per passage, in input order; higher is more relevant."""
-        scores: list[float] = []
-        for start in range(0, len(passages), self.batch_size):
-            part = passages[start : start + self.batch_size]
+        """One raw logit per passage, in input order; higher is more relevant.
+
+        Passages go through in batches of similar length (longest first), so a batch pads to
+        its own longest passage rather than the list's: the order does not change a score.
+        """
+        order = sorted(range(len(passages)), key=lambda i: -len(passages[i]))
+        scores = [0.0] * len(passages)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            part = [passages[i] for i in rows]
             with _autocast(self.model.device):
                 logits = _logits(
                     self.model, self.tokenizer, [query] * len(part), part, self.max_length
                 )
-            scores.extend(logits.float().tolist())
+            for i, value in zip(rows, logits.float().tolist(), strict=True):
+                scores[i] = value
         return scores
 
 
@@ -289,7 +299,16 @@ class RerankerTrainReport:
     mrr_before: float | None = None
     """Mean reciprocal rank of each validation positive among its negatives, fresh head."""
     mrr_after: float | None = None
+    """The same after training: the best check's, when early stopping kept the best weights."""
     created: str = ""
+    max_length: int = 0
+    """Tokens of query and passage together, measured (``choose_max_length``) unless given."""
+    stopped: str = ""
+    """Why training ended before its last epoch ("no gain", "time budget"), else ""."""
+    best_step: int = 0
+    """The optimiser step whose weights were kept."""
+    validation_curve: list[tuple[int, float]] = field(default_factory=list)
+    """(step, validation MRR) of each early-stopping check."""
 
 
 def listwise_loss(scores: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
@@ -345,6 +364,101 @@ def _schedule(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+@dataclass
+class EarlyStopping:
+    """Stop training when the held-out MRR stops rising, or at a time budget; keep the best.
+
+    One check scores every validation pair (a few seconds for a hundred questions with three
+    negatives), so checks are spaced ``every`` optimiser steps. A check counts as a gain only
+    when it beats the best so far by more than ``min_delta``. The budget is checked after every
+    step, so a run ends within one step of ``max_seconds``.
+    """
+
+    validation: Sequence[TrainingPair]
+    every: int
+    patience: int = 2
+    min_delta: float = 0.002
+    max_seconds: float | None = None
+    best: float = float("-inf")
+    best_step: int = 0
+    stopped: bool = False
+    reason: str = ""
+    """Why training ended early: "no gain", "time budget", or "" when it ran to the end."""
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    """(step, validation MRR) of every check."""
+    _state: dict[str, torch.Tensor] | None = None
+    _since_best: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.patience < 1:
+            raise ValueError(f"every and patience must be >= 1, got {self.every}, {self.patience}")
+
+    def check(
+        self, model: Any, tokenizer: Any, step: int, total: int, elapsed: float, max_length: int
+    ) -> bool:
+        """Whether to stop after ``step`` (of ``total``)."""
+        over_budget = self.max_seconds is not None and elapsed >= self.max_seconds
+        if step % self.every and step != total and not over_budget:
+            return False
+        if self.validation:
+            mrr = mean_reciprocal_rank(model, tokenizer, self.validation, max_length)
+            model.train()
+            self.curve.append((step, mrr))
+            if mrr > self.best + self.min_delta or self._state is None:
+                self.best, self.best_step, self._since_best = max(mrr, self.best), step, 0
+                self._state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                self._since_best += 1
+        if over_budget and step != total:
+            self.stopped, self.reason = True, "time budget"
+        elif self._since_best >= self.patience and step != total:
+            self.stopped, self.reason = True, "no gain"
+        return self.stopped
+
+    def restore(self, model: Any) -> None:
+        """Put back the weights of the best check (no-op when none was made)."""
+        if self._state is not None:
+            model.load_state_dict(self._state)
+
+
+def choose_max_length(
+    lengths: Sequence[int],
+    *,
+    coverage: float = 0.8,
+    multiple: int = 32,
+    floor: int = 64,
+    cap: int = 128,
+) -> int:
+    """The shortest token budget, a multiple of ``multiple`` in [floor, cap], that holds
+    ``coverage`` of the (query, passage) pairs whole.
+
+    Attention costs grow with the square of the length and the rest linearly, so a budget that
+    fits most chunks instead of the longest one trains and scores several times faster; the
+    pairs cut short lose only their tail, and a chunk's opening is what its title and first
+    sentences say it is about. The cap is 128: on SciFact, 128 tokens (title and first
+    sentences) trained 3 times faster than 256 and reranked to 0.775 nDCG@10, and scoring 30
+    candidates at 256 cannot meet a 150 ms query budget on 2 cores; short-chunk corpora (FAQ
+    entries, help articles) get less.
+    """
+    if not lengths:
+        raise ValueError("no pair lengths to measure")
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    ordered = sorted(lengths)
+    needed = ordered[min(len(ordered) - 1, math.ceil(coverage * len(ordered)) - 1)]
+    rounded = math.ceil(needed / multiple) * multiple
+    return max(floor, min(cap, rounded))
+
+
+def pair_lengths(tokenizer: Any, pairs: Sequence[TrainingPair], limit: int = 400) -> list[int]:
+    """Token lengths of (query, passage) pairs, untruncated, positives and negatives alike, for
+    the first ``limit`` training pairs (enough for a quantile)."""
+    queries = [p.query for p in pairs[:limit] for _ in range(1 + len(p.negatives))]
+    passages = [x for p in pairs[:limit] for x in (p.positive, *p.negatives)]
+    encoded = tokenizer(queries, passages, truncation=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
 def _train(
     model: Any,
     tokenizer: Any,
@@ -358,8 +472,14 @@ def _train(
     max_length: int,
     seed: int,
     progress: Progress | None,
+    stopping: EarlyStopping | None = None,
 ) -> list[float]:
-    """The training loop; returns the loss of every optimiser step."""
+    """The training loop; returns the loss of every optimiser step.
+
+    With ``stopping``, the validation MRR is measured every ``stopping.every`` steps; training
+    ends after ``stopping.patience`` checks without a gain, or once ``stopping.max_seconds``
+    have passed, and the model is left with the weights of its best check.
+    """
     order = list(pairs)
     total = math.ceil(len(order) / batch_size) * epochs
     warmup = max(1, round(warmup_ratio * total))
@@ -371,8 +491,11 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total))
     rng = random.Random(seed)
     losses: list[float] = []
+    started = time.perf_counter()
     model.train()
     for _ in range(epochs):
+        if stopping is not None and stopping.stopped:
+            break
         rng.shuffle(order)
         for batch in _batches(order, batch_size):
             step_loss = 0.0
@@ -391,7 +514,13 @@ def _train(
             losses.append(step_loss)
             if progress is not None:
                 progress(len(losses), total, step_loss)
+            if stopping is not None:
+                elapsed = time.perf_counter() - started
+                if stopping.check(model, tokenizer, len(losses), total, elapsed, max_length):
+                    break
     model.eval()
+    if stopping is not None:
+        stopping.restore(model)
     return losses
 
 
@@ -400,15 +529,18 @@ def train_reranker(
     *,
     out: Path,
     base: str | Path = "minilm-l6",
-    epochs: int = 2,
+    epochs: int = 3,
     batch_size: int = 8,
     lr: float = 1e-4,
     warmup_ratio: float = 0.1,
-    max_length: int = 128,
+    max_length: int | None = None,
     micro_batch: int = 4,
     seed: int = 0,
     device: str = "auto",
     validation: Sequence[TrainingPair] | None = None,
+    patience: int | None = 2,
+    checks_per_epoch: int = 4,
+    max_seconds: float | None = None,
     progress: Progress | None = None,
 ) -> RerankerTrainReport:
     """Fine-tune ``base`` (registry name or model folder) into a cross-encoder saved at ``out``.
@@ -419,13 +551,18 @@ def train_reranker(
     the result. AdamW, linear warmup then decay, gradients clipped to norm 1; bf16 autocast
     where the CPU has bf16 instructions. ``out`` is replaced only once training succeeded.
 
-    The defaults come from SciFact runs on a 2-core CPU (650 training queries, 7 BM25 hard
-    negatives each). A few hundred queries make only tens of steps, so the rate is high for a
-    cross-encoder (1e-4, the head 30 times that) and the batch small: at 2e-5 and 16 queries a
-    step the loss had not moved after an epoch. ``max_length`` 128 is the title and the first
-    sentences of an abstract and trains about 3 times faster than 256 (2-3 pairs of 8 texts a
-    second here, against 0.7-1); validation MRR on hard negatives rose from 0.36 to 0.64 after
-    one epoch and 0.75 after three.
+    ``max_length`` None measures it: :func:`choose_max_length` over the pairs' token lengths.
+    With ``validation`` pairs and a ``patience``, the held-out MRR is checked
+    ``checks_per_epoch`` times an epoch and training stops after ``patience`` checks without
+    a gain, keeping the best weights (:class:`EarlyStopping`); ``max_seconds`` caps the
+    training loop's time either way, so ``epochs`` is an upper bound.
+
+    The rate and batch come from SciFact runs on a 2-core CPU (650 training queries, 7 BM25
+    hard negatives each). A few hundred queries make only tens of steps, so the rate is high
+    for a cross-encoder (1e-4, the head 30 times that) and the batch small: at 2e-5 and 16
+    queries a step the loss had not moved after an epoch. 128 tokens trained about 3 times
+    faster than 256 (2-3 pairs of 8 texts a second here, against 0.7-1); validation MRR on hard
+    negatives rose from 0.36 to 0.64 after one epoch and 0.75 after three.
     """
     from mentor.models.loading import resolve_device, resolve_model_path
 
@@ -436,15 +573,28 @@ def train_reranker(
     with _seeded(seed):
         encoder = _load(resolve_model_path(base), str(resolve_device(device)), num_labels=1)
         model, tokenizer = encoder.model, encoder.tokenizer
-        mrr_before = mean_reciprocal_rank(model, tokenizer, held_out, max_length)
+        length = max_length or choose_max_length(pair_lengths(tokenizer, pairs))
+        mrr_before = mean_reciprocal_rank(model, tokenizer, held_out, length)
+        steps_per_epoch = math.ceil(len(pairs) / batch_size)
+        stopping = None
+        if (held_out and patience is not None) or max_seconds is not None:
+            stopping = EarlyStopping(
+                held_out,
+                every=max(1, steps_per_epoch // max(1, checks_per_epoch)),
+                patience=patience or steps_per_epoch * epochs,
+                max_seconds=max_seconds,
+            )
         t0 = time.perf_counter()
         losses = _train(
             model, tokenizer, pairs, epochs=epochs, batch_size=batch_size,
-            micro_batch=micro_batch, lr=lr, warmup_ratio=warmup_ratio, max_length=max_length,
-            seed=seed, progress=progress,
+            micro_batch=micro_batch, lr=lr, warmup_ratio=warmup_ratio, max_length=length,
+            seed=seed, progress=progress, stopping=stopping,
         )  # fmt: skip
         train_seconds = time.perf_counter() - t0
-        mrr_after = mean_reciprocal_rank(model, tokenizer, held_out, max_length)
+        if stopping is not None and stopping.curve:
+            mrr_after = stopping.best  # the restored weights are the best check's
+        else:
+            mrr_after = mean_reciprocal_rank(model, tokenizer, held_out, length)
 
     report = RerankerTrainReport(
         out=out,
@@ -454,7 +604,7 @@ def train_reranker(
         steps=len(losses),
         seconds=0.0,
         train_seconds=train_seconds,
-        pairs_per_second=len(pairs) * epochs / train_seconds,
+        pairs_per_second=min(len(pairs) * epochs, len(losses) * batch_size) / train_seconds,
         final_loss=_mean(losses[-max(1, len(losses) // 10) :]),
         losses=_curve(losses, 20),
         bf16=_bf16(model.device),
@@ -462,8 +612,12 @@ def train_reranker(
         mrr_before=mrr_before if held_out else None,
         mrr_after=mrr_after if held_out else None,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        max_length=length,
+        stopped=stopping.reason if stopping else "",
+        best_step=stopping.best_step if stopping and stopping.curve else len(losses),
+        validation_curve=list(stopping.curve) if stopping else [],
     )
-    settings = {"lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed}
+    settings = {"lr": lr, "batch_size": batch_size, "seed": seed}
     _save(encoder, out, asdict(report) | {"out": str(out)} | settings)
     report.seconds = time.perf_counter() - started
     return report

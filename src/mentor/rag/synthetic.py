@@ -262,3 +262,26 @@ def as_queries(
     queries = {f"synthetic-{i}": q.question for i, q in enumerate(questions)}
     positives = {f"synthetic-{i}": {q.chunk_id} for i, q in enumerate(questions)}
     return queries, positives
+
+
+def split_by_document(
+    questions: Sequence[SyntheticQuestion], held_out: float, seed: int = 0
+) -> tuple[list[SyntheticQuestion], list[SyntheticQuestion]]:
+    """``(train, held out)``: whole documents go to one side, ``held_out`` of them (a share in
+    [0, 1)) drawn with ``seed``.
+
+    Split by document, not by question: a question about one chunk of a document would
+    otherwise teach the reranker the very passage that a held-out question about its neighbour
+    is judged on, and the held-out score would flatter it. Both sides keep the input order.
+    """
+    if not 0.0 <= held_out < 1.0:
+        raise ValueError(f"held_out must be a share in [0, 1), got {held_out}")
+    docs = sorted({q.doc_id for q in questions})
+    random.Random(seed).shuffle(docs)
+    cut = round(len(docs) * held_out)
+    if held_out > 0 and len(docs) > 1:
+        cut = min(max(cut, 1), len(docs) - 1)  # both sides get a document when there are two
+    held = set(docs[:cut])
+    return [q for q in questions if q.doc_id not in held], [
+        q for q in questions if q.doc_id in held
+    ]
