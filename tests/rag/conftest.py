@@ -3,6 +3,7 @@ index's chunks in a :class:`mentor.testing.MemoryStore`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,3 +56,24 @@ def memory_store_of(index: Path, embedder: Embedder) -> MemoryStore:
 
     chunks = open_store(index).chunks()[::-1]
     return MemoryStore(chunks, embedder.embed([embed_input(c) for c in chunks]))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a busy machine two threads wait on each
+    other (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT cross-encoder (one logit) saved as a model folder."""
+    from mentor.testing import save_model_folder, tiny_bert
+
+    model, tokenizer = tiny_bert(num_labels=1)
+    return save_model_folder(model, tokenizer, tmp_path_factory.mktemp("ce") / "tiny-ce")

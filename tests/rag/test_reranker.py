@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,25 +25,10 @@ from mentor.rag.reranker import (
 from mentor.rag.retrieve import Retriever, SearchConfig, SearchResult
 from mentor.testing import (
     HashEmbedder,
-    save_model_folder,
-    tiny_bert,
     tiny_sentence_transformer_folder,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from threads, and on a busy machine two threads wait on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, tokenizer = tiny_bert(num_labels=1)
-    return save_model_folder(model, tokenizer, tmp_path_factory.mktemp("ce") / "tiny-ce")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hf_logits(folder: Path, query: str, passages: list[str]) -> list[float]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +40,10 @@ from mentor.rag.synthetic import SyntheticQuestion, split_by_document
 from mentor.testing import (
     HashEmbedder,
     KeywordReranker,
-    save_model_folder,
-    tiny_bert,
     tiny_sentence_transformer_folder,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, tokenizer = tiny_bert(num_labels=1)
-    return save_model_folder(model, tokenizer, tmp_path_factory.mktemp("ce") / "tiny-ce")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------
