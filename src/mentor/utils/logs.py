@@ -15,3 +15,7 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # the loader reports unreadable PDFs itself
+    # bitsandbytes (dev, qlora) looks for a hub kernel when transformers imports it, and warns
+    # twice on every offline command although mentor's own NF4 code never needs that kernel
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
