@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -206,36 +206,17 @@ def test_listwise_loss_matches_a_reference() -> None:
     assert scores.grad is not None and float(scores.grad[0]) < 0 < float(scores.grad[1])
 
 
-TOPICS = ("coffee grinder kettle water filter", "desk chair office lamp screen")
-
-
-def _topic_task(n: int, seed: int) -> list[TrainingPair]:
-    """The positive is written in the query's topic's words, the negatives in the other topic's.
-
-    Every passage is relevant to some queries and not to others, so only a model that reads
-    query and passage together can beat chance (MRR about 0.52 with 3 negatives).
-    """
-    rng = random.Random(seed)
-    words = [topic.split() for topic in TOPICS]
-    pairs = []
-    for _ in range(n):
-        topic = rng.randrange(2)
-        query = " ".join(rng.sample(words[topic], 2))
-        positive = " ".join(rng.choices(words[topic], k=4))
-        negatives = [" ".join(rng.choices(words[1 - topic], k=4)) for _ in range(3)]
-        pairs.append(TrainingPair(query, positive, negatives))
-    return pairs
-
-
-def test_training_improves_held_out_ranking_and_saves_a_reloadable_model(tmp_path: Path) -> None:
+def test_training_improves_held_out_ranking_and_saves_a_reloadable_model(
+    tmp_path: Path, topic_task: Callable[[int, int], list[TrainingPair]]
+) -> None:
     base = tiny_sentence_transformer_folder(tmp_path / "base")
     out = tmp_path / "reranker"
     out.mkdir()
     (out / "stale.txt").write_text("from an older run")
-    validation = _topic_task(64, seed=1)
+    validation = topic_task(64, seed=1)
     seen: list[tuple[int, int, float]] = []
     report = train_reranker(
-        _topic_task(400, seed=0),
+        topic_task(400, seed=0),
         out=out,
         base=base,
         epochs=2,

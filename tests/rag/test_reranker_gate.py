@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,29 +99,18 @@ def test_split_by_document_keeps_documents_whole_and_is_seeded() -> None:
 TOPICS = ("coffee grinder kettle water filter", "desk chair office lamp screen")
 
 
-def _topic_task(n: int, seed: int) -> list[TrainingPair]:
-    rng = random.Random(seed)
-    words = [topic.split() for topic in TOPICS]
-    pairs = []
-    for _ in range(n):
-        topic = rng.randrange(2)
-        query = " ".join(rng.sample(words[topic], 2))
-        positive = " ".join(rng.choices(words[topic], k=4))
-        negatives = [" ".join(rng.choices(words[1 - topic], k=4)) for _ in range(3)]
-        pairs.append(TrainingPair(query, positive, negatives))
-    return pairs
-
-
-def test_training_that_stops_gaining_stops_early(tmp_path: Path) -> None:
+def test_training_that_stops_gaining_stops_early(
+    tmp_path: Path, topic_task: Callable[[int, int], list[TrainingPair]]
+) -> None:
     base = tiny_sentence_transformer_folder(tmp_path / "base")
     report = train_reranker(
-        _topic_task(64, seed=0),  # 8 steps an epoch, a check every 2 steps
+        topic_task(64, seed=0),  # 8 steps an epoch, a check every 2 steps
         out=tmp_path / "rr",
         base=base,
         epochs=3,
         lr=0.0,  # nothing changes, so no check gains on the first
         max_length=32,
-        validation=_topic_task(16, seed=1),
+        validation=topic_task(16, seed=1),
         patience=2,
         checks_per_epoch=4,
     )
@@ -132,23 +122,27 @@ def test_training_that_stops_gaining_stops_early(tmp_path: Path) -> None:
     assert meta["stopped"] == "no gain" and meta["max_length"] == 32
 
 
-def test_a_time_budget_ends_training_after_the_step_that_crosses_it(tmp_path: Path) -> None:
+def test_a_time_budget_ends_training_after_the_step_that_crosses_it(
+    tmp_path: Path, topic_task: Callable[[int, int], list[TrainingPair]]
+) -> None:
     base = tiny_sentence_transformer_folder(tmp_path / "base")
     report = train_reranker(
-        _topic_task(64, seed=0), out=tmp_path / "rr", base=base, max_length=32, max_seconds=1e-9
+        topic_task(64, seed=0), out=tmp_path / "rr", base=base, max_length=32, max_seconds=1e-9
     )
     assert report.steps == 1 and report.stopped == "time budget"
 
 
-def test_a_learning_run_is_not_stopped_and_measures_its_token_budget(tmp_path: Path) -> None:
+def test_a_learning_run_is_not_stopped_and_measures_its_token_budget(
+    tmp_path: Path, topic_task: Callable[[int, int], list[TrainingPair]]
+) -> None:
     base = tiny_sentence_transformer_folder(tmp_path / "base")
     report = train_reranker(
-        _topic_task(400, seed=0),
+        topic_task(400, seed=0),
         out=tmp_path / "rr",
         base=base,
         epochs=2,
         lr=1e-3,
-        validation=_topic_task(64, seed=1),
+        validation=topic_task(64, seed=1),
     )
     assert report.mrr_after is not None and report.mrr_after > 0.85
     assert report.max_length == 64  # about a dozen tokens a pair: the floor

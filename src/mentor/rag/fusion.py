@@ -92,6 +92,16 @@ def fuse(
     raise ValueError(f"fusion {fusion!r}: expected rrf or convex")
 
 
+def probe_weights(
+    names: Sequence[str], *, fusion: str, alpha: float, dense_weight: float, bm25_weight: float
+) -> dict[str, float]:
+    """The weight of each probe (``dense:i`` / ``bm25:i``) in a fusion: the convex split of
+    ``alpha``, or each retriever's own weight for RRF."""
+    if fusion == "convex":
+        return convex_weights(names, alpha)
+    return {n: dense_weight if n.startswith("dense") else bm25_weight for n in names}
+
+
 def convex_weights(names: Sequence[str], alpha: float) -> dict[str, float]:
     """Weights for probes named ``dense:i`` / ``bm25:i``: alpha shared among the dense ones,
     1 - alpha among the BM25 ones (one probe each: alpha and 1 - alpha)."""

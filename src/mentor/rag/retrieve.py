@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -38,7 +38,7 @@ from mentor.models.protocols import Embedder
 from mentor.rag.bm25 import BM25Index
 from mentor.rag.expansion import Expansion, QueryExpander
 from mentor.rag.filters import FILTER_FIELDS, check_filters, matches
-from mentor.rag.fusion import Fusion, Normalization, Scored, convex_weights, fuse
+from mentor.rag.fusion import Fusion, Normalization, Scored, fuse, probe_weights
 from mentor.rag.index import Manifest, embed_input, open_store
 from mentor.rag.records import Chunk, Hit
 from mentor.rag.store import VectorStore
@@ -100,6 +100,16 @@ class SearchConfig:
     filters: Mapping[str, str] = field(default_factory=dict)
     """Field -> value; a value with * or ? is a glob (fields: doc_id, source, title, heading,
     page); see :mod:`mentor.rag.filters`."""
+
+    def weights(self, probes: Iterable[str]) -> dict[str, float]:
+        """Each probe's weight (``dense:i`` / ``bm25:i``) in the fusion this config asks for."""
+        return probe_weights(
+            list(probes),
+            fusion=self.fusion,
+            alpha=self.alpha,
+            dense_weight=self.dense_weight,
+            bm25_weight=self.bm25_weight,
+        )
 
     def __post_init__(self) -> None:
         if self.mode not in ("dense", "bm25", "hybrid"):
@@ -214,7 +224,6 @@ class Retriever:
         chunks = self.chunks
         row_of = self.store.row_of
         rankings: dict[str, Scored] = {}
-        weights: dict[str, float] = {}
         evidence: dict[str, dict[int, float]] = {}
         if dense_texts:
             t0 = time.perf_counter()
@@ -224,7 +233,6 @@ class Retriever:
             for i, vector in enumerate(vectors):
                 found = self.store.search(vector, depth, config.filters)
                 rankings[f"dense:{i}"] = [(chunks[row].chunk_id, s) for row, s in found]
-                weights[f"dense:{i}"] = config.dense_weight
                 if i == 0:
                     evidence["dense"] = dict(found)
             timings["dense"] = time.perf_counter() - t0
@@ -235,7 +243,6 @@ class Retriever:
                 found = self.bm25.search(text, depth, mask=mask)
                 mapped = [(int(self._bm25_rows[row]), score) for row, score in found]
                 rankings[f"bm25:{i}"] = [(chunks[row].chunk_id, s) for row, s in mapped]
-                weights[f"bm25:{i}"] = config.bm25_weight
                 if i == 0:
                     evidence["bm25"] = dict(mapped)
             timings["bm25"] = time.perf_counter() - t0
@@ -246,11 +253,9 @@ class Retriever:
             [ranking] = rankings.values()
             order = [(row, evidence[kind][row]) for row in (row_of(c) for c, _ in ranking)]
         else:
-            if config.fusion == "convex":
-                weights = convex_weights(list(rankings), config.alpha)
             fused = fuse(
                 rankings,
-                weights,
+                config.weights(rankings),
                 fusion=config.fusion,
                 rrf_k=config.rrf_k,
                 method=config.normalization,

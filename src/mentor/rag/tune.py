@@ -39,7 +39,7 @@ from mentor.evaluate.stats import Estimate, mean_of, paired_bootstrap
 from mentor.models.protocols import Generator
 from mentor.rag.evaluation import EvalSet, evaluate_retrieval, subset
 from mentor.rag.expansion import ExpansionName, QueryExpander, make_expander
-from mentor.rag.fusion import Scored, convex_weights, fuse
+from mentor.rag.fusion import Scored, fuse
 from mentor.rag.retrieve import Reranker, Retriever, SearchConfig, SearchResult
 from mentor.rag.synthetic import SyntheticQuestion
 from mentor.utils.fs import atomic_write_text
@@ -174,14 +174,9 @@ def offline_ranking(found: Retrieved, config: SearchConfig) -> list[str]:
     if config.mode == "bm25":
         return [c for c, _ in found.bm25[:depth]]
     lists = {"dense:0": found.dense, "bm25:0": found.bm25}
-    weights = (
-        convex_weights(list(lists), config.alpha)
-        if config.fusion == "convex"
-        else {"dense:0": config.dense_weight, "bm25:0": config.bm25_weight}
-    )
     fused = fuse(
         lists,
-        weights,
+        config.weights(lists),
         fusion=config.fusion,
         rrf_k=config.rrf_k,
         method=config.normalization,
