@@ -15,7 +15,13 @@ from mentor.models.loading import (
     resolve_dtype,
     resolve_model_path,
 )
-from mentor.models.protocols import Generator, SamplingConfig, complete
+from mentor.models.protocols import (
+    BatchGenerator,
+    Generator,
+    SamplingConfig,
+    complete,
+    complete_all,
+)
 from mentor.models.registry import UnknownModelError
 from mentor.testing import save_tiny_llama
 
@@ -77,3 +83,24 @@ def test_sampling_with_a_seed_repeats(tiny_folder: Path) -> None:
     config = SamplingConfig(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
     first = complete(generator, messages, config)  # type: ignore[arg-type]
     assert complete(generator, messages, config) == first  # type: ignore[arg-type]
+
+
+def test_many_conversations_decode_as_one_batch_with_the_same_replies(tiny_folder: Path) -> None:
+    engine = HFEngine(
+        load_causal_lm(tiny_folder, dtype="float32", device="cpu"), load_tokenizer(tiny_folder)
+    )
+    generator = EngineGenerator(engine, batch_size=4)
+    assert isinstance(generator, BatchGenerator)
+    conversations = [
+        [{"role": "user", "content": text}]
+        for text in ("Refunds?", "What is the warranty on a desk motor?", "Hi", "Shipping times")
+    ]
+    config = SamplingConfig(max_new_tokens=10, loop_ngram=0)
+    one_by_one = [complete(generator, c, config) for c in conversations]  # type: ignore[arg-type]
+    calls: list[int] = []
+    generate = engine.generate
+    engine.generate = lambda requests, batch_size=8: (  # type: ignore[method-assign]
+        calls.append(len(requests)) or generate(requests, batch_size=batch_size)
+    )
+    assert list(complete_all(generator, conversations, config)) == one_by_one  # type: ignore[arg-type]
+    assert calls == [4]

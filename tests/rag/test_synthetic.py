@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mentor.models.protocols import ChatMessage
+from mentor.models.protocols import ChatMessage, SamplingConfig, complete
 from mentor.rag.records import Chunk
 from mentor.rag.synthetic import (
     SAMPLING,
@@ -152,3 +152,41 @@ def test_an_edited_chunk_is_asked_again(tmp_path: Path) -> None:
     generator = ScriptedGenerator(_ask_about)
     synthetic_questions(edited, generator, cache=cache)
     assert len(generator.calls) == 1
+
+
+class _Batched(ScriptedGenerator):
+    """A ScriptedGenerator that also answers a batch at once, recording each batch's size."""
+
+    def __init__(self) -> None:
+        super().__init__(_ask_about)
+        self.batches: list[int] = []
+
+    def complete_many(
+        self, conversations: Sequence[Sequence[ChatMessage]], config: SamplingConfig
+    ) -> list[str]:
+        self.batches.append(len(conversations))
+        return [complete(self, c, config) for c in conversations]
+
+
+def test_a_batching_generator_is_asked_a_group_at_a_time(tmp_path: Path) -> None:
+    chunks = _chunks(20)
+    one_by_one = synthetic_questions(chunks, ScriptedGenerator(_ask_about))
+    batched = _Batched()
+    cache = tmp_path / "q.jsonl"
+    result = synthetic_questions(chunks, batched, cache=cache, group=8)
+    assert batched.batches == [8, 8, 4]  # the short chunk is never asked about
+    assert result.questions == one_by_one.questions
+    assert len(cache.read_text().splitlines()) == 20
+    # Cached chunks are left out of the next batch: only the new ones are asked.
+    again = _Batched()
+    synthetic_questions(_chunks(23), again, cache=cache, group=8)
+    assert again.batches == [3]
+
+
+def test_rounds_keep_each_chunks_questions_together() -> None:
+    batched = _Batched()
+    result = synthetic_questions(_chunks(3), batched, per_chunk=2, group=8)
+    # Round one asks about all three chunks, round two again (listing round one's questions).
+    assert batched.batches == [3, 3]
+    assert [q.chunk_id for q in result.questions] == ["doc0.md#0", "doc1.md#0", "doc2.md#0"]
+    assert "- How long do refunds take under policy 2?" in batched.calls[-1].messages[-1]["content"]

@@ -23,6 +23,7 @@ from mentor.models.protocols import ChatMessage
 from mentor.rag.index import build_index
 from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.rag.selfeval import (
+    BATCH,
     SelfEvalSet,
     as_eval_set,
     build_selfeval,
@@ -109,10 +110,10 @@ def test_stratified_sample_spreads_over_documents_and_split_keeps_them_apart() -
 def test_build_selfeval_is_cached_and_resumable(noisy: Retriever) -> None:
     writer = ScriptedGenerator(ask_about_words)
     first = build_selfeval(noisy.folder, noisy.chunks, writer, questions=30, budget_s=0.0)
-    assert len(writer.calls) == 8  # the budget stops it after the first batch
-    assert len(first.tuning) + len(first.held_out) == 8
+    assert len(writer.calls) == BATCH  # the budget stops it after the first batch
+    assert len(first.tuning) + len(first.held_out) == BATCH
     second = build_selfeval(noisy.folder, noisy.chunks, writer, questions=30)
-    assert len(writer.calls) == 30  # only the 22 not asked before
+    assert len(writer.calls) == 30  # only those not asked before
     assert len(second.tuning) + len(second.held_out) == 30
     assert SelfEvalSet.load(noisy.folder) == second
 

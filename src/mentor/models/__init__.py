@@ -41,7 +41,15 @@ if TYPE_CHECKING:
         resolve_device,
         resolve_model_path,
     )
-    from mentor.models.protocols import ChatMessage, Embedder, Generator, SamplingConfig, complete
+    from mentor.models.protocols import (
+        BatchGenerator,
+        ChatMessage,
+        Embedder,
+        Generator,
+        SamplingConfig,
+        complete,
+        complete_all,
+    )
     from mentor.models.registry import DEFAULT_MODELS, REGISTRY, ModelSpec, UnknownModelError
     from mentor.models.static_decode import StaticDecoder
     from mentor.models.vllm import VLLMEngine, open_vllm
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODELS",
     "REGISTRY",
+    "BatchGenerator",
     "ChatMessage",
     "Completion",
     "Embedder",
@@ -70,6 +79,7 @@ __all__ = [
     "VLLMServer",
     "VLLMSettings",
     "complete",
+    "complete_all",
     "list_models",
     "load_causal_lm",
     "load_embedder",
@@ -111,6 +121,8 @@ __getattr__ = lazy_exports(
         "Generator": "mentor.models.protocols",
         "SamplingConfig": "mentor.models.protocols",
         "complete": "mentor.models.protocols",
+        "complete_all": "mentor.models.protocols",
+        "BatchGenerator": "mentor.models.protocols",
         "DEFAULT_MODELS": "mentor.models.registry",
         "ModelSpec": "mentor.models.registry",
         "REGISTRY": "mentor.models.registry",

@@ -19,12 +19,22 @@ from mentor.models.protocols import ChatMessage, SamplingConfig
 
 
 class EngineGenerator:
-    """Generate replies with ``engine`` (any model with a chat template)."""
+    """Generate replies with ``engine`` (any model with a chat template); many conversations at
+    once go through the engine's batched decoding, ``batch_size`` rows side by side."""
 
-    def __init__(self, engine: TextEngine) -> None:
+    def __init__(self, engine: TextEngine, *, batch_size: int = 16) -> None:
         self.engine = engine
         self.name = engine.name
+        self.batch_size = batch_size
 
     def stream(self, messages: Sequence[ChatMessage], config: SamplingConfig) -> Iterator[str]:
         prompt = self.engine.encode_chat([dict(m) for m in messages])
         return self.engine.stream(Request(prompt, config))
+
+    def complete_many(
+        self, conversations: Sequence[Sequence[ChatMessage]], config: SamplingConfig
+    ) -> list[str]:
+        requests = [
+            Request(self.engine.encode_chat([dict(m) for m in c]), config) for c in conversations
+        ]
+        return [c.text for c in self.engine.generate(requests, batch_size=self.batch_size)]

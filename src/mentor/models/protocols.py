@@ -91,3 +91,28 @@ class Generator(Protocol):
 def complete(generator: Generator, messages: Sequence[ChatMessage], config: SamplingConfig) -> str:
     """The whole reply of ``generator`` as one string."""
     return "".join(generator.stream(messages, config))
+
+
+@runtime_checkable
+class BatchGenerator(Protocol):
+    """A generator that also answers many conversations at once (rows decoded side by side)."""
+
+    def complete_many(
+        self, conversations: Sequence[Sequence[ChatMessage]], config: SamplingConfig
+    ) -> list[str]:
+        """Each conversation's whole reply, in order."""
+        ...
+
+
+def complete_all(
+    generator: Generator, conversations: Sequence[Sequence[ChatMessage]], config: SamplingConfig
+) -> Iterator[str]:
+    """Each conversation's whole reply, in order: all at once from one batch where
+    ``generator`` can (:class:`BatchGenerator`), else each as soon as it is written (a caller
+    that saves replies as they come loses at most one when stopped)."""
+    if isinstance(generator, BatchGenerator):
+        if conversations:
+            yield from generator.complete_many(conversations, config)
+        return
+    for messages in conversations:
+        yield complete(generator, messages, config)

@@ -29,13 +29,13 @@ from pathlib import Path
 from mentor.models.protocols import Generator
 from mentor.rag.evaluation import EvalSet
 from mentor.rag.records import Chunk
-from mentor.rag.synthetic import MIN_CHUNK_WORDS, SyntheticQuestion, synthetic_questions
+from mentor.rag.synthetic import GROUP, MIN_CHUNK_WORDS, SyntheticQuestion, synthetic_questions
 from mentor.utils.fs import atomic_write_text
 
 SELFEVAL = "selfeval.json"
 REPLIES = "synthetic-replies.jsonl"
-BATCH = 8
-"""Chunks asked about between two checks of the time budget."""
+BATCH = GROUP
+"""Chunks asked about between two checks of the time budget (one batch of the generator)."""
 
 
 @dataclass

@@ -6,9 +6,11 @@ the chunk answers; that chunk is the question's positive. Small models ramble, c
 passage or drop the question mark, so ``clean_question`` keeps one real question per reply or
 rejects it with a reason, and the rejects are counted.
 
-Generation is slow on a CPU (a few seconds a question with SmolLM2), so each raw reply is
-appended to a JSONL cache the moment it arrives; a stopped run, started again with the same
-cache, asks the generator only about the chunks it has no reply for. Delete the cache to start
+Generation is slow on a CPU (a few seconds a question with SmolLM2, prefilling the passage
+most of it), so chunks are asked about in groups (one batch for a local model: rows decoded
+side by side) and each group's raw replies are appended to a JSONL cache as they arrive; a
+stopped run, started again with the same cache, asks the generator only about the chunks it
+has no reply for. Delete the cache to start
 afresh (replies are re-cleaned on every run, so changed cleaning rules need no new replies).
 
 The generator may be any :class:`~mentor.models.protocols.Generator`, a hosted one included
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mentor.models.protocols import ChatMessage, Generator, SamplingConfig, complete
+from mentor.models.protocols import ChatMessage, Generator, SamplingConfig, complete_all
 from mentor.rag.index import embed_input
 from mentor.rag.records import Chunk
 from mentor.utils.fs import atomic_write_text
@@ -42,6 +44,9 @@ MIN_CHUNK_WORDS = 12
 MAX_PASSAGE_CHARS = 2000
 """About 500 tokens: enough to ask about, and keeps a small model's prompt fast."""
 MIN_WORDS, MAX_WORDS = 4, 40
+GROUP = 16
+"""Chunks asked about together (one batch for a local model), their replies cached before the
+next group: what a stopped run can lose."""
 
 SYSTEM = "You write search questions for testing a document search engine."
 PROMPT = """\
@@ -216,41 +221,53 @@ def synthetic_questions(
     seed: int = 0,
     cache: Path | None = None,
     progress: Progress | None = None,
+    group: int = GROUP,
 ) -> SyntheticSet:
     """Ask ``generator`` for ``per_chunk`` questions about each sampled chunk (greedy, 48 tokens).
 
-    The n-th question about a chunk is asked with the ones kept before it listed as taken. A
-    question already kept (for any chunk) is dropped as ``duplicate``.
+    The n-th question about a chunk is asked with the ones kept before it listed as taken, so the
+    questions are written in rounds (the first about every chunk, then the second ...); within a
+    round, ``group`` chunks at a time are asked together (:func:`complete_all`: one batch for a
+    local model) and their replies cached before the next group. A question already kept (for
+    any chunk) is dropped as ``duplicate``. Questions come back in chunk order.
     """
     picked = sample_chunks(chunks, max_chunks, seed)
+    passages = [embed_input(chunk)[:MAX_PASSAGE_CHARS] for chunk in picked]
+    shas = [_sha(passage) for passage in passages]
     cached = _read_cache(cache)
     result = SyntheticSet(questions=[])
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
-    for done, chunk in enumerate(picked, start=1):
-        passage = embed_input(chunk)[:MAX_PASSAGE_CHARS]
-        sha = _sha(passage)
-        asked: list[str] = []
-        for n in range(per_chunk):
-            key = (chunk.chunk_id, n, sha)
-            if key in cached:
-                reply = cached[key]
-                result.reused += 1
-            else:
-                reply = complete(generator, _messages(passage, asked), SAMPLING)
-                result.generated += 1
-                _append(cache, {"chunk_id": chunk.chunk_id, "n": n, "sha": sha, "reply": reply})
-            question, reason = clean_question(reply, chunk.text)
-            if question is not None and _words(question) in seen:
-                question, reason = None, "duplicate"
-            if question is None:
-                dropped[reason] += 1
-                continue
-            seen.add(_words(question))
-            asked.append(question)
-            result.questions.append(SyntheticQuestion(question, chunk.chunk_id, chunk.doc_id))
-        if progress is not None:
-            progress(done, len(picked))
+    asked: list[list[str]] = [[] for _ in picked]
+    kept: list[tuple[int, int, SyntheticQuestion]] = []
+    total = len(picked) * per_chunk
+    for n in range(per_chunk):
+        for start in range(0, len(picked), group):
+            rows = range(start, min(start + group, len(picked)))
+            todo = [i for i in rows if (picked[i].chunk_id, n, shas[i]) not in cached]
+            replies = complete_all(
+                generator, [_messages(passages[i], asked[i]) for i in todo], SAMPLING
+            )
+            for i, reply in zip(todo, replies, strict=True):
+                cached[(picked[i].chunk_id, n, shas[i])] = reply
+                row = {"chunk_id": picked[i].chunk_id, "n": n, "sha": shas[i], "reply": reply}
+                _append(cache, row)
+            result.generated += len(todo)
+            result.reused += len(rows) - len(todo)
+            for i in rows:
+                chunk = picked[i]
+                question, reason = clean_question(cached[(chunk.chunk_id, n, shas[i])], chunk.text)
+                if question is not None and _words(question) in seen:
+                    question, reason = None, "duplicate"
+                if question is None:
+                    dropped[reason] += 1
+                    continue
+                seen.add(_words(question))
+                asked[i].append(question)
+                kept.append((i, n, SyntheticQuestion(question, chunk.chunk_id, chunk.doc_id)))
+            if progress is not None:
+                progress((n * len(picked) + rows.stop) * len(picked) // total, len(picked))
+    result.questions = [q for _, _, q in sorted(kept, key=lambda row: (row[0], row[1]))]
     result.dropped = dict(dropped)
     return result
 
