@@ -21,7 +21,14 @@ from typing import Any
 import openai
 import pytest
 
-from mentor.models.protocols import ChatMessage, Generator, SamplingConfig, complete
+from mentor.models.protocols import (
+    BatchGenerator,
+    ChatMessage,
+    Generator,
+    SamplingConfig,
+    complete,
+    complete_all,
+)
 from mentor.models.remote import (
     EndpointSettings,
     RateLimiter,
@@ -382,3 +389,15 @@ def test_a_damaged_cache_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(os.urandom(4096))
     with pytest.raises(ValueError, match=r"bad\.sqlite: not a usable response cache"):
         ResponseCache(path)
+
+
+def test_many_conversations_go_out_concurrently_in_order(
+    fake: FakeOpenAI, url: str, tmp_path: Path
+) -> None:
+    remote = open_remote(_settings(url, tmp_path, concurrency=3))
+    assert isinstance(remote, BatchGenerator)
+    config = SamplingConfig(max_new_tokens=4)
+    texts = list(complete_all(remote, _prompts(5), config))
+    assert fake.count == 5
+    assert texts == [complete(remote, p, config) for p in _prompts(5)]  # cached, same order
+    assert fake.count == 5

@@ -414,6 +414,13 @@ class RemoteGenerator:
                 raise
         return [a for a in answers if a is not None]
 
+    def complete_many(
+        self, conversations: Sequence[Sequence[ChatMessage]], config: SamplingConfig
+    ) -> list[str]:
+        """Each conversation's answer text, ``settings.concurrency`` requests in flight
+        (:class:`~mentor.models.protocols.BatchGenerator`)."""
+        return [a.text for a in self.answer_all(conversations, config)]
+
     def close(self) -> None:
         self._client.close()
         if self._cache is not None:
