@@ -61,6 +61,9 @@ def test_tune_and_eval_without_queries(
     )
     assert tuned.exit_code == 0, tuned.output
     assert "chosen:" in tuned.output and "held out" in tuned.output
+    # a tiny corpus fits the embedder budget: it was fine-tuned (kept or not) before fusion
+    assert "embedder: " in tuned.output
+    assert json.loads((idx / "embedder.json").read_text())["train_loss"]
     fusion = load_fusion(idx)
     assert fusion is not None and fusion.held_out_questions > 0
 

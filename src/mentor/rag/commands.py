@@ -119,10 +119,14 @@ def index_cmd(
         if not path.exists():
             raise fail(f"{path}: no such file or folder")
     config = IndexConfig(embedder=embedder, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+    location = config.embedder
     if (index / "index.json").exists():
+        from mentor.rag.index import embedder_location
+
         config = _manifest(index).config
+        location = embedder_location(index, config)  # a fine-tuned one lives in the index
     with console.status(f"loading {config.embedder}"):
-        model = load_embedder(config.embedder, device=device)
+        model = load_embedder(location, device=device)
     with progress_bar(console) as bar:
         task = bar.add_task("reading files", total=None)
 
@@ -785,6 +789,57 @@ def _show_fusion(fusion: FusionTuning, path: Path) -> None:
     )
 
 
+def _embedder_tune_step(
+    index: Path,
+    retriever: Retriever,
+    selfeval: SelfEvalSet,
+    wanted: bool | None,
+    budget_minutes: float,
+    device: str,
+) -> bool:
+    """Fine-tune the index's embedder when ``wanted`` (None: when it fits the budget); True
+    when the index now uses a new one."""
+    from mentor.rag.embed_tune import fits_budget, seconds_per_chunk, tune_embedder
+
+    if wanted is False or not selfeval.tuning or not selfeval.held_out:
+        return False
+    budget = budget_minutes * 60
+    chunks = retriever.chunks
+    if wanted is None:
+        with console.status("timing the embedder"):
+            per_chunk = seconds_per_chunk(retriever.embedder, chunks)
+        if not fits_budget(len(chunks), per_chunk, budget):
+            console.print(
+                f"embedder not fine-tuned: re-embedding {len(chunks)} chunks would take "
+                f"~{len(chunks) * per_chunk:.0f} s, over half of the {budget:.0f} s budget "
+                "(--embedder-tune to do it anyway, --embedder-budget-minutes to give it more)"
+            )
+            return False
+    with progress_bar(console) as bar:
+        task = bar.add_task("fine-tuning the embedder", total=None)
+        try:
+            result = tune_embedder(
+                index,
+                selfeval,
+                budget_s=budget,
+                device=device,
+                progress=lambda stage, done, total: bar.update(
+                    task, description=stage, completed=done, total=total
+                ),
+            )
+        except ValueError as exc:
+            err.print(f"[yellow]embedder not fine-tuned[/yellow]: {exc}", highlight=False)
+            return False
+    held = ", ".join(f"{n} {v:.3f}" for n, v in result.held_out_ndcg.items())
+    console.print(
+        f"embedder: {result.chosen} ({result.reason}; held-out dense nDCG@10: {held or 'n/a'}; "
+        f"training {result.train_seconds:.0f} s, re-embedding {result.embed_seconds:.0f} s; "
+        f"saved in {index / 'embedder.json'})",
+        highlight=False,
+    )
+    return result.chosen == "tuned" and result.embedder != retriever.manifest.config.embedder
+
+
 @app.command("tune")
 def tune_cmd(
     index: IndexOpt,
@@ -816,15 +871,33 @@ def tune_cmd(
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
     calibrate: CalibrateOpt = True,
+    embedder_tune: Annotated[
+        bool | None,
+        typer.Option(
+            "--embedder-tune/--no-embedder-tune",
+            help="Fine-tune the embedder on the tuning questions first, kept only if better on "
+            "the held-out ones (default: when re-embedding the corpus takes at most half of "
+            "--embedder-budget-minutes).",
+        ),
+    ] = None,
+    embedder_budget_minutes: Annotated[
+        float,
+        typer.Option(help="Time for fine-tuning the embedder and re-embedding the corpus.", min=0),
+    ] = 5.0,
 ) -> None:
     """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
     local model writes for the index, kept only where it beats the simpler ones on held-out
-    questions; with --queries, also decide query expansion."""
+    questions; before that, fine-tune the embedder where it fits; with --queries, also decide
+    query expansion."""
     from mentor.rag.tune import tune_fusion
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
     selfeval = _write_selfeval(index, retriever, model, device, questions, budget_minutes, settings)
+    if _embedder_tune_step(
+        index, retriever, selfeval, embedder_tune, embedder_budget_minutes, device
+    ):
+        retriever = open_retriever(index, device)  # the fusion tuner sees the new dense lists
     fusion = None
     with progress_bar(console) as bar:
         task = bar.add_task("tuning fusion", total=None)

@@ -3,8 +3,11 @@
 Layout of an index folder::
 
     index.json     the manifest; written last and atomically: the commit point
-    lance/         LanceDB table of chunks, vectors and metadata (versioned)
+    lance/         LanceDB table of chunks, vectors and metadata (versioned); the manifest's
+                   ``lance_dir`` names it (``lance-<tag>/`` once the embedder was fine-tuned)
     bm25-<v>/      the BM25 index and the chunk ids of its rows, for table version v
+    embedder-<tag>/  only where ``mentor rag tune`` kept a fine-tuned embedder (a relative
+                   ``IndexConfig.embedder``, so the folder can be moved)
 
 A build appends whole documents to the table in groups, then rebuilds BM25, then writes the
 manifest. Readers open the table at the manifest's version, so a build killed at any moment
@@ -48,7 +51,8 @@ class IndexConfig:
     """How an index is built; stored in its manifest so every later run builds the same way."""
 
     embedder: str = "minilm-l6"
-    """Registry name or folder of the sentence embedder."""
+    """Registry name or folder of the sentence embedder; a relative folder that exists inside
+    the index (a fine-tuned one, :mod:`mentor.rag.embed_tune`) is read from there."""
     chunk_tokens: int = 384
     """Target chunk size in the embedder's tokens (capped at what the embedder reads)."""
     chunk_overlap: int = 64
@@ -67,6 +71,9 @@ class Manifest:
     chunks: int
     updated: str
     format: int = FORMAT
+    lance_dir: str = "lance"
+    """The folder of the LanceDB table: a new one replaces the table whole (a re-embedding)
+    by one manifest write, so a reader sees the old table or the new, never half of each."""
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -83,10 +90,20 @@ class Manifest:
         atomic_write_text(folder / MANIFEST, json.dumps(asdict(self), indent=2))
 
 
+def embedder_location(folder: Path, config: IndexConfig) -> str:
+    """What to load as the index's embedder: a relative folder inside the index (where the
+    embedder tuner keeps a fine-tuned one) as a path there, else the name as configured."""
+    name = config.embedder
+    local = folder / name
+    if not Path(name).is_absolute() and name not in ("", ".") and local.is_dir():
+        return str(local)
+    return name
+
+
 def open_store(folder: Path, manifest: Manifest | None = None) -> LanceStore:
     """The index's LanceDB table at the version its manifest names: what a reader searches."""
     manifest = manifest or Manifest.read(folder)
-    store = LanceStore(folder / "lance", manifest.dim)
+    store = LanceStore(folder / manifest.lance_dir, manifest.dim)
     store.checkout(manifest.lance_version)
     return store
 
@@ -177,11 +194,14 @@ def build_index(
     """
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
+    lance_dir = "lance"
     if (folder / MANIFEST).exists():
-        config = Manifest.read(folder).config
+        existing = Manifest.read(folder)
+        config, lance_dir = existing.config, existing.lance_dir
+        _check_embedder(folder, config, embedder)
     config = config or IndexConfig()
     dim = embedder.dim
-    store = LanceStore(folder / "lance", dim)
+    store = LanceStore(folder / lance_dir, dim)
     store.latest()  # writers continue from the newest version, including an interrupted build
     report = BuildReport()
 
@@ -302,6 +322,22 @@ def build_index(
     return report
 
 
+def _check_embedder(folder: Path, config: IndexConfig, embedder: Embedder) -> None:
+    """An index with a fine-tuned embedder inside it takes new documents only from that one:
+    vectors of another model would not be comparable with the stored ones."""
+    local = embedder_location(folder, config)
+    given = getattr(embedder, "folder", None)
+    if (
+        local != config.embedder
+        and isinstance(given, Path)
+        and given.resolve() != Path(local).resolve()
+    ):
+        raise ValueError(
+            f"{folder}: the index embeds with its fine-tuned embedder {local}; "
+            f"{given} was given (load the index's own, as `mentor rag index` does)"
+        )
+
+
 def _gone(
     present: dict[str, DocState],
     seen: dict[str, str],
@@ -365,6 +401,7 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
         documents=len(doc_ids),
         chunks=len(chunk_ids),
         updated=_now(),
+        lance_dir=store.path.name,
     ).write(folder)
     # Only now may what the old manifest pointed at go.
     if old is not None and old.bm25_dir != bm25_dir:

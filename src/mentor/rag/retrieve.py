@@ -39,7 +39,7 @@ from mentor.rag.bm25 import BM25Index
 from mentor.rag.expansion import Expansion, QueryExpander
 from mentor.rag.filters import FILTER_FIELDS, check_filters, matches
 from mentor.rag.fusion import Fusion, Normalization, Scored, fuse, probe_weights
-from mentor.rag.index import Manifest, embed_input, open_store
+from mentor.rag.index import Manifest, embed_input, embedder_location, open_store
 from mentor.rag.records import Chunk, Hit
 from mentor.rag.store import VectorStore
 
@@ -296,4 +296,4 @@ def open_retriever(index: Path, *, device: str = "auto") -> Retriever:
     from mentor.models.loading import load_embedder
 
     manifest = Manifest.read(index)
-    return Retriever(index, load_embedder(manifest.config.embedder, device=device))
+    return Retriever(index, load_embedder(embedder_location(index, manifest.config), device=device))

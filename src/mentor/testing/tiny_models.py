@@ -159,14 +159,18 @@ def tiny_bert(
     max_position_embeddings: int = 512,
     seed: int = 0,
     vocab_size: int | None = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
 ) -> tuple[BertModel | BertForSequenceClassification, PreTrainedTokenizerFast]:
     """A random BERT encoder and its WordPiece tokenizer.
 
     With ``num_labels=None`` the model is a bare ``BertModel`` (for embeddings); otherwise a
     ``BertForSequenceClassification`` with that many labels (for cross-encoders and judges).
-    ``vocab_size`` is passed to :func:`tiny_wordpiece_tokenizer` (default 512).
+    ``vocab_size`` is passed to :func:`tiny_wordpiece_tokenizer` (default 512), unless a
+    ``tokenizer`` is given.
     """
-    tok = tiny_wordpiece_tokenizer() if vocab_size is None else tiny_wordpiece_tokenizer(vocab_size)
+    tok = tokenizer or (
+        tiny_wordpiece_tokenizer() if vocab_size is None else tiny_wordpiece_tokenizer(vocab_size)
+    )
     config = BertConfig(
         vocab_size=len(tok),
         hidden_size=hidden_size,
@@ -202,11 +206,14 @@ def save_tiny_llama(path: str | Path, **kwargs: Any) -> Path:
     return save_model_folder(model, tokenizer, path)
 
 
-def tiny_sentence_transformer_folder(path: str | Path, seed: int = 0) -> Path:
+def tiny_sentence_transformer_folder(
+    path: str | Path, seed: int = 0, tokenizer: PreTrainedTokenizerFast | None = None
+) -> Path:
     """Write a sentence-transformers folder: tiny BERT, mean pooling, then L2 normalisation.
 
     ``sentence_transformers.SentenceTransformer(str(path))`` loads it and encodes texts to
-    unit vectors of dimension 64.
+    unit vectors of dimension 64. ``tokenizer``: e.g. a :func:`tiny_wordpiece_tokenizer`
+    trained on a test's own corpus, so its words are whole tokens.
     """
     # Imported here: sentence-transformers is slow to import and most tests never need it.
     from sentence_transformers import SentenceTransformer
@@ -221,7 +228,7 @@ def tiny_sentence_transformer_folder(path: str | Path, seed: int = 0) -> Path:
         from sentence_transformers.models import Normalize, Pooling, Transformer  # type: ignore[no-redef]
 
     folder = Path(path)
-    model, tokenizer = tiny_bert(seed=seed)
+    model, tokenizer = tiny_bert(seed=seed, tokenizer=tokenizer)
     # Transformer only loads from a path or hub name, so the BERT goes through a scratch folder;
     # SentenceTransformer.save then writes it, with its pooling and normalisation, into `folder`.
     with tempfile.TemporaryDirectory(prefix="mentor-tiny-bert-") as scratch:
