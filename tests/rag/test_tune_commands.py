@@ -63,6 +63,7 @@ def test_tune_and_eval_without_queries(
     assert "chosen:" in tuned.output and "held out" in tuned.output
     fusion = load_fusion(idx)
     assert fusion is not None and fusion.held_out_questions > 0
+    assert "BM25 alone" in tuned.output and (idx / "lexical.json").exists()  # on by default
 
     info = runner.invoke(app, ["rag", "info", "--index", str(idx)])
     assert f"tuned: {fusion.chosen}" in info.output
