@@ -874,7 +874,8 @@ def tune_cmd(
 ) -> None:
     """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
     local model writes for the index, kept only where it beats the simpler ones on held-out
-    questions; with --queries, also decide query expansion."""
+    questions (BM25's language, title weight, k1 and b first, by the same rule); with
+    --queries, also decide query expansion."""
     from mentor.rag.tune import tune_fusion
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
