@@ -66,6 +66,14 @@ def test_tune_and_eval_without_queries(
     assert json.loads((idx / "embedder.json").read_text())["train_loss"]
     fusion = load_fusion(idx)
     assert fusion is not None and fusion.held_out_questions > 0
+    assert "BM25 alone" in tuned.output and (idx / "lexical.json").exists()  # on by default
+    (idx / "lexical.json").unlink()
+    skipped = runner.invoke(
+        app, ["rag", "tune", "--index", str(idx), "--model", str(tiny_lm), "--questions", "40",
+              "--no-lexical", "--no-calibrate"],
+    )  # fmt: skip
+    assert skipped.exit_code == 0, skipped.output
+    assert "BM25 alone" not in skipped.output and not (idx / "lexical.json").exists()
 
     info = runner.invoke(app, ["rag", "info", "--index", str(idx)])
     assert f"tuned: {fusion.chosen}" in info.output

@@ -284,7 +284,9 @@ def info_cmd(index: IndexOpt) -> None:
         "embedder": f"{manifest.config.embedder} ({manifest.dim}-d)",
         "chunking": f"{manifest.config.chunk_tokens} tokens, {manifest.config.chunk_overlap} "
         "overlap",
-        "bm25": f"k1={manifest.config.bm25_k1}, b={manifest.config.bm25_b}",
+        "bm25": f"{manifest.config.analyzer.describe()}, heading "
+        f"x{manifest.config.bm25_heading_weight}, k1={manifest.config.bm25_k1}, "
+        f"b={manifest.config.bm25_b}",
         "table version": str(manifest.lance_version),
         "updated": manifest.updated,
     }
@@ -789,6 +791,51 @@ def _show_fusion(fusion: FusionTuning, path: Path) -> None:
     )
 
 
+def _tune_lexical(index: Path, retriever: Retriever, selfeval: SelfEvalSet) -> Retriever:
+    """Tune the index's BM25 (mentor.rag.lexical), show the scores; the retriever reopened on
+    the BM25 kept, for the fusion tuner."""
+    from mentor.rag.lexical import describe_setting, tune_lexical
+    from mentor.rag.retrieve import Retriever
+
+    with progress_bar(console) as bar:
+        task = bar.add_task("tuning BM25", total=None)
+        try:
+            result = tune_lexical(
+                index,
+                selfeval,
+                progress=lambda stage, done, total: bar.update(
+                    task, description=stage, completed=done, total=total
+                ),
+            )
+        except ValueError as exc:
+            err.print(f"[yellow]BM25 not tuned[/yellow]: {exc}", highlight=False)
+            return retriever
+    table = Table(
+        title=f"BM25 alone, nDCG@10 on {result.tuning_questions} tuning / "
+        f"{result.held_out_questions} held-out synthetic questions"
+    )
+    for column in ("stage", "setting", "tuning", "held out", "vs best (95% CI)"):
+        table.add_column(column)
+    for name, setting in result.stage_settings.items():
+        gap = result.held_out_gap[name]
+        table.add_row(
+            name,
+            describe_setting(setting),
+            f"{result.tuning_ndcg[name]:.3f}",
+            f"{result.held_out_ndcg[name]:.3f}",
+            f"{gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]",
+        )
+    console.print(table)
+    language = result.language or "unknown"
+    console.print(
+        f"language: {language}; kept: {result.chosen}: {describe_setting(result.setting)} "
+        f"({'BM25 rebuilt' if result.applied else 'BM25 unchanged'}; saved in "
+        f"{index / 'lexical.json'})",
+        highlight=False,
+    )
+    return Retriever(index, retriever.embedder) if result.applied else retriever
+
+
 def _embedder_tune_step(
     index: Path,
     retriever: Retriever,
@@ -871,6 +918,14 @@ def tune_cmd(
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
     calibrate: CalibrateOpt = True,
+    lexical: Annotated[
+        bool,
+        typer.Option(
+            "--lexical/--no-lexical",
+            help="First tune BM25 to the corpus (language, title weight, k1 and b), kept only "
+            "where it beats the default on held-out questions.",
+        ),
+    ] = True,
     embedder_tune: Annotated[
         bool | None,
         typer.Option(
@@ -887,13 +942,15 @@ def tune_cmd(
 ) -> None:
     """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
     local model writes for the index, kept only where it beats the simpler ones on held-out
-    questions; before that, fine-tune the embedder where it fits; with --queries, also decide
-    query expansion."""
+    questions (BM25's language, title weight, k1 and b first, then the embedder fine-tuned where
+    it fits, by the same rule); with --queries, also decide query expansion."""
     from mentor.rag.tune import tune_fusion
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
     selfeval = _write_selfeval(index, retriever, model, device, questions, budget_minutes, settings)
+    if lexical:
+        retriever = _tune_lexical(index, retriever, selfeval)
     if _embedder_tune_step(
         index, retriever, selfeval, embedder_tune, embedder_budget_minutes, device
     ):

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mentor.models.protocols import Embedder
-from mentor.rag.bm25 import BM25Index
+from mentor.rag.bm25 import Analyzer, BM25Index
 from mentor.rag.chunking import chunk_document, chunk_sections
 from mentor.rag.loaders import STREAM_BYTES, Skipped, TextStream, iter_documents
 from mentor.rag.records import Chunk, Document, LoadFailure
@@ -58,7 +58,22 @@ class IndexConfig:
     chunk_overlap: int = 64
     """Tokens of trailing sentences repeated at the start of the next chunk."""
     bm25_k1: float = 1.5
+    """BM25 term-frequency saturation (Lucene's default; ``mentor rag tune`` may set it)."""
     bm25_b: float = 0.75
+    """BM25 length normalisation (Lucene's default; ``mentor rag tune`` may set it)."""
+    bm25_language: str | None = "english"
+    """Language of BM25's stop words and stemmer; None: neither (see mentor.rag.lexical)."""
+    bm25_stem: bool = True
+    """Stem BM25 terms with the language's Snowball stemmer."""
+    bm25_stopwords: bool = True
+    """Drop the language's stop words from BM25 terms."""
+    bm25_heading_weight: int = 1
+    """Times the title > heading line is repeated in a chunk's BM25 text (0: left out), a
+    cheap stand-in for a weighted title field (BM25F)."""
+
+    @property
+    def analyzer(self) -> Analyzer:
+        return Analyzer(self.bm25_language, self.bm25_stem, self.bm25_stopwords)
 
 
 @dataclass
@@ -147,9 +162,42 @@ def embed_input(chunk: Chunk) -> str:
     return _with_heading(chunk.title, chunk.heading, chunk.text)
 
 
-def _with_heading(title: str, heading: str, text: str) -> str:
+def _with_heading(title: str, heading: str, text: str, times: int = 1) -> str:
     head = " > ".join(part for part in (title, heading) if part)
-    return f"{head}\n{text}" if head else text
+    return f"{head}\n" * times + text if head else text
+
+
+def bm25_texts(
+    store: LanceStore, heading_weight: int, chunk_ids: list[str], doc_ids: list[str]
+) -> Iterator[list[str]]:
+    """The BM25 texts of the table's rows, a batch at a time (the title > heading line repeated
+    ``heading_weight`` times in front); each row's chunk and document id are appended to
+    ``chunk_ids`` and ``doc_ids`` as it is read."""
+    columns = ("chunk_id", "doc_id", "title", "heading", "text")
+    for batch in store.column_batches(columns, BM25_BATCH_ROWS):
+        chunk_ids.extend(batch["chunk_id"])
+        doc_ids.extend(batch["doc_id"])
+        parts = zip(batch["title"], batch["heading"], batch["text"], strict=True)
+        yield [_with_heading(*row, times=heading_weight) for row in parts]
+
+
+def write_bm25(folder: Path, store: LanceStore, config: IndexConfig, name: str) -> tuple[int, int]:
+    """Build the BM25 of the table's rows as ``config`` says into ``folder/name``: written in a
+    temporary folder, then renamed. (documents, chunks) indexed."""
+    tmp = folder / f".{name}.tmp"
+    remove_tree(tmp)
+    tmp.mkdir()
+    # Text columns only, a batch at a time: a large table never sits in memory as chunks.
+    chunk_ids: list[str] = []
+    doc_ids: list[str] = []
+    texts = bm25_texts(store, config.bm25_heading_weight, chunk_ids, doc_ids)
+    BM25Index.build_batches(
+        texts, k1=config.bm25_k1, b=config.bm25_b, analyzer=config.analyzer
+    ).save(tmp)
+    (tmp / "ids.json").write_text(json.dumps(chunk_ids))
+    remove_tree(folder / name)
+    tmp.rename(folder / name)
+    return len(set(doc_ids)), len(chunk_ids)
 
 
 Source = Document | TextStream
@@ -373,33 +421,17 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
         store.create_ann_index()
     version = store.version
     bm25_dir = f"bm25-{version}"
-    tmp = folder / f".{bm25_dir}.tmp"
-    remove_tree(tmp)
-    tmp.mkdir()
-    # Text columns only, a batch at a time: a large table never sits in memory as chunks.
-    chunk_ids: list[str] = []
-    doc_ids: set[str] = set()
-
-    def texts() -> Iterator[list[str]]:
-        columns = ("chunk_id", "doc_id", "title", "heading", "text")
-        for batch in store.column_batches(columns, BM25_BATCH_ROWS):
-            chunk_ids.extend(batch["chunk_id"])
-            doc_ids.update(batch["doc_id"])
-            parts = zip(batch["title"], batch["heading"], batch["text"], strict=True)
-            yield [_with_heading(*row) for row in parts]
-
-    BM25Index.build_batches(texts(), k1=config.bm25_k1, b=config.bm25_b).save(tmp)
-    (tmp / "ids.json").write_text(json.dumps(chunk_ids))
-    remove_tree(folder / bm25_dir)
-    tmp.rename(folder / bm25_dir)
     old = Manifest.read(folder) if (folder / MANIFEST).exists() else None
+    if old is not None and old.bm25_dir == bm25_dir:
+        bm25_dir = f"{bm25_dir}-{int(time.time() * 1000)}"  # never overwrite what readers use
+    documents, chunks = write_bm25(folder, store, config, bm25_dir)
     Manifest(
         config=config,
         dim=store.dim,
         lance_version=version,
         bm25_dir=bm25_dir,
-        documents=len(doc_ids),
-        chunks=len(chunk_ids),
+        documents=documents,
+        chunks=chunks,
         updated=_now(),
         lance_dir=store.path.name,
     ).write(folder)
@@ -407,3 +439,19 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
     if old is not None and old.bm25_dir != bm25_dir:
         remove_tree(folder / old.bm25_dir)
     store.compact(keep=version)
+
+
+def set_bm25(folder: Path, config: IndexConfig) -> Manifest:
+    """Rebuild the index's BM25 with ``config``'s BM25 settings (same table version, same
+    chunks) and commit it: the new folder is complete before the manifest points at it, and the
+    old one goes only after. A reader never sees a half-written BM25."""
+    manifest = Manifest.read(folder)
+    store = open_store(folder, manifest)
+    name = f"bm25-{manifest.lance_version}-{int(time.time() * 1000)}"
+    documents, chunks = write_bm25(folder, store, config, name)
+    updated = replace(
+        manifest, config=config, bm25_dir=name, documents=documents, chunks=chunks, updated=_now()
+    )
+    updated.write(folder)
+    remove_tree(folder / manifest.bm25_dir)
+    return updated
