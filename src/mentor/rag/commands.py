@@ -374,6 +374,8 @@ def eval_cmd(
     reranker: Annotated[
         Path | None, typer.Option(help="A reranker trained by `mentor rag train-reranker`.")
     ] = None,
+    use_reranker: UseRerankerOpt = None,
+    rerank_depth: RerankDepthOpt = None,
     rerank_fusion: RerankFusionOpt = True,
     ks: Annotated[str, typer.Option("--ks", help="Cutoffs, comma-separated.")] = "1,3,5,10,100",
     out: Annotated[
@@ -421,11 +423,8 @@ def eval_cmd(
             f"synthetic: {len(eval_set.queries)} held-out questions written by "
             f"{selfeval.generator} for the index's own chunks (no human judgements)"
         )
-    scorer = None
-    if reranker is not None:
-        from mentor.rag.reranker import CrossEncoderReranker
-
-        scorer = CrossEncoderReranker(reranker, device="cpu" if device == "auto" else device)
+    scorer, judged_depth = _chosen_reranker(index, reranker, use_reranker, device)
+    config = replace(config, rerank_depth=rerank_depth or judged_depth or config.rerank_depth)
     with progress_bar(console) as bar:
         task = bar.add_task("evaluating", total=len(eval_set.queries))
         report = evaluate_retrieval(
@@ -498,24 +497,14 @@ def _reranker(folder: Path | None, device: str) -> Reranker | None:
 def _chosen_reranker(
     index: Path, folder: Path | None, use: bool | None, device: str
 ) -> tuple[Reranker | None, int | None]:
-    """The reranker for a search and its depth: ``--reranker`` as given; ``--no-reranker``
-    none; else the index's judged reranker when it was kept, at its chosen depth."""
-    if use is False:
-        return None, None
-    if folder is not None:
-        return _reranker(folder, device), None
-    from mentor.rag.rerank_gate import default_reranker
+    """The reranker for a search and its depth (:func:`mentor.rag.rerank_gate.chosen_reranker`:
+    ``--reranker`` as given; ``--no-reranker`` none; else the index's kept one)."""
+    from mentor.rag.rerank_gate import chosen_reranker
 
     try:
-        kept = default_reranker(index)
+        return chosen_reranker(index, folder, use, device)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    if kept is None:
-        if use:
-            raise fail(f"{index}: no kept reranker; train one with: mentor rag train-reranker")
-        return None, None
-    path, decision = kept
-    return _reranker(path, device), decision.depth
 
 
 def _searcher(retriever: Retriever, expansion: str, generator: Generator) -> Searcher:
@@ -693,6 +682,8 @@ def diagnose_cmd(
     k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
     mode: ModeOpt = None,
     reranker: RerankerOpt = None,
+    use_reranker: UseRerankerOpt = None,
+    rerank_depth: RerankDepthOpt = None,
     expansion: ExpansionOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -709,6 +700,8 @@ def diagnose_cmd(
     config = _search_config(index, mode=mode, k=k)
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
+    scorer, judged_depth = _chosen_reranker(index, reranker, use_reranker, device)
+    config = replace(config, rerank_depth=rerank_depth or judged_depth or config.rerank_depth)
     with _generator(model, device, settings) as generator, console.status("running each stage"):
         result = diagnose(
             _searcher(retriever, expansion, generator),
@@ -716,7 +709,7 @@ def diagnose_cmd(
             question,
             reference=reference,
             search=config,
-            reranker=_reranker(reranker, device),
+            reranker=scorer,
             calibration=load_calibration(index),
             sampling=SamplingConfig(max_new_tokens=256),
         )

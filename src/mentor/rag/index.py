@@ -67,6 +67,12 @@ class Manifest:
     chunks: int
     updated: str
     format: int = FORMAT
+    lance_dir: str = "lance"
+    """The LanceDB folder inside the index (another name after a re-chunked index was swapped
+    in: the manifest points at it, so the swap is one atomic write)."""
+    sources: list[str] = field(default_factory=list)
+    """The files and folders indexed (resolved), so the index can be rebuilt at another chunk
+    size from the same documents."""
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -86,7 +92,7 @@ class Manifest:
 def open_store(folder: Path, manifest: Manifest | None = None) -> LanceStore:
     """The index's LanceDB table at the version its manifest names: what a reader searches."""
     manifest = manifest or Manifest.read(folder)
-    store = LanceStore(folder / "lance", manifest.dim)
+    store = LanceStore(folder / manifest.lance_dir, manifest.dim)
     store.checkout(manifest.lance_version)
     return store
 
@@ -177,11 +183,13 @@ def build_index(
     """
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
+    lance_dir = "lance"
     if (folder / MANIFEST).exists():
-        config = Manifest.read(folder).config
+        existing = Manifest.read(folder)
+        config, lance_dir = existing.config, existing.lance_dir
     config = config or IndexConfig()
     dim = embedder.dim
-    store = LanceStore(folder / "lance", dim)
+    store = LanceStore(folder / lance_dir, dim)
     store.latest()  # writers continue from the newest version, including an interrupted build
     report = BuildReport()
 
@@ -294,7 +302,7 @@ def build_index(
             store.delete_docs(report.removed)
 
     progress("building BM25", 0, 1)
-    commit(folder, store, config)
+    commit(folder, store, config, sources=[str(p.resolve()) for p in paths])
     progress("building BM25", 1, 1)
     manifest = Manifest.read(folder)
     report.documents, report.chunks = manifest.documents, manifest.chunks
@@ -330,8 +338,12 @@ def _q(value: str) -> str:
     return sql_quote(value)
 
 
-def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
-    """Rebuild BM25 for the table's newest version, then point the manifest at both."""
+def commit(
+    folder: Path, store: LanceStore, config: IndexConfig, sources: Sequence[str] = ()
+) -> None:
+    """Rebuild BM25 for the table's newest version, then point the manifest at both.
+
+    ``sources`` (the paths just indexed) join those the manifest already names."""
     store.latest()
     if len(store) >= ANN_THRESHOLD:
         store.create_ann_index()
@@ -365,6 +377,8 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
         documents=len(doc_ids),
         chunks=len(chunk_ids),
         updated=_now(),
+        lance_dir=old.lance_dir if old is not None else "lance",
+        sources=list(dict.fromkeys([*(old.sources if old is not None else []), *sources])),
     ).write(folder)
     # Only now may what the old manifest pointed at go.
     if old is not None and old.bm25_dir != bm25_dir:

@@ -291,3 +291,32 @@ def read_questions(path: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
         queries[qid] = text
         positives[qid] = {str(r) for r in relevant}
     return queries, positives
+
+
+def chosen_reranker(
+    index: Path | None, folder: Path | None, use: bool | None, device: str = "auto"
+) -> tuple[Reranker | None, int | None]:
+    """The one rule for every caller (search, ask, eval, diagnose, the server, the bakeoff):
+    the reranker for a search and its depth. ``use`` False: none; a ``folder`` given: that one
+    (depth left to the caller); else the index's judged reranker when it was kept, at its
+    chosen depth (``use`` True and none kept: ValueError). Raises ValueError on an unreadable
+    verdict."""
+    if use is False:
+        return None, None
+    if folder is not None:
+        return _load_reranker(folder, device), None
+    kept = default_reranker(index) if index is not None else None
+    if kept is None:
+        if use:
+            raise ValueError(
+                f"{index}: no kept reranker; train one with: mentor rag train-reranker"
+            )
+        return None, None
+    path, decision = kept
+    return _load_reranker(path, device), decision.depth
+
+
+def _load_reranker(folder: Path, device: str) -> Reranker:
+    from mentor.rag.reranker import CrossEncoderReranker
+
+    return CrossEncoderReranker(folder, device="cpu" if device == "auto" else device)
