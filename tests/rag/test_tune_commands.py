@@ -43,7 +43,7 @@ def test_tune_and_eval_without_queries(
     idx = tmp_path / "idx"
     built = runner.invoke(
         app, ["rag", "index", str(corpus(tmp_path)), "--index", str(idx), "--embedder",
-              str(embedder_folder)],
+              str(embedder_folder), "--no-tune"],
     )  # fmt: skip
     assert built.exit_code == 0, built.output
     retriever = open_retriever(idx, device="cpu")

@@ -18,6 +18,8 @@ from mentor.utils.cli import fail
 from mentor.utils.progress import progress_bar
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
+    from rich.progress import Progress
+
     from mentor.models.backends import EngineSettings
     from mentor.models.generation import EngineGenerator
     from mentor.models.protocols import Embedder, Generator
@@ -108,10 +110,31 @@ def index_cmd(
     ] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     calibrate: CalibrateOpt = True,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Tune the index after building it (synthetic questions, chunk size, fusion, "
+            "reranker, refusal threshold; see --profile); --no-tune only calibrates.",
+        ),
+    ] = True,
+    profile: ProfileOpt = "auto",
+    tune_minutes: TuneMinutesOpt = 30.0,
+    retune: Annotated[
+        bool,
+        typer.Option(
+            help="Tune again even when under 20% of the chunks changed since the last tuning."
+        ),
+    ] = False,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Writer of the synthetic questions (tuning).")
+    ] = "smollm2-135m-instruct",
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx, BEIR corpus.jsonl); re-runs embed only what
-    changed. A killed run leaves the previous index usable; run again to finish it. The index
-    then calibrates the confidence below which `ask` refuses (--no-calibrate: it never refuses)."""
+    changed. A killed run leaves the previous index usable; run again to finish it. The index is
+    then tuned in one step within --tune-minutes (a re-run tunes again only when over 20% of
+    the chunks changed, or with --retune); --no-tune only calibrates the confidence below which
+    `ask` refuses (--no-calibrate: it never refuses)."""
     from mentor.models.loading import load_embedder
     from mentor.rag.index import IndexConfig, build_index
 
@@ -122,7 +145,7 @@ def index_cmd(
     if (index / "index.json").exists():
         config = _manifest(index).config
     with console.status(f"loading {config.embedder}"):
-        model = load_embedder(config.embedder, device=device)
+        embedding = load_embedder(config.embedder, device=device)
     with progress_bar(console) as bar:
         task = bar.add_task("reading files", total=None)
 
@@ -132,7 +155,7 @@ def index_cmd(
         result = build_index(
             index,
             paths,
-            model,
+            embedding,
             config=config,
             sync=sync,
             progress=report,
@@ -151,8 +174,102 @@ def index_cmd(
         f"{result.documents} documents in {result.chunks} chunks "
         f"({result.seconds:.1f} s, of which embedding {result.embed_seconds:.1f} s)"
     )
-    if calibrate and result.chunks:
-        _auto_calibrate(index, model)
+    if not result.chunks:
+        return
+    if tune:
+        from mentor.rag.autotune import needs_tuning
+        from mentor.rag.retrieve import Retriever
+
+        due, why = needs_tuning(index, Retriever(index, embedding).chunks)
+        if due or retune:
+            console.print(f"tuning the index ({'asked' if retune and not due else why})")
+            _autotune(index, embedding, model, device, profile, tune_minutes, calibrate)
+            return
+        console.print(why, highlight=False)
+    if calibrate:
+        _auto_calibrate(index, embedding)
+
+
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (every step whose measured estimate fits --tune-minutes), fast (questions, "
+        "fusion, calibration) or full (every step, reranker included)."
+    ),
+]
+TuneMinutesOpt = Annotated[
+    float, typer.Option(help="Time budget of the tuning, in minutes.", min=0.1)
+]
+
+
+class _Shown:
+    """The one progress display of a tuning run: the steps with the elapsed time against the
+    budget, and the current step's bar with its ETA."""
+
+    def __init__(self, bar: Progress, budget_s: float) -> None:
+        self.bar, self.budget_s = bar, budget_s
+        self.overall = bar.add_task("tuning", total=None)
+        self.current = bar.add_task("", total=None, visible=False)
+
+    def step(self, name: str, number: int, total: int, estimate_s: float | None) -> None:
+        guess = f", about {estimate_s / 60:.1f} min" if estimate_s else ""
+        self.bar.update(
+            self.overall,
+            description=f"step {number}/{total}: {name}{guess} (budget "
+            f"{self.budget_s / 60:.0f} min)",
+            completed=number - 1,
+            total=total,
+        )
+        self.bar.update(self.current, description=name, completed=0, total=None, visible=True)
+
+    def update(self, what: str, done: int, total: int | None) -> None:
+        self.bar.update(self.current, description=f"  {what}", completed=done, total=total)
+
+    def note(self, line: str) -> None:
+        self.bar.console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def _autotune(
+    index: Path,
+    embedder: Embedder,
+    model: str,
+    device: str,
+    profile: str,
+    minutes: float,
+    calibrate: bool = True,
+    settings: EngineSettings | None = None,
+) -> None:
+    """Run :func:`mentor.rag.autotune.autotune` with one progress display; print the outcome."""
+    from mentor.rag.autotune import TuneOptions, autotune
+
+    try:
+        options = TuneOptions(
+            profile=profile,  # type: ignore[arg-type]
+            budget_s=minutes * 60,
+            calibrate=calibrate,
+            device=device,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    engine = settings or settings_from_flags(None, None, None)
+    with progress_bar(console) as bar:
+        shown = _Shown(bar, options.budget_s)
+        report = autotune(
+            index,
+            embedder,
+            lambda: _generator(model, device, engine),
+            options,
+            display=shown,
+        )
+        bar.update(shown.overall, completed=len(report.steps))
+    ran = [s for s in report.steps if s.status in ("done", "reused")]
+    console.print(
+        f"tuned in {report.seconds:.0f} s ({profile} profile): "
+        f"{', '.join(s.name for s in ran) or 'nothing'}; skipped: "
+        f"{', '.join(s.name for s in report.steps if s.status == 'skipped') or 'none'}; "
+        f"saved in {index / 'autotune.json'}",
+        highlight=False,
+    )
 
 
 def _auto_calibrate(index: Path, embedder: Embedder) -> None:
@@ -729,6 +846,14 @@ QuestionsOpt = Annotated[
 ]
 
 
+def _saved_selfeval(index: Path) -> SelfEvalSet | None:
+    """The index's saved self-evaluation set when it has questions in both parts."""
+    from mentor.rag.selfeval import SelfEvalSet
+
+    saved = SelfEvalSet.load(index)
+    return saved if saved is not None and saved.tuning and saved.held_out else None
+
+
 def _write_selfeval(
     index: Path,
     retriever: Retriever,
@@ -809,14 +934,34 @@ def tune_cmd(
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
     calibrate: CalibrateOpt = True,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the whole tuning as `rag index` does: auto, fast or full (see `rag index "
+            "--help`); without it, only the fusion setting is tuned.",
+            show_default=False,
+        ),
+    ] = None,
+    tune_minutes: TuneMinutesOpt = 30.0,
 ) -> None:
     """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
     local model writes for the index, kept only where it beats the simpler ones on held-out
-    questions; with --queries, also decide query expansion."""
-    from mentor.rag.tune import tune_fusion
+    questions; with --profile, every tuning step (chunk size, reranker, calibration too); with
+    --queries, also decide query expansion."""
+    from mentor.rag.tune import load_fusion, tune_fusion
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
+    if profile is not None:
+        _autotune(
+            index, retriever.embedder, model, device, profile, tune_minutes, calibrate, settings
+        )
+        if queries is None:
+            return
+        retriever = open_retriever(index, device)  # the chunk-size step may have swapped it
+        _tune_expansion(index, retriever, queries, qrels, model, device, settings,
+                        max_queries, margin, load_fusion(index), calibrate=False)  # fmt: skip
+        return
     selfeval = _write_selfeval(index, retriever, model, device, questions, budget_minutes, settings)
     fusion = None
     with progress_bar(console) as bar:
@@ -841,6 +986,25 @@ def tune_cmd(
         if calibrate:
             _auto_calibrate(index, retriever.embedder)
         return
+    _tune_expansion(index, retriever, queries, qrels, model, device, settings, max_queries,
+                    margin, fusion, calibrate=calibrate)  # fmt: skip
+
+
+def _tune_expansion(
+    index: Path,
+    retriever: Retriever,
+    queries: Path,
+    qrels: Path | None,
+    model: str,
+    device: str,
+    settings: EngineSettings,
+    max_queries: int,
+    margin: float,
+    fusion: FusionTuning | None,
+    *,
+    calibrate: bool,
+) -> None:
+    """Decide query expansion on the user's judged questions (`rag tune --queries`)."""
     from mentor.rag.evaluation import load_eval_set
     from mentor.rag.retrieve import SearchConfig
     from mentor.rag.tune import tune_expansion
@@ -1020,6 +1184,15 @@ def train_reranker_cmd(
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
+    reuse_questions: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-questions/--new-questions",
+            help="Without --queries: train on the tuning part of the index's self-evaluation "
+            "questions (selfeval.json, from `rag tune`) and judge on its held-out part, when it "
+            "has them, instead of writing questions of its own.",
+        ),
+    ] = True,
 ) -> None:
     """Fine-tune a MiniLM cross-encoder on (question, relevant passage) pairs with hard negatives
     mined from the index: from judgements, or from synthetic questions for unlabelled domains."""
@@ -1039,6 +1212,16 @@ def train_reranker_cmd(
             raise fail(str(exc)) from None
         texts = eval_set.queries
         positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
+    elif reuse_questions and (selfeval := _saved_selfeval(index)) is not None:
+        from mentor.rag.autotune import selfeval_questions
+
+        texts, positives, held_texts, held_positives = selfeval_questions(
+            selfeval, retriever.chunks
+        )
+        console.print(
+            f"the index's synthetic questions: {len(texts)} to train on, {len(held_texts)} held "
+            f"out (by {selfeval.generator}; --new-questions writes others)"
+        )
     else:
         from mentor.models.remote import RemoteError
         from mentor.rag.synthetic import synthetic_questions
