@@ -249,8 +249,17 @@ def test_search_and_eval_with_a_reranker(docs: Path, tmp_path: Path, embedder_fo
     reranker = save_model_folder(model, tokenizer, tmp_path / "ce")
     idx = str(tmp_path / "idx")
     built = runner.invoke(
-        app, ["rag", "index", str(docs), "--index", idx, "--embedder", str(embedder_folder),
-              "--no-tune"]
+        app,
+        [
+            "rag",
+            "index",
+            str(docs),
+            "--index",
+            idx,
+            "--embedder",
+            str(embedder_folder),
+            "--no-tune",
+        ],
     )
     assert built.exit_code == 0, built.output
     for flag in ("--rerank-fusion", "--rerank-replace"):
