@@ -79,6 +79,9 @@ def test_index_tunes_by_default_and_a_small_change_does_not_retune(
     assert "tuning the index (asked)" in forced.output
     assert len(writer.calls) == asked  # the saved questions were read back
 
+    info = runner.invoke(app, ["rag", "info", "--index", str(idx)], env={"COLUMNS": "300"})
+    assert "fast profile" in info.output and "skipped: lexical" in info.output
+
     tuned = runner.invoke(app, ["rag", "tune", "--index", str(idx), "--profile", "fast"])
     assert tuned.exit_code == 0, tuned.output
     assert "questions: unchanged since the last run" in tuned.output

@@ -418,6 +418,16 @@ def info_cmd(index: IndexOpt) -> None:
             f"{len(selfeval.tuning)} tuning, {len(selfeval.held_out)} held out "
             f"(by {selfeval.generator})"
         )
+    from mentor.rag.autotune import load_report
+
+    tuned_run = load_report(index)
+    if tuned_run is not None:
+        skipped = [s.name for s in tuned_run.steps if s.status == "skipped"]
+        rows["tuning run"] = (
+            f"{tuned_run.profile} profile, {tuned_run.created}, {tuned_run.seconds:.0f} s"
+            + ("" if tuned_run.finished else " (unfinished: run mentor rag tune again)")
+            + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+        )
     calibration = load_calibration(index)
     rows["refusal threshold"] = (
         calibration.describe()
