@@ -452,7 +452,13 @@ FAST_STEPS = ("questions", "fusion", "calibration")
 
 
 def default_steps() -> list[Step]:
-    """The steps in order; ``lexical`` and ``embedder`` are slots for their tuners."""
+    """The steps in order; ``lexical`` and ``embedder`` are slots for their tuners.
+
+    To plug a tuner in, give its slot a ``run``: ``(ctx) -> (line, result)`` that reads
+    ``ctx.questions()`` (tuning and held-out parts), saves its choice beside the index, and
+    calls ``ctx.reopen()`` when it changed what the retriever reads (a BM25 rebuilt with other
+    parameters); an embedder tuner that re-embeds the index also sets ``ctx.embedder``, so the
+    later steps search with the new one. Give it an ``estimate`` too, so ``auto`` can skip it."""
     every = frozenset(PROFILES)
     deep = frozenset({"auto", "full"})
     return [

@@ -12,8 +12,9 @@ candidate depth from those scores. Two decisions follow from the per-question nD
   kept only when the interval of the gain lies above 0.
 
 The verdict is written to ``reranker.json`` in the index folder (and a copy in the reranker's
-folder); ``mentor rag search`` and ``ask`` then use the reranker by default only when it was
-kept, at the chosen depth. The first stage is a parameter, so a tuned first stage can be the
+folder); ``mentor rag search``, ``ask``, ``eval``, ``diagnose``, the server and the bakeoff then
+use the reranker by default only when it was kept, at the chosen depth (one rule:
+:func:`chosen_reranker`). The first stage is a parameter, so a tuned first stage can be the
 one the reranker must beat.
 
 Run: ``mentor rag train-reranker --index idx --out idx/reranker`` (judges and saves the verdict);
