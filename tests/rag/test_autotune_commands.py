@@ -218,3 +218,17 @@ def test_the_server_and_the_bakeoff_use_the_kept_reranker(
     arm.search("zq3x")
     assert len(calls) == 2 and all(isinstance(r, CrossEncoderReranker) for _, r in calls)
     assert calls[0][1] is calls[1][1] and calls[0][0].rerank_depth == 9  # loaded once
+
+
+@pytest.mark.usefixtures("hash_embedder")
+def test_train_reranker_reuses_the_index_questions(tmp_path: Path, embedder_folder: Path) -> None:
+    idx = _hash_index(tmp_path)
+    args = ["rag", "train-reranker", "--index", str(idx), "--out", str(idx / "rr"), "--base",
+            str(embedder_folder), "--epochs", "1", "--negatives", "2", "--device", "cpu",
+            "--model", "no-such-model"]  # fmt: skip
+    trained = runner.invoke(app, args)  # writing questions would need the model: it is not asked
+    assert trained.exit_code == 0, trained.output
+    assert "the index's synthetic questions:" in trained.output
+    assert (idx / "reranker.json").exists() and (idx / "rr" / "held-out-questions.jsonl").exists()
+    fresh = runner.invoke(app, [*args, "--new-questions"])
+    assert fresh.exit_code != 0 and "no-such-model" in f"{fresh.output}{fresh.exception}"
