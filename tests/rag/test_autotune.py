@@ -10,6 +10,7 @@ import json
 import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +146,14 @@ def test_fast_runs_only_its_steps(tmp_path: Path) -> None:
 
 
 def test_a_second_run_reuses_questions_and_finished_steps(tmp_path: Path) -> None:
-    index, _ = built(tmp_path)
+    index, docs = built(tmp_path)
     first = writer()
     autotune(index, HashEmbedder(64), opener(first), TuneOptions(profile="fast", questions=40))
     assert len(first.calls) > 0
     fusion_file = (index / "fusion.json").read_bytes()
+    build_index(index, [docs], HashEmbedder(64), sync=True)  # nothing changed...
+    stamped = replace(Manifest.read(index), updated="2000-01-01T00:00:00Z")
+    stamped.write(index)  # ...but the time stamp: the steps' inputs are the same
 
     second = writer()
     again = autotune(

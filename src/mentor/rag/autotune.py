@@ -304,8 +304,18 @@ def _fingerprint(index: Path, step: Step, options: TuneOptions) -> str:
     for name in (MANIFEST, *step.inputs):
         path = index / name
         digest.update(name.encode())
-        digest.update(path.read_bytes() if path.exists() else b"-")
+        if name == MANIFEST:
+            digest.update(_manifest_key(index))
+        else:
+            digest.update(path.read_bytes() if path.exists() else b"-")
     return digest.hexdigest()[:16]
+
+
+def _manifest_key(index: Path) -> bytes:
+    """The manifest without its time stamp: a re-index that changed nothing keeps the key."""
+    raw = json.loads((index / MANIFEST).read_text())
+    raw.pop("updated", None)
+    return json.dumps(raw, sort_keys=True).encode()
 
 
 def _option_key(name: str, options: TuneOptions) -> Any:
