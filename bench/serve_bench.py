@@ -348,7 +348,7 @@ def _index(args: argparse.Namespace) -> Path:
     index = mentor_home() / "bench" / "serve-tidepool-index"
     if not (index / "index.json").exists():
         subprocess.run([sys.executable, "-m", "mentor.cli", "rag", "index", str(DOCS), "--index",
-                        str(index)], check=True)  # fmt: skip
+                        str(index), "--no-tune"], check=True)  # fmt: skip
     return index
 
 

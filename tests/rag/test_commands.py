@@ -35,13 +35,14 @@ def test_index_search_info_eval(docs: Path, tmp_path: Path, embedder_folder: Pat
             str(embedder_folder),
             "--device",
             "cpu",
+            "--no-tune",
         ],
     )
     assert built.exit_code == 0, built.output
     assert "corrupt.pdf" in built.output and "4 new or changed documents" in built.output
     assert "1 failed" in built.output
 
-    again = runner.invoke(app, ["rag", "index", str(docs), "--index", idx, "--sync"])
+    again = runner.invoke(app, ["rag", "index", str(docs), "--index", idx, "--sync", "--no-tune"])
     assert again.exit_code == 0 and "0 new or changed" in again.output
     assert "4 unchanged" in again.output
 
@@ -134,6 +135,7 @@ def built(docs: Path, tmp_path: Path, embedder_folder: Path) -> str:
             str(embedder_folder),
             "--device",
             "cpu",
+            "--no-tune",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -247,7 +249,17 @@ def test_search_and_eval_with_a_reranker(docs: Path, tmp_path: Path, embedder_fo
     reranker = save_model_folder(model, tokenizer, tmp_path / "ce")
     idx = str(tmp_path / "idx")
     built = runner.invoke(
-        app, ["rag", "index", str(docs), "--index", idx, "--embedder", str(embedder_folder)]
+        app,
+        [
+            "rag",
+            "index",
+            str(docs),
+            "--index",
+            idx,
+            "--embedder",
+            str(embedder_folder),
+            "--no-tune",
+        ],
     )
     assert built.exit_code == 0, built.output
     for flag in ("--rerank-fusion", "--rerank-replace"):
@@ -289,7 +301,7 @@ def test_index_calibrates_refusal_and_info_says_where_from(built: str, tmp_path:
 
 def test_no_calibrate_opts_out(docs: Path, tmp_path: Path, embedder_folder: Path) -> None:
     idx = tmp_path / "plain"
-    flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--no-calibrate"]
+    flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--no-calibrate", "--no-tune"]
     result = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), *flags])
     assert result.exit_code == 0, result.output
     assert not (idx / "calibration.json").exists()

@@ -127,7 +127,7 @@ def test_the_cli_refuses_bad_fields_and_matches_values_as_text(tmp_path: Path) -
     idx = str(tmp_path / "idx")
     runner = CliRunner()
     built = runner.invoke(
-        app, ["rag", "index", str(folder), "--index", idx, "--embedder", str(embedder)]
+        app, ["rag", "index", str(folder), "--index", idx, "--embedder", str(embedder), "--no-tune"]
     )
     assert built.exit_code == 0, built.output
 

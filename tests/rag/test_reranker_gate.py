@@ -377,7 +377,8 @@ def test_train_judge_and_search_from_the_cli(tmp_path: Path) -> None:
     encoder = tiny_sentence_transformer_folder(tmp_path / "tiny-st")
     idx = tmp_path / "idx"
     built = runner.invoke(
-        app, ["rag", "index", str(docs), "--index", str(idx), "--embedder", str(encoder)]
+        app,
+        ["rag", "index", str(docs), "--index", str(idx), "--embedder", str(encoder), "--no-tune"],
     )
     assert built.exit_code == 0, built.output
 

@@ -84,7 +84,7 @@ def test_train_reranker_with_a_hosted_writer(fake: FakeOpenAI, url: str, tmp_pat
     encoder = tiny_sentence_transformer_folder(tmp_path / "tiny-st")
     idx = str(tmp_path / "idx")
     built = runner.invoke(app, ["rag", "index", str(docs), "--index", idx, "--embedder",
-                                str(encoder), "--device", "cpu"])  # fmt: skip
+                                str(encoder), "--device", "cpu", "--no-tune"])  # fmt: skip
     assert built.exit_code == 0, built.output
     args = ["rag", "train-reranker", "--index", idx, "--model", "writer", "--model-url", url,
             "--model-key-env", "", "--synthetic", "4", "--base", str(encoder), "--negatives",
@@ -107,7 +107,7 @@ def test_train_reranker_names_a_missing_key(url: str, tmp_path: Path) -> None:
     encoder = tiny_sentence_transformer_folder(tmp_path / "tiny-st")
     idx = str(tmp_path / "idx")
     assert runner.invoke(app, ["rag", "index", str(docs), "--index", idx, "--embedder",
-                               str(encoder)]).exit_code == 0  # fmt: skip
+                               str(encoder), "--no-tune"]).exit_code == 0  # fmt: skip
     result = runner.invoke(app, ["rag", "train-reranker", "--index", idx, "--out",
                                  str(tmp_path / "rr"), "--model", "writer", "--model-url", url,
                                  "--model-key-env", "MENTOR_TEST_NO_SUCH_KEY"])  # fmt: skip

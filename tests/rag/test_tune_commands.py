@@ -43,7 +43,7 @@ def test_tune_and_eval_without_queries(
     idx = tmp_path / "idx"
     built = runner.invoke(
         app, ["rag", "index", str(corpus(tmp_path)), "--index", str(idx), "--embedder",
-              str(embedder_folder)],
+              str(embedder_folder), "--no-tune"],
     )  # fmt: skip
     assert built.exit_code == 0, built.output
     retriever = open_retriever(idx, device="cpu")
@@ -56,25 +56,29 @@ def test_tune_and_eval_without_queries(
     info = runner.invoke(app, ["rag", "info", "--index", str(idx)])
     assert "not tuned" in info.output
 
+    # the fast profile, with the BM25 and embedder steps switched on (no reranker to train)
     tuned = runner.invoke(
-        app, ["rag", "tune", "--index", str(idx), "--model", str(tiny_lm), "--questions", "40"]
-    )
+        app, ["rag", "tune", "--index", str(idx), "--model", str(tiny_lm), "--questions", "40",
+              "--profile", "fast", "--lexical", "--embedder-tune"],
+    )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
-    assert "chosen:" in tuned.output and "held out" in tuned.output
-    # a tiny corpus fits the embedder budget: it was fine-tuned (kept or not) before fusion
+    assert "fusion: " in tuned.output and "held-out nDCG@10" in tuned.output
+    # the embedder was fine-tuned (kept or not) before fusion
     assert "embedder: " in tuned.output
     assert json.loads((idx / "embedder.json").read_text())["train_loss"]
     fusion = load_fusion(idx)
     assert fusion is not None and fusion.held_out_questions > 0
-    assert "BM25 alone" in tuned.output and (idx / "lexical.json").exists()  # on by default
+    assert "lexical: " in tuned.output and (idx / "lexical.json").exists()
     (idx / "lexical.json").unlink()
     skipped = runner.invoke(
         app, ["rag", "tune", "--index", str(idx), "--model", str(tiny_lm), "--questions", "40",
-              "--no-lexical", "--no-calibrate"],
+              "--profile", "fast", "--no-lexical", "--no-calibrate"],
     )  # fmt: skip
     assert skipped.exit_code == 0, skipped.output
-    assert "BM25 alone" not in skipped.output and not (idx / "lexical.json").exists()
-
+    steps = {s["name"]: s for s in json.loads((idx / "autotune.json").read_text())["steps"]}
+    assert steps["lexical"]["status"] == "skipped" and steps["lexical"]["reason"] == "turned off"
+    assert steps["embedder"]["reason"] == "not in the fast profile"
+    assert not (idx / "lexical.json").exists()
     info = runner.invoke(app, ["rag", "info", "--index", str(idx)])
     assert f"tuned: {fusion.chosen}" in info.output
 

@@ -77,7 +77,7 @@ def test_serve_command_end_to_end(tmp_path: Path, device_args: list[str]) -> Non
     built = subprocess.run(
         # a random tiny embedder's cosines say nothing: no refusal threshold from them
         [*cli, "rag", "index", str(docs), "--index", str(tmp_path / "idx"),
-         "--embedder", str(embedder), "--no-calibrate"],
+         "--embedder", str(embedder), "--no-calibrate", "--no-tune"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-2000:]

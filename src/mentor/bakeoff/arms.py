@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,7 @@ class Retrieval:
     searcher: Any  # mentor.rag.Retriever
     settings: RetrievalSettings
     rag_system: str
+    _chosen: tuple[Any, int | None] | None = field(default=None, init=False, repr=False)
 
     def search(self, question: str) -> tuple[list[ChatMessage], list[str], list[str]]:
         """The RAG prompt, the passages' texts and their doc ids."""
@@ -269,9 +270,20 @@ class Retrieval:
 
         folder = getattr(self.searcher, "folder", None)  # a Retriever's index: its tuned setting
         config = resolve_search(folder, {"mode": self.settings.mode, "k": self.settings.k})
-        hits = self.searcher.search(question, config).hits
+        reranker, depth = self._reranker(folder)
+        config = replace(config, rerank_depth=depth or config.rerank_depth)
+        hits = self.searcher.search(question, config, reranker=reranker).hits
         prompt = build_messages(question, hits, system=self.rag_system)
         return prompt, [h.chunk.text for h in hits], [h.chunk.doc_id for h in hits]
+
+    def _reranker(self, folder: Path | None) -> tuple[Any, int | None]:
+        """The index's kept reranker and its depth (the rule search and ask follow), loaded
+        once per arm."""
+        if self._chosen is None:
+            from mentor.rag.rerank_gate import chosen_reranker
+
+            self._chosen = chosen_reranker(folder, None, None)
+        return self._chosen
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +18,8 @@ from mentor.utils.cli import fail
 from mentor.utils.progress import progress_bar
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help` stays fast
+    from rich.progress import Progress
+
     from mentor.models.backends import EngineSettings
     from mentor.models.generation import EngineGenerator
     from mentor.models.protocols import Embedder, Generator
@@ -108,10 +110,31 @@ def index_cmd(
     ] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     calibrate: CalibrateOpt = True,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Tune the index after building it (synthetic questions, chunk size, fusion, "
+            "reranker, refusal threshold; see --profile); --no-tune only calibrates.",
+        ),
+    ] = True,
+    profile: ProfileOpt = "auto",
+    tune_minutes: TuneMinutesOpt = 30.0,
+    retune: Annotated[
+        bool,
+        typer.Option(
+            help="Tune again even when under 20% of the chunks changed since the last tuning."
+        ),
+    ] = False,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Writer of the synthetic questions (tuning).")
+    ] = "smollm2-135m-instruct",
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx, BEIR corpus.jsonl); re-runs embed only what
-    changed. A killed run leaves the previous index usable; run again to finish it. The index
-    then calibrates the confidence below which `ask` refuses (--no-calibrate: it never refuses)."""
+    changed. A killed run leaves the previous index usable; run again to finish it. The index is
+    then tuned in one step within --tune-minutes (a re-run tunes again only when over 20% of
+    the chunks changed, or with --retune); --no-tune only calibrates the confidence below which
+    `ask` refuses (--no-calibrate: it never refuses)."""
     from mentor.models.loading import load_embedder
     from mentor.rag.index import IndexConfig, build_index
 
@@ -126,7 +149,7 @@ def index_cmd(
         config = _manifest(index).config
         location = embedder_location(index, config)  # a fine-tuned one lives in the index
     with console.status(f"loading {config.embedder}"):
-        model = load_embedder(location, device=device)
+        embedding = load_embedder(location, device=device)
     with progress_bar(console) as bar:
         task = bar.add_task("reading files", total=None)
 
@@ -136,7 +159,7 @@ def index_cmd(
         result = build_index(
             index,
             paths,
-            model,
+            embedding,
             config=config,
             sync=sync,
             progress=report,
@@ -155,8 +178,115 @@ def index_cmd(
         f"{result.documents} documents in {result.chunks} chunks "
         f"({result.seconds:.1f} s, of which embedding {result.embed_seconds:.1f} s)"
     )
-    if calibrate and result.chunks:
-        _auto_calibrate(index, model)
+    if not result.chunks:
+        return
+    if tune:
+        from mentor.rag.autotune import needs_tuning
+        from mentor.rag.retrieve import Retriever
+
+        due, why = needs_tuning(index, Retriever(index, embedding).chunks)
+        if due or retune:
+            console.print(f"tuning the index ({'asked' if retune and not due else why})")
+            _autotune(index, embedding, model, device, profile, tune_minutes, calibrate)
+            return
+        console.print(why, highlight=False)
+    if calibrate:
+        _auto_calibrate(index, embedding)
+
+
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (every step whose measured estimate fits --tune-minutes), fast (questions, "
+        "fusion, calibration) or full (every step, reranker included)."
+    ),
+]
+TuneMinutesOpt = Annotated[
+    float, typer.Option(help="Time budget of the tuning, in minutes.", min=0.1)
+]
+
+
+class _Shown:
+    """The one progress display of a tuning run: the steps with the elapsed time against the
+    budget, and the current step's bar with its ETA."""
+
+    def __init__(self, bar: Progress, budget_s: float) -> None:
+        self.bar, self.budget_s = bar, budget_s
+        self.overall = bar.add_task("tuning", total=None)
+        self.current = bar.add_task("", total=None, visible=False)
+
+    def step(self, name: str, number: int, total: int, estimate_s: float | None) -> None:
+        guess = f", about {estimate_s / 60:.1f} min" if estimate_s else ""
+        self.bar.update(
+            self.overall,
+            description=f"step {number}/{total}: {name}{guess} (budget "
+            f"{self.budget_s / 60:.0f} min)",
+            completed=number - 1,
+            total=total,
+        )
+        self.bar.update(self.current, description=name, completed=0, total=None, visible=True)
+
+    def update(self, what: str, done: int, total: int | None) -> None:
+        self.bar.update(self.current, description=f"  {what}", completed=done, total=total)
+
+    def note(self, line: str) -> None:
+        self.bar.console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def _autotune(
+    index: Path,
+    embedder: Embedder,
+    model: str,
+    device: str,
+    profile: str,
+    minutes: float,
+    calibrate: bool = True,
+    settings: EngineSettings | None = None,
+    *,
+    questions: int | None = None,
+    switches: Mapping[str, bool | None] | None = None,
+    embedder_budget_s: float | None = None,
+) -> None:
+    """Run :func:`mentor.rag.autotune.autotune` with one progress display; print the outcome.
+    ``switches``: step name -> True (run it whatever the profile), False (skip it), None."""
+    from dataclasses import replace
+
+    from mentor.rag.autotune import TuneOptions, autotune
+
+    chosen = {name: on for name, on in (switches or {}).items() if on is not None}
+    try:
+        options = TuneOptions(
+            profile=profile,  # type: ignore[arg-type]
+            budget_s=minutes * 60,
+            questions=questions,
+            calibrate=calibrate,
+            device=device,
+            steps_on=tuple(name for name, on in chosen.items() if on),
+            steps_off=tuple(name for name, on in chosen.items() if not on),
+        )
+        if embedder_budget_s is not None:
+            options = replace(options, embedder_budget_s=embedder_budget_s)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    engine = settings or settings_from_flags(None, None, None)
+    with progress_bar(console) as bar:
+        shown = _Shown(bar, options.budget_s)
+        report = autotune(
+            index,
+            embedder,
+            lambda: _generator(model, device, engine),
+            options,
+            display=shown,
+        )
+        bar.update(shown.overall, completed=len(report.steps))
+    ran = [s for s in report.steps if s.status in ("done", "reused")]
+    console.print(
+        f"tuned in {report.seconds:.0f} s ({profile} profile): "
+        f"{', '.join(s.name for s in ran) or 'nothing'}; skipped: "
+        f"{', '.join(s.name for s in report.steps if s.status == 'skipped') or 'none'}; "
+        f"saved in {index / 'autotune.json'}",
+        highlight=False,
+    )
 
 
 def _auto_calibrate(index: Path, embedder: Embedder) -> None:
@@ -307,6 +437,16 @@ def info_cmd(index: IndexOpt) -> None:
             f"{len(selfeval.tuning)} tuning, {len(selfeval.held_out)} held out "
             f"(by {selfeval.generator})"
         )
+    from mentor.rag.autotune import load_report
+
+    tuned_run = load_report(index)
+    if tuned_run is not None:
+        skipped = [s.name for s in tuned_run.steps if s.status == "skipped"]
+        rows["tuning run"] = (
+            f"{tuned_run.profile} profile, {tuned_run.created}, {tuned_run.seconds:.0f} s"
+            + ("" if tuned_run.finished else " (unfinished: run mentor rag tune again)")
+            + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+        )
     calibration = load_calibration(index)
     rows["refusal threshold"] = (
         calibration.describe()
@@ -380,6 +520,8 @@ def eval_cmd(
     reranker: Annotated[
         Path | None, typer.Option(help="A reranker trained by `mentor rag train-reranker`.")
     ] = None,
+    use_reranker: UseRerankerOpt = None,
+    rerank_depth: RerankDepthOpt = None,
     rerank_fusion: RerankFusionOpt = True,
     ks: Annotated[str, typer.Option("--ks", help="Cutoffs, comma-separated.")] = "1,3,5,10,100",
     out: Annotated[
@@ -427,11 +569,8 @@ def eval_cmd(
             f"synthetic: {len(eval_set.queries)} held-out questions written by "
             f"{selfeval.generator} for the index's own chunks (no human judgements)"
         )
-    scorer = None
-    if reranker is not None:
-        from mentor.rag.reranker import CrossEncoderReranker
-
-        scorer = CrossEncoderReranker(reranker, device="cpu" if device == "auto" else device)
+    scorer, judged_depth = _chosen_reranker(index, reranker, use_reranker, device)
+    config = replace(config, rerank_depth=rerank_depth or judged_depth or config.rerank_depth)
     with progress_bar(console) as bar:
         task = bar.add_task("evaluating", total=len(eval_set.queries))
         report = evaluate_retrieval(
@@ -504,24 +643,14 @@ def _reranker(folder: Path | None, device: str) -> Reranker | None:
 def _chosen_reranker(
     index: Path, folder: Path | None, use: bool | None, device: str
 ) -> tuple[Reranker | None, int | None]:
-    """The reranker for a search and its depth: ``--reranker`` as given; ``--no-reranker``
-    none; else the index's judged reranker when it was kept, at its chosen depth."""
-    if use is False:
-        return None, None
-    if folder is not None:
-        return _reranker(folder, device), None
-    from mentor.rag.rerank_gate import default_reranker
+    """The reranker for a search and its depth (:func:`mentor.rag.rerank_gate.chosen_reranker`:
+    ``--reranker`` as given; ``--no-reranker`` none; else the index's kept one)."""
+    from mentor.rag.rerank_gate import chosen_reranker
 
     try:
-        kept = default_reranker(index)
+        return chosen_reranker(index, folder, use, device)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    if kept is None:
-        if use:
-            raise fail(f"{index}: no kept reranker; train one with: mentor rag train-reranker")
-        return None, None
-    path, decision = kept
-    return _reranker(path, device), decision.depth
 
 
 def _searcher(retriever: Retriever, expansion: str, generator: Generator) -> Searcher:
@@ -699,6 +828,8 @@ def diagnose_cmd(
     k: Annotated[int, typer.Option("-k", help="Sources to put in the prompt.", min=1)] = 4,
     mode: ModeOpt = None,
     reranker: RerankerOpt = None,
+    use_reranker: UseRerankerOpt = None,
+    rerank_depth: RerankDepthOpt = None,
     expansion: ExpansionOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -715,6 +846,8 @@ def diagnose_cmd(
     config = _search_config(index, mode=mode, k=k)
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
+    scorer, judged_depth = _chosen_reranker(index, reranker, use_reranker, device)
+    config = replace(config, rerank_depth=rerank_depth or judged_depth or config.rerank_depth)
     with _generator(model, device, settings) as generator, console.status("running each stage"):
         result = diagnose(
             _searcher(retriever, expansion, generator),
@@ -722,7 +855,7 @@ def diagnose_cmd(
             question,
             reference=reference,
             search=config,
-            reranker=_reranker(reranker, device),
+            reranker=scorer,
             calibration=load_calibration(index),
             sampling=SamplingConfig(max_new_tokens=256),
         )
@@ -740,6 +873,14 @@ QuestionsOpt = Annotated[
         min=2,
     ),
 ]
+
+
+def _saved_selfeval(index: Path) -> SelfEvalSet | None:
+    """The index's saved self-evaluation set when it has questions in both parts."""
+    from mentor.rag.selfeval import SelfEvalSet
+
+    saved = SelfEvalSet.load(index)
+    return saved if saved is not None and saved.tuning and saved.held_out else None
 
 
 def _write_selfeval(
@@ -773,120 +914,6 @@ def _write_selfeval(
     return result
 
 
-def _show_fusion(fusion: FusionTuning, path: Path) -> None:
-    table = Table(
-        title=f"nDCG@10 on {fusion.tuning_questions} tuning / {fusion.held_out_questions} "
-        "held-out synthetic questions"
-    )
-    for column in ("setting", "tuning", "held out", "vs best (95% CI)"):
-        table.add_column(column)
-    for name, score in fusion.held_out_ndcg.items():
-        gap = fusion.held_out_gap.get(name)
-        ci = f"{gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]" if gap else "(same as a simpler one)"
-        table.add_row(name, f"{fusion.tuning_ndcg[name]:.3f}", f"{score:.3f}", ci)
-    console.print(table)
-    console.print(
-        f"chosen: {fusion.chosen}: {_describe(fusion.setting)} ({fusion.settings_tried} settings "
-        f"scored in {fusion.seconds:.0f} s; saved in {path})"
-    )
-
-
-def _tune_lexical(index: Path, retriever: Retriever, selfeval: SelfEvalSet) -> Retriever:
-    """Tune the index's BM25 (mentor.rag.lexical), show the scores; the retriever reopened on
-    the BM25 kept, for the fusion tuner."""
-    from mentor.rag.lexical import describe_setting, tune_lexical
-    from mentor.rag.retrieve import Retriever
-
-    with progress_bar(console) as bar:
-        task = bar.add_task("tuning BM25", total=None)
-        try:
-            result = tune_lexical(
-                index,
-                selfeval,
-                progress=lambda stage, done, total: bar.update(
-                    task, description=stage, completed=done, total=total
-                ),
-            )
-        except ValueError as exc:
-            err.print(f"[yellow]BM25 not tuned[/yellow]: {exc}", highlight=False)
-            return retriever
-    table = Table(
-        title=f"BM25 alone, nDCG@10 on {result.tuning_questions} tuning / "
-        f"{result.held_out_questions} held-out synthetic questions"
-    )
-    for column in ("stage", "setting", "tuning", "held out", "vs best (95% CI)"):
-        table.add_column(column)
-    for name, setting in result.stage_settings.items():
-        gap = result.held_out_gap[name]
-        table.add_row(
-            name,
-            describe_setting(setting),
-            f"{result.tuning_ndcg[name]:.3f}",
-            f"{result.held_out_ndcg[name]:.3f}",
-            f"{gap[0]:+.3f} [{gap[1]:+.3f}, {gap[2]:+.3f}]",
-        )
-    console.print(table)
-    language = result.language or "unknown"
-    console.print(
-        f"language: {language}; kept: {result.chosen}: {describe_setting(result.setting)} "
-        f"({'BM25 rebuilt' if result.applied else 'BM25 unchanged'}; saved in "
-        f"{index / 'lexical.json'})",
-        highlight=False,
-    )
-    return Retriever(index, retriever.embedder) if result.applied else retriever
-
-
-def _embedder_tune_step(
-    index: Path,
-    retriever: Retriever,
-    selfeval: SelfEvalSet,
-    wanted: bool | None,
-    budget_minutes: float,
-    device: str,
-) -> bool:
-    """Fine-tune the index's embedder when ``wanted`` (None: when it fits the budget); True
-    when the index now uses a new one."""
-    from mentor.rag.embed_tune import fits_budget, seconds_per_chunk, tune_embedder
-
-    if wanted is False or not selfeval.tuning or not selfeval.held_out:
-        return False
-    budget = budget_minutes * 60
-    chunks = retriever.chunks
-    if wanted is None:
-        with console.status("timing the embedder"):
-            per_chunk = seconds_per_chunk(retriever.embedder, chunks)
-        if not fits_budget(len(chunks), per_chunk, budget):
-            console.print(
-                f"embedder not fine-tuned: re-embedding {len(chunks)} chunks would take "
-                f"~{len(chunks) * per_chunk:.0f} s, over half of the {budget:.0f} s budget "
-                "(--embedder-tune to do it anyway, --embedder-budget-minutes to give it more)"
-            )
-            return False
-    with progress_bar(console) as bar:
-        task = bar.add_task("fine-tuning the embedder", total=None)
-        try:
-            result = tune_embedder(
-                index,
-                selfeval,
-                budget_s=budget,
-                device=device,
-                progress=lambda stage, done, total: bar.update(
-                    task, description=stage, completed=done, total=total
-                ),
-            )
-        except ValueError as exc:
-            err.print(f"[yellow]embedder not fine-tuned[/yellow]: {exc}", highlight=False)
-            return False
-    held = ", ".join(f"{n} {v:.3f}" for n, v in result.held_out_ndcg.items())
-    console.print(
-        f"embedder: {result.chosen} ({result.reason}; held-out dense nDCG@10: {held or 'n/a'}; "
-        f"training {result.train_seconds:.0f} s, re-embedding {result.embed_seconds:.0f} s; "
-        f"saved in {index / 'embedder.json'})",
-        highlight=False,
-    )
-    return result.chosen == "tuned" and result.embedder != retriever.manifest.config.embedder
-
-
 @app.command("tune")
 def tune_cmd(
     index: IndexOpt,
@@ -899,12 +926,14 @@ def tune_cmd(
     ] = None,
     qrels: Annotated[Path | None, typer.Option(help="BEIR qrels TSV.")] = None,
     model: ModelOpt = "smollm2-135m-instruct",
-    questions: QuestionsOpt = 200,
-    budget_minutes: Annotated[
-        float | None,
+    questions: Annotated[
+        int | None,
         typer.Option(
-            help="Stop writing synthetic questions after this long (run again to continue).",
-            min=0,
+            "--questions",
+            help="Chunks to write a synthetic question for, stratified by document (default: 200; "
+            "60 in the fast profile).",
+            min=2,
+            show_default=False,
         ),
     ] = None,
     max_queries: Annotated[
@@ -918,21 +947,28 @@ def tune_cmd(
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
     calibrate: CalibrateOpt = True,
+    profile: Annotated[
+        str,
+        typer.Option(help="auto, fast or full: the tuning steps run (see `rag index --help`)."),
+    ] = "auto",
+    tune_minutes: TuneMinutesOpt = 30.0,
     lexical: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--lexical/--no-lexical",
-            help="First tune BM25 to the corpus (language, title weight, k1 and b), kept only "
-            "where it beats the default on held-out questions.",
+            help="Tune BM25 to the corpus (language, title weight, k1 and b), kept only where it "
+            "beats the default on held-out questions (default: as the profile says).",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     embedder_tune: Annotated[
         bool | None,
         typer.Option(
             "--embedder-tune/--no-embedder-tune",
-            help="Fine-tune the embedder on the tuning questions first, kept only if better on "
-            "the held-out ones (default: when re-embedding the corpus takes at most half of "
-            "--embedder-budget-minutes).",
+            help="Fine-tune the embedder on the tuning questions, kept only if better on the "
+            "held-out ones (default: as the profile says, when re-embedding the corpus takes at "
+            "most half of --embedder-budget-minutes).",
+            show_default=False,
         ),
     ] = None,
     embedder_budget_minutes: Annotated[
@@ -940,44 +976,49 @@ def tune_cmd(
         typer.Option(help="Time for fine-tuning the embedder and re-embedding the corpus.", min=0),
     ] = 5.0,
 ) -> None:
-    """Choose the search setting (dense, BM25 or a tuned fusion) on synthetic questions the
-    local model writes for the index, kept only where it beats the simpler ones on held-out
-    questions (BM25's language, title weight, k1 and b first, then the embedder fine-tuned where
-    it fits, by the same rule); with --queries, also decide query expansion."""
-    from mentor.rag.tune import tune_fusion
+    """Tune retrieval on synthetic questions the local model writes for the index, each choice
+    kept only where it beats the simpler one on held-out questions: BM25, the embedder, chunk
+    size, the fusion setting, a reranker, the refusal threshold (the steps of the profile, within
+    --tune-minutes); with --queries, also decide query expansion."""
+    from mentor.rag.tune import load_fusion
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
     retriever = open_retriever(index, device)
-    selfeval = _write_selfeval(index, retriever, model, device, questions, budget_minutes, settings)
-    if lexical:
-        retriever = _tune_lexical(index, retriever, selfeval)
-    if _embedder_tune_step(
-        index, retriever, selfeval, embedder_tune, embedder_budget_minutes, device
-    ):
-        retriever = open_retriever(index, device)  # the fusion tuner sees the new dense lists
-    fusion = None
-    with progress_bar(console) as bar:
-        task = bar.add_task("tuning fusion", total=None)
-        try:
-            fusion = tune_fusion(
-                retriever,
-                selfeval.tuning,
-                selfeval.held_out,
-                progress=lambda stage, done, total: bar.update(
-                    task, description=stage, completed=done, total=total
-                ),
-            )
-        except ValueError as exc:
-            if queries is None:
-                raise fail(str(exc)) from None
-            # The judged questions can still decide expansion: say why fusion was not tuned.
-            err.print(f"[yellow]fusion not tuned[/yellow]: {exc}", highlight=False)
-    if fusion is not None:
-        _show_fusion(fusion, fusion.save(index))
+    _autotune(
+        index,
+        retriever.embedder,
+        model,
+        device,
+        profile,
+        tune_minutes,
+        calibrate,
+        settings,
+        questions=questions,
+        switches={"lexical": lexical, "embedder": embedder_tune},
+        embedder_budget_s=embedder_budget_minutes * 60,
+    )
     if queries is None:
-        if calibrate:
-            _auto_calibrate(index, retriever.embedder)
         return
+    retriever = open_retriever(index, device)  # a step may have swapped the table in
+    _tune_expansion(index, retriever, queries, qrels, model, device, settings,
+                    max_queries, margin, load_fusion(index), calibrate=False)  # fmt: skip
+
+
+def _tune_expansion(
+    index: Path,
+    retriever: Retriever,
+    queries: Path,
+    qrels: Path | None,
+    model: str,
+    device: str,
+    settings: EngineSettings,
+    max_queries: int,
+    margin: float,
+    fusion: FusionTuning | None,
+    *,
+    calibrate: bool,
+) -> None:
+    """Decide query expansion on the user's judged questions (`rag tune --queries`)."""
     from mentor.rag.evaluation import load_eval_set
     from mentor.rag.retrieve import SearchConfig
     from mentor.rag.tune import tune_expansion
@@ -1157,6 +1198,15 @@ def train_reranker_cmd(
     engine: EngineOpt = None,
     vllm_url: VLLMUrlOpt = None,
     vllm_python: VLLMPythonOpt = None,
+    reuse_questions: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-questions/--new-questions",
+            help="Without --queries: train on the tuning part of the index's self-evaluation "
+            "questions (selfeval.json, from `rag tune`) and judge on its held-out part, when it "
+            "has them, instead of writing questions of its own.",
+        ),
+    ] = True,
 ) -> None:
     """Fine-tune a MiniLM cross-encoder on (question, relevant passage) pairs with hard negatives
     mined from the index: from judgements, or from synthetic questions for unlabelled domains."""
@@ -1176,6 +1226,16 @@ def train_reranker_cmd(
             raise fail(str(exc)) from None
         texts = eval_set.queries
         positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
+    elif reuse_questions and (selfeval := _saved_selfeval(index)) is not None:
+        from mentor.rag.autotune import selfeval_questions
+
+        texts, positives, held_texts, held_positives = selfeval_questions(
+            selfeval, retriever.chunks
+        )
+        console.print(
+            f"the index's synthetic questions: {len(texts)} to train on, {len(held_texts)} held "
+            f"out (by {selfeval.generator}; --new-questions writes others)"
+        )
     else:
         from mentor.models.remote import RemoteError
         from mentor.rag.synthetic import synthetic_questions

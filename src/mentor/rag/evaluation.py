@@ -108,9 +108,11 @@ def evaluate_retrieval(
     ks: tuple[int, ...] = (1, 3, 5, 10, 100),
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> RagEvalReport:
-    # Several chunks may come from one document: fetch deep enough to fill the deepest cutoff.
-    depth = max(max(ks) * 2, config.k)
-    deep = replace(config, k=depth, candidates=max(config.candidates, depth))
+    # The whole candidate list, in the order a search with ``config`` gives it: asking for
+    # ``candidates`` hits leaves each retriever's depth (max(candidates, k)) as search has it,
+    # so a tuned candidate depth is what is measured (a cutoff deeper than the candidates
+    # sees only what search can return).
+    deep = replace(config, k=max(config.k, config.candidates))
     run: dict[str, dict[str, float]] = {}
     stages: dict[str, list[float]] = {}
     for done, (qid, text) in enumerate(eval_set.queries.items(), start=1):

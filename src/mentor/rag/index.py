@@ -87,8 +87,12 @@ class Manifest:
     updated: str
     format: int = FORMAT
     lance_dir: str = "lance"
-    """The folder of the LanceDB table: a new one replaces the table whole (a re-embedding)
-    by one manifest write, so a reader sees the old table or the new, never half of each."""
+    """The folder of the LanceDB table: a new one replaces the table whole (a re-embedding, a
+    re-chunked index swapped in) by one manifest write, so a reader sees the old table or the
+    new, never half of each."""
+    sources: list[str] = field(default_factory=list)
+    """The files and folders indexed (resolved), so the index can be rebuilt at another chunk
+    size from the same documents."""
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -362,7 +366,7 @@ def build_index(
             store.delete_docs(report.removed)
 
     progress("building BM25", 0, 1)
-    commit(folder, store, config)
+    commit(folder, store, config, sources=[str(p.resolve()) for p in paths])
     progress("building BM25", 1, 1)
     manifest = Manifest.read(folder)
     report.documents, report.chunks = manifest.documents, manifest.chunks
@@ -414,8 +418,12 @@ def _q(value: str) -> str:
     return sql_quote(value)
 
 
-def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
-    """Rebuild BM25 for the table's newest version, then point the manifest at both."""
+def commit(
+    folder: Path, store: LanceStore, config: IndexConfig, sources: Sequence[str] = ()
+) -> None:
+    """Rebuild BM25 for the table's newest version, then point the manifest at both.
+
+    ``sources`` (the paths just indexed) join those the manifest already names."""
     store.latest()
     if len(store) >= ANN_THRESHOLD:
         store.create_ann_index()
@@ -434,6 +442,7 @@ def commit(folder: Path, store: LanceStore, config: IndexConfig) -> None:
         chunks=chunks,
         updated=_now(),
         lance_dir=store.path.name,
+        sources=list(dict.fromkeys([*(old.sources if old is not None else []), *sources])),
     ).write(folder)
     # Only now may what the old manifest pointed at go.
     if old is not None and old.bm25_dir != bm25_dir:

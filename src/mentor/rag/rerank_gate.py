@@ -12,8 +12,9 @@ candidate depth from those scores. Two decisions follow from the per-question nD
   kept only when the interval of the gain lies above 0.
 
 The verdict is written to ``reranker.json`` in the index folder (and a copy in the reranker's
-folder); ``mentor rag search`` and ``ask`` then use the reranker by default only when it was
-kept, at the chosen depth. The first stage is a parameter, so a tuned first stage can be the
+folder); ``mentor rag search``, ``ask``, ``eval``, ``diagnose``, the server and the bakeoff then
+use the reranker by default only when it was kept, at the chosen depth (one rule:
+:func:`chosen_reranker`). The first stage is a parameter, so a tuned first stage can be the
 one the reranker must beat.
 
 Run: ``mentor rag train-reranker --index idx --out idx/reranker`` (judges and saves the verdict);
@@ -291,3 +292,32 @@ def read_questions(path: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
         queries[qid] = text
         positives[qid] = {str(r) for r in relevant}
     return queries, positives
+
+
+def chosen_reranker(
+    index: Path | None, folder: Path | None, use: bool | None, device: str = "auto"
+) -> tuple[Reranker | None, int | None]:
+    """The one rule for every caller (search, ask, eval, diagnose, the server, the bakeoff):
+    the reranker for a search and its depth. ``use`` False: none; a ``folder`` given: that one
+    (depth left to the caller); else the index's judged reranker when it was kept, at its
+    chosen depth (``use`` True and none kept: ValueError). Raises ValueError on an unreadable
+    verdict."""
+    if use is False:
+        return None, None
+    if folder is not None:
+        return _load_reranker(folder, device), None
+    kept = default_reranker(index) if index is not None else None
+    if kept is None:
+        if use:
+            raise ValueError(
+                f"{index}: no kept reranker; train one with: mentor rag train-reranker"
+            )
+        return None, None
+    path, decision = kept
+    return _load_reranker(path, device), decision.depth
+
+
+def _load_reranker(folder: Path, device: str) -> Reranker:
+    from mentor.rag.reranker import CrossEncoderReranker
+
+    return CrossEncoderReranker(folder, device="cpu" if device == "auto" else device)

@@ -138,21 +138,24 @@ def build_selfeval(
     """Write (or read back from the cache) questions for a stratified sample of ``questions``
     chunks, split them, and save the set in the index folder.
 
-    With ``budget_s``, writing stops at the first batch boundary past the budget (after one
-    batch at least) and the set is made of the chunks done so far (run again to continue: the
-    replies are cached)."""
+    With ``budget_s``, writing stops before a batch that would end past the budget (judged by
+    the slowest batch so far; one batch at least is written) and the set is made of the chunks
+    done so far (run again to continue: the replies are cached)."""
     picked = stratified_sample(chunks, questions, seed)
     cache = index / REPLIES
     started = time.perf_counter()
     done = 0
+    slowest = 0.0
     for start in range(0, len(picked), BATCH):
         batch = picked[start : start + BATCH]
+        t0 = time.perf_counter()
         synthetic_questions(batch, generator, cache=cache)
+        slowest = max(slowest, time.perf_counter() - t0)
         done = start + len(batch)
         if progress is not None:
             progress(done, len(picked))
-        if budget_s is not None and time.perf_counter() - started > budget_s:
-            break  # at least one batch: a set to tune on, however tight the budget
+        if budget_s is not None and time.perf_counter() - started + slowest > budget_s:
+            break  # the next batch would end past the budget; at least one batch was written
     seconds = time.perf_counter() - started
     # Once more over everything done, all from the cache: one pass keeps duplicates out.
     written = synthetic_questions(picked[:done], generator, cache=cache)

@@ -387,7 +387,9 @@ def create_app(server: Server) -> FastAPI:
             filters=body.filters,
         )
         try:
-            result = await asyncio.to_thread(searcher.search, body.query, config)
+            result = await asyncio.to_thread(
+                searcher.search, body.query, config, server.retrieval.reranker
+            )
         except ValueError as exc:
             raise APIError(400, str(exc), param="filters") from None
         hits = [

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from mentor.models.engine import Completion, StopCutter, TokenLogprobs
 from mentor.models.protocols import SamplingConfig
 from mentor.rag.answer import confidence
-from mentor.rag.retrieve import SearchConfig, Searcher
+from mentor.rag.retrieve import Reranker, SearchConfig, Searcher
 from mentor.serve.engine import Engine
 from mentor.serve.scheduler import Job
 from mentor.serve.tools import (
@@ -81,9 +81,11 @@ class Retrieval:
     """always: search with the user's message before the model answers, and again whenever the
     model calls the tool; model: only when the model calls it."""
     max_rounds: int = 3
+    reranker: Reranker | None = None
+    """The index's kept reranker (:func:`mentor.rag.rerank_gate.chosen_reranker`), if any."""
 
     def run(self, query: str, first_number: int) -> SearchRound:
-        hits = self.searcher.search(query, self.search).hits
+        hits = self.searcher.search(query, self.search, reranker=self.reranker).hits
         refused = bool(hits) and self.threshold is not None and confidence(hits) < self.threshold
         return SearchRound(query, [] if refused else hits, first_number, refused=refused)
 

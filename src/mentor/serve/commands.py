@@ -221,7 +221,10 @@ def _serve(engine: Engine, model: str, *, rag: Path | None, rag_search: str, top
     max_tokens, timeout, max_queue, max_body = limits_args
     retrieval, embed = None, None
     if rag is not None:
+        from dataclasses import replace
+
         from mentor.rag.calibrate import load_threshold
+        from mentor.rag.rerank_gate import chosen_reranker
         from mentor.rag.retrieve import open_retriever
         from mentor.rag.tune import resolve_search
 
@@ -236,7 +239,12 @@ def _serve(engine: Engine, model: str, *, rag: Path | None, rag_search: str, top
         search = resolve_search(rag, {"k": top_k})  # the index's tuned setting, if any
         # BM25 alone gives no similarity to compare with a calibrated threshold (as in ask).
         threshold = None if search.mode == "bm25" else load_threshold(rag)
-        retrieval = Retrieval(retriever, search, threshold, mode)
+        try:  # the index's kept reranker, by the rule search and ask follow
+            scorer, depth = chosen_reranker(rag, None, None, device)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        search = replace(search, rerank_depth=depth or search.rerank_depth)
+        retrieval = Retrieval(retriever, search, threshold, mode, reranker=scorer)
         embed = retriever.embedder
     if embedder is not None:
         from mentor.models.loading import load_embedder
