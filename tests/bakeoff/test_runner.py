@@ -444,3 +444,16 @@ def test_a_quantized_arm_is_exported_with_the_codes_it_was_measured_with(
     missing = bakeoff.export(chosen)
     assert missing.export is not None and missing.export.path is None
     assert "No GGUF file was written for lora-int8: " in missing.paragraph
+
+
+def test_the_index_is_tuned_as_rag_index_tunes_it(
+    first: tuple[BakeoffConfig, BakeoffResult, str],
+) -> None:
+    config, _, _ = first
+    # the fast profile by default, the base model writing the synthetic questions
+    reports = sorted((config.out / "indexes").glob("*/index/autotune.json"))
+    assert {r.parts[-3].split("-")[0] for r in reports} == {"docs", "updated"}
+    for report in reports:
+        tuned = json.loads(report.read_text())
+        assert tuned["profile"] == "fast" and tuned["finished"]
+        assert {s["name"] for s in tuned["steps"] if s["status"] != "skipped"} >= {"questions"}

@@ -161,6 +161,15 @@ class RetrievalSettings(_Strict):
     )
     k: int = Field(default=3, ge=1, description="Passages put in the prompt.")
     chunk_tokens: int = Field(default=200, ge=16, description="Passage size in tokens.")
+    tune: Literal["off", "fast", "auto", "full"] = Field(
+        default="fast",
+        description="Tune the index after building it, as `mentor rag index` does, with the base "
+        "model writing the synthetic questions: fast (fusion and refusal threshold), auto or "
+        "full (also BM25, the embedder, chunk size and a reranker), off (the fixed recipe).",
+    )
+    tune_minutes: float = Field(
+        default=10.0, gt=0, description="Time budget of that tuning (auto skips what won't fit)."
+    )
 
 
 class TrainingSpec(_Strict):

@@ -139,7 +139,7 @@ class Bakeoff:
         self.docs = _doc_texts(self.data.docs)
         # the documents after the knowledge update: the closed-book arms' evidence on its questions
         self.updated_docs = {**self.docs, **_doc_texts(self.data.updated_docs)}
-        self.indexes: dict[tuple[int, bool], Built] = {}
+        self.indexes: dict[tuple[int, bool, str, float], Built] = {}
         self.retrievers: dict[tuple[int, bool], Any] = {}
         self.trained: dict[str, Built] = {}
         self.failed_training: dict[str, str] = {}
@@ -162,16 +162,22 @@ class Bakeoff:
             pull_with_progress(wanted, self.console)
 
     def index(self, settings: RetrievalSettings, updated: bool) -> Built:
-        key = (settings.chunk_tokens, updated)
+        key = (settings.chunk_tokens, updated, settings.tune, settings.tune_minutes)
         if key not in self.indexes:
             assert self.data.docs is not None
             docs = self.data.docs
             if updated:
                 assert self.data.updated_docs is not None
                 docs = merged_docs(docs, self.data.updated_docs, self.out / "docs-updated")
-            folder = self.out / "indexes" / f"{'updated' if updated else 'docs'}-{key[0]}"
+            tuned = "" if settings.tune == "fast" else f"-{settings.tune}"
+            folder = self.out / "indexes" / f"{'updated' if updated else 'docs'}-{key[0]}{tuned}"
             self.indexes[key] = build_rag_index(
-                docs, self.config.models.embedder, settings, folder, self.console
+                docs,
+                self.config.models.embedder,
+                settings,
+                folder,
+                self.console,
+                writer=self.config.models.base,
             )
         return self.indexes[key]
 

@@ -18,7 +18,8 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,14 +113,23 @@ def merged_docs(docs: Path, updates: Path, out: Path) -> Path:
 
 
 def build_rag_index(
-    docs: Path, embedder_name: str, settings: RetrievalSettings, folder: Path, console: Console
+    docs: Path,
+    embedder_name: str,
+    settings: RetrievalSettings,
+    folder: Path,
+    console: Console,
+    writer: str | None = None,
 ) -> Built:
-    """The index of ``docs`` for ``settings`` (built once; ``build_index`` skips what is there)."""
+    """The index of ``docs`` for ``settings`` (built once; ``build_index`` skips what is there),
+    then tuned as ``settings.tune`` says, ``writer`` (a model) writing the synthetic questions."""
     from mentor.models.loading import load_embedder
     from mentor.rag import build_index
     from mentor.rag.index import IndexConfig
 
-    wanted = fingerprint(docs, embedder_name, settings.chunk_tokens)
+    tune = settings.tune if writer is not None else "off"
+    wanted = fingerprint(
+        docs, embedder_name, settings.chunk_tokens, tune, settings.tune_minutes, writer
+    )
     if (done := _reuse(folder, wanted)) is not None:
         return done
     _fresh(folder, wanted)
@@ -138,10 +148,31 @@ def build_rag_index(
     console.print(
         f"index of {docs.name}: {notes[0]}" + (f"; {len(problems)} problems" if problems else "")
     )
+    if tune != "off" and report.chunks:
+        assert writer is not None
+        notes.append(_tune_index(folder / "index", embedder, tune, settings.tune_minutes, writer))
+        console.print(f"index of {docs.name}: {notes[-1]}", highlight=False)
     built = Built(
         folder / "index", time.perf_counter() - started, "index", embedder_name, [], notes, wanted
     )
     return _record(built, folder)
+
+
+def _tune_index(index: Path, embedder: Any, profile: str, minutes: float, writer: str) -> str:
+    """Tune the bakeoff's index as ``mentor rag index`` does; one line saying what was chosen."""
+    from mentor.models.backends import EngineSettings, open_engine
+    from mentor.models.generation import EngineGenerator
+    from mentor.rag.autotune import TuneOptions, autotune
+
+    @contextmanager
+    def questions_writer() -> Iterator[EngineGenerator]:
+        with open_engine(writer, settings=EngineSettings()) as engine:
+            yield EngineGenerator(engine)
+
+    options = TuneOptions(profile=profile, budget_s=minutes * 60)  # type: ignore[arg-type]
+    report = autotune(index, embedder, questions_writer, options)
+    ran = ", ".join(s.name for s in report.steps if s.status in ("done", "reused")) or "nothing"
+    return f"tuned ({profile}, {report.seconds:.0f} s): {ran}; search {report.settings['search']}"
 
 
 # --- training data ---------------------------------------------------------------------------
