@@ -267,3 +267,25 @@ def test_chunk_size_is_skipped_when_the_documents_are_gone(tmp_path: Path) -> No
     record = report.record("chunk_size")
     assert record is not None and record.status == "skipped"
     assert "the documents are gone" in record.reason
+
+
+def test_the_reranker_trains_on_more_questions_but_none_about_held_out_documents(
+    tmp_path: Path,
+) -> None:
+    from mentor.rag.autotune import Context, Quiet, training_questions
+
+    index, _ = built(tmp_path)
+    retriever = Retriever(index, HashEmbedder(64))
+    selfeval = build_selfeval(index, retriever.chunks, writer(), questions=20)
+    options = TuneOptions(profile="full", reranker_questions=30)
+    ctx = Context(index, HashEmbedder(64), opener(writer()), options, Quiet(), selfeval=selfeval)
+    more = training_questions(ctx, share=1.0)
+    held_docs = {q.doc_id for q in selfeval.held_out}
+    asked = {q.chunk_id for q in [*selfeval.tuning, *selfeval.held_out]}
+    assert 0 < len(more) <= 30
+    assert not {q.doc_id for q in more} & held_docs
+    assert not {q.chunk_id for q in more} & asked
+    # cached with the self-evaluation replies: asked again, nothing is written
+    again = writer()
+    ctx = Context(index, HashEmbedder(64), opener(again), options, Quiet(), selfeval=selfeval)
+    assert training_questions(ctx, share=1.0) == more and again.calls == []

@@ -91,6 +91,10 @@ class TuneOptions:
     """Most minutes of reranker training (less when the budget has less left)."""
     negatives: int = 3
     """Hard negatives per training question of the reranker."""
+    reranker_questions: int = 400
+    """More synthetic questions written to train the reranker on, for chunks of documents the
+    held-out questions do not ask about (so the judge still sees unseen documents); 0: train on
+    the tuning questions alone."""
     calibrate: bool = True
     """Run the calibration step (off: a threshold already there is left as it is)."""
     device: str = "auto"
@@ -337,7 +341,7 @@ def _option_key(name: str, options: TuneOptions) -> Any:
     return {
         "questions": options.question_count(),
         "chunk_size": list(options.chunk_sizes),
-        "reranker": [options.reranker_base, options.negatives],
+        "reranker": [options.reranker_base, options.negatives, options.reranker_questions],
     }.get(name)
 
 
@@ -841,11 +845,58 @@ MIN_TRAIN_S = 60.0
 """Least training time worth starting a reranker with."""
 
 
+WRITE_S = 1.0
+"""Assumed seconds to write one synthetic question when none were written in this run
+(SmolLM2-135M in batches of 16 on 2 CPU cores: about 0.6)."""
+
+
+def _write_s(ctx: Context) -> float:
+    made = ctx.questions()
+    count = len(made.tuning) + len(made.held_out)
+    return made.seconds / count if made.seconds > 0 and count else WRITE_S
+
+
 def _reranker_estimate(ctx: Context) -> float:
     made = ctx.questions()
-    mining = 2 * (len(made.tuning) + len(made.held_out)) * ctx.search_s()
+    training = len(made.tuning) + ctx.options.reranker_questions
+    mining = 2 * (training + len(made.held_out)) * ctx.search_s()
     judging = len(made.held_out) * (ctx.search_s() + 50 * JUDGE_PASSAGE_S)
-    return mining + judging + max(MIN_TRAIN_S, 0.0)
+    writing = ctx.options.reranker_questions * _write_s(ctx)
+    return writing + mining + judging + MIN_TRAIN_S
+
+
+def training_questions(ctx: Context, share: float) -> list[SyntheticQuestion]:
+    """``reranker_questions`` more questions for the reranker, about chunks of documents no
+    held-out question asks about and not asked about yet; writing stops at ``share`` of the
+    time left (replies are cached with the self-evaluation ones: a rerun writes none again)."""
+    from mentor.rag.selfeval import REPLIES
+    from mentor.rag.synthetic import GROUP, sample_chunks, synthetic_questions
+
+    made = ctx.questions()
+    if ctx.options.reranker_questions <= 0:
+        return []
+    held_docs = {q.doc_id for q in made.held_out}
+    asked = {q.chunk_id for q in [*made.tuning, *made.held_out]}
+    pool = [
+        c for c in ctx.retriever.chunks if c.doc_id not in held_docs and c.chunk_id not in asked
+    ]
+    picked = sample_chunks(pool, ctx.options.reranker_questions, ctx.options.seed + 1)
+    budget = max(ctx.left() * share, 1.0)
+    started = time.perf_counter()
+    written: list[SyntheticQuestion] = []
+    seen = {q.question for q in [*made.tuning, *made.held_out]}
+    with ctx.generator() as generator:
+        for start in range(0, len(picked), GROUP):
+            group = picked[start : start + GROUP]
+            more = synthetic_questions(group, generator, cache=ctx.index / REPLIES)
+            written += [q for q in more.questions if q.question not in seen]
+            seen.update(q.question for q in more.questions)
+            ctx.display.update(
+                "writing questions for the reranker", start + len(group), len(picked)
+            )
+            if time.perf_counter() - started > budget:
+                break
+    return written
 
 
 def _reranker(ctx: Context) -> tuple[str, dict[str, Any]]:
@@ -856,6 +907,8 @@ def _reranker(ctx: Context) -> tuple[str, dict[str, Any]]:
     made = ctx.questions()
     retriever = ctx.retriever
     texts, positives, held_texts, held_positives = selfeval_questions(made, retriever.chunks)
+    for i, q in enumerate(training_questions(ctx, share=0.35)):
+        texts[f"x{i}"], positives[f"x{i}"] = q.question, {q.chunk_id}
     ctx.display.update("mining hard negatives", 0, None)
     negatives = ctx.options.negatives
     pairs = mine_pairs(retriever, texts, positives, negatives_per_query=negatives)
