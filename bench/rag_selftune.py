@@ -77,7 +77,7 @@ def judged_set(corpus: str, data: Path, default_index: Path) -> EvalSet:
         held_out: EvalSet = split_queries(full)[1]
         return held_out
     questions = EvalSet({}, {})
-    for split in ("train", "val"):
+    for split in ("train", "validation"):
         part = load_eval_set(TIDEPOOL / "questions" / f"{split}.jsonl")
         questions.queries.update(part.queries)
         questions.qrels.update(part.qrels)

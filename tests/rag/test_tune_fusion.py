@@ -32,6 +32,7 @@ from mentor.rag.selfeval import (
 )
 from mentor.rag.synthetic import SyntheticQuestion
 from mentor.rag.tune import (
+    PREFERENCE,
     load_fusion,
     offline_ranking,
     resolve_search,
@@ -179,6 +180,20 @@ def test_the_guard_keeps_the_simpler_setting_within_noise() -> None:
         {"bm25": list(simple), "tuned": list(clear_gain)}, ["bm25", "tuned"], resamples=500
     )
     assert chosen == "tuned" and gaps["bm25"].high < 0
+
+
+def test_the_default_hybrid_stays_unless_another_is_better_beyond_noise() -> None:
+    rng = np.random.default_rng(1)
+    hybrid = rng.uniform(0, 1, 60)
+    scores = {
+        "hybrid": list(hybrid),
+        "bm25": list(hybrid + rng.normal(0.01, 0.2, 60)),  # cheaper, a little better: noise
+        "dense": list(hybrid - 0.2),
+    }
+    order = [n for n in PREFERENCE if n in scores]
+    assert simplest_within_noise(scores, order, resamples=500)[0] == "hybrid"
+    scores["bm25"] = list(np.minimum(hybrid + 0.3, 1.0))  # better on every question
+    assert simplest_within_noise(scores, order, resamples=500)[0] == "bm25"
 
 
 def test_tuning_needs_both_parts(noisy: Retriever) -> None:
