@@ -172,7 +172,8 @@ def _tune_index(index: Path, embedder: Any, profile: str, minutes: float, writer
     options = TuneOptions(profile=profile, budget_s=minutes * 60)  # type: ignore[arg-type]
     report = autotune(index, embedder, questions_writer, options)
     ran = ", ".join(s.name for s in report.steps if s.status in ("done", "reused")) or "nothing"
-    return f"tuned ({profile}, {report.seconds:.0f} s): {ran}; search {report.settings['search']}"
+    search = report.settings.get("search_chosen") or "default hybrid"
+    return f"tuned ({profile}, {report.seconds:.0f} s): {ran}; search: {search}"
 
 
 # --- training data ---------------------------------------------------------------------------
