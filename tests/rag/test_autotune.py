@@ -25,13 +25,12 @@ from mentor.rag.autotune import (
     autotune,
     changed_share,
     chunk_digests,
-    clean_orphans,
     default_steps,
     load_report,
     needs_tuning,
     swap_in,
 )
-from mentor.rag.index import IndexConfig, Manifest, build_index
+from mentor.rag.index import IndexConfig, Manifest, build_index, remove_unnamed
 from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.rag.selfeval import SELFEVAL, build_selfeval
 from mentor.rag.tune import load_fusion, resolve_search
@@ -237,7 +236,7 @@ def test_a_swap_killed_before_its_commit_leaves_the_old_index_whole(
     assert Manifest.read(index) == before
     hits = Retriever(index, HashEmbedder(64)).search("zq1x zq5x").hits
     assert hits and len(Retriever(index, HashEmbedder(64)).chunks) == before.chunks
-    orphans = clean_orphans(index)
+    orphans = remove_unnamed(index)
     assert orphans and all(n.startswith(("lance-c128", "bm25-")) for n in orphans)
 
     candidate = tmp_path / "c128-again"

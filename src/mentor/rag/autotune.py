@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from mentor.models.protocols import Embedder, Generator
-from mentor.rag.index import MANIFEST, Manifest, build_index, chunk_limit
+from mentor.rag.index import MANIFEST, Manifest, build_index, chunk_limit, remove_unnamed
 from mentor.rag.records import Chunk
 from mentor.rag.retrieve import Retriever, SearchConfig
 from mentor.rag.selfeval import SELFEVAL, SelfEvalSet, build_selfeval
@@ -736,7 +736,7 @@ def _chunk_size(ctx: Context) -> tuple[str, dict[str, Any]]:
     sizes = chunk_candidates(manifest, ctx.options.chunk_sizes, ctx.embedder)
     if not sizes:
         raise SkipStepError("no other chunk size to try")
-    clean_orphans(ctx.index)
+    remove_unnamed(ctx.index)
     own = manifest.config.chunk_tokens
     docs = {c.doc_id for c in ctx.retriever.chunks}
     scores = {own: _doc_ndcg(ctx.retriever, made.tuning)}
@@ -790,8 +790,8 @@ def swap_in(index: Path, candidate: Path) -> None:
 
     The candidate's table and BM25 folders move into ``index`` under new names, then one
     atomic manifest write points at them: the commit point. Killed before it, the old index is
-    whole (the moved folders are orphans :func:`clean_orphans` removes); after it, the new one.
-    Every other file of ``index`` (questions, tuning, calibration, reranker) stays."""
+    whole (:func:`mentor.rag.index.remove_unnamed` removes the moved folders); after it, the new
+    one. Every other file of ``index`` (questions, tuning, calibration, reranker) stays."""
     old = Manifest.read(index)
     new = Manifest.read(candidate)
     tag = f"c{new.config.chunk_tokens}-{time.time_ns()}"
@@ -802,19 +802,6 @@ def swap_in(index: Path, candidate: Path) -> None:
     committed.write(index)
     remove_tree(index / old.lance_dir)
     remove_tree(index / old.bm25_dir)
-
-
-def clean_orphans(index: Path) -> list[str]:
-    """Remove table and BM25 folders of ``index`` its manifest does not name (left by a swap
-    killed before its commit); the names removed."""
-    manifest = Manifest.read(index)
-    keep = {manifest.lance_dir, manifest.bm25_dir}
-    removed = []
-    for path in sorted(index.iterdir()):
-        if path.is_dir() and path.name not in keep and path.name.startswith(("lance", "bm25-")):
-            remove_tree(path)
-            removed.append(path.name)
-    return removed
 
 
 # reranker ------------------------------------------------------------------------------------

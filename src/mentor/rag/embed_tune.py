@@ -46,7 +46,13 @@ import numpy as np
 import numpy.typing as npt
 
 from mentor.rag.bm25 import BM25Index
-from mentor.rag.index import Manifest, embed_input, embedder_location, open_store
+from mentor.rag.index import (
+    Manifest,
+    embed_input,
+    embedder_location,
+    open_store,
+    remove_unnamed,
+)
 from mentor.rag.records import Chunk
 from mentor.rag.retrieve import SearchConfig
 from mentor.rag.selfeval import SelfEvalSet, split_by_document
@@ -473,18 +479,12 @@ def _pool(
 
 
 def clean_leftovers(index: Path) -> None:
-    """Remove what a killed tuner run left: its scratch folders, and the tuner's tables,
-    models and BM25 copies (``*-t<tag>``) that the manifest does not name."""
+    """Remove what a killed tuner run left: its scratch folders, and the tables, models and BM25
+    copies the manifest does not name (:func:`mentor.rag.index.remove_unnamed`)."""
     for path in index.glob(".embedtune-*"):
         remove_tree(path)
-    if not (index / "index.json").exists():
-        return
-    manifest = Manifest.read(index)
-    named = {manifest.lance_dir, manifest.config.embedder, manifest.bm25_dir}
-    for pattern in ("lance-t*", "embedder-t*", "bm25-t*"):
-        for path in index.glob(pattern):
-            if path.name not in named:
-                remove_tree(path)
+    if (index / "index.json").exists():
+        remove_unnamed(index)
 
 
 def write_table(folder: Path, corpus: _Corpus, vectors: Vectors, group: int = 2048) -> LanceStore:

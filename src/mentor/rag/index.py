@@ -450,6 +450,21 @@ def commit(
     store.compact(keep=version)
 
 
+def remove_unnamed(folder: Path) -> list[str]:
+    """Remove the table, BM25 and embedder folders of the index at ``folder`` that its manifest
+    does not name: what a swap killed before its manifest write (a re-chunked or re-embedded
+    index, a rebuilt BM25) left behind. Returns the names removed."""
+    manifest = Manifest.read(folder)
+    named = {manifest.lance_dir, manifest.bm25_dir, manifest.config.embedder}
+    removed = []
+    for path in sorted(folder.iterdir()):
+        ours = path.name.startswith(("lance", "bm25-", "embedder-"))
+        if path.is_dir() and ours and path.name not in named:
+            remove_tree(path)
+            removed.append(path.name)
+    return removed
+
+
 def set_bm25(folder: Path, config: IndexConfig) -> Manifest:
     """Rebuild the index's BM25 with ``config``'s BM25 settings (same table version, same
     chunks) and commit it: the new folder is complete before the manifest points at it, and the
