@@ -196,6 +196,23 @@ def test_the_default_hybrid_stays_unless_another_is_better_beyond_noise() -> Non
     assert simplest_within_noise(scores, order, resamples=500)[0] == "bm25"
 
 
+def test_the_tuned_setting_comes_before_a_single_retriever_within_noise_of_it() -> None:
+    # SciFact's shape: hybrid loses to the tuned fusion beyond noise, BM25 is within noise of
+    # the tuned one on synthetic questions (which lean lexical): the tuned setting is kept.
+    rng = np.random.default_rng(2)
+    hybrid = rng.uniform(0, 0.7, 120)
+    scores = {
+        "hybrid": list(hybrid),
+        "tuned": list(np.minimum(hybrid + 0.3, 1.0)),
+        "bm25": list(np.minimum(hybrid + 0.3 + rng.normal(0.0, 0.2, 120), 1.0)),
+        "dense": list(hybrid - 0.2),
+    }
+    order = [n for n in PREFERENCE if n in scores]
+    chosen, gaps = simplest_within_noise(scores, order, resamples=500)
+    assert gaps["hybrid"].high < 0 and gaps["bm25"].high >= 0
+    assert chosen == "tuned"
+
+
 def test_tuning_needs_both_parts(noisy: Retriever) -> None:
     question = SyntheticQuestion("What about zq1x?", "c", "d")
     with pytest.raises(ValueError, match="need questions in both parts"):

@@ -930,7 +930,7 @@ def tune_cmd(
         int | None,
         typer.Option(
             "--questions",
-            help="Chunks to write a synthetic question for, stratified by document (default: 200; "
+            help="Chunks to write a synthetic question for, stratified by document (default: 320; "
             "60 in the fast profile).",
             min=2,
             show_default=False,
