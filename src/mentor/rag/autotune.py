@@ -812,8 +812,10 @@ def selfeval_questions(
     selfeval: SelfEvalSet, chunks: Sequence[Chunk]
 ) -> tuple[dict[str, str], dict[str, set[str]], dict[str, str], dict[str, set[str]]]:
     """The self-evaluation set as reranker questions: (tuning texts, their positives, held-out
-    texts, their positives). A question's positive is its chunk while the index still has it,
-    else its document (after re-chunking)."""
+    texts, their positives). A tuning question's positive is its chunk while the index still
+    has it (the passage to train on; ``mine_pairs`` keeps its document's other chunks out
+    of the negatives), else its document (after re-chunking). A held-out question's positive is
+    its document, so the reranker is judged per document as every other tuning step is."""
     ids = {c.chunk_id for c in chunks}
 
     def positive(q: SyntheticQuestion) -> set[str]:
@@ -822,7 +824,7 @@ def selfeval_questions(
     texts = {f"s{i}": q.question for i, q in enumerate(selfeval.tuning)}
     positives = {f"s{i}": positive(q) for i, q in enumerate(selfeval.tuning)}
     held_texts = {f"h{i}": q.question for i, q in enumerate(selfeval.held_out)}
-    held_positives = {f"h{i}": positive(q) for i, q in enumerate(selfeval.held_out)}
+    held_positives = {f"h{i}": {q.doc_id} for i, q in enumerate(selfeval.held_out)}
     return texts, positives, held_texts, held_positives
 
 

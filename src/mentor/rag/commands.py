@@ -1266,7 +1266,7 @@ def train_reranker_cmd(
         texts = {f"s{i}": q.question for i, q in enumerate(train_q)}
         positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(train_q)}
         held_texts = {f"h{i}": q.question for i, q in enumerate(held_q)}
-        held_positives = {f"h{i}": {q.chunk_id} for i, q in enumerate(held_q)}
+        held_positives = {f"h{i}": {q.doc_id} for i, q in enumerate(held_q)}  # per document
         dropped = ", ".join(f"{n} {why}" for why, n in written.dropped.items()) or "none"
         console.print(
             f"{len(written.questions)} synthetic questions kept (dropped: {dropped}; "

@@ -233,9 +233,13 @@ def mine_pairs(
     questions); a chunk is positive when either of its ids is in the set. The positive passage
     is the best-ranked positive hit of a hybrid search ``depth`` deep, else the first chunk of
     the first relevant document (a relevant chunk id is taken as it is). Negatives are the
-    best non-positive hits after the first ``skip_top`` of them (skipping guards against
-    relevant passages that nobody labelled); when the search runs short they are topped up
-    with random chunks, so every query has the same number. Queries whose relevant documents
+    best hits of OTHER documents after the first ``skip_top`` of them (skipping guards against
+    relevant passages that nobody labelled): a chunk of a relevant document is never a
+    negative, not even when only one of its chunks is named (on SciFact, where an abstract is
+    about two overlapping chunks under one title, the sibling chunk was the hardest "negative"
+    of most synthetic questions, and the reranker trained on them learnt nothing: validation
+    MRR 0.49 -> 0.58 among 4 passages, chance 0.52). When the search runs short they are topped
+    up with random chunks, so every query has the same number. Queries whose relevant documents
     are not in the index are left out. The result depends only on the inputs and ``seed``.
     """
     chunks = retriever.chunks
@@ -252,11 +256,12 @@ def mine_pairs(
         if not found and not fallback:
             continue
         positive = found[0] if found else fallback[0]
-        negatives = [c for c in hits if not _is_positive(c, relevant)][skip_top:]
+        documents = relevant | {c.doc_id for c in fallback} | {positive.doc_id}
+        negatives = [c for c in hits if not _is_positive(c, documents)][skip_top:]
         negatives = negatives[:negatives_per_query]
         if len(negatives) < negatives_per_query:
             negatives += _random_negatives(
-                chunks, relevant, {c.chunk_id for c in negatives},
+                chunks, documents, {c.chunk_id for c in negatives},
                 negatives_per_query - len(negatives), random.Random(f"{seed}:{qid}"),
             )  # fmt: skip
         pairs.append(
