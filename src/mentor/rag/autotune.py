@@ -809,22 +809,25 @@ def swap_in(index: Path, candidate: Path) -> None:
 
 
 def selfeval_questions(
-    selfeval: SelfEvalSet, chunks: Sequence[Chunk]
+    tuning: Sequence[SyntheticQuestion],
+    held_out: Sequence[SyntheticQuestion],
+    chunks: Sequence[Chunk],
 ) -> tuple[dict[str, str], dict[str, set[str]], dict[str, str], dict[str, set[str]]]:
-    """The self-evaluation set as reranker questions: (tuning texts, their positives, held-out
-    texts, their positives). A tuning question's positive is its chunk while the index still
-    has it (the passage to train on; ``mine_pairs`` keeps its document's other chunks out
-    of the negatives), else its document (after re-chunking). A held-out question's positive is
-    its document, so the reranker is judged per document as every other tuning step is."""
+    """Synthetic questions split by document as reranker questions: (tuning texts, their
+    positives, held-out texts, their positives). A tuning question's positive is its chunk
+    while the index still has it (the passage to train on; ``mine_pairs`` keeps its document's
+    other chunks out of the negatives), else its document (after re-chunking). A held-out
+    question's positive is its document, so the reranker is judged per document as every other
+    tuning step is."""
     ids = {c.chunk_id for c in chunks}
 
     def positive(q: SyntheticQuestion) -> set[str]:
         return {q.chunk_id} if q.chunk_id in ids else {q.doc_id}
 
-    texts = {f"s{i}": q.question for i, q in enumerate(selfeval.tuning)}
-    positives = {f"s{i}": positive(q) for i, q in enumerate(selfeval.tuning)}
-    held_texts = {f"h{i}": q.question for i, q in enumerate(selfeval.held_out)}
-    held_positives = {f"h{i}": {q.doc_id} for i, q in enumerate(selfeval.held_out)}
+    texts = {f"s{i}": q.question for i, q in enumerate(tuning)}
+    positives = {f"s{i}": positive(q) for i, q in enumerate(tuning)}
+    held_texts = {f"h{i}": q.question for i, q in enumerate(held_out)}
+    held_positives = {f"h{i}": {q.doc_id} for i, q in enumerate(held_out)}
     return texts, positives, held_texts, held_positives
 
 
@@ -896,7 +899,9 @@ def _reranker(ctx: Context) -> tuple[str, dict[str, Any]]:
 
     made = ctx.questions()
     retriever = ctx.retriever
-    texts, positives, held_texts, held_positives = selfeval_questions(made, retriever.chunks)
+    texts, positives, held_texts, held_positives = selfeval_questions(
+        made.tuning, made.held_out, retriever.chunks
+    )
     for i, q in enumerate(training_questions(ctx, share=0.35)):
         texts[f"x{i}"], positives[f"x{i}"] = q.question, {q.chunk_id}
     ctx.display.update("mining hard negatives", 0, None)

@@ -1230,7 +1230,7 @@ def train_reranker_cmd(
         from mentor.rag.autotune import selfeval_questions
 
         texts, positives, held_texts, held_positives = selfeval_questions(
-            selfeval, retriever.chunks
+            selfeval.tuning, selfeval.held_out, retriever.chunks
         )
         console.print(
             f"the index's synthetic questions: {len(texts)} to train on, {len(held_texts)} held "
@@ -1262,11 +1262,12 @@ def train_reranker_cmd(
         if hosted is not None:  # what the endpoint cost: requests, cached answers, tokens
             console.print(f"{hosted.settings.label}: {hosted.tally.summary()}")
             hosted.close()
+        from mentor.rag.autotune import selfeval_questions
+
         train_q, held_q = split_by_document(written.questions, validation_share, seed=0)
-        texts = {f"s{i}": q.question for i, q in enumerate(train_q)}
-        positives = {f"s{i}": {q.chunk_id} for i, q in enumerate(train_q)}
-        held_texts = {f"h{i}": q.question for i, q in enumerate(held_q)}
-        held_positives = {f"h{i}": {q.doc_id} for i, q in enumerate(held_q)}  # per document
+        texts, positives, held_texts, held_positives = selfeval_questions(
+            train_q, held_q, retriever.chunks
+        )
         dropped = ", ".join(f"{n} {why}" for why, n in written.dropped.items()) or "none"
         console.print(
             f"{len(written.questions)} synthetic questions kept (dropped: {dropped}; "

@@ -256,7 +256,7 @@ def mine_pairs(
         if not found and not fallback:
             continue
         positive = found[0] if found else fallback[0]
-        documents = relevant | {c.doc_id for c in fallback} | {positive.doc_id}
+        documents = relevant | {c.doc_id for c in fallback}  # the positive's among them
         negatives = [c for c in hits if not _is_positive(c, documents)][skip_top:]
         negatives = negatives[:negatives_per_query]
         if len(negatives) < negatives_per_query:
