@@ -70,6 +70,11 @@ def doc_level(scored: Sequence[tuple[str, float]], doc_of: Mapping[str, str]) ->
     return out
 
 
+def ranked_documents(chunk_ids: Sequence[str], doc_of: Mapping[str, str]) -> list[str]:
+    """Chunk ids, best first, to document ids in the place of their best chunk."""
+    return list(dict.fromkeys(doc_of[c] for c in chunk_ids))
+
+
 def top_documents(scores: npt.NDArray[np.float32], owners: Sequence[str], n: int) -> Docs:
     """The best ``n`` documents of a row of unit scores, a document scoring as its best unit."""
     out: Docs = []
@@ -187,7 +192,6 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="folder to keep embeddings in between runs")
     args = parser.parse_args()
     quiet_libraries()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     embedder = _embedder(args.index)
     retriever = Retriever(args.index, embedder)
@@ -263,18 +267,14 @@ def main() -> None:
     ):
         table.add_column(column, justify="right" if column != "first stage" else "left")
     tuned = resolve_search(args.index, {})
-    tuned_scores = []
-    for name, questions in sets.items():
-        rankings = {
-            q: [
-                d
-                for d, _ in doc_level(
-                    [(c, 0.0) for c in offline_ranking(found[f"{name}:{q}"], tuned)], doc_of
-                )
-            ]
+    tuned_rankings = {
+        name: {
+            q: ranked_documents(offline_ranking(found[f"{name}:{q}"], tuned), doc_of)
             for q in questions.qrels
         }
-        tuned_scores.append(mean_ndcg(rankings, questions))
+        for name, questions in sets.items()
+    }
+    tuned_scores = [mean_ndcg(tuned_rankings[name], sets[name]) for name in sets]
     table.add_row(
         "tuned (the index's setting)", f"{tuned_scores[0]:.3f}", "", f"{tuned_scores[1]:.3f}"
     )
@@ -291,16 +291,11 @@ def main() -> None:
         first, alone, rrf = {}, {}, {}
         started = time.perf_counter()
         for q in chosen:
-            ranking = [
-                d
-                for d, _ in doc_level(
-                    [(c, 0.0) for c in offline_ranking(found[f"judged:{q}"], tuned)], doc_of
-                )
-            ]
+            ranking = tuned_rankings["judged"][q]
             head = ranking[:10]
             scores = upr_scores(judged.queries[q], [text_of[d] for d in head], lm, tokenizer)
             order = [head[i] for i in np.argsort(-np.asarray(scores))]
-            place = {d: i for i, d in enumerate(order)}
+            place = {d: i for i, d in enumerate(order)}  # RRF, ties kept in first-stage order
             both = sorted(
                 range(len(head)), key=lambda i: -(1 / (60 + i) + 1 / (60 + place[head[i]]))
             )

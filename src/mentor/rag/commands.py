@@ -1212,6 +1212,7 @@ def train_reranker_cmd(
     mined from the index: from judgements, or from synthetic questions for unlabelled domains."""
     import random
 
+    from mentor.rag.autotune import selfeval_questions
     from mentor.rag.evaluation import load_eval_set
     from mentor.rag.rerank_gate import HELD_OUT, write_questions
     from mentor.rag.reranker import mine_pairs, train_reranker
@@ -1227,8 +1228,6 @@ def train_reranker_cmd(
         texts = eval_set.queries
         positives = {q: {d for d, r in rel.items() if r > 0} for q, rel in eval_set.qrels.items()}
     elif reuse_questions and (selfeval := _saved_selfeval(index)) is not None:
-        from mentor.rag.autotune import selfeval_questions
-
         texts, positives, held_texts, held_positives = selfeval_questions(
             selfeval.tuning, selfeval.held_out, retriever.chunks
         )
@@ -1262,8 +1261,6 @@ def train_reranker_cmd(
         if hosted is not None:  # what the endpoint cost: requests, cached answers, tokens
             console.print(f"{hosted.settings.label}: {hosted.tally.summary()}")
             hosted.close()
-        from mentor.rag.autotune import selfeval_questions
-
         train_q, held_q = split_by_document(written.questions, validation_share, seed=0)
         texts, positives, held_texts, held_positives = selfeval_questions(
             train_q, held_q, retriever.chunks
