@@ -32,7 +32,8 @@ from mentor.rag.autotune import (
 )
 from mentor.rag.index import IndexConfig, Manifest, build_index, remove_unnamed
 from mentor.rag.retrieve import Retriever, SearchConfig
-from mentor.rag.selfeval import SELFEVAL, build_selfeval
+from mentor.rag.selfeval import EXAMPLES, SELFEVAL, build_selfeval
+from mentor.rag.synthetic import STYLE_SYSTEM
 from mentor.rag.tune import load_fusion, resolve_search
 from mentor.testing import HashEmbedder, ScriptedGenerator, tiny_sentence_transformer_folder
 
@@ -288,3 +289,29 @@ def test_the_reranker_trains_on_more_questions_but_none_about_held_out_documents
     again = writer()
     ctx = Context(index, HashEmbedder(64), opener(again), options, Quiet(), selfeval=selfeval)
     assert training_questions(ctx, share=1.0) == more and again.calls == []
+
+
+def test_example_queries_set_the_style_and_are_kept_for_later_runs(tmp_path: Path) -> None:
+    index, docs = built(tmp_path)
+    words = [(docs / f"doc{d}.txt").read_text().split() for d in range(3)]
+    examples = tuple(f"{w[3]} raises {w[7]} in {w[11]}." for w in words)
+    first = writer()
+    options = TuneOptions(profile="fast", questions=40)
+    autotune(index, HashEmbedder(64), opener(first), replace(options, example_queries=examples))
+    assert json.loads((index / EXAMPLES).read_text()) == list(examples)
+    shown = first.calls[0].messages
+    assert shown[0]["content"] == STYLE_SYSTEM
+    assert sorted(m["content"] for m in shown if m["role"] == "assistant") == sorted(examples)
+    saved = json.loads((index / SELFEVAL).read_text())
+    assert saved["style"]
+
+    # Later runs keep the style without being given the examples again...
+    second = writer()
+    again = autotune(index, HashEmbedder(64), opener(second), options)
+    assert second.calls == [] and statuses(index)["questions"] == "reused"
+    assert again.record("questions") is not None
+    # ...and other examples write the questions again, in their style.
+    third = writer()
+    autotune(index, HashEmbedder(64), opener(third), replace(options, example_queries=examples[:1]))
+    assert third.calls and json.loads((index / SELFEVAL).read_text())["style"] != saved["style"]
+    assert third.calls[0].messages[2]["content"] == examples[0]

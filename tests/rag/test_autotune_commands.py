@@ -89,6 +89,37 @@ def test_index_tunes_by_default_and_a_small_change_does_not_retune(
     assert bad.exit_code == 1 and "profile 'fastest'" in bad.output
 
 
+def test_example_queries_from_the_command_line(
+    tmp_path: Path, embedder_folder: Path, writer: ScriptedGenerator
+) -> None:
+    docs, idx = corpus(tmp_path), tmp_path / "idx"
+    flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--profile", "fast"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a claim about zq1x"}\n{"text": 7}\n')
+    refused = runner.invoke(
+        app, ["rag", "index", str(docs), "--index", str(idx), *flags, "--example-queries", str(bad)]
+    )
+    assert refused.exit_code == 1 and "bad.jsonl:2: expected" in refused.output
+    assert not idx.exists()  # refused before anything was built
+
+    words = (docs / "doc1.txt").read_text().split()
+    examples = tmp_path / "queries.txt"
+    examples.write_text(f"{words[0]} lowers {words[1]}.\n{words[2]} comes with {words[3]}.\n")
+    index = ["rag", "index", str(docs), "--index", str(idx)]
+    built = runner.invoke(app, [*index, *flags, "--example-queries", str(examples)])
+    assert built.exit_code == 0, built.output
+    assert "in the style of 2 example queries" in built.output
+    assert writer.calls[0].messages[0]["content"].startswith("You write search queries")
+    asked = len(writer.calls)
+    flags = ["--profile", "fast", "--example-queries", str(examples)]
+    same = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), *flags])
+    assert same.exit_code == 0 and "not tuned again" in same.output
+    examples.write_text(f"{words[4]} comes with {words[5]}.\n")
+    other = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), *flags])
+    assert other.exit_code == 0 and "tuning the index (new example queries)" in other.output
+    assert "in the style of 1 example query" in other.output and len(writer.calls) > asked
+
+
 def test_no_tune_only_calibrates(tmp_path: Path, embedder_folder: Path) -> None:
     idx = tmp_path / "idx"
     flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--no-tune"]

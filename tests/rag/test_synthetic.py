@@ -12,8 +12,12 @@ from mentor.models.protocols import ChatMessage, SamplingConfig, complete
 from mentor.rag.records import Chunk
 from mentor.rag.synthetic import (
     SAMPLING,
+    STYLE_SYSTEM,
     as_queries,
     clean_question,
+    clean_statement,
+    query_style,
+    read_example_queries,
     sample_chunks,
     synthetic_questions,
 )
@@ -190,3 +194,110 @@ def test_rounds_keep_each_chunks_questions_together() -> None:
     assert batched.batches == [3, 3]
     assert [q.chunk_id for q in result.questions] == ["doc0.md#0", "doc1.md#0", "doc2.md#0"]
     assert "- How long do refunds take under policy 2?" in batched.calls[-1].messages[-1]["content"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Style: the users' own queries as worked examples
+
+CLAIMS = [
+    "Refunds for policy 7 take four business days.",
+    "Policy 2 refunds arrive within a week.",
+    "Returned items under policy 5 are refunded in five days.",
+    "Policy 9 never issues refunds.",
+]
+
+
+def _top_passage(query: str) -> str | None:
+    number = next((w for w in query.split() if w.isdigit()), None)
+    return None if number == "9" else f"Policy {number}: refunds are issued within days."
+
+
+def test_query_style_pairs_examples_with_their_passage_and_reads_their_form() -> None:
+    style = query_style(CLAIMS, _top_passage, shots=3, seed=0)
+    assert len(style.demonstrations) == 3
+    assert "Policy 9 never issues refunds." not in [q for _, q in style.demonstrations]
+    for passage, query in style.demonstrations:
+        assert passage.startswith("Policy ") and query in CLAIMS
+    assert style.questions is False
+    asking = query_style(["How fast are refunds under policy 2?", *CLAIMS[:1]], _top_passage)
+    assert asking.questions is True
+    assert query_style(CLAIMS, _top_passage, seed=0).key == style.key
+    assert query_style(CLAIMS[:2], _top_passage, seed=0).key != style.key
+    with pytest.raises(ValueError, match="no example queries"):
+        query_style([" ", ""], _top_passage)
+    with pytest.raises(ValueError, match="found a passage"):
+        query_style(["Policy 9 never issues refunds."], _top_passage)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kept"),
+    [
+        (
+            "Refunds under policy 4 take a week. They are fast.",
+            "Refunds under policy 4 take a week.",
+        ),
+        ("Query: Policy 4 refunds are slow", "Policy 4 refunds are slow"),
+        ("Do policy 4 refunds take long?", "Do policy 4 refunds take long?"),
+    ],
+)
+def test_clean_statement_keeps_the_first_sentence(reply: str, kept: str) -> None:
+    assert clean_statement(reply, PASSAGE) == (kept, "")
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("", "empty"),
+        ("Refunds fast.", "too short"),
+        ("The standing desk ships within 5 days.", "copied"),
+        ("The passage is about a desk and its weight.", "generic"),
+        ("Desk facts listed here </passage> and more", "generic"),
+    ],
+)
+def test_clean_statement_rejects_with_a_reason(reply: str, reason: str) -> None:
+    assert clean_statement(reply, PASSAGE) == (None, reason)
+
+
+def _claim_about(messages: Sequence[ChatMessage]) -> str:
+    number = messages[-1]["content"].split("Policy ")[1].split(":")[0]
+    return f"Refunds under policy {number} are slow.\nThey take days."
+
+
+def test_styled_questions_show_the_examples_and_keep_statements(tmp_path: Path) -> None:
+    style = query_style(CLAIMS, _top_passage, shots=2)
+    generator = ScriptedGenerator(_claim_about)
+    cache = tmp_path / "replies.jsonl"
+    result = synthetic_questions(_chunks(3), generator, cache=cache, style=style)
+    assert [q.question for q in result.questions] == [
+        f"Refunds under policy {i} are slow." for i in range(3)
+    ]
+    messages = generator.calls[0].messages
+    assert messages[0]["content"] == STYLE_SYSTEM
+    shown = [m["content"] for m in messages[1:-1]]
+    assert shown[1] == style.demonstrations[0][1] and shown[3] == style.demonstrations[1][1]
+    assert style.demonstrations[0][0] in shown[0]
+    # Plain questions do not reuse the styled replies: the cache is keyed by style.
+    plain = ScriptedGenerator(_ask_about)
+    assert len(synthetic_questions(_chunks(3), plain, cache=cache).questions) == 3
+    assert len(plain.calls) == 3
+    again = ScriptedGenerator(_claim_about)
+    synthetic_questions(_chunks(3), again, cache=cache, style=style)
+    assert again.calls == []
+
+
+def test_read_example_queries_from_text_or_jsonl_names_a_bad_line(tmp_path: Path) -> None:
+    text = tmp_path / "q.txt"
+    text.write_text("first query\n\n  second query  \n")
+    assert read_example_queries(text) == ["first query", "second query"]
+    rows = tmp_path / "q.jsonl"
+    rows.write_text('{"_id": "1", "text": "a claim"}\n{"question": "a question?", "answer": "x"}\n')
+    assert read_example_queries(rows) == ["a claim", "a question?"]
+    rows.write_text('{"text": "fine"}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:2: not JSON"):
+        read_example_queries(rows)
+    rows.write_text('{"text": "fine"}\n{"id": 3}\n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:2: expected"):
+        read_example_queries(rows)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="no example queries"):
+        read_example_queries(tmp_path / "empty.txt")

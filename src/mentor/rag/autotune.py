@@ -44,8 +44,8 @@ from mentor.models.protocols import Embedder, Generator
 from mentor.rag.index import MANIFEST, Manifest, build_index, chunk_limit, remove_unnamed
 from mentor.rag.records import Chunk
 from mentor.rag.retrieve import Retriever, SearchConfig
-from mentor.rag.selfeval import SELFEVAL, SelfEvalSet, build_selfeval
-from mentor.rag.synthetic import SyntheticQuestion
+from mentor.rag.selfeval import EXAMPLES, SELFEVAL, SelfEvalSet, build_selfeval, save_examples
+from mentor.rag.synthetic import QueryStyle, SyntheticQuestion
 from mentor.utils.fs import atomic_write_text, remove_tree
 
 AUTOTUNE = "autotune.json"
@@ -98,6 +98,10 @@ class TuneOptions:
     the tuning questions alone."""
     calibrate: bool = True
     """Run the calibration step (off: a threshold already there is left as it is)."""
+    example_queries: tuple[str, ...] = ()
+    """A few of the users' own queries (text only, no judgements): the synthetic questions are
+    written in their style (claims, keywords or questions). Kept beside the index, so later runs
+    use them without being given them again; () uses the kept ones, if any."""
     device: str = "auto"
     seed: int = 0
 
@@ -270,6 +274,15 @@ class Context:
             raise SkipStepError("no synthetic questions (the questions step did not run)")
         return self.selfeval
 
+    def style(self) -> QueryStyle | None:
+        """The style of the example queries kept beside the index (None: plain questions)."""
+        from mentor.rag.selfeval import index_style
+
+        try:
+            return index_style(self.retriever, self.options.seed)
+        except ValueError as exc:
+            raise SkipStepError(str(exc)) from None
+
     def search_s(self) -> float:
         """Seconds one default hybrid search takes here (measured on a few questions once)."""
         if "search_s" not in self.rates:
@@ -361,6 +374,8 @@ def autotune(
     display = display or Quiet()
     plan = list(steps) if steps is not None else default_steps()
     ctx = Context(index, embedder, generator, options, display)
+    if options.example_queries:
+        save_examples(index, options.example_queries)
     previous = load_report(index)
     report = AutotuneReport(options.profile, options.budget_s, [])
     if unknown := {*options.steps_on, *options.steps_off} - {s.name for s in plan}:
@@ -504,7 +519,7 @@ def default_steps() -> list[Step]:
     every = frozenset(PROFILES)
     deep = frozenset({"auto", "full"})
     return [
-        Step("questions", _questions, every),
+        Step("questions", _questions, every, (EXAMPLES,)),
         Step("lexical", _lexical, deep, (SELFEVAL,), _lexical_estimate),
         Step("embedder", _embedder, deep, (SELFEVAL, "lexical.json"), _embedder_estimate),
         Step("chunk_size", _chunk_size, deep, (SELFEVAL,), _chunk_size_estimate),
@@ -518,9 +533,16 @@ def _questions(ctx: Context) -> tuple[str, dict[str, Any]]:
     """The index's synthetic questions: the saved set when every document it asks about is
     still indexed, else written (replies of unchanged chunks come from the cache)."""
     docs = {c.doc_id for c in ctx.retriever.chunks}
+    style = ctx.style()
     saved = SelfEvalSet.load(ctx.index)
     asked = [] if saved is None else [*saved.tuning, *saved.held_out]
-    if saved is not None and saved.tuning and saved.held_out and {q.doc_id for q in asked} <= docs:
+    if (
+        saved is not None
+        and saved.tuning
+        and saved.held_out
+        and {q.doc_id for q in asked} <= docs
+        and saved.style == ("" if style is None else style.key)
+    ):
         ctx.selfeval = saved
         return _said(saved, "read back"), {"written": False}
     wanted = ctx.options.question_count()
@@ -535,9 +557,14 @@ def _questions(ctx: Context) -> tuple[str, dict[str, Any]]:
             seed=ctx.options.seed,
             budget_s=max(ctx.left() * share, 1.0),
             progress=lambda done, total: ctx.display.update("writing questions", done, total),
+            style=style,
         )
     ctx.selfeval = made
-    return _said(made, f"written in {made.seconds:.0f} s"), {"written": True}
+    how = f"written in {made.seconds:.0f} s"
+    if style is not None:
+        shown = len(style.demonstrations)
+        how += f", in the style of {shown} example {'query' if shown == 1 else 'queries'}"
+    return _said(made, how), {"written": True, "style": made.style}
 
 
 def _said(made: SelfEvalSet, how: str) -> str:
@@ -878,10 +905,11 @@ def training_questions(ctx: Context, share: float) -> list[SyntheticQuestion]:
     started = time.perf_counter()
     written: list[SyntheticQuestion] = []
     seen = {q.question for q in [*made.tuning, *made.held_out]}
+    style = ctx.style()
     with ctx.generator() as generator:
         for start in range(0, len(picked), GROUP):
             group = picked[start : start + GROUP]
-            more = synthetic_questions(group, generator, cache=ctx.index / REPLIES)
+            more = synthetic_questions(group, generator, cache=ctx.index / REPLIES, style=style)
             written += [q for q in more.questions if q.question not in seen]
             seen.update(q.question for q in more.questions)
             ctx.display.update(

@@ -129,6 +129,7 @@ def index_cmd(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Writer of the synthetic questions (tuning).")
     ] = "smollm2-135m-instruct",
+    example_queries: ExampleQueriesOpt = None,
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx, BEIR corpus.jsonl); re-runs embed only what
     changed. A killed run leaves the previous index usable; run again to finish it. The index is
@@ -141,6 +142,7 @@ def index_cmd(
     for path in paths:
         if not path.exists():
             raise fail(f"{path}: no such file or folder")
+    examples = _example_queries(example_queries)  # a bad file fails before the build
     config = IndexConfig(embedder=embedder, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
     location = config.embedder
     if (index / "index.json").exists():
@@ -183,15 +185,44 @@ def index_cmd(
     if tune:
         from mentor.rag.autotune import needs_tuning
         from mentor.rag.retrieve import Retriever
+        from mentor.rag.selfeval import load_examples
 
         due, why = needs_tuning(index, Retriever(index, embedding).chunks)
-        if due or retune:
-            console.print(f"tuning the index ({'asked' if retune and not due else why})")
-            _autotune(index, embedding, model, device, profile, tune_minutes, calibrate)
+        restyled = bool(examples) and list(examples) != load_examples(index)
+        if due or retune or restyled:
+            asked = "asked" if retune else "new example queries"
+            console.print(f"tuning the index ({why if due else asked})")
+            _autotune(
+                index, embedding, model, device, profile, tune_minutes, calibrate,
+                examples=examples,
+            )  # fmt: skip
             return
         console.print(why, highlight=False)
     if calibrate:
         _auto_calibrate(index, embedding)
+
+
+ExampleQueriesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="A few of your users' own queries (one a line, or JSONL with a text, query or "
+        "question field; no judgements needed): the synthetic questions tuning runs on are "
+        "written in their style (claims, keywords or questions). Kept in the index for later "
+        "runs.",
+        show_default=False,
+    ),
+]
+
+
+def _example_queries(path: Path | None) -> tuple[str, ...]:
+    if path is None:
+        return ()
+    from mentor.rag.synthetic import read_example_queries
+
+    try:
+        return tuple(read_example_queries(path))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 ProfileOpt = Annotated[
@@ -246,6 +277,7 @@ def _autotune(
     questions: int | None = None,
     switches: Mapping[str, bool | None] | None = None,
     embedder_budget_s: float | None = None,
+    examples: tuple[str, ...] = (),
 ) -> None:
     """Run :func:`mentor.rag.autotune.autotune` with one progress display; print the outcome.
     ``switches``: step name -> True (run it whatever the profile), False (skip it), None."""
@@ -263,6 +295,7 @@ def _autotune(
             device=device,
             steps_on=tuple(name for name, on in chosen.items() if on),
             steps_off=tuple(name for name, on in chosen.items() if not on),
+            example_queries=examples,
         )
         if embedder_budget_s is not None:
             options = replace(options, embedder_budget_s=embedder_budget_s)
@@ -893,8 +926,12 @@ def _write_selfeval(
     settings: EngineSettings | None = None,
 ) -> SelfEvalSet:
     """The index's synthetic questions, written by ``model`` (cached replies reused), split."""
-    from mentor.rag.selfeval import build_selfeval
+    from mentor.rag.selfeval import build_selfeval, index_style
 
+    try:
+        style = index_style(retriever)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     settings = settings or settings_from_flags(None, None, None)
     with _generator(model, device, settings) as generator, progress_bar(console) as bar:
         task = bar.add_task(f"writing questions with {model}", total=questions)
@@ -905,6 +942,7 @@ def _write_selfeval(
             questions=questions,
             budget_s=None if budget_minutes is None else budget_minutes * 60,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            style=style,
         )
     dropped = ", ".join(f"{n} {why}" for why, n in result.dropped.items()) or "none"
     console.print(
@@ -975,6 +1013,7 @@ def tune_cmd(
         float,
         typer.Option(help="Time for fine-tuning the embedder and re-embedding the corpus.", min=0),
     ] = 5.0,
+    example_queries: ExampleQueriesOpt = None,
 ) -> None:
     """Tune retrieval on synthetic questions the local model writes for the index, each choice
     kept only where it beats the simpler one on held-out questions: BM25, the embedder, chunk
@@ -983,6 +1022,7 @@ def tune_cmd(
     from mentor.rag.tune import load_fusion
 
     settings = settings_from_flags(engine, vllm_url, vllm_python)
+    examples = _example_queries(example_queries)
     retriever = open_retriever(index, device)
     _autotune(
         index,
@@ -996,6 +1036,7 @@ def tune_cmd(
         questions=questions,
         switches={"lexical": lexical, "embedder": embedder_tune},
         embedder_budget_s=embedder_budget_minutes * 60,
+        examples=examples,
     )
     if queries is None:
         return
@@ -1237,8 +1278,13 @@ def train_reranker_cmd(
         )
     else:
         from mentor.models.remote import RemoteError
+        from mentor.rag.selfeval import index_style
         from mentor.rag.synthetic import synthetic_questions
 
+        try:
+            style = index_style(retriever)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         generator: Generator
         hosted: RemoteGenerator | None = None
         local = ExitStack()  # the local model's engine (a vLLM server) closes after the questions
@@ -1257,6 +1303,7 @@ def train_reranker_cmd(
                 max_chunks=synthetic,
                 cache=out.with_name(out.name + ".questions.jsonl"),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                style=style,
             )
         if hosted is not None:  # what the endpoint cost: requests, cached answers, tokens
             console.print(f"{hosted.settings.label}: {hosted.tally.summary()}")

@@ -28,12 +28,24 @@ from pathlib import Path
 
 from mentor.models.protocols import Generator
 from mentor.rag.evaluation import EvalSet
+from mentor.rag.index import embed_input
 from mentor.rag.records import Chunk
-from mentor.rag.synthetic import GROUP, MIN_CHUNK_WORDS, SyntheticQuestion, synthetic_questions
+from mentor.rag.retrieve import Retriever, SearchConfig
+from mentor.rag.synthetic import (
+    GROUP,
+    MIN_CHUNK_WORDS,
+    QueryStyle,
+    SyntheticQuestion,
+    query_style,
+    synthetic_questions,
+)
 from mentor.utils.fs import atomic_write_text
 
 SELFEVAL = "selfeval.json"
 REPLIES = "synthetic-replies.jsonl"
+EXAMPLES = "example-queries.json"
+"""The users' own queries the questions are written in the style of (``--example-queries``),
+kept so later tuning runs write in the same style; delete it to go back to plain questions."""
 BATCH = GROUP
 """Chunks asked about between two checks of the time budget (one batch of the generator)."""
 
@@ -51,6 +63,9 @@ class SelfEvalSet:
     seconds: float = 0.0
     """Time spent writing questions in the run that made this set (0 when all were cached)."""
     created: str = ""
+    style: str = ""
+    """The :class:`~mentor.rag.synthetic.QueryStyle` key the questions were written in ("" for
+    the built-in question style): a set written in another style is written again."""
 
     def save(self, index: Path) -> Path:
         path = index / SELFEVAL
@@ -71,7 +86,38 @@ class SelfEvalSet:
             dropped=raw.get("dropped", {}),
             seconds=raw.get("seconds", 0.0),
             created=raw.get("created", ""),
+            style=raw.get("style", ""),
         )
+
+
+def save_examples(index: Path, queries: Sequence[str]) -> None:
+    """Keep the example queries beside the index (text only)."""
+    atomic_write_text(index / EXAMPLES, json.dumps(list(queries), indent=1, ensure_ascii=False))
+
+
+def load_examples(index: Path) -> list[str]:
+    """The example queries kept beside the index ([] when there are none)."""
+    path = index / EXAMPLES
+    if not path.exists():
+        return []
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, list) or not all(isinstance(q, str) for q in raw):
+        raise ValueError(f"{path}: expected a JSON list of query strings")
+    return raw
+
+
+def index_style(retriever: Retriever, seed: int = 0) -> QueryStyle | None:
+    """The style of the example queries kept beside the index (None without any): each shown
+    with the chunk BM25 ranks first for it."""
+    examples = load_examples(retriever.folder)
+    if not examples:
+        return None
+
+    def top_passage(query: str) -> str | None:
+        hits = retriever.search(query, SearchConfig(mode="bm25", k=1)).hits
+        return embed_input(hits[0].chunk) if hits else None
+
+    return query_style(examples, top_passage, seed=seed)
 
 
 def stratified_sample(chunks: Sequence[Chunk], n: int, seed: int) -> list[Chunk]:
@@ -134,13 +180,15 @@ def build_selfeval(
     seed: int = 0,
     budget_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    style: QueryStyle | None = None,
 ) -> SelfEvalSet:
     """Write (or read back from the cache) questions for a stratified sample of ``questions``
     chunks, split them, and save the set in the index folder.
 
     With ``budget_s``, writing stops before a batch that would end past the budget (judged by
     the slowest batch so far; one batch at least is written) and the set is made of the chunks
-    done so far (run again to continue: the replies are cached)."""
+    done so far (run again to continue: the replies are cached). ``style``: write in the style
+    of the users' own queries (:func:`mentor.rag.synthetic.query_style`)."""
     picked = stratified_sample(chunks, questions, seed)
     cache = index / REPLIES
     started = time.perf_counter()
@@ -149,7 +197,7 @@ def build_selfeval(
     for start in range(0, len(picked), BATCH):
         batch = picked[start : start + BATCH]
         t0 = time.perf_counter()
-        synthetic_questions(batch, generator, cache=cache)
+        synthetic_questions(batch, generator, cache=cache, style=style)
         slowest = max(slowest, time.perf_counter() - t0)
         done = start + len(batch)
         if progress is not None:
@@ -158,7 +206,7 @@ def build_selfeval(
             break  # the next batch would end past the budget; at least one batch was written
     seconds = time.perf_counter() - started
     # Once more over everything done, all from the cache: one pass keeps duplicates out.
-    written = synthetic_questions(picked[:done], generator, cache=cache)
+    written = synthetic_questions(picked[:done], generator, cache=cache, style=style)
     tuning, held = split_by_document(written.questions, held_out_share, seed)
     result = SelfEvalSet(
         tuning,
@@ -168,6 +216,7 @@ def build_selfeval(
         written.dropped,
         seconds,
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "" if style is None else style.key,
     )
     result.save(index)
     return result
