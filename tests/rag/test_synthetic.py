@@ -213,8 +213,12 @@ def _top_passage(query: str) -> str | None:
 
 
 def test_query_style_pairs_examples_with_their_passage_and_reads_their_form() -> None:
-    style = query_style(CLAIMS, _top_passage, shots=3, seed=0)
+    style = query_style(CLAIMS, _top_passage, limit=3, shots=2, seed=0)
     assert len(style.demonstrations) == 3
+    shown = style.shown_for("a passage")
+    assert len(shown) == 2 and set(shown) <= set(style.demonstrations)
+    assert style.shown_for("a passage") == shown  # the same passage, the same prompt
+    assert len({style.shown_for(f"passage {i}") for i in range(20)}) > 1
     assert "Policy 9 never issues refunds." not in [q for _, q in style.demonstrations]
     for passage, query in style.demonstrations:
         assert passage.startswith("Policy ") and query in CLAIMS
@@ -264,7 +268,7 @@ def _claim_about(messages: Sequence[ChatMessage]) -> str:
 
 
 def test_styled_questions_show_the_examples_and_keep_statements(tmp_path: Path) -> None:
-    style = query_style(CLAIMS, _top_passage, shots=2)
+    style = query_style(CLAIMS, _top_passage, limit=2)
     generator = ScriptedGenerator(_claim_about)
     cache = tmp_path / "replies.jsonl"
     result = synthetic_questions(_chunks(3), generator, cache=cache, style=style)
@@ -301,3 +305,12 @@ def test_read_example_queries_from_text_or_jsonl_names_a_bad_line(tmp_path: Path
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="no example queries"):
         read_example_queries(tmp_path / "empty.txt")
+
+
+def test_a_reply_that_rewrites_an_example_is_dropped() -> None:
+    style = query_style(CLAIMS[:1], _top_passage)
+    assert style.echoed_by("Refunds for policy 3 take four business days.")
+    assert not style.echoed_by("Policy 3 refunds need a receipt and the original box.")
+    generator = ScriptedGenerator(lambda _: "Refunds for policy 3 take four business days.")
+    result = synthetic_questions(_chunks(2), generator, style=style)
+    assert result.questions == [] and result.dropped == {"echoes an example": 2}

@@ -38,6 +38,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -251,7 +252,7 @@ def _messages(
         listed = "\n".join(f"- {q}" for q in asked)
         avoid = f"\nWrite something different from these queries:\n{listed}"
     messages: list[ChatMessage] = [{"role": "system", "content": STYLE_SYSTEM}]
-    for shown, query in style.demonstrations:
+    for shown, query in style.shown_for(passage):
         messages.append({"role": "user", "content": STYLE_PROMPT.format(passage=shown, avoid="")})
         messages.append({"role": "assistant", "content": query})
     messages.append({"role": "user", "content": STYLE_PROMPT.format(passage=passage, avoid=avoid)})
@@ -274,9 +275,12 @@ Write one search query that this passage answers, in the style of this search en
 users.{avoid}
 Output only the query."""
 SHOTS = 3
-"""Example queries shown as worked examples. Each adds its passage to every prompt, and prefill
-is most of a small model's time: with three, SmolLM2 took 1.0 s a question on SciFact, against
-0.44 s with the one built-in example."""
+"""Example queries shown as worked examples in one prompt. Each adds its passage to the prompt,
+and prefill is most of a small model's time: with three, SmolLM2 took 1.3 s a question on
+SciFact, against 0.5 s with the one built-in example."""
+MAX_EXAMPLES = 32
+"""Example queries kept in a style: each prompt shows ``SHOTS`` of them, drawn per passage, so
+no one example sets the form of every question."""
 DEMO_CHARS = 700
 """A worked example's passage is cut to this many characters: enough to show what was asked."""
 _SENTENCE_END = re.compile(r"[.?!](?:\s|$)")
@@ -291,6 +295,24 @@ class QueryStyle:
     questions: bool
     """The examples are questions (most end in "?"): a reply must be one. Otherwise a reply is
     kept as a statement (its first sentence)."""
+    shots: int = SHOTS
+    """Worked examples in one prompt."""
+
+    def shown_for(self, passage: str) -> tuple[tuple[str, str], ...]:
+        """The worked examples of the prompt about ``passage``: ``shots`` of them, drawn with
+        the passage as seed (the same passage, the same prompt, so cached replies stay valid)."""
+        if len(self.demonstrations) <= self.shots:
+            return self.demonstrations
+        return tuple(random.Random(_sha(passage)).sample(self.demonstrations, self.shots))
+
+    def echoed_by(self, text: str) -> bool:
+        """Whether ``text`` is mostly an example query's own wording (half of its word pairs in
+        one example's): a small writer given worked examples often rewrites the first one with
+        the new subject put in, which is not a query about the passage."""
+        pairs = _pairs(text)
+        return bool(pairs) and any(
+            len(pairs & _pairs(query)) * 2 >= len(pairs) for _, query in self.demonstrations
+        )
 
     @property
     def key(self) -> str:
@@ -300,16 +322,23 @@ class QueryStyle:
         return _sha(json.dumps([[query for _, query in self.demonstrations], self.questions]))
 
 
+def _pairs(text: str) -> set[tuple[str, str]]:
+    words = _words(text).split()
+    return set(pairwise(words))
+
+
 def query_style(
     examples: Sequence[str],
     top_passage: Callable[[str], str | None],
     *,
+    limit: int = MAX_EXAMPLES,
     shots: int = SHOTS,
     seed: int = 0,
 ) -> QueryStyle:
-    """The style of ``examples`` (the users' queries, no judgements needed): ``shots`` of them,
-    drawn with ``seed``, each paired with ``top_passage(query)`` (the passage a search of the
-    index ranks first; an example it finds nothing for is passed over)."""
+    """The style of ``examples`` (the users' queries, no judgements needed): up to ``limit`` of
+    them, drawn with ``seed``, each paired with ``top_passage(query)`` (the passage a search of
+    the index ranks first; an example it finds nothing for is passed over); each prompt shows
+    ``shots`` of them."""
     texts = list(dict.fromkeys(e.strip() for e in examples if e.strip()))
     if not texts:
         raise ValueError("no example queries: give at least one")
@@ -319,12 +348,12 @@ def query_style(
         passage = top_passage(query)
         if passage:
             demonstrations.append((passage[:DEMO_CHARS], query))
-        if len(demonstrations) == shots:
+        if len(demonstrations) == limit:
             break
     if not demonstrations:
         raise ValueError("no example query found a passage in the index to show it with")
     asked = sum(t.rstrip().endswith("?") for t in texts)
-    return QueryStyle(tuple(demonstrations), questions=asked * 2 >= len(texts))
+    return QueryStyle(tuple(demonstrations), questions=asked * 2 >= len(texts), shots=shots)
 
 
 def read_example_queries(path: Path) -> list[str]:
@@ -416,6 +445,8 @@ def synthetic_questions(
                     question, reason = clean_statement(reply, passages[i])
                 if question is not None and _words(question) in seen:
                     question, reason = None, "duplicate"
+                if question is not None and style is not None and style.echoed_by(question):
+                    question, reason = None, "echoes an example"
                 if question is None:
                     dropped[reason] += 1
                     continue
