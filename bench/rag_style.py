@@ -9,7 +9,8 @@ question style, and the style of ``--examples`` queries drawn from the *training
 none of them is judged here) and, for each, scores every setting of the fusion tuner's grid on
 the synthetic and the judged questions: Kendall's tau and Pearson's r between the two, and the
 judged score of the setting the synthetic set would pick against the judged best. Columns are
-given for the held-out part (what the tuner's guard sees) and for all the questions.
+given for the held-out part (what the tuner's guard sees) and for all the questions. Example
+queries that are questions are measured here too, though tuning then keeps the built-in prompt.
 
 Judged: SciFact, the held-out fifth of the train judgements (as bench/rag_beir.py splits them;
 examples come from the other four fifths); Tidepool, the handbook's train and validation
@@ -63,7 +64,11 @@ def write_set(
         save_examples(copy, examples)
     retriever = Retriever(copy, load_embedder(Manifest.read(copy).config.embedder, device="cpu"))
     made = build_selfeval(
-        copy, retriever.chunks, generator, questions=questions, style=index_style(retriever)
+        copy,
+        retriever.chunks,
+        generator,
+        questions=questions,
+        style=index_style(retriever, questions_too=True),  # measured even where tuning skips it
     )
     return made, retriever
 

@@ -315,3 +315,16 @@ def test_example_queries_set_the_style_and_are_kept_for_later_runs(tmp_path: Pat
     autotune(index, HashEmbedder(64), opener(third), replace(options, example_queries=examples[:1]))
     assert third.calls and json.loads((index / SELFEVAL).read_text())["style"] != saved["style"]
     assert third.calls[0].messages[2]["content"] == examples[0]
+
+
+def test_example_questions_keep_the_built_in_prompt(tmp_path: Path) -> None:
+    index, docs = built(tmp_path)
+    words = (docs / "doc0.txt").read_text().split()
+    examples = (f"Does {words[3]} raise {words[7]}?", f"Where is {words[11]} kept?")
+    generator = writer()
+    options = TuneOptions(profile="fast", questions=40, example_queries=examples)
+    report = autotune(index, HashEmbedder(64), opener(generator), options)
+    assert generator.calls[0].messages[0]["content"] != STYLE_SYSTEM
+    assert json.loads((index / SELFEVAL).read_text())["style"] == ""
+    questions = report.record("questions")
+    assert questions is not None and "the example queries are questions" in questions.reason

@@ -44,7 +44,14 @@ from mentor.models.protocols import Embedder, Generator
 from mentor.rag.index import MANIFEST, Manifest, build_index, chunk_limit, remove_unnamed
 from mentor.rag.records import Chunk
 from mentor.rag.retrieve import Retriever, SearchConfig
-from mentor.rag.selfeval import EXAMPLES, SELFEVAL, SelfEvalSet, build_selfeval, save_examples
+from mentor.rag.selfeval import (
+    EXAMPLES,
+    SELFEVAL,
+    SelfEvalSet,
+    build_selfeval,
+    load_examples,
+    save_examples,
+)
 from mentor.rag.synthetic import QueryStyle, SyntheticQuestion
 from mentor.utils.fs import atomic_write_text, remove_tree
 
@@ -561,6 +568,8 @@ def _questions(ctx: Context) -> tuple[str, dict[str, Any]]:
         )
     ctx.selfeval = made
     how = f"written in {made.seconds:.0f} s"
+    if style is None and load_examples(ctx.index):
+        how += ", as plain questions: the example queries are questions themselves"
     if style is not None:
         shown = len(style.demonstrations)
         how += f", in the style of {shown} example {'query' if shown == 1 else 'queries'}"
