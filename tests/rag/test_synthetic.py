@@ -314,3 +314,14 @@ def test_a_reply_that_rewrites_an_example_is_dropped() -> None:
     generator = ScriptedGenerator(lambda _: "Refunds for policy 3 take four business days.")
     result = synthetic_questions(_chunks(2), generator, style=style)
     assert result.questions == [] and result.dropped == {"echoes an example": 2}
+
+
+def test_keyword_examples_let_short_queries_through() -> None:
+    keywords = query_style(["policy 4 refunds", "refund days"], _top_passage)
+    assert keywords.min_words == 2 and not keywords.questions
+    assert clean_statement("Policy 6 refunds", PASSAGE, keywords.min_words) == (
+        "Policy 6 refunds",
+        "",
+    )
+    assert clean_statement("Policy 6 refunds", PASSAGE) == (None, "too short")
+    assert query_style(CLAIMS, _top_passage).min_words == 4

@@ -137,12 +137,12 @@ def _unlabelled(line: str) -> str:
     return text
 
 
-def _judge(text: str, passage: str) -> tuple[str | None, str]:
+def _judge(text: str, passage: str, min_words: int = MIN_WORDS) -> tuple[str | None, str]:
     """The checks every kept query passes: its length, not a copy, not about the prompt."""
     words = text.removesuffix("?").split()
     if not words:
         return None, "empty"
-    if len(words) < MIN_WORDS:
+    if len(words) < min_words:
         return None, "too short"
     if len(words) > MAX_WORDS:
         return None, "too long"
@@ -174,16 +174,16 @@ def clean_question(reply: str, passage: str) -> tuple[str | None, str]:
     return _judge(text[: text.index("?") + 1].strip(_QUOTES), passage)
 
 
-def clean_statement(reply: str, passage: str) -> tuple[str | None, str]:
+def clean_statement(reply: str, passage: str, min_words: int = MIN_WORDS) -> tuple[str | None, str]:
     """:func:`clean_question` for a style of statements: the first line's first sentence, no
-    question mark needed, the same reasons."""
+    question mark needed, the same reasons (``min_words``: fewer for keyword queries)."""
     lines = [line.strip() for line in reply.splitlines() if line.strip()]
     if not lines:
         return None, "empty"
     text = _unlabelled(lines[0])
     if end := _SENTENCE_END.search(text):
         text = text[: end.start() + 1]
-    return _judge(text, passage)
+    return _judge(text, passage, min_words)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +298,9 @@ class QueryStyle:
     kept as a statement (its first sentence)."""
     shots: int = SHOTS
     """Worked examples in one prompt."""
+    min_words: int = MIN_WORDS
+    """Shortest reply kept: the shortest example's length when under 4 words (keyword queries),
+    never under 2."""
 
     def shown_for(self, passage: str) -> tuple[tuple[str, str], ...]:
         """The worked examples of the prompt about ``passage``: ``shots`` of them, drawn with
@@ -354,7 +357,13 @@ def query_style(
     if not demonstrations:
         raise ValueError("no example query found a passage in the index to show it with")
     asked = sum(t.rstrip().endswith("?") for t in texts)
-    return QueryStyle(tuple(demonstrations), questions=asked * 2 >= len(texts), shots=shots)
+    shortest = min(len(query.split()) for _, query in demonstrations)
+    return QueryStyle(
+        tuple(demonstrations),
+        questions=asked * 2 >= len(texts),
+        shots=shots,
+        min_words=max(2, min(MIN_WORDS, shortest)),
+    )
 
 
 def read_example_queries(path: Path) -> list[str]:
@@ -443,7 +452,7 @@ def synthetic_questions(
                 if style is None or style.questions:
                     question, reason = clean_question(reply, chunk.text)
                 else:
-                    question, reason = clean_statement(reply, passages[i])
+                    question, reason = clean_statement(reply, passages[i], style.min_words)
                 if question is not None and _words(question) in seen:
                     question, reason = None, "duplicate"
                 if question is not None and style is not None and style.echoed_by(question):
