@@ -118,6 +118,9 @@ def test_example_queries_from_the_command_line(
     other = runner.invoke(app, ["rag", "index", str(docs), "--index", str(idx), *flags])
     assert other.exit_code == 0 and "tuning the index (new example queries)" in other.output
     assert "in the style of 1 example query" in other.output and len(writer.calls) > asked
+    info = runner.invoke(app, ["rag", "info", "--index", str(idx)], env={"COLUMNS": "300"})
+    assert "1 kept (example-queries.json" in info.output
+    assert "in the style of the example queries" in info.output
 
 
 def test_no_tune_only_calibrates(tmp_path: Path, embedder_folder: Path) -> None:

@@ -453,7 +453,7 @@ def info_cmd(index: IndexOpt) -> None:
         "table version": str(manifest.lance_version),
         "updated": manifest.updated,
     }
-    from mentor.rag.selfeval import SelfEvalSet
+    from mentor.rag.selfeval import EXAMPLES, SelfEvalSet, load_examples
     from mentor.rag.tune import load_fusion
 
     tuned = load_fusion(index)
@@ -466,10 +466,13 @@ def info_cmd(index: IndexOpt) -> None:
         )
     selfeval = SelfEvalSet.load(index)
     if selfeval is not None:
+        style = ", in the style of the example queries" if selfeval.style else ""
         rows["synthetic questions"] = (
             f"{len(selfeval.tuning)} tuning, {len(selfeval.held_out)} held out "
-            f"(by {selfeval.generator})"
+            f"(by {selfeval.generator}{style})"
         )
+    if examples := load_examples(index):
+        rows["example queries"] = f"{len(examples)} kept ({EXAMPLES}; delete it to stop using them)"
     from mentor.rag.autotune import load_report
 
     tuned_run = load_report(index)
