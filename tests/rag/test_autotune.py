@@ -22,6 +22,7 @@ from mentor.rag.autotune import (
     SCRATCH,
     Step,
     TuneOptions,
+    _fingerprint,
     autotune,
     changed_share,
     chunk_digests,
@@ -328,3 +329,12 @@ def test_example_questions_keep_the_built_in_prompt(tmp_path: Path) -> None:
     assert json.loads((index / SELFEVAL).read_text())["style"] == ""
     questions = report.record("questions")
     assert questions is not None and "the example queries are questions" in questions.reason
+
+
+def test_more_embedder_time_runs_the_embedder_step_again(tmp_path: Path) -> None:
+    index, _ = built(tmp_path)
+    step = next(s for s in default_steps() if s.name == "embedder")
+    autotune(index, HashEmbedder(64), opener(writer()), TuneOptions(profile="fast"))
+    short = _fingerprint(index, step, TuneOptions(embedder_budget_s=300.0))
+    assert short == _fingerprint(index, step, TuneOptions(embedder_budget_s=300.0))
+    assert short != _fingerprint(index, step, TuneOptions(embedder_budget_s=1200.0))

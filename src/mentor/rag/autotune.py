@@ -362,6 +362,8 @@ def _option_key(name: str, options: TuneOptions) -> Any:
     return {
         "questions": options.question_count(),
         "chunk_size": list(options.chunk_sizes),
+        # A run that had no time to train is done all the same: more time must run it again.
+        "embedder": options.embedder_budget_s,
         "reranker": [options.reranker_base, options.negatives, options.reranker_questions],
     }.get(name)
 
