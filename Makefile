@@ -38,16 +38,22 @@ vllm: $(VLLM_VENV)/.installed
 
 # llama.cpp itself (llama-cpp-python, the gguf-verify extra) in mentor's venv: tests/test_export.py
 # loads `mentor export` files in it. PyPI has only its source, so it is built here: the CPU backend
-# for this machine, without the two libraries its bindings never load at import (mtmd, for images,
+# for x86 with AVX2, without the two libraries its bindings never load at import (mtmd, for images,
 # and llama.cpp's common, which llama-cpp-python forces on: .ci/llama-cpp-lean.cmake turns it off).
 # About 4 minutes on 2 busy cores, against 8 for the full build. --no-cache-dir: pip's wheel cache
 # would hand back a build made with other options. The second install adds its small dependencies.
+# AVX2 rather than -march=native: on the Intel hosts here (virtualised, with AMX) a native build
+# puts Q4_0/Q4_1 weights in ggml's AMX buffers and segfaults in its first decode (the llama.cpp
+# AMX bug ggml-org/llama.cpp#20824, seen by others on virtualised Sapphire and Granite Rapids).
+# The tests check what llama.cpp computes, not how fast, and AVX2 runs on every x86 host here.
 LLAMA_CPP_VERSION ?= 0.3.36
-LLAMA_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF \
+LLAMA_CPP_BUILD := $(LLAMA_CPP_VERSION)-avx2
+LLAMA_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+	-DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
 	-DLLAMA_OPENSSL=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/.ci/llama-cpp-lean.cmake
 # A machine without a C++ compiler (gcc alone) gets clang from PyPI's ziglang, for C and C++ both:
 # ggml picks its warning flags by the C++ compiler, which gcc's C compiler would refuse.
-$(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION): | $(VENV)/.installed
+$(VENV)/.llama-cpp-$(LLAMA_CPP_BUILD): | $(VENV)/.installed
 	if command -v c++ >/dev/null || command -v g++ >/dev/null; then compilers=""; else \
 	  $(BIN)/pip install ziglang && \
 	  printf '#!/bin/sh\nexec "%s" -m ziglang cc "$$@"\n' "$(abspath $(BIN))/python" > $(BIN)/zig-cc && \
@@ -59,7 +65,7 @@ $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION): | $(VENV)/.installed
 	$(BIN)/pip install "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	touch $@
 
-llama: $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)
+llama: $(VENV)/.llama-cpp-$(LLAMA_CPP_BUILD)
 
 demo: install
 	$(BIN)/python -m mentor.demo
