@@ -237,26 +237,21 @@ def sample_chunks(chunks: Sequence[Chunk], max_chunks: int | None, seed: int) ->
 def _messages(
     passage: str, asked: Sequence[str], style: QueryStyle | None = None
 ) -> list[ChatMessage]:
+    """The prompt about ``passage``: worked examples (the built-in one, or the style's), then
+    the passage, with the questions already kept for it listed as taken."""
+    listed = "\n".join(f"- {q}" for q in asked)
     if style is None:
-        avoid = ""
-        if asked:
-            listed = "\n".join(f"- {q}" for q in asked)
-            avoid = f"\nAsk something different from these questions:\n{listed}"
-        return [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": PROMPT.format(passage=EXAMPLE_PASSAGE, avoid="")},
-            {"role": "assistant", "content": EXAMPLE_QUESTION},
-            {"role": "user", "content": PROMPT.format(passage=passage, avoid=avoid)},
-        ]
-    avoid = ""
-    if asked:
-        listed = "\n".join(f"- {q}" for q in asked)
-        avoid = f"\nWrite something different from these queries:\n{listed}"
-    messages: list[ChatMessage] = [{"role": "system", "content": STYLE_SYSTEM}]
-    for shown, query in style.shown_for(passage):
-        messages.append({"role": "user", "content": STYLE_PROMPT.format(passage=shown, avoid="")})
+        avoid = f"\nAsk something different from these questions:\n{listed}" if asked else ""
+        system, prompt = SYSTEM, PROMPT
+        shown: Sequence[tuple[str, str]] = [(EXAMPLE_PASSAGE, EXAMPLE_QUESTION)]
+    else:
+        avoid = f"\nWrite something different from these queries:\n{listed}" if asked else ""
+        system, prompt, shown = STYLE_SYSTEM, STYLE_PROMPT, style.shown_for(passage)
+    messages: list[ChatMessage] = [{"role": "system", "content": system}]
+    for example, query in shown:
+        messages.append({"role": "user", "content": prompt.format(passage=example, avoid="")})
         messages.append({"role": "assistant", "content": query})
-    messages.append({"role": "user", "content": STYLE_PROMPT.format(passage=passage, avoid=avoid)})
+    messages.append({"role": "user", "content": prompt.format(passage=passage, avoid=avoid)})
     return messages
 
 
