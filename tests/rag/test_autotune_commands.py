@@ -125,10 +125,14 @@ def test_example_queries_from_the_command_line(
 
 def test_no_tune_only_calibrates(tmp_path: Path, embedder_folder: Path) -> None:
     idx = tmp_path / "idx"
+    examples = tmp_path / "queries.txt"
+    examples.write_text("zq1x raises zq2x.\n")
     flags = ["--embedder", str(embedder_folder), "--device", "cpu", "--no-tune"]
+    flags += ["--example-queries", str(examples)]
     built = runner.invoke(app, ["rag", "index", str(corpus(tmp_path)), "--index", str(idx), *flags])
     assert built.exit_code == 0, built.output
     assert not (idx / AUTOTUNE).exists() and (idx / "calibration.json").exists()
+    assert json.loads((idx / "example-queries.json").read_text()) == ["zq1x raises zq2x."]
 
 
 def _keep(index: Path, reranker: Path, depth: int = 7) -> None:

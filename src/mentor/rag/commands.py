@@ -198,6 +198,11 @@ def index_cmd(
             )  # fmt: skip
             return
         console.print(why, highlight=False)
+    elif examples:
+        from mentor.rag.selfeval import EXAMPLES, save_examples
+
+        save_examples(index, examples)  # for the tuning run to come
+        console.print(f"kept {len(examples)} example queries in {index / EXAMPLES}")
     if calibrate:
         _auto_calibrate(index, embedding)
 
