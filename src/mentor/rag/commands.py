@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the heavy modules load inside the commands: `mentor --help`
     from mentor.rag.index import Manifest
     from mentor.rag.retrieve import Reranker, Retriever, SearchConfig, Searcher
     from mentor.rag.selfeval import SelfEvalSet
+    from mentor.rag.synthetic import QueryStyle
     from mentor.rag.tune import FusionTuning
 
 app = typer.Typer(
@@ -217,6 +218,16 @@ ExampleQueriesOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _index_style(retriever: Retriever) -> QueryStyle | None:
+    """The style of the example queries kept in the index (None without any), or a clear exit."""
+    from mentor.rag.selfeval import index_style
+
+    try:
+        return index_style(retriever)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def _example_queries(path: Path | None) -> tuple[str, ...]:
@@ -934,12 +945,9 @@ def _write_selfeval(
     settings: EngineSettings | None = None,
 ) -> SelfEvalSet:
     """The index's synthetic questions, written by ``model`` (cached replies reused), split."""
-    from mentor.rag.selfeval import build_selfeval, index_style
+    from mentor.rag.selfeval import build_selfeval
 
-    try:
-        style = index_style(retriever)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    style = _index_style(retriever)
     settings = settings or settings_from_flags(None, None, None)
     with _generator(model, device, settings) as generator, progress_bar(console) as bar:
         task = bar.add_task(f"writing questions with {model}", total=questions)
@@ -1286,13 +1294,9 @@ def train_reranker_cmd(
         )
     else:
         from mentor.models.remote import RemoteError
-        from mentor.rag.selfeval import index_style
         from mentor.rag.synthetic import synthetic_questions
 
-        try:
-            style = index_style(retriever)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+        style = _index_style(retriever)
         generator: Generator
         hosted: RemoteGenerator | None = None
         local = ExitStack()  # the local model's engine (a vLLM server) closes after the questions
