@@ -106,9 +106,10 @@ class TuneOptions:
     calibrate: bool = True
     """Run the calibration step (off: a threshold already there is left as it is)."""
     example_queries: tuple[str, ...] = ()
-    """A few of the users' own queries (text only, no judgements): the synthetic questions are
-    written in their style (claims, keywords or questions). Kept beside the index, so later runs
-    use them without being given them again; () uses the kept ones, if any."""
+    """A few of the users' own queries (text only, no judgements): when they are statements
+    (claims, keywords) the synthetic questions are written in their style; questions keep the
+    built-in prompt. Kept beside the index, so later runs use them without being given them
+    again; () uses the kept ones, if any."""
     device: str = "auto"
     seed: int = 0
 

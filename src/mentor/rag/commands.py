@@ -212,9 +212,9 @@ ExampleQueriesOpt = Annotated[
     Path | None,
     typer.Option(
         help="A few of your users' own queries (one a line, or JSONL with a text, query or "
-        "question field; no judgements needed): the synthetic questions tuning runs on are "
-        "written in their style (claims, keywords or questions). Kept in the index for later "
-        "runs.",
+        "question field; no judgements needed): when they are statements (claims, keywords), "
+        "the synthetic queries tuning runs on are written in their style; questions keep the "
+        "built-in prompt. Kept in the index for later runs.",
         show_default=False,
     ),
 ]
