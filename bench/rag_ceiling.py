@@ -13,14 +13,27 @@ Rows:
 - ``+ title``: a third list, the MiniLM cosine of the query and the document's title alone;
 - ``+ sentences``: a third list, the best MiniLM cosine over the document's sentences (claims
   often restate one sentence of an abstract);
+- ``+ whole-document BM25``: a third list, BM25 over each document's title and full text (the
+  index's analyzer), beside the chunk-level BM25;
+- pseudo-relevance feedback, label-free and at query time, each the best of a small grid: dense
+  Rocchio (the query vector plus ``beta`` times the mean vector of the best chunk of each of the
+  first ``k`` documents of the alpha-0.5 fusion, Rocchio 1971 / the "average" vector PRF of Li et
+  al., 2021) in place of the MiniLM list; RM3 (Lavrenko and Croft, 2001; Abdul-Jaleel et al.,
+  2004: the ``m`` terms of those chunks' BM25 weight mass, interpolated with the query's terms by
+  ``lambda``) in place of the BM25 list;
 - ``+ mpnet`` (``--mpnet``, needs ``mentor models pull mpnet-base``; about 20 min for SciFact on
-  2 cores in bf16): a third list, all-mpnet-base-v2 over title + text (its first 384 tokens);
+  2 cores in bf16): a third list, all-mpnet-base-v2 over title + text (its first 384 tokens),
+  and a row with mpnet in MiniLM's place (mpnet + BM25);
+- ``+ reranker, score blend`` (``--reranker FOLDER``, a cross-encoder trained by mentor): the
+  tuned top 30 chunks ordered by ``w`` z(cross-encoder score) + (1 - ``w``) z(-log(1 + rank)),
+  ``w`` in 0, 0.1 .. 1 (1: the reranker alone), rather than the judge's RRF of the two orders;
 - ``UPR`` (``--upr N``, about 5 s a question on 2 cores): the tuned top 10 of the first N judged
   questions reranked by SmolLM2-135M's mean log-probability of the question given the passage
   (Sachan et al., 2022), alone and fused with the first stage by RRF.
 
 Run (on an index tuned by ``mentor rag index``):
   python bench/rag_ceiling.py --index IDX --corpus scifact [--mpnet] [--upr 161] [--cache DIR]
+      [--reranker IDX/reranker]
 """
 
 from __future__ import annotations
@@ -33,15 +46,19 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from mentor.evaluate.retrieval import ndcg_at_k
 from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from mentor.rag.bm25 import BM25Index, bm25_matrix, count_terms, tokenize
 from mentor.rag.evaluation import EvalSet
 from mentor.rag.fusion import fuse
+from mentor.rag.index import Manifest, bm25_texts, embed_input
 from mentor.rag.records import Chunk
+from mentor.rag.reranker import CrossEncoderReranker
 from mentor.rag.retrieve import Retriever
 from mentor.rag.selfeval import SelfEvalSet, as_eval_set
 from mentor.rag.tune import Retrieved, offline_ranking, resolve_search, retrieve_once
@@ -55,7 +72,13 @@ DEPTH = 50
 ALPHAS = tuple(round(a / 10, 1) for a in range(11))
 THIRD = (0.1, 0.2, 0.3, 0.4)
 """Weights tried for a third list (the rest split between dense and BM25 by ALPHAS)."""
+ROCCHIO = tuple((k, beta) for k in (3, 5, 10) for beta in (0.3, 0.7))
+"""Dense feedback settings tried: (feedback documents, weight of their mean vector)."""
+RM3 = tuple((k, m, lam) for k in (3, 5, 10) for m in (10, 30) for lam in (0.3, 0.5))
+"""RM3 settings tried: (feedback documents, expansion terms, weight of the expansion)."""
 Docs = list[tuple[str, float]]
+BLEND_DEPTH = 30
+"""Chunks of the tuned ranking the reranker blend rescores."""
 
 
 def doc_level(scored: Sequence[tuple[str, float]], doc_of: Mapping[str, str]) -> Docs:
@@ -86,6 +109,10 @@ def top_documents(scores: npt.NDArray[np.float32], owners: Sequence[str], n: int
             if len(out) == n:
                 break
     return out
+
+
+def standardised(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return (values - values.mean()) / (values.std() + 1e-9)
 
 
 def mean_ndcg(rankings: Mapping[str, list[str]], judged: EvalSet) -> float:
@@ -120,6 +147,71 @@ def oracle(
     judged_best = max(j for j, _ in scores)
     judged_of_pick, synthetic_best = max(scores, key=lambda js: (js[1], js[0]))
     return judged_best, judged_of_pick, synthetic_best
+
+
+def chunk_matrices(
+    retriever: Retriever,
+) -> tuple[npt.NDArray[np.float32], sp.csr_matrix, dict[str, int], list[str]]:
+    """The index's chunk vectors, its BM25 weights (chunks x terms, rebuilt with the manifest's
+    settings), the term ids and each row's document id, all in the store's row order."""
+    manifest = Manifest.read(retriever.folder)
+    store = retriever.store
+    vectors = np.asarray(
+        [v for batch in store.column_batches(["vector"], 4096) for v in batch["vector"]],  # type: ignore[attr-defined]
+        dtype=np.float32,
+    )
+    chunk_ids: list[str] = []
+    doc_ids: list[str] = []
+    config = manifest.config
+    counts = count_terms(
+        bm25_texts(store, config.bm25_heading_weight, chunk_ids, doc_ids),  # type: ignore[arg-type]
+        config.analyzer,
+    )
+    data, indices, indptr = bm25_matrix(counts, config.bm25_k1, config.bm25_b)
+    weights = sp.csc_matrix((data, indices, indptr), shape=(counts.size, len(counts.vocab)))
+    return vectors, weights.tocsr(), counts.vocab, doc_ids
+
+
+class Feedback:
+    """Pseudo-relevance feedback over one index's chunk vectors and BM25 weights."""
+
+    def __init__(self, retriever: Retriever) -> None:
+        self.vectors, self.bm25, self.vocab, owners = chunk_matrices(retriever)
+        self.analyzer = Manifest.read(retriever.folder).config.analyzer
+        self.owners = owners
+        self.rows_of: dict[str, list[int]] = {}
+        for row, doc in enumerate(owners):
+            self.rows_of.setdefault(doc, []).append(row)
+        per_row = np.asarray(self.bm25.sum(axis=1)).ravel()
+        self.term_share = sp.diags(1.0 / np.maximum(per_row, 1e-9)) @ self.bm25  # P(t | chunk)
+
+    def query_terms(self, text: str) -> npt.NDArray[np.float32]:
+        weights = np.zeros(len(self.vocab), dtype=np.float32)
+        for term in tokenize([text], self.analyzer)[0]:
+            if term in self.vocab:
+                weights[self.vocab[term]] += 1
+        return weights / max(float(weights.sum()), 1.0)
+
+    def feedback_rows(self, first: Docs, vector: npt.NDArray[np.float32], k: int) -> list[int]:
+        """The best chunk (by the query's cosine) of each of the first ``k`` documents."""
+        return [
+            max(self.rows_of[d], key=lambda r: float(self.vectors[r] @ vector))
+            for d, _ in first[:k]
+        ]
+
+    def rocchio(self, vector: npt.NDArray[np.float32], rows: list[int], beta: float) -> Docs:
+        moved = vector + beta * self.vectors[rows].mean(axis=0)
+        moved /= np.linalg.norm(moved)
+        return top_documents(self.vectors @ moved, self.owners, 200)
+
+    def rm3(self, text: str, rows: list[int], terms: int, lam: float) -> Docs:
+        expansion = np.asarray(self.term_share[rows].sum(axis=0)).ravel()
+        if terms < len(expansion):
+            expansion[expansion < np.partition(expansion, -terms)[-terms]] = 0
+        expansion /= max(float(expansion.sum()), 1e-9)
+        weights = (1 - lam) * self.query_terms(text) + lam * expansion
+        scores = np.asarray(self.bm25 @ weights, dtype=np.float32).ravel()
+        return [(d, s) for d, s in top_documents(scores, self.owners, 200) if s > 0]
 
 
 def sentences(text: str) -> list[str]:
@@ -188,6 +280,7 @@ def main() -> None:
     parser.add_argument("--corpus", choices=("scifact", "tidepool"), default="scifact")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the SciFact folder")
     parser.add_argument("--mpnet", action="store_true", help="add the mpnet row (slow)")
+    parser.add_argument("--reranker", type=Path, help="a cross-encoder folder for the blend row")
     parser.add_argument("--upr", type=int, default=0, help="judged questions for the UPR rows")
     parser.add_argument("--cache", type=Path, help="folder to keep embeddings in between runs")
     args = parser.parse_args()
@@ -237,7 +330,12 @@ def main() -> None:
         owners,
         query_vectors,
     )
-    thirds: list[str | None] = [None, "title", "sentences"]
+    console.print("whole-document BM25 ...")
+    analyzer = Manifest.read(args.index).config.analyzer
+    whole = BM25Index.build([f"{docs[d][0]}\n{docs[d][1]}" for d in doc_ids], analyzer=analyzer)
+    for key, text in texts.items():
+        lists[key]["document BM25"] = [(doc_ids[r], s) for r, s in whole.search(text, 200)]
+    thirds: list[str | None] = [None, "title", "sentences", "document BM25"]
     if args.mpnet:
         from sentence_transformers import SentenceTransformer
 
@@ -282,6 +380,87 @@ def main() -> None:
         best, pick, synthetic = oracle(sets, lists, third)
         name = "MiniLM + BM25" if third is None else f"MiniLM + BM25 + {third}"
         table.add_row(name, f"{best:.3f}", f"{pick:.3f}", f"{synthetic:.3f}")
+    if args.mpnet:  # mpnet in MiniLM's place: the index a user would build with --embedder
+        swapped = {
+            key: {**found_lists, "dense": found_lists["mpnet"]}
+            for key, found_lists in lists.items()
+        }
+        best, pick, synthetic = oracle(sets, swapped, None)
+        table.add_row("mpnet + BM25", f"{best:.3f}", f"{pick:.3f}", f"{synthetic:.3f}")
+    console.print("pseudo-relevance feedback ...")
+    feedback = Feedback(retriever)
+    rows_of = {
+        key: feedback.feedback_rows(
+            [(d, 0.0) for d in fused(lists[key], {"dense": 0.5, "bm25": 0.5})],
+            query_vectors[i],
+            max(k for k, _ in ROCCHIO),
+        )
+        for i, key in enumerate(texts)
+    }
+    rocchio = [
+        {
+            key: {**lists[key], "dense": feedback.rocchio(query_vectors[i], rows_of[key][:k], beta)}
+            for i, key in enumerate(texts)
+        }
+        for k, beta in ROCCHIO
+    ]
+    rm3 = [
+        {
+            key: {**lists[key], "bm25": feedback.rm3(texts[key], rows_of[key][:k], m, lam)}
+            for key in texts
+        }
+        for k, m, lam in RM3
+    ]
+    for name, variants, settings in (
+        (f"MiniLM Rocchio + BM25 (best of {len(ROCCHIO)})", rocchio, ROCCHIO),
+        (f"MiniLM + BM25 RM3 (best of {len(RM3)})", rm3, RM3),
+    ):
+        results = [oracle(sets, variant, None) for variant in variants]
+        best = max(range(len(results)), key=lambda i: results[i][0])
+        picked = max(range(len(results)), key=lambda i: (results[i][2], results[i][1]))
+        console.print(
+            f"  {name}: judged best at {settings[best]}, synthetic pick {settings[picked]}"
+        )
+        table.add_row(
+            name,
+            f"{results[best][0]:.3f}",
+            f"{results[picked][1]:.3f}",
+            f"{results[picked][2]:.3f}",
+        )
+    if args.reranker is not None:
+        reranker = CrossEncoderReranker(args.reranker)
+        chunk_of = {c.chunk_id: c for c in retriever.chunks}
+        weights = [w / 10 for w in range(11)]
+        blended: dict[str, list[float]] = {}
+        for name, questions in sets.items():
+            per_weight: list[dict[str, list[str]]] = [{} for _ in weights]
+            for q in questions.qrels:
+                ranking = offline_ranking(found[f"{name}:{q}"], tuned)
+                head = ranking[:BLEND_DEPTH]
+                scores = reranker.score(
+                    questions.queries[q], [embed_input(chunk_of[c]) for c in head]
+                )
+                prior = standardised(-np.log1p(np.arange(len(head))))
+                rescored = standardised(np.asarray(scores))
+                for i, w in enumerate(weights):
+                    order = np.argsort(-(w * rescored + (1 - w) * prior), kind="stable")
+                    chunk_ids = [head[j] for j in order] + ranking[BLEND_DEPTH:]
+                    per_weight[i][q] = ranked_documents(chunk_ids, doc_of)
+            blended[name] = [mean_ndcg(r, questions) for r in per_weight]
+        pick = max(
+            range(len(weights)), key=lambda i: (blended["synthetic"][i], blended["judged"][i])
+        )
+        best = max(range(len(weights)), key=lambda i: blended["judged"][i])
+        console.print(
+            f"  blend: judged best at w {weights[best]}, synthetic pick w {weights[pick]}; "
+            f"reranker alone {blended['judged'][-1]:.3f} judged"
+        )
+        table.add_row(
+            f"tuned + reranker, score blend (top {BLEND_DEPTH})",
+            f"{blended['judged'][best]:.3f}",
+            f"{blended['judged'][pick]:.3f}",
+            f"{max(blended['synthetic']):.3f}",
+        )
     if args.upr:
         tokenizer = load_tokenizer("smollm2-135m-instruct")
         lm = load_causal_lm("smollm2-135m-instruct", dtype="float32", device="cpu")
