@@ -56,7 +56,7 @@ from mentor.models.loading import load_causal_lm, load_tokenizer, resolve_model_
 from mentor.rag.bm25 import BM25Index, bm25_matrix, count_terms, tokenize
 from mentor.rag.evaluation import EvalSet
 from mentor.rag.fusion import fuse
-from mentor.rag.index import Manifest, bm25_texts, embed_input
+from mentor.rag.index import bm25_texts, embed_input
 from mentor.rag.records import Chunk
 from mentor.rag.reranker import CrossEncoderReranker
 from mentor.rag.retrieve import Retriever
@@ -154,7 +154,6 @@ def chunk_matrices(
 ) -> tuple[npt.NDArray[np.float32], sp.csr_matrix, dict[str, int], list[str]]:
     """The index's chunk vectors, its BM25 weights (chunks x terms, rebuilt with the manifest's
     settings), the term ids and each row's document id, all in the store's row order."""
-    manifest = Manifest.read(retriever.folder)
     store = retriever.store
     vectors = np.asarray(
         [v for batch in store.column_batches(["vector"], 4096) for v in batch["vector"]],  # type: ignore[attr-defined]
@@ -162,7 +161,7 @@ def chunk_matrices(
     )
     chunk_ids: list[str] = []
     doc_ids: list[str] = []
-    config = manifest.config
+    config = retriever.manifest.config
     counts = count_terms(
         bm25_texts(store, config.bm25_heading_weight, chunk_ids, doc_ids),  # type: ignore[arg-type]
         config.analyzer,
@@ -177,7 +176,7 @@ class Feedback:
 
     def __init__(self, retriever: Retriever) -> None:
         self.vectors, self.bm25, self.vocab, owners = chunk_matrices(retriever)
-        self.analyzer = Manifest.read(retriever.folder).config.analyzer
+        self.analyzer = retriever.manifest.config.analyzer
         self.owners = owners
         self.rows_of: dict[str, list[int]] = {}
         for row, doc in enumerate(owners):
@@ -331,7 +330,7 @@ def main() -> None:
         query_vectors,
     )
     console.print("whole-document BM25 ...")
-    analyzer = Manifest.read(args.index).config.analyzer
+    analyzer = retriever.manifest.config.analyzer
     whole = BM25Index.build([f"{docs[d][0]}\n{docs[d][1]}" for d in doc_ids], analyzer=analyzer)
     for key, text in texts.items():
         lists[key]["document BM25"] = [(doc_ids[r], s) for r, s in whole.search(text, 200)]

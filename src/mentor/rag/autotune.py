@@ -49,6 +49,7 @@ from mentor.rag.selfeval import (
     SELFEVAL,
     SelfEvalSet,
     build_selfeval,
+    index_style,
     load_examples,
     save_examples,
 )
@@ -284,8 +285,6 @@ class Context:
 
     def style(self) -> QueryStyle | None:
         """The style of the example queries kept beside the index (None: plain questions)."""
-        from mentor.rag.selfeval import index_style
-
         try:
             return index_style(self.retriever, self.options.seed)
         except ValueError as exc:
